@@ -1,0 +1,1 @@
+"""The composition root: configuration, the CLI, the embedded local stack, deploy files."""

@@ -1,0 +1,45 @@
+"""The `hwledger` command: parses arguments, builds Settings, dispatches, maps errors.
+
+A UserError (bad input, unreachable server, wrong configuration) prints one line to stderr and
+exits 1; argparse usage errors exit 2; nothing a user can cause prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hwledger.deploy.commands import db, dev
+from hwledger.deploy.config import Settings
+from hwledger.schemas.errors import UserError
+from hwledger.seeds import SeedError
+
+COMMAND_MODULES = (dev, db)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hwledger",
+        description="Event-sourced GPU/CPU hardware inventory. Settings come from HWLEDGER_* "
+                    "environment variables (see docs/operations.md).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args, Settings.from_env()))
+    except (UserError, SeedError) as exc:
+        print(f"hwledger: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

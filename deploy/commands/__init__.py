@@ -1,0 +1,32 @@
+"""CLI subcommands, one module per area; each exposes `register(subparsers)`.
+
+A handler takes the parsed arguments and the Settings and returns the exit code. Handlers stay
+thin: they parse, call the library, and print.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from hwledger.deploy.config import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def add_command(subparsers: Subparsers, name: str, handler: Handler, help_text: str
+                ) -> argparse.ArgumentParser:
+    """Add one subcommand whose handler `main` dispatches to."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text,
+                                                             description=help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_group(subparsers: Subparsers, name: str, help_text: str) -> Subparsers:
+    """Add a command with its own subcommands (`hwledger dev up`)."""
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    group = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+    return group

@@ -1,0 +1,67 @@
+"""`hwledger dev up|down|status`: the embedded local stack."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import threading
+
+from rich.console import Console
+
+from hwledger.deploy.commands import Subparsers, add_command, add_group
+from hwledger.deploy.config import Settings
+from hwledger.deploy.kafka_admin import ensure_topic
+from hwledger.deploy.localstack import LocalStack
+from hwledger.deploy.setup import prepare_database
+
+console = Console()
+
+
+def register(subparsers: Subparsers) -> None:
+    dev = add_group(subparsers, "dev", "run the embedded local stack (Postgres + Kafka broker)")
+    up = add_command(dev, "up", _up, "start the stack, create the topic, migrate and seed")
+    up.add_argument("--detach", action="store_true", help="start in the background and return")
+    up.add_argument("--pg-port", type=int, help="PostgreSQL port (default: a free one)")
+    up.add_argument("--kafka-port", type=int, help="broker port (default: a free one)")
+    add_command(dev, "down", _down, "stop the stack")
+    add_command(dev, "status", _status, "show whether the stack runs and where")
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    stack = LocalStack(settings.home)
+    info = stack.up(pg_port=args.pg_port, kafka_port=args.kafka_port, detach=args.detach)
+    try:
+        ensure_topic({"bootstrap.servers": info.kafka_bootstrap}, settings.topic,
+                     settings.partitions)
+        prepare_database(info.database_url, settings)
+    except BaseException:
+        stack.down()
+        raise
+    print(f"PostgreSQL    HWLEDGER_DATABASE_URL={info.database_url}")
+    print(f"Kafka broker  HWLEDGER_KAFKA_BOOTSTRAP={info.kafka_bootstrap}")
+    console.print(f"topic         {settings.topic} ({settings.partitions} partitions)")
+    if args.detach:
+        console.print("running in the background; stop with `hwledger dev down`")
+        return 0
+    console.print("running; Ctrl-C stops the stack")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopped.wait()
+    stack.down()
+    console.print("stopped")
+    return 0
+
+
+def _down(args: argparse.Namespace, settings: Settings) -> int:
+    was_running = LocalStack(settings.home).down()
+    console.print("stopped" if was_running else "nothing was running")
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    status = LocalStack(settings.home).status()
+    print(json.dumps(status, indent=2))
+    return 0 if all(part["running"] for part in status.values()) else 3

@@ -1,0 +1,134 @@
+"""Settings from the environment, in one place.
+
+Every knob is an `HWLEDGER_*` variable (listed in ENV_VARS, which the deploy-file checks use).
+Kafka client settings pass through: `HWLEDGER_KAFKA_OPT_SECURITY_PROTOCOL=SASL_SSL` becomes the
+librdkafka property `security.protocol`, so SASL/TLS work without code changes. When no database
+or broker is named, the addresses of the local stack started by `hwledger dev up` are used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hwledger.schemas.errors import UserError
+
+KAFKA_OPT_PREFIX = "HWLEDGER_KAFKA_OPT_"
+SECRET_WORDS = ("password", "secret", "token", "key")
+ENV_VARS = {
+    "HWLEDGER_DATABASE_URL": "Postgres URL for migrations and projectors (read-write)",
+    "HWLEDGER_QUERY_DATABASE_URL": "Postgres URL for the query service (may be read-only)",
+    "HWLEDGER_KAFKA_BOOTSTRAP": "Kafka bootstrap servers, host:port[,host:port]",
+    "HWLEDGER_TOPIC": "events topic (default hwledger.events)",
+    "HWLEDGER_PARTITIONS": "partitions when hwledger creates the topic (default 6)",
+    "HWLEDGER_DB_SCHEMA": "Postgres schema to project into (default: the active schema)",
+    "HWLEDGER_HOME": "state folder: local stack data, spool, node id (default ./.hwledger)",
+    "HWLEDGER_ONLINE_TTL_SECONDS": "a provider is online if seen within this many seconds",
+    "HWLEDGER_HTTP_HOST": "query service bind address (default 127.0.0.1)",
+    "HWLEDGER_HTTP_PORT": "query service port (default 8080)",
+    "HWLEDGER_METRICS_PORT": "projector Prometheus port (default 9464, 0 = off)",
+    "HWLEDGER_PROVIDER_ID": "provider id this host publishes under",
+    "HWLEDGER_NODE_ID": "override the node id derived from /etc/machine-id",
+}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"{name}={raw!r} is not an integer") from None
+
+
+def kafka_options(env: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka properties passed through from HWLEDGER_KAFKA_OPT_* variables."""
+    return {
+        name.removeprefix(KAFKA_OPT_PREFIX).lower().replace("_", "."): value
+        for name, value in env.items()
+        if name.startswith(KAFKA_OPT_PREFIX)
+    }
+
+
+def safe_kafka_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A Kafka client config fit for logs: secret-looking values replaced by `***`."""
+    return {k: ("***" if any(w in k for w in SECRET_WORDS) else v) for k, v in config.items()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration; construct with `Settings.from_env()`."""
+
+    database_url: str | None = None
+    query_database_url: str | None = None
+    kafka_bootstrap: str | None = None
+    topic: str = "hwledger.events"
+    partitions: int = 6
+    db_schema: str | None = None
+    home: Path = Path(".hwledger")
+    online_ttl_seconds: int = 900
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    metrics_port: int = 9464
+    provider_id: str | None = None
+    node_id: str | None = None
+    kafka_extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        partitions = _int(env, "HWLEDGER_PARTITIONS", 6)
+        if partitions < 1:
+            raise UserError(f"HWLEDGER_PARTITIONS={partitions} must be at least 1")
+        return cls(
+            database_url=env.get("HWLEDGER_DATABASE_URL") or None,
+            query_database_url=env.get("HWLEDGER_QUERY_DATABASE_URL") or None,
+            kafka_bootstrap=env.get("HWLEDGER_KAFKA_BOOTSTRAP") or None,
+            topic=env.get("HWLEDGER_TOPIC") or "hwledger.events",
+            partitions=partitions,
+            db_schema=env.get("HWLEDGER_DB_SCHEMA") or None,
+            home=Path(env.get("HWLEDGER_HOME") or ".hwledger"),
+            online_ttl_seconds=_int(env, "HWLEDGER_ONLINE_TTL_SECONDS", 900),
+            http_host=env.get("HWLEDGER_HTTP_HOST") or "127.0.0.1",
+            http_port=_int(env, "HWLEDGER_HTTP_PORT", 8080),
+            metrics_port=_int(env, "HWLEDGER_METRICS_PORT", 9464),
+            provider_id=env.get("HWLEDGER_PROVIDER_ID") or None,
+            node_id=env.get("HWLEDGER_NODE_ID") or None,
+            kafka_extra=kafka_options(env),
+        ).with_local_stack()
+
+    def with_local_stack(self) -> Settings:
+        """Fill unset server addresses from `HOME/stack.json` written by `hwledger dev up`."""
+        stack_file = self.home / "stack.json"
+        if (self.database_url and self.kafka_bootstrap) or not stack_file.exists():
+            return self
+        try:
+            stack = json.loads(stack_file.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return self
+        return replace(
+            self,
+            database_url=self.database_url or stack.get("database_url"),
+            kafka_bootstrap=self.kafka_bootstrap or stack.get("kafka_bootstrap"),
+        )
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise UserError("no database configured: set HWLEDGER_DATABASE_URL or run "
+                            "`hwledger dev up --detach` to start the local stack")
+        return self.database_url
+
+    def require_query_database_url(self) -> str:
+        return self.query_database_url or self.require_database_url()
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """Base librdkafka config: bootstrap servers plus the pass-through options."""
+        if not self.kafka_bootstrap:
+            raise UserError("no Kafka broker configured: set HWLEDGER_KAFKA_BOOTSTRAP or run "
+                            "`hwledger dev up --detach` to start the local stack")
+        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_extra, **overrides}

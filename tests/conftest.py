@@ -1,0 +1,77 @@
+"""Shared fixtures. Integration tests (tests/integration) get real servers, once per session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from hwledger.deploy.kafka_admin import ensure_topic
+from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import migrate
+from hwledger.seeds import seed_database
+from tests.servers import Servers, session_servers
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with session_servers(tmp_path_factory.mktemp("servers")) as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: Servers) -> str:
+    return servers.database_url
+
+
+@pytest.fixture(scope="session")
+def kafka_config(servers: Servers) -> dict[str, Any]:
+    """librdkafka settings for the test broker."""
+    return {"bootstrap.servers": servers.kafka_bootstrap}
+
+
+@pytest.fixture
+def db_schema(database_url: str) -> Iterator[str]:
+    """A fresh, migrated and seeded Postgres schema, dropped after the test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with connect(database_url, None) as conn:
+        migrate(conn, schema)
+        with connect(database_url, schema) as seeded:
+            seed_database(seeded)
+            seeded.commit()
+    yield schema
+    with connect(database_url, None, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def db(database_url: str, db_schema: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection whose search_path is the test's fresh schema."""
+    with connect(database_url, db_schema) as conn:
+        yield conn
+
+
+@pytest.fixture
+def topic(kafka_config: dict[str, Any]) -> str:
+    """A fresh topic with 3 partitions and infinite retention."""
+    name = f"hwledger.test.{uuid.uuid4().hex[:12]}"
+    ensure_topic(kafka_config, name, 3)
+    return name
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty HWLEDGER_HOME for commands that keep state."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path

@@ -1,0 +1,76 @@
+"""`hwledger dev up --detach && dev status && dev down`, and one-line errors for bad setups."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.servers import Servers
+
+HWLEDGER = [sys.executable, "-m", "hwledger.deploy.cli"]
+
+
+def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HWLEDGER_")}
+    return subprocess.run([*HWLEDGER, *args], capture_output=True, text=True, timeout=120,
+                          env=clean | {"HWLEDGER_HOME": str(home)} | env)
+
+
+def test_dev_up_status_down(home: Path) -> None:
+    up = run(["dev", "up", "--detach"], home)
+    assert up.returncode == 0, up.stderr
+    assert "HWLEDGER_DATABASE_URL=postgresql://" in up.stdout
+    try:
+        status = run(["dev", "status"], home)
+        assert status.returncode == 0 and '"running": true' in status.stdout
+        migrate = run(["db", "migrate"], home)
+        assert migrate.returncode == 0 and "up to date" in migrate.stdout
+    finally:
+        down = run(["dev", "down"], home)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert run(["dev", "status"], home).returncode == 3
+
+
+def test_port_already_taken_is_one_line(home: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(["dev", "up", "--detach", "--kafka-port", str(port)], home)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"hwledger: error: port {port} for the Kafka broker is "
+                                     "already taken; pick another or omit it to use a free one")
+
+
+def test_unreachable_database_is_one_line(home: Path) -> None:
+    result = run(["db", "migrate"], home,
+                 HWLEDGER_DATABASE_URL="postgresql://u:pw@127.0.0.1:1/x")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "HWLEDGER_DATABASE_URL" in result.stderr and "pw" not in result.stderr
+
+
+def test_a_broker_that_is_not_kafka_is_one_line(home: Path, servers: Servers) -> None:
+    pg_port = servers.database_url.rsplit(":", 1)[1].split("/")[0]
+    from hwledger.deploy.kafka_admin import check_broker
+    from hwledger.schemas.errors import UserError
+
+    try:
+        check_broker({"bootstrap.servers": f"127.0.0.1:{pg_port}"}, timeout=2)
+    except UserError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("a Postgres port was accepted as a Kafka broker")
+    assert f"no Kafka broker answered at 127.0.0.1:{pg_port}" in message
+    assert "\n" not in message
+
+
+def test_malformed_seed_file_is_one_line(home: Path, tmp_path: Path, database_url: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    result = run(["db", "seed", "--file", str(bad)], home, HWLEDGER_DATABASE_URL=database_url)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"hwledger: error: {bad}: not valid JSON at line 1: " \
+        "Expecting property name enclosed in double quotes"

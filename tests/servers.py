@@ -1,0 +1,66 @@
+"""The servers tests talk to: named by the environment, embedded, or testcontainers.
+
+- HWLEDGER_DATABASE_URL / HWLEDGER_KAFKA_BOOTSTRAP set: those servers are used as they are.
+- HWLEDGER_TEST_BACKEND=docker: Postgres and Apache Kafka containers via testcontainers.
+- otherwise: the embedded PostgreSQL and Tansu broker, started once per test session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hwledger.deploy.localstack import EmbeddedBroker, EmbeddedPostgres, free_port, stop_pid
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str
+    kafka_bootstrap: str
+
+
+@contextlib.contextmanager
+def docker_servers() -> Iterator[Servers]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16", driver=None) as pg, \
+            KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka:
+        yield Servers(pg.get_connection_url(), kafka.get_bootstrap_server())
+
+
+@contextlib.contextmanager
+def embedded_postgres(workdir: Path) -> Iterator[str]:
+    server = EmbeddedPostgres(workdir / "postgres" / "data")
+    try:
+        yield server.start(free_port())
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def embedded_broker(workdir: Path, port: int | None = None) -> Iterator[str]:
+    broker = EmbeddedBroker(workdir / "broker.log")
+    port = port or free_port()
+    pid = broker.start(port)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_pid(pid)
+
+
+@contextlib.contextmanager
+def session_servers(workdir: Path) -> Iterator[Servers]:
+    if os.environ.get("HWLEDGER_TEST_BACKEND") == "docker":
+        with docker_servers() as servers:
+            yield servers
+        return
+    with contextlib.ExitStack() as stack:
+        database_url = os.environ.get("HWLEDGER_DATABASE_URL") or stack.enter_context(
+            embedded_postgres(workdir))
+        bootstrap = os.environ.get("HWLEDGER_KAFKA_BOOTSTRAP") or stack.enter_context(
+            embedded_broker(workdir))
+        yield Servers(database_url, bootstrap)

@@ -1,0 +1,85 @@
+"""Codec: single-object encoding round trips, schema resolution, typed errors for bad bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from fastavro import schemaless_writer
+
+from hwledger.schemas import codec
+from hwledger.schemas.registry import EVENT_TYPES, all_versions, by_fingerprint, latest
+from tests import factories as f
+
+
+def sample_events() -> list[tuple[str, dict[str, Any]]]:
+    snap = f.snapshot(gpus=[f.gpu(0, "h100-sxm"), f.gpu(1, "mi300x", power_limit_w=None)])
+    started = f.run_started(snap, gpu_slots=[0, 1])
+    return [
+        ("HardwareSnapshotted", snap),
+        ("HardwareSnapshotted", f.snapshot(gpus=[])),
+        ("RunStarted", started),
+        ("RunFinished", f.run_finished(started)),
+        ("RunFinished", f.run_finished(started, "failed", error_message="CUDA OOM")),
+        ("ProviderRegistered", f.provider_registered()),
+        ("ProviderAudited", f.provider_audited(attributes={})),
+    ]
+
+
+@pytest.mark.parametrize(("event_type", "data"), sample_events())
+def test_round_trip_every_event(event_type: str, data: dict[str, Any]) -> None:
+    raw = codec.encode(event_type, data)
+    assert raw[:2] == codec.MARKER
+    assert raw[2:10] == latest(event_type).fingerprint
+    decoded = codec.decode(raw)
+    assert decoded.type == event_type
+    assert decoded.data == data
+
+
+def test_every_event_type_has_a_schema() -> None:
+    assert {s.event_type for s in all_versions()} == set(EVENT_TYPES)
+
+
+def test_old_writer_version_is_read_with_the_newest_reader() -> None:
+    v1 = next(s for s in all_versions() if s.event_type == "RunFinished" and s.version == 1)
+    data = f.run_finished(f.run_started(f.snapshot()))
+    del data["error_message"]
+    buf = io.BytesIO()
+    schemaless_writer(buf, v1.parsed, data)
+    decoded = codec.decode(codec.MARKER + v1.fingerprint + buf.getvalue())
+    assert decoded.data == data | {"error_message": None}
+
+
+def test_fingerprints_are_unique_and_little_endian_crc64() -> None:
+    assert len(by_fingerprint()) == len(all_versions())
+    from hwledger.schemas.registry import fingerprint_of
+
+    # CRC-64-AVRO of "null" from the Avro specification, little-endian.
+    assert fingerprint_of("null") == (7195948357588979594).to_bytes(8, "little")  # type: ignore[arg-type,unused-ignore]
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"", "truncated"),
+    (b"\xc3\x01\x00\x01", "truncated"),
+    (b"{\"json\": true, \"not\": \"avro\"}", "not Avro single-object encoding"),
+    (b"\xc3\x01" + b"\xff" * 8 + b"\x00", "unknown schema fingerprint"),
+])
+def test_bad_bytes_raise_decode_error_with_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(codec.DecodeError, match=reason):
+        codec.decode(raw)
+
+
+def test_truncated_and_padded_bodies_are_decode_errors() -> None:
+    raw = codec.encode("ProviderRegistered", f.provider_registered())
+    with pytest.raises(codec.DecodeError, match="corrupt ProviderRegistered"):
+        codec.decode(raw[:-5])
+    with pytest.raises(codec.DecodeError, match="trailing bytes"):
+        codec.decode(raw + b"\x00")
+
+
+def test_encode_rejects_payload_that_misses_fields() -> None:
+    data = f.provider_registered()
+    del data["host_uri"]
+    with pytest.raises(codec.EncodeError, match="ProviderRegistered"):
+        codec.encode("ProviderRegistered", data)

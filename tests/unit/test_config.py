@@ -1,0 +1,57 @@
+"""Settings from the environment: defaults, pass-through Kafka options, secret hygiene."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hwledger.deploy.config import Settings, safe_kafka_config
+from hwledger.schemas.db import redact
+from hwledger.schemas.errors import UserError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = Settings.from_env({"HWLEDGER_HOME": str(tmp_path)})
+    assert (s.topic, s.partitions, s.database_url, s.kafka_bootstrap) == (
+        "hwledger.events", 6, None, None)
+
+
+def test_kafka_security_settings_pass_through() -> None:
+    s = Settings.from_env({
+        "HWLEDGER_KAFKA_BOOTSTRAP": "kafka:9093",
+        "HWLEDGER_KAFKA_OPT_SECURITY_PROTOCOL": "SASL_SSL",
+        "HWLEDGER_KAFKA_OPT_SASL_MECHANISM": "SCRAM-SHA-512",
+        "HWLEDGER_KAFKA_OPT_SASL_PASSWORD": "hunter2",
+        "HWLEDGER_KAFKA_OPT_SSL_CA_LOCATION": "/etc/ssl/ca.pem",
+    })
+    config = s.kafka_config(**{"client.id": "x"})
+    assert config == {"bootstrap.servers": "kafka:9093", "security.protocol": "SASL_SSL",
+                      "sasl.mechanism": "SCRAM-SHA-512", "sasl.password": "hunter2",
+                      "ssl.ca.location": "/etc/ssl/ca.pem", "client.id": "x"}
+    assert "hunter2" not in str(safe_kafka_config(config))
+
+
+def test_passwords_are_redacted_from_urls() -> None:
+    assert redact("postgresql://app:s3cret@db:5432/hw") == "postgresql://app:***@db:5432/hw"
+    assert redact("postgresql://app@db/hw") == "postgresql://app@db/hw"
+
+
+def test_missing_servers_say_what_to_do(tmp_path: Path) -> None:
+    s = Settings.from_env({"HWLEDGER_HOME": str(tmp_path)})
+    with pytest.raises(UserError, match="HWLEDGER_DATABASE_URL"):
+        s.require_database_url()
+    with pytest.raises(UserError, match="HWLEDGER_KAFKA_BOOTSTRAP"):
+        s.kafka_config()
+
+
+def test_bad_integers_are_user_errors() -> None:
+    with pytest.raises(UserError, match="HWLEDGER_PARTITIONS='many' is not an integer"):
+        Settings.from_env({"HWLEDGER_PARTITIONS": "many"})
+
+
+def test_local_stack_file_fills_unset_addresses(tmp_path: Path) -> None:
+    (tmp_path / "stack.json").write_text(
+        '{"database_url": "postgresql://l/db", "kafka_bootstrap": "127.0.0.1:1"}')
+    s = Settings.from_env({"HWLEDGER_HOME": str(tmp_path), "HWLEDGER_KAFKA_BOOTSTRAP": "k:9"})
+    assert (s.database_url, s.kafka_bootstrap) == ("postgresql://l/db", "k:9")

@@ -1,0 +1,40 @@
+"""Impossible-but-schema-valid values are named, plausible events pass."""
+
+from __future__ import annotations
+
+from hwledger.schemas.validation import problems
+from tests import factories as f
+
+
+def test_plausible_events_have_no_problems() -> None:
+    snap = f.snapshot()
+    started = f.run_started(snap)
+    assert problems("HardwareSnapshotted", snap) == []
+    assert problems("RunStarted", started) == []
+    assert problems("RunFinished", f.run_finished(started)) == []
+    assert problems("ProviderRegistered", f.provider_registered()) == []
+    assert problems("ProviderAudited", f.provider_audited()) == []
+
+
+def test_snapshot_problems_are_named() -> None:
+    snap = f.snapshot(gpus=[f.gpu(0), f.gpu(0), f.gpu(1, vram_bytes=-1, interface="nvlink",
+                                                       actual_interface="PCIe 9.0 x3")])
+    snap["system"]["ram_bytes"] = -5
+    snap["allocatable"]["memory_bytes"] = -1
+    found = " | ".join(problems("HardwareSnapshotted", snap))
+    for expected in ("duplicate slot_index 0", "vram_bytes must be positive",
+                     "interface must be one of", "'PCIe 9.0 x3' is not a known interface_type",
+                     "system.ram_bytes must not be negative",
+                     "allocatable.memory_bytes must not be negative"):
+        assert expected in found
+
+
+def test_run_and_provider_problems_are_named() -> None:
+    started = f.run_started(f.snapshot(), gpu_slots=[1, 1])
+    assert problems("RunStarted", started) == ["resources.gpu_slots: duplicate slot 1"]
+    finished = f.run_finished(started, energy_wh=-3.0)
+    assert problems("RunFinished", finished) == ["energy_wh must not be negative (got -3.0)"]
+    registered = f.provider_registered(provider_id=" ")
+    registered["attributes"] += registered["attributes"][:1]
+    assert problems("ProviderRegistered", registered) == [
+        "provider_id must not be empty", "attributes: duplicate key 'region'"]
