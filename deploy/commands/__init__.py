@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from hwledger.deploy.config import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+class CommandModule(Protocol):
+    """A module of subcommands (or benchmarks): it adds itself to a subparsers object."""
+
+    def register(self, subparsers: Subparsers) -> None: ...
 
 
 def add_command(subparsers: Subparsers, name: str, handler: Handler, help_text: str

@@ -6,12 +6,12 @@ line of figures. Results with the command that made them go to docs/performance.
 
 from __future__ import annotations
 
-from hwledger.deploy.commands import Subparsers, add_group
+from hwledger.deploy.commands import CommandModule, Subparsers, add_group
 
-BENCHMARK_MODULES: tuple[object, ...] = ()
+BENCHMARK_MODULES: tuple[CommandModule, ...] = ()
 
 
 def register(subparsers: Subparsers) -> None:
     bench = add_group(subparsers, "bench", "benchmarks (figures + side-by-side baseline)")
     for module in BENCHMARK_MODULES:
-        module.register(bench)  # type: ignore[attr-defined]
+        module.register(bench)
