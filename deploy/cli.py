@@ -10,12 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hwledger.deploy.commands import CommandModule, bench, db, dev
+from hwledger.deploy.commands import CommandModule, bench, db, dev, project, status
 from hwledger.deploy.config import Settings
 from hwledger.schemas.errors import UserError
 from hwledger.seeds import SeedError
 
-COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench)
+COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ ENV_VARS = {
     "HWLEDGER_HTTP_HOST": "query service bind address (default 127.0.0.1)",
     "HWLEDGER_HTTP_PORT": "query service port (default 8080)",
     "HWLEDGER_METRICS_PORT": "projector Prometheus port (default 9464, 0 = off)",
+    "HWLEDGER_PARK_TTL_SECONDS": "event-time seconds before a parked event is a dead letter",
     "HWLEDGER_PROVIDER_ID": "provider id this host publishes under",
     "HWLEDGER_NODE_ID": "override the node id derived from /etc/machine-id",
 }
@@ -75,6 +76,7 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     metrics_port: int = 9464
+    park_ttl_seconds: int = 21600
     provider_id: str | None = None
     node_id: str | None = None
     kafka_extra: dict[str, str] = field(default_factory=dict)
@@ -97,6 +99,7 @@ class Settings:
             http_host=env.get("HWLEDGER_HTTP_HOST") or "127.0.0.1",
             http_port=_int(env, "HWLEDGER_HTTP_PORT", 8080),
             metrics_port=_int(env, "HWLEDGER_METRICS_PORT", 9464),
+            park_ttl_seconds=_int(env, "HWLEDGER_PARK_TTL_SECONDS", 21600),
             provider_id=env.get("HWLEDGER_PROVIDER_ID") or None,
             node_id=env.get("HWLEDGER_NODE_ID") or None,
             kafka_extra=kafka_options(env),

@@ -48,7 +48,8 @@ class GpuModel:
 Row = TypeVar("Row", InterfaceType, GpuModel)
 
 
-def _read(path: Path | None, default_name: str) -> tuple[str, Any]:
+def read_seed_document(path: Path | None, default_name: str) -> tuple[str, Any]:
+    """(label for messages, parsed JSON) of a shipped seed file or of `path`."""
     if path is None:
         label = f"seeds/{default_name}"
         text = resources.files("hwledger.seeds").joinpath(default_name).read_text("utf-8")
@@ -65,7 +66,7 @@ def _read(path: Path | None, default_name: str) -> tuple[str, Any]:
 
 
 def _rows(path: Path | None, default_name: str, key: str, row_type: type[Row]) -> tuple[Row, ...]:
-    label, doc = _read(path, default_name)
+    label, doc = read_seed_document(path, default_name)
     if not isinstance(doc, dict) or doc.get("schema_version") != SUPPORTED_SCHEMA_VERSION:
         found = doc.get("schema_version") if isinstance(doc, dict) else None
         raise SeedError(

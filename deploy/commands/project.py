@@ -1,0 +1,107 @@
+"""`hwledger project` (the projector service) and `hwledger dlq list|parked|retry`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import timedelta
+
+from hwledger.deploy.commands import Subparsers, add_command, add_group
+from hwledger.deploy.config import Settings
+from hwledger.projectors.metrics import Metrics
+from hwledger.projectors.service import Projector, ProjectorConfig, install_signal_handlers
+from hwledger.projectors.writer import Writer, dead_letter_rows, parked_rows, to_json
+from hwledger.schemas.db import connect
+from hwledger.schemas.errors import UserError
+from hwledger.schemas.migrations import active_schema
+
+
+def register(subparsers: Subparsers) -> None:
+    project = add_command(subparsers, "project", _project,
+                          "project the event log into Postgres (consumer-group service)")
+    project.add_argument("--group", default="hwledger-projector", help="consumer group id")
+    project.add_argument("--batch-size", type=_positive, default=2000,
+                         help="most messages per transaction (default 2000)")
+    project.add_argument("--batch-seconds", type=float, default=0.5,
+                         help="longest wait to fill a batch (default 0.5)")
+    project.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                         help="exit 0 after this long without messages (for one-shot replays)")
+    dlq = add_group(subparsers, "dlq", "dead letters and parked events")
+    listing = add_command(dlq, "list", _list, "newest dead letters as JSON lines")
+    listing.add_argument("--limit", type=_positive, default=50)
+    parked = add_command(dlq, "parked", _parked, "parked events (waiting for a reference)")
+    parked.add_argument("--limit", type=_positive, default=50)
+    retry = add_command(dlq, "retry", _retry, "re-project one dead letter")
+    retry.add_argument("id", type=_positive, help="dead_letter_id from `hwledger dlq list`")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _schema(settings: Settings, url: str) -> str:
+    if settings.db_schema:
+        return settings.db_schema
+    with connect(url, None) as conn:
+        return active_schema(conn)
+
+
+def _project(args: argparse.Namespace, settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = settings.require_database_url()
+    config = ProjectorConfig(
+        database_url=url, schema=_schema(settings, url), topic=settings.topic,
+        kafka=settings.kafka_config(), group_id=args.group, batch_size=args.batch_size,
+        batch_seconds=args.batch_seconds, park_ttl=timedelta(seconds=settings.park_ttl_seconds),
+        idle_exit_seconds=args.exit_when_idle)
+    metrics = Metrics()
+    metrics.serve(settings.metrics_port)
+    projector = Projector(config, metrics)
+    install_signal_handlers(projector)
+    return projector.run()
+
+
+def _writer(settings: Settings) -> Writer:
+    url = settings.require_database_url()
+    conn = connect(url, _schema(settings, url))
+    return Writer(conn, timedelta(seconds=settings.park_ttl_seconds))
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    writer = _writer(settings)
+    with writer.conn:
+        rows = dead_letter_rows(writer.conn, args.limit)
+    if rows:
+        print(to_json(rows))
+    return 0
+
+
+def _parked(args: argparse.Namespace, settings: Settings) -> int:
+    writer = _writer(settings)
+    with writer.conn:
+        rows = parked_rows(writer.conn, args.limit)
+    if rows:
+        print(to_json(rows))
+    return 0
+
+
+def _retry(args: argparse.Namespace, settings: Settings) -> int:
+    writer = _writer(settings)
+    with writer.conn:
+        try:
+            plan = writer.retry_dead_letter(args.id)
+        except LookupError as exc:
+            raise UserError(str(exc.args[0])) from None
+        except ValueError as exc:
+            raise UserError(f"dead letter {args.id} is still bad: {exc}") from None
+    outcome = "parked" if plan.newly_parked else "applied" if plan.applied else "a duplicate"
+    print(f"dead letter {args.id}: {outcome}")
+    return 0

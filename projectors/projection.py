@@ -1,0 +1,465 @@
+"""The pure projection: log records plus the state they reference -> row changes of one batch.
+
+No I/O here. `decode_all` turns raw Kafka records into decoded events (or dead-letter reasons);
+`references` says which stored state a batch needs; `project` walks the batch in log order and
+fills a `Plan` (rows to insert or upsert, dead letters, parked events, applied event ids) that the
+writer applies in one transaction. Everything depends on event content and event time only.
+
+Rules (DESIGN sections 4 and 5):
+- content-addressed rows (gpu_hardware, system_hardware, system_gpu_link, system_software) are
+  insert-if-absent; ids are derived here, never taken from the producer;
+- a node's current snapshot is the latest by (occurred_at, event_id); providers and audits are
+  last-writer-wins by the same key, so arrival order does not matter;
+- an event id already applied (or already parked) changes nothing;
+- impossible values go to dead letters; a reference not yet known (RunStarted before its
+  snapshot, RunFinished before its RunStarted) is parked and applied when the reference arrives,
+  or dead-lettered once the provider's event time has moved `park_ttl` past it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from hwledger.schemas import codec, identity, tokens, validation
+from hwledger.seeds import interface_type_ids
+
+Row = tuple[Any, ...]
+METRIC_FIELDS = ("wall_clock_seconds", "seconds_to_first_token", "tokens_per_second",
+                 "peak_vram_bytes", "power_limit_w", "measured_tflops",
+                 "gpu_sm_utilization_pct", "energy_wh")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message of the log (or one parked / dead-lettered copy of it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+    parked_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A record with its decoded event, or the reason it cannot be decoded."""
+
+    record: Record
+    event: codec.Event | None
+    error: str | None = None
+
+    @property
+    def event_id(self) -> str | None:
+        return None if self.event is None else str(self.event.data["event_id"])
+
+    @property
+    def provider_id(self) -> str | None:
+        return None if self.event is None else str(self.event.data["provider_id"])
+
+
+@dataclass(frozen=True)
+class KnownSnapshot:
+    provider_id: str
+    node_id: str
+    slots: frozenset[int]
+    system_hardware_id: str
+    system_software_id: str
+
+
+@dataclass
+class KnownRun:
+    provider_id: str
+    node_id: str
+    status: str | None
+    first_slot: int | None
+    system_hardware_id: str
+    system_software_id: str
+
+
+@dataclass
+class Pending:
+    """A parked event: waiting for `waiting_for` ("snapshot <id>" or "run <id>")."""
+
+    decoded: Decoded
+    waiting_for: str
+    occurred_at: datetime
+
+
+@dataclass
+class State:
+    """What the batch needs from the stored read model; `project` updates it as it goes."""
+
+    applied: set[str] = field(default_factory=set)
+    snapshots: dict[str, KnownSnapshot] = field(default_factory=dict)
+    runs: dict[str, KnownRun] = field(default_factory=dict)
+    parked: dict[str, list[Pending]] = field(default_factory=dict)
+
+    def parked_event_ids(self) -> set[str]:
+        return {p.decoded.event_id or "" for pending in self.parked.values() for p in pending}
+
+
+@dataclass(frozen=True)
+class References:
+    """Stored state a batch refers to: event ids, snapshot ids, run ids and providers."""
+
+    event_ids: frozenset[str]
+    snapshot_ids: frozenset[str]
+    run_ids: frozenset[str]
+    providers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: Record
+    reason: str
+    event_type: str | None
+    event_id: str | None
+
+
+@dataclass
+class NodeRow:
+    provider_id: str
+    node_id: str
+    snapshot_event_id: str
+    occurred_at: datetime
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+@dataclass
+class Plan:
+    """Row changes of one batch, in the shapes the writer's statements take."""
+
+    gpu_hardware: dict[str, Row] = field(default_factory=dict)
+    system_hardware: dict[str, Row] = field(default_factory=dict)
+    system_gpu_links: dict[tuple[str, int], Row] = field(default_factory=dict)
+    system_software: dict[str, Row] = field(default_factory=dict)
+    snapshots: list[Row] = field(default_factory=list)
+    nodes: dict[tuple[str, str], NodeRow] = field(default_factory=dict)
+    runs: list[Row] = field(default_factory=list)
+    run_gpu_usage: list[Row] = field(default_factory=list)
+    run_finishes: list[Row] = field(default_factory=list)
+    run_metrics: list[Row] = field(default_factory=list)
+    providers: dict[str, Row] = field(default_factory=dict)
+    audits: dict[tuple[str, str], Row] = field(default_factory=dict)
+    applied: list[Row] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    unparked: list[int] = field(default_factory=list)
+    last_seen: dict[str, datetime] = field(default_factory=dict)
+    projected: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    newly_parked: list[Pending] = field(default_factory=list)
+
+
+def decode(record: Record) -> Decoded:
+    try:
+        return Decoded(record, codec.decode(record.raw))
+    except codec.DecodeError as exc:
+        return Decoded(record, None, exc.reason)
+
+
+def decode_all(records: Iterable[Record]) -> list[Decoded]:
+    return [decode(r) for r in records]
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def references(batch: Sequence[Decoded]) -> References:
+    """The stored state `project` needs for `batch`."""
+    event_ids, snapshot_ids, run_ids, providers = set(), set(), set(), set()
+    for item in batch:
+        if item.event is None:
+            continue
+        data = item.event.data
+        event_ids.add(str(data["event_id"]))
+        providers.add(str(data["provider_id"]))
+        if "run_id" in data:
+            run_ids.add(str(data["run_id"]))
+        if item.event.type == "RunStarted":
+            snapshot_ids.add(str(data["snapshot_event_id"]))
+    return References(frozenset(e for e in event_ids if _is_uuid(e)),
+                      frozenset(s for s in snapshot_ids if _is_uuid(s)),
+                      frozenset(run_ids), frozenset(providers))
+
+
+@lru_cache(maxsize=65536)
+def _gpu(pci_vendor_id: str, pci_device_id: str, pci_subsystem_id: str | None, vram_bytes: int,
+         name: str, interface: str) -> Row:
+    gpu = {"pci_vendor_id": pci_vendor_id, "pci_device_id": pci_device_id,
+           "pci_subsystem_id": pci_subsystem_id, "vram_bytes": vram_bytes}
+    ident = tokens.identify(name, pci_vendor_id, pci_device_id)
+    return (identity.gpu_hardware_id(gpu), ident.vendor, ident.model, name,
+            tokens.normalize_pci_id(pci_vendor_id), tokens.normalize_pci_id(pci_device_id),
+            tokens.normalize_pci_id(pci_subsystem_id, 8), vram_bytes, interface)
+
+
+def gpu_row(gpu: Mapping[str, Any]) -> Row:
+    """The gpu_hardware row of one installed GPU (id, vendor and model tokens, PCI ids...)."""
+    return _gpu(gpu["pci_vendor_id"], gpu["pci_device_id"], gpu.get("pci_subsystem_id"),
+                int(gpu["vram_bytes"]), gpu["name"], gpu["interface"])
+
+
+@lru_cache(maxsize=65536)
+def _system_id(system: tuple[Any, ...], config: tuple[tuple[Any, ...], ...]) -> str:
+    keys = ("cpu_model", "cpu_threads", "ram_bytes", "architecture", "motherboard")
+    return identity.system_hardware_id(
+        dict(zip(keys, system, strict=True)),
+        [{"slot_index": c[0], "pci_vendor_id": c[1], "pci_device_id": c[2],
+          "pci_subsystem_id": c[3], "vram_bytes": c[4], "slot_native_interface": c[5],
+          "actual_interface": c[6]} for c in config])
+
+
+def system_row(system: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> Row:
+    """The system_hardware row: host spec plus GPU configuration identity."""
+    key = (system["cpu_model"], int(system["cpu_threads"]), int(system["ram_bytes"]),
+           system["architecture"], system.get("motherboard"))
+    config = tuple(sorted(
+        (int(g["slot_index"]), g["pci_vendor_id"], g["pci_device_id"], g.get("pci_subsystem_id"),
+         int(g["vram_bytes"]), g.get("slot_native_interface"), g.get("actual_interface"))
+        for g in gpus))
+    return (_system_id(key, config), system["cpu_model"], system["cpu_vendor"],
+            int(system["cpu_cores"]), int(system["cpu_threads"]), int(system["ram_bytes"]),
+            system["architecture"], system.get("motherboard"), len(gpus))
+
+
+@lru_cache(maxsize=16384)
+def _software_id(values: tuple[str | None, ...]) -> str:
+    return identity.system_software_id(dict(zip(identity.SOFTWARE_FIELDS, values, strict=True)))
+
+
+def software_row(software: Mapping[str, Any]) -> Row:
+    values = tuple(software.get(f) for f in identity.SOFTWARE_FIELDS)
+    return (_software_id(values), *values)
+
+
+def _attributes(items: Iterable[Mapping[str, str]]) -> str:
+    return json.dumps({a["key"]: a["value"] for a in items}, sort_keys=True)
+
+
+class _Projector:
+    """Walks one batch in order; a class only to share the plan and state between handlers."""
+
+    def __init__(self, state: State, plan: Plan, park_ttl: timedelta) -> None:
+        self.state = state
+        self.plan = plan
+        self.park_ttl = park_ttl
+        self.links = interface_type_ids()
+        self.parked_ids = state.parked_event_ids()
+
+    def dead(self, item: Decoded, reason: str) -> None:
+        event = item.event
+        self.plan.dead_letters.append(DeadLetter(
+            item.record, reason, None if event is None else event.type, item.event_id))
+        if item.record.parked_id is not None:
+            self.plan.unparked.append(item.record.parked_id)
+
+    def park(self, item: Decoded, waiting_for: str) -> None:
+        assert item.event is not None
+        if item.record.parked_id is None and item.event_id in self.parked_ids:
+            self.plan.duplicates += 1
+            return
+        provider = str(item.provider_id)
+        self.state.parked.setdefault(provider, []).append(
+            Pending(item, waiting_for, item.event.data["occurred_at"]))
+        self.parked_ids.add(str(item.event_id))
+
+    def age(self, provider: str, now: datetime) -> None:
+        pending = self.state.parked.get(provider)
+        if not pending:
+            return
+        keep = []
+        for p in pending:
+            if p.occurred_at < now - self.park_ttl:
+                self.dead(p.decoded, f"parked for more than {self.park_ttl.total_seconds():g}s "
+                                     f"of event time waiting for {p.waiting_for}")
+                self.parked_ids.discard(str(p.decoded.event_id))
+            else:
+                keep.append(p)
+        self.state.parked[provider] = keep
+
+    def release(self, provider: str, key: str) -> None:
+        pending = self.state.parked.get(provider, [])
+        ready = [p for p in pending if p.waiting_for == key]
+        if not ready:
+            return
+        self.state.parked[provider] = [p for p in pending if p.waiting_for != key]
+        for p in ready:
+            self.parked_ids.discard(str(p.decoded.event_id))
+            if p.decoded.record.parked_id is not None:
+                self.plan.unparked.append(p.decoded.record.parked_id)
+            self.handle(Decoded(
+                Record(p.decoded.record.topic, p.decoded.record.partition,
+                       p.decoded.record.offset, p.decoded.record.raw),
+                p.decoded.event))
+
+    def handle(self, item: Decoded) -> None:
+        if item.event is None:
+            self.dead(item, item.error or "undecodable")
+            return
+        event_id = str(item.event_id)
+        data = item.event.data
+        if not _is_uuid(event_id):
+            self.dead(item, f"event_id {event_id!r} is not a UUID")
+            return
+        if event_id in self.state.applied or (
+                item.record.parked_id is None and event_id in self.parked_ids):
+            self.plan.duplicates += 1
+            return
+        found = validation.problems(item.event.type, data)
+        if found:
+            self.dead(item, "; ".join(found))
+            return
+        provider = str(data["provider_id"])
+        self.age(provider, data["occurred_at"])
+        outcome = getattr(self, f"on_{item.event.type}")(item, data)
+        if outcome is None:
+            self.applied(item, provider, data["occurred_at"])
+        elif outcome.startswith("park:"):
+            self.park(item, outcome.removeprefix("park:"))
+        else:
+            self.dead(item, outcome)
+
+    def applied(self, item: Decoded, provider: str, occurred_at: datetime) -> None:
+        assert item.event is not None
+        event_id = str(item.event_id)
+        self.state.applied.add(event_id)
+        self.plan.applied.append((event_id, item.event.type))
+        self.plan.projected[item.event.type] += 1
+        if item.record.parked_id is not None:
+            self.plan.unparked.append(item.record.parked_id)
+        seen = self.plan.last_seen.get(provider)
+        self.plan.last_seen[provider] = occurred_at if seen is None else max(seen, occurred_at)
+        if item.event.type == "HardwareSnapshotted":
+            self.release(provider, f"snapshot {event_id}")
+        elif item.event.type == "RunStarted":
+            self.release(provider, f"run {item.event.data['run_id']}")
+
+    def on_HardwareSnapshotted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+        plan = self.plan
+        event_id, at = str(data["event_id"]), data["occurred_at"]
+        provider, node = str(data["provider_id"]), str(data["node_id"])
+        gpus = data["gpus"]
+        system = system_row(data["system"], gpus)
+        software = software_row(data["software"])
+        plan.system_hardware[system[0]] = system
+        plan.system_software[software[0]] = software
+        for gpu in gpus:
+            row = gpu_row(gpu)
+            plan.gpu_hardware[row[0]] = row
+            plan.system_gpu_links[(system[0], gpu["slot_index"])] = (
+                system[0], gpu["slot_index"], row[0],
+                self.links.get(gpu.get("slot_native_interface") or ""),
+                self.links.get(gpu.get("actual_interface") or ""))
+        alloc = data["allocatable"]
+        power = {str(g["slot_index"]): g["power_limit_w"] for g in gpus
+                 if g.get("power_limit_w") is not None}
+        storage = [{"class": v["class"], "bytes": v["bytes"]} for v in data["storage"]]
+        plan.snapshots.append((
+            event_id, provider, node, system[0], software[0], at, alloc["cpu_millicores"],
+            alloc["memory_bytes"], alloc["ephemeral_storage_bytes"],
+            json.dumps(storage, sort_keys=True), json.dumps(power, sort_keys=True)))
+        key = (provider, node)
+        current = plan.nodes.get(key)
+        if current is None:
+            plan.nodes[key] = NodeRow(provider, node, event_id, at, at, at)
+        else:
+            if (at, uuid.UUID(event_id)) > (current.occurred_at,
+                                            uuid.UUID(current.snapshot_event_id)):
+                current.snapshot_event_id, current.occurred_at = event_id, at
+            current.first_seen_at = min(current.first_seen_at, at)
+            current.last_seen_at = max(current.last_seen_at, at)
+        self.state.snapshots[event_id] = KnownSnapshot(
+            provider, node, frozenset(g["slot_index"] for g in gpus), system[0], software[0])
+        return None
+
+    def on_RunStarted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+        run_id, snapshot_id = str(data["run_id"]), str(data["snapshot_event_id"])
+        if not _is_uuid(snapshot_id):
+            return f"snapshot_event_id {snapshot_id!r} is not a UUID"
+        snapshot = self.state.snapshots.get(snapshot_id)
+        if snapshot is None:
+            return f"park:snapshot {snapshot_id}"
+        if (snapshot.provider_id, snapshot.node_id) != (data["provider_id"], data["node_id"]):
+            return (f"run {run_id} on {data['provider_id']}/{data['node_id']} references "
+                    f"snapshot {snapshot_id} of {snapshot.provider_id}/{snapshot.node_id}")
+        slots = sorted(data["resources"]["gpu_slots"])
+        missing = [s for s in slots if s not in snapshot.slots]
+        if missing:
+            return (f"run {run_id} uses GPU slot(s) {missing} that snapshot {snapshot_id} "
+                    "does not have")
+        if run_id in self.state.runs:
+            return f"run {run_id} was already started by another event"
+        res = data["resources"]
+        self.plan.runs.append((
+            run_id, data["provider_id"], data["node_id"], snapshot_id, data["event_id"],
+            data["occurred_at"], res["cpu_millicores"], res["memory_bytes"],
+            res["ephemeral_storage_bytes"], data.get("task_ref"), data.get("model_ref")))
+        self.plan.run_gpu_usage.extend((run_id, s) for s in slots)
+        self.state.runs[run_id] = KnownRun(
+            str(data["provider_id"]), str(data["node_id"]), None, slots[0] if slots else None,
+            snapshot.system_hardware_id, snapshot.system_software_id)
+        return None
+
+    def on_RunFinished(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+        run_id, status = str(data["run_id"]), str(data["status"])
+        run = self.state.runs.get(run_id)
+        if run is None:
+            return f"park:run {run_id}"
+        if run.provider_id != data["provider_id"]:
+            return f"run {run_id} belongs to provider {run.provider_id}"
+        if run.status is not None:
+            if run.status == status:
+                return None
+            return f"run {run_id} finished twice with different outcomes ({run.status}, {status})"
+        run.status = status
+        self.plan.run_finishes.append((run_id, data["event_id"], data["occurred_at"], status))
+        self.plan.run_metrics.append((
+            run_id, run.system_hardware_id, run.first_slot, run.system_software_id,
+            *(data.get(f) for f in METRIC_FIELDS)))
+        return None
+
+    def on_ProviderRegistered(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+        provider = str(data["provider_id"])
+        row = (provider, data["host_uri"], _attributes(data["attributes"]), data["occurred_at"],
+               data["event_id"])
+        _keep_latest(self.plan.providers, provider, row, 3)
+        return None
+
+    def on_ProviderAudited(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+        key = (str(data["provider_id"]), str(data["auditor"]))
+        row = (*key, _attributes(data["attributes"]), data["occurred_at"], data["event_id"])
+        _keep_latest(self.plan.audits, key, row, 3)
+        return None
+
+
+def _keep_latest(rows: dict[Any, Row], key: Any, row: Row, at: int) -> None:
+    """Keep the row with the later (occurred_at, event_id) under `key`."""
+    current = rows.get(key)
+    if current is None or (row[at], uuid.UUID(row[at + 1])) > (current[at],
+                                                                uuid.UUID(current[at + 1])):
+        rows[key] = row
+
+
+def project(batch: Sequence[Decoded], state: State, park_ttl: timedelta,
+            plan: Plan | None = None) -> Plan:
+    """Project `batch` in order onto `state`; returns the row changes (state is updated)."""
+    plan = plan or Plan()
+    projector = _Projector(state, plan, park_ttl)
+    for item in batch:
+        projector.handle(item)
+    plan.newly_parked = [p for pending in state.parked.values() for p in pending
+                         if p.decoded.record.parked_id is None]
+    return plan

@@ -1,0 +1,233 @@
+"""The projector service: a Kafka consumer-group loop around the Writer (the imperative shell).
+
+- On assignment it seeks every partition to the next offset stored in Postgres (Kafka's
+  committed offsets are only advisory, committed after each batch for lag tooling).
+- Batches close at `batch_size` messages or `batch_seconds`, whichever comes first; only one
+  batch is held in memory.
+- `Writer.apply` commits the rows and the offsets together; `Fenced` (the partition moved on
+  elsewhere) drops the batch and re-seeks to the stored offsets.
+- Transient Postgres failures (lost connection, serialization failure, deadlock) are retried
+  with exponential backoff, reconnecting, up to `max_retries`; then the service exits 1.
+- SIGTERM/SIGINT: the batch in flight is written, the consumer leaves the group, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from types import FrameType
+from typing import Any, TypeVar
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from hwledger.projectors.metrics import Metrics
+from hwledger.projectors.projection import Record
+from hwledger.projectors.writer import Fenced, Writer
+from hwledger.schemas.db import connect
+from hwledger.schemas.errors import UserError
+
+log = logging.getLogger("hwledger.projector")
+T = TypeVar("T")
+
+TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
+             psycopg.errors.DeadlockDetected)
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    database_url: str
+    schema: str
+    topic: str
+    kafka: dict[str, Any]
+    group_id: str = "hwledger-projector"
+    batch_size: int = 2000
+    batch_seconds: float = 0.5
+    park_ttl: timedelta = timedelta(hours=6)
+    max_retries: int = 8
+    backoff_seconds: float = 0.2
+    idle_exit_seconds: float | None = None
+
+
+def consumer_config(config: ProjectorConfig) -> dict[str, Any]:
+    """librdkafka settings: manual offsets, start at the beginning of the log."""
+    return {
+        "group.id": config.group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "enable.partition.eof": False,
+        "log_level": 3,
+        **config.kafka,
+    }
+
+
+def backoff(attempt: int, base: float, cap: float = 10.0) -> float:
+    """Seconds to wait before retry `attempt` (1-based): exponential, capped."""
+    return float(min(cap, base * 2 ** (attempt - 1)))
+
+
+def fence_for(records: list[Record], positions: dict[int, int | None],
+              topic: str) -> dict[tuple[str, int], tuple[int | None, int]]:
+    """(topic, partition) -> (stored offset the batch starts from, next offset after it)."""
+    last: dict[int, int] = {}
+    for r in records:
+        last[r.partition] = max(last.get(r.partition, -1), r.offset)
+    return {(topic, p): (positions[p], o + 1) for p, o in last.items()}
+
+
+class Projector:
+    """One projector instance: owns a consumer, a database connection and a Writer."""
+
+    def __init__(self, config: ProjectorConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.stopping = False
+        self.positions: dict[int, int | None] = {}
+        self.conn = connect(config.database_url, config.schema)
+        self.writer = Writer(self.conn, config.park_ttl)
+        self.consumer = Consumer(consumer_config(config))
+
+    def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self.stopping = True
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self._with_retries(lambda: self.writer.stored_offsets(
+            self.config.topic, [p.partition for p in partitions]))
+        for p in partitions:
+            offset = stored.get(p.partition)
+            self.positions[p.partition] = offset
+            p.offset = 0 if offset is None else offset
+        consumer.assign(partitions)
+        log.info("assigned %s", {p.partition: p.offset for p in partitions})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self.positions.pop(p.partition, None)
+        consumer.unassign()
+
+    def _reconnect(self) -> None:
+        try:
+            self.conn.close()
+        finally:
+            self.conn = connect(self.config.database_url, self.config.schema)
+            self.writer.conn = self.conn
+
+    def _with_retries(self, action: Callable[[], T]) -> T:
+        for attempt in range(1, self.config.max_retries + 1):
+            try:
+                return action()
+            except TRANSIENT as exc:
+                if attempt == self.config.max_retries:
+                    raise
+                wait = backoff(attempt, self.config.backoff_seconds)
+                log.warning("transient database error (%s); retry %d in %.1fs",
+                            type(exc).__name__, attempt, wait)
+                self.metrics.retries.inc()
+                time.sleep(wait)
+                try:
+                    self._reconnect()
+                except UserError as down:
+                    log.warning("%s", down)
+        raise AssertionError("unreachable")
+
+    def _poll_batch(self) -> list[Record]:
+        """Messages of assigned partitions, from their stored positions on, up to one batch."""
+        records: list[Record] = []
+        deadline = time.monotonic() + self.config.batch_seconds
+        while len(records) < self.config.batch_size and not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            messages = self.consumer.consume(
+                min(500, self.config.batch_size - len(records)), timeout=left)
+            for message in messages:
+                self._take(message, records)
+        return [r for r in records if r.partition in self.positions]
+
+    def _take(self, message: Message, records: list[Record]) -> None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise UserError(f"Kafka consumer failed: {error.str()}")
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("Kafka: %s", error.str())
+            return
+        partition, offset = message.partition(), message.offset()
+        assert partition is not None and offset is not None
+        position = self.positions.get(partition)
+        if partition not in self.positions or (position is not None and offset < position):
+            return
+        records.append(Record(message.topic() or self.config.topic, partition, offset,
+                              message.value() or b""))
+
+    def _apply(self, records: list[Record]) -> None:
+        fence = fence_for(records, self.positions, self.config.topic)
+        started = time.monotonic()
+        try:
+            plan = self._with_retries(lambda: self.writer.apply(records, fence))
+        except Fenced as exc:
+            log.warning("fenced: %s; re-seeking to the stored offsets", exc)
+            self.metrics.fenced.inc()
+            self._reseek(sorted({p for _, p in fence}))
+            return
+        self.metrics.observe_batch(plan, len(records), time.monotonic() - started)
+        offsets = []
+        for (topic, partition), (_, after) in fence.items():
+            self.positions[partition] = after
+            offsets.append(TopicPartition(topic, partition, after))
+            self._update_lag(topic, partition, after)
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:  # Kafka commits are advisory only
+            log.debug("advisory commit failed: %s", exc)
+
+    def _update_lag(self, topic: str, partition: int, position: int) -> None:
+        try:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True)
+        except KafkaException:  # lag is best effort
+            return
+        if high >= 0:
+            self.metrics.lag.labels(str(partition)).set(max(0, high - position))
+
+    def _reseek(self, partitions: list[int]) -> None:
+        stored = self._with_retries(lambda: self.writer.stored_offsets(self.config.topic,
+                                                                       partitions))
+        for partition, offset in stored.items():
+            if partition not in self.positions:
+                continue
+            self.positions[partition] = offset
+            try:
+                self.consumer.seek(TopicPartition(self.config.topic, partition,
+                                                  0 if offset is None else offset))
+            except KafkaException as exc:  # a revoked partition is fine to skip
+                log.info("seek %d skipped: %s", partition, exc)
+
+    def run(self) -> int:
+        """Consume until stopped (SIGTERM) or idle for idle_exit_seconds; returns exit code."""
+        self.consumer.subscribe([self.config.topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke)
+        idle_since = time.monotonic()
+        try:
+            while not self.stopping:
+                records = self._poll_batch()
+                if records:
+                    self._apply(records)
+                    idle_since = time.monotonic()
+                elif (self.config.idle_exit_seconds is not None
+                      and time.monotonic() - idle_since > self.config.idle_exit_seconds):
+                    break
+        finally:
+            self.consumer.close()
+            self.conn.close()
+        return 0
+
+
+def install_signal_handlers(projector: Projector) -> None:
+    signal.signal(signal.SIGTERM, projector.stop)
+    signal.signal(signal.SIGINT, projector.stop)

@@ -1,0 +1,399 @@
+"""The Postgres side of the projector: load the state a batch needs, apply its Plan atomically.
+
+One `Writer.apply` call is ONE transaction holding, in this order: the offset fence (a
+compare-and-set on `projection_offsets` for every partition in the batch), every row change of
+the batch, dead letters, parked events, and the recomputed `provider_inventory` rows of the
+providers the batch touched. An instance that lost a partition finds the stored offset moved
+and raises `Fenced`, writing nothing. Statements are bulk `unnest` inserts, one per table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from hwledger.projectors.projection import (
+    Decoded,
+    KnownRun,
+    KnownSnapshot,
+    Pending,
+    Plan,
+    Record,
+    Row,
+    State,
+    decode,
+    decode_all,
+    project,
+    references,
+)
+
+PROJECTION = "read_model"
+KNOWN_IDS_LIMIT = 200_000
+
+Fence = Mapping[tuple[str, int], tuple[int | None, int]]
+"""(topic, partition) -> (stored next_offset the batch started from, next_offset after it)."""
+
+
+class Fenced(Exception):
+    """The stored offset of a partition is no longer the one this batch started from."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    return tuple(Column(*part.split(":")) for part in spec.split())
+
+
+GPU_HARDWARE = _cols("gpu_hardware_id:uuid vendor:text model:text name:text pci_vendor_id:text "
+                     "pci_device_id:text pci_subsystem_id:text vram_bytes:bigint interface:text")
+SYSTEM_HARDWARE = _cols("system_hardware_id:uuid cpu_model:text cpu_vendor:text cpu_cores:int "
+                        "cpu_threads:int ram_bytes:bigint architecture:text motherboard:text "
+                        "gpu_count:int")
+SYSTEM_GPU_LINK = _cols("system_hardware_id:uuid slot_index:int gpu_hardware_id:uuid "
+                        "slot_native_interface_type_id:smallint actual_interface_type_id:smallint")
+SYSTEM_SOFTWARE = _cols("system_software_id:uuid os:text kernel_version:text python_version:text "
+                        "gpu_driver_version:text cuda_version:text rocm_version:text "
+                        "runner_version:text")
+SNAPSHOTS = _cols("event_id:uuid provider_id:text node_id:text system_hardware_id:uuid "
+                  "system_software_id:uuid occurred_at:timestamptz "
+                  "allocatable_cpu_millicores:bigint allocatable_memory_bytes:bigint "
+                  "allocatable_ephemeral_storage_bytes:bigint storage:jsonb "
+                  "gpu_power_limits_w:jsonb")
+NODES = _cols("provider_id:text node_id:text current_snapshot_event_id:uuid "
+              "current_occurred_at:timestamptz first_seen_at:timestamptz last_seen_at:timestamptz")
+RUNS = _cols("run_id:text provider_id:text node_id:text snapshot_event_id:uuid "
+             "started_event_id:uuid started_at:timestamptz cpu_millicores:bigint "
+             "memory_bytes:bigint ephemeral_storage_bytes:bigint task_ref:text model_ref:text")
+RUN_GPU_USAGE = _cols("run_id:text slot_index:int")
+RUN_METRICS = _cols("run_id:text system_hardware_id:uuid slot_index:int system_software_id:uuid "
+                    "wall_clock_seconds:float8 seconds_to_first_token:float8 "
+                    "tokens_per_second:float8 peak_vram_bytes:bigint power_limit_w:int "
+                    "measured_tflops:float8 gpu_sm_utilization_pct:float8 energy_wh:float8")
+PROVIDERS = _cols("provider_id:text host_uri:text attributes:jsonb registered_at:timestamptz "
+                  "event_id:uuid")
+AUDITS = _cols("provider_id:text auditor:text attributes:jsonb audited_at:timestamptz "
+               "event_id:uuid")
+APPLIED = _cols("event_id:uuid event_type:text")
+DEAD_LETTERS = _cols("topic:text partition:int offset:bigint raw:bytea reason:text "
+                     "event_type:text event_id:text")
+PARKED = _cols("topic:text partition:int offset:bigint raw:bytea event_type:text event_id:text "
+               "provider_id:text waiting_for:text occurred_at:timestamptz")
+
+NEWER = "(excluded.{at}, excluded.event_id) > ({t}.{at}, {t}.event_id)"
+UPSERTS = {
+    "nodes": """ON CONFLICT (provider_id, node_id) DO UPDATE SET
+        current_snapshot_event_id = CASE WHEN (excluded.current_occurred_at,
+            excluded.current_snapshot_event_id) > (nodes.current_occurred_at,
+            nodes.current_snapshot_event_id) THEN excluded.current_snapshot_event_id
+            ELSE nodes.current_snapshot_event_id END,
+        current_occurred_at = greatest(nodes.current_occurred_at, excluded.current_occurred_at),
+        first_seen_at = least(nodes.first_seen_at, excluded.first_seen_at),
+        last_seen_at = greatest(nodes.last_seen_at, excluded.last_seen_at)""",
+    "providers": "ON CONFLICT (provider_id) DO UPDATE SET host_uri = excluded.host_uri, "
+                 "attributes = excluded.attributes, registered_at = excluded.registered_at, "
+                 "event_id = excluded.event_id WHERE "
+                 + NEWER.format(at="registered_at", t="providers"),
+    "provider_audits": "ON CONFLICT (provider_id, auditor) DO UPDATE SET "
+                       "attributes = excluded.attributes, audited_at = excluded.audited_at, "
+                       "event_id = excluded.event_id WHERE "
+                       + NEWER.format(at="audited_at", t="provider_audits"),
+}
+
+INVENTORY = """
+WITH touched AS (
+    SELECT * FROM unnest(%(providers)s::text[], %(seen)s::timestamptz[]) AS t(provider_id, seen)
+), cur AS (
+    SELECT n.provider_id, n.node_id, s.system_hardware_id, s.storage,
+           s.allocatable_cpu_millicores AS cpu, s.allocatable_memory_bytes AS memory,
+           s.allocatable_ephemeral_storage_bytes AS ephemeral
+    FROM nodes n JOIN touched t USING (provider_id)
+    JOIN hardware_snapshots s ON s.event_id = n.current_snapshot_event_id
+), open_runs AS (
+    SELECT r.run_id, r.provider_id, r.node_id, r.cpu_millicores, r.memory_bytes,
+           r.ephemeral_storage_bytes
+    FROM runs r JOIN touched t USING (provider_id) WHERE r.finished_event_id IS NULL
+), held AS (
+    SELECT provider_id, node_id, sum(cpu_millicores) AS cpu, sum(memory_bytes) AS memory,
+           sum(ephemeral_storage_bytes) AS ephemeral
+    FROM open_runs GROUP BY provider_id, node_id
+), held_slots AS (
+    SELECT DISTINCT o.provider_id, o.node_id, u.slot_index
+    FROM open_runs o JOIN run_gpu_usage u USING (run_id)
+), gpus AS (
+    SELECT c.provider_id, c.node_id, g.vendor, g.model, hs.slot_index IS NULL AS free
+    FROM cur c JOIN system_gpu_link l USING (system_hardware_id)
+    JOIN gpu_hardware g USING (gpu_hardware_id)
+    LEFT JOIN held_slots hs ON (hs.provider_id, hs.node_id, hs.slot_index)
+                             = (c.provider_id, c.node_id, l.slot_index)
+), node_free AS (
+    SELECT c.provider_id,
+           greatest(0, c.cpu - coalesce(h.cpu, 0)) AS cpu,
+           greatest(0, c.memory - coalesce(h.memory, 0)) AS memory,
+           greatest(0, c.ephemeral - coalesce(h.ephemeral, 0)) AS ephemeral,
+           (SELECT count(*) FROM gpus g WHERE g.free AND (g.provider_id, g.node_id)
+                                                      = (c.provider_id, c.node_id)) AS gpu,
+           (SELECT coalesce(sum((v ->> 'bytes')::bigint), 0)
+            FROM jsonb_array_elements(c.storage) v) AS persistent
+    FROM cur c LEFT JOIN held h USING (provider_id, node_id)
+), totals AS (
+    SELECT provider_id, count(*) AS node_count, sum(cpu) AS cpu, sum(memory) AS memory,
+           sum(gpu) AS gpu, sum(ephemeral) AS ephemeral, sum(persistent) AS persistent,
+           max(cpu) AS max_cpu, max(memory) AS max_memory, max(gpu) AS max_gpu
+    FROM node_free GROUP BY provider_id
+), tokens AS (
+    SELECT g.provider_id, array_agg(DISTINCT v.token ORDER BY v.token) AS installed,
+           array_agg(DISTINCT v.token ORDER BY v.token) FILTER (WHERE g.free) AS free
+    FROM gpus g CROSS JOIN LATERAL (VALUES (lower(g.vendor)),
+                                           (lower(g.vendor || '/' || g.model))) AS v(token)
+    GROUP BY g.provider_id
+), classes AS (
+    SELECT c.provider_id, array_agg(DISTINCT v ->> 'class' ORDER BY v ->> 'class') AS classes
+    FROM cur c CROSS JOIN LATERAL jsonb_array_elements(c.storage) v GROUP BY c.provider_id
+), signed AS (
+    SELECT a.provider_id, jsonb_object_agg(a.auditor, a.attributes) AS attributes,
+           array_agg(a.auditor ORDER BY a.auditor) AS auditors
+    FROM provider_audits a JOIN touched t USING (provider_id)
+    WHERE a.attributes <> '{}'::jsonb GROUP BY a.provider_id
+)
+INSERT INTO provider_inventory AS i (
+    provider_id, host_uri, last_seen_at, node_count, total_available_cpu,
+    total_available_memory, total_available_gpu, total_available_ephemeral,
+    total_available_persistent, max_node_free_cpu, max_node_free_memory, max_node_free_gpu,
+    gpu_models, gpu_models_free, storage_classes, self_attributes, signed_attributes, audited_by)
+SELECT t.provider_id, p.host_uri, t.seen, coalesce(x.node_count, 0),
+       coalesce(x.cpu, 0)::bigint, coalesce(x.memory, 0)::bigint, coalesce(x.gpu, 0)::int,
+       coalesce(x.ephemeral, 0)::bigint, coalesce(x.persistent, 0)::bigint,
+       coalesce(x.max_cpu, 0)::bigint, coalesce(x.max_memory, 0)::bigint,
+       coalesce(x.max_gpu, 0)::int, coalesce(k.installed, '{}'), coalesce(k.free, '{}'),
+       coalesce(s.classes, '{}'), coalesce(p.attributes, '{}'), coalesce(a.attributes, '{}'),
+       coalesce(a.auditors, '{}')
+FROM touched t LEFT JOIN totals x USING (provider_id) LEFT JOIN tokens k USING (provider_id)
+LEFT JOIN classes s USING (provider_id) LEFT JOIN signed a USING (provider_id)
+LEFT JOIN providers p USING (provider_id)
+ON CONFLICT (provider_id) DO UPDATE SET
+    host_uri = excluded.host_uri,
+    last_seen_at = greatest(i.last_seen_at, excluded.last_seen_at),
+    node_count = excluded.node_count,
+    total_available_cpu = excluded.total_available_cpu,
+    total_available_memory = excluded.total_available_memory,
+    total_available_gpu = excluded.total_available_gpu,
+    total_available_ephemeral = excluded.total_available_ephemeral,
+    total_available_persistent = excluded.total_available_persistent,
+    max_node_free_cpu = excluded.max_node_free_cpu,
+    max_node_free_memory = excluded.max_node_free_memory,
+    max_node_free_gpu = excluded.max_node_free_gpu,
+    gpu_models = excluded.gpu_models,
+    gpu_models_free = excluded.gpu_models_free,
+    storage_classes = excluded.storage_classes,
+    self_attributes = excluded.self_attributes,
+    signed_attributes = excluded.signed_attributes,
+    audited_by = excluded.audited_by
+"""
+
+
+def bulk_insert(conn: psycopg.Connection[Any], table: str, columns: Sequence[Column],
+                rows: Sequence[Row], tail: str = "ON CONFLICT DO NOTHING") -> int:
+    """INSERT ... SELECT FROM unnest(one array per column) [tail]; returns the rows written."""
+    if not rows:
+        return 0
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    arrays = sql.SQL(", ").join(
+        sql.SQL("%s::{}[]").format(sql.SQL("text" if c.type == "jsonb" else c.type))
+        for c in columns)
+    selected = sql.SQL(", ").join(
+        sql.SQL("u.{}::jsonb" if c.type == "jsonb" else "u.{}").format(sql.Identifier(c.name))
+        for c in columns)
+    query = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({}) {}").format(
+        sql.Identifier(table), names, selected, arrays, names, sql.SQL(tail))
+    cur = conn.execute(query, [list(col) for col in zip(*rows, strict=True)])
+    return cur.rowcount
+
+
+class Writer:
+    """Applies batches to one schema over one connection (the caller owns the connection)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], park_ttl: timedelta,
+                 projection: str = PROJECTION) -> None:
+        self.conn = conn
+        self.park_ttl = park_ttl
+        self.projection = projection
+        self.known_ids: set[tuple[str, str]] = set()
+
+    def stored_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
+        """The stored next offset per partition; None where nothing was ever committed."""
+        wanted = sorted(set(partitions))
+        rows = self.conn.execute(
+            "SELECT partition, next_offset FROM projection_offsets "
+            "WHERE projection = %s AND topic = %s AND partition = ANY(%s)",
+            (self.projection, topic, wanted)).fetchall()
+        self.conn.commit()
+        found: dict[int, int | None] = dict.fromkeys(wanted)
+        found.update({int(p): int(o) for p, o in rows})
+        return found
+
+    def load_state(self, batch: Sequence[Decoded]) -> State:
+        """The stored state `project` needs for `batch`, inside the current transaction."""
+        refs = references(batch)
+        state = State()
+        conn = self.conn
+        state.applied = {r[0] for r in conn.execute(
+            "SELECT event_id::text FROM applied_events WHERE event_id = ANY(%s::uuid[])",
+            (list(refs.event_ids),))}
+        for sid, prov, node, system, software, slots in conn.execute(
+                "SELECT s.event_id::text, s.provider_id, s.node_id, s.system_hardware_id::text, "
+                "s.system_software_id::text, array(SELECT l.slot_index FROM system_gpu_link l "
+                "WHERE l.system_hardware_id = s.system_hardware_id) "
+                "FROM hardware_snapshots s WHERE s.event_id = ANY(%s::uuid[])",
+                (list(refs.snapshot_ids),)):
+            state.snapshots[sid] = KnownSnapshot(prov, node, frozenset(slots), system, software)
+        for run_id, prov, node, status, first_slot, system, software in conn.execute(
+                "SELECT r.run_id, r.provider_id, r.node_id, r.status, "
+                "(SELECT min(u.slot_index) FROM run_gpu_usage u WHERE u.run_id = r.run_id), "
+                "s.system_hardware_id::text, s.system_software_id::text FROM runs r "
+                "JOIN hardware_snapshots s ON s.event_id = r.snapshot_event_id "
+                "WHERE r.run_id = ANY(%s)", (list(refs.run_ids),)):
+            state.runs[run_id] = KnownRun(prov, node, status, first_slot, system, software)
+        for parked_id, topic, partition, offset, raw, waiting, at in conn.execute(
+                'SELECT parked_id, topic, partition, "offset", raw, waiting_for, occurred_at '
+                "FROM parked_events WHERE provider_id = ANY(%s) "
+                'ORDER BY topic, partition, "offset" FOR UPDATE', (list(refs.providers),)):
+            item = decode(Record(topic, partition, offset, bytes(raw), parked_id))
+            state.parked.setdefault(str(item.provider_id), []).append(Pending(item, waiting, at))
+        return state
+
+    def apply(self, records: Sequence[Record], fence: Fence) -> Plan:
+        """Project and write `records` in one transaction, fenced on the partitions' offsets."""
+        batch = decode_all(records)
+        with self.conn.transaction():
+            self._fence(fence)
+            state = self.load_state(batch)
+            plan = project(batch, state, self.park_ttl)
+            self._write(plan)
+        self._remember(plan)
+        return plan
+
+    def _fence(self, fence: Fence) -> None:
+        for (topic, partition), (expected, after) in sorted(fence.items()):
+            if expected is None:
+                cur = self.conn.execute(
+                    "INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (self.projection, topic, partition, after))
+            else:
+                cur = self.conn.execute(
+                    "UPDATE projection_offsets SET next_offset = %s WHERE projection = %s "
+                    "AND topic = %s AND partition = %s AND next_offset = %s",
+                    (after, self.projection, topic, partition, expected))
+            if cur.rowcount != 1:
+                raise Fenced(f"{topic}[{partition}] moved away from offset {expected}")
+
+    def _fresh(self, table: str, rows: Mapping[Any, Row]) -> list[Row]:
+        return [rows[k] for k in sorted(rows) if (table, str(k)) not in self.known_ids]
+
+    def _write(self, plan: Plan) -> None:
+        conn = self.conn
+        bulk_insert(conn, "gpu_hardware", GPU_HARDWARE, self._fresh("gpu_hardware",
+                                                                    plan.gpu_hardware))
+        bulk_insert(conn, "system_software", SYSTEM_SOFTWARE,
+                    self._fresh("system_software", plan.system_software))
+        bulk_insert(conn, "system_hardware", SYSTEM_HARDWARE,
+                    self._fresh("system_hardware", plan.system_hardware))
+        bulk_insert(conn, "system_gpu_link", SYSTEM_GPU_LINK,
+                    self._fresh("system_gpu_link", plan.system_gpu_links))
+        bulk_insert(conn, "hardware_snapshots", SNAPSHOTS, plan.snapshots)
+        bulk_insert(conn, "nodes", NODES, [
+            (n.provider_id, n.node_id, n.snapshot_event_id, n.occurred_at, n.first_seen_at,
+             n.last_seen_at) for _, n in sorted(plan.nodes.items())], UPSERTS["nodes"])
+        bulk_insert(conn, "runs", RUNS, plan.runs)
+        bulk_insert(conn, "run_gpu_usage", RUN_GPU_USAGE, plan.run_gpu_usage)
+        if plan.run_finishes:
+            conn.execute(
+                "UPDATE runs r SET finished_event_id = u.event_id, finished_at = u.at, "
+                "status = u.status FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[], "
+                "%s::text[]) AS u(run_id, event_id, at, status) "
+                "WHERE r.run_id = u.run_id AND r.finished_event_id IS NULL",
+                [list(c) for c in zip(*plan.run_finishes, strict=True)])
+        bulk_insert(conn, "run_hardware_metrics", RUN_METRICS, plan.run_metrics)
+        bulk_insert(conn, "providers", PROVIDERS, [plan.providers[k] for k in sorted(
+            plan.providers)], UPSERTS["providers"])
+        bulk_insert(conn, "provider_audits", AUDITS, [plan.audits[k] for k in sorted(
+            plan.audits)], UPSERTS["provider_audits"])
+        bulk_insert(conn, "applied_events", APPLIED, plan.applied)
+        if plan.unparked:
+            conn.execute("DELETE FROM parked_events WHERE parked_id = ANY(%s)", (plan.unparked,))
+        bulk_insert(conn, "dead_letters", DEAD_LETTERS, [
+            (d.record.topic, d.record.partition, d.record.offset, d.record.raw, d.reason,
+             d.event_type, d.event_id) for d in plan.dead_letters])
+        bulk_insert(conn, "parked_events", PARKED, [
+            (p.decoded.record.topic, p.decoded.record.partition, p.decoded.record.offset,
+             p.decoded.record.raw, p.decoded.event.type if p.decoded.event else "",
+             p.decoded.event_id, p.decoded.provider_id, p.waiting_for, p.occurred_at)
+            for p in plan.newly_parked])
+        if plan.last_seen:
+            providers = sorted(plan.last_seen)
+            conn.execute(INVENTORY, {"providers": providers,
+                                     "seen": [plan.last_seen[p] for p in providers]})
+
+    def _remember(self, plan: Plan) -> None:
+        """After commit: content-addressed rows now exist and need no further inserts."""
+        if len(self.known_ids) > KNOWN_IDS_LIMIT:
+            self.known_ids.clear()
+        for table, rows in (("gpu_hardware", plan.gpu_hardware),
+                            ("system_software", plan.system_software),
+                            ("system_hardware", plan.system_hardware),
+                            ("system_gpu_link", plan.system_gpu_links)):
+            self.known_ids.update((table, str(k)) for k in rows)
+
+    def retry_dead_letter(self, dead_letter_id: int) -> Plan:
+        """Re-project one dead letter's raw bytes; it is marked retried when it now applies."""
+        with self.conn.transaction():
+            row = self.conn.execute(
+                'SELECT topic, partition, "offset", raw, retried FROM dead_letters '
+                "WHERE dead_letter_id = %s FOR UPDATE", (dead_letter_id,)).fetchone()
+            if row is None:
+                raise LookupError(f"no dead letter with id {dead_letter_id}")
+            if row[4]:
+                raise LookupError(f"dead letter {dead_letter_id} was already retried")
+            batch = [decode(Record(row[0], row[1], row[2], bytes(row[3])))]
+            state = self.load_state(batch)
+            plan = project(batch, state, self.park_ttl)
+            if plan.dead_letters:
+                raise ValueError(plan.dead_letters[0].reason)
+            self._write(plan)
+            self.conn.execute("UPDATE dead_letters SET retried = true WHERE dead_letter_id = %s",
+                              (dead_letter_id,))
+        return plan
+
+
+def dead_letter_rows(conn: psycopg.Connection[Any], limit: int) -> list[dict[str, Any]]:
+    """The newest dead letters, for `hwledger dlq list`."""
+    cur = conn.execute(
+        'SELECT dead_letter_id, topic, partition, "offset", event_type, event_id, retried, '
+        "length(raw) AS raw_bytes, reason FROM dead_letters "
+        "ORDER BY dead_letter_id DESC LIMIT %s", (limit,))
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def parked_rows(conn: psycopg.Connection[Any], limit: int) -> list[dict[str, Any]]:
+    """Parked events, oldest first, for `hwledger dlq parked`."""
+    cur = conn.execute(
+        'SELECT parked_id, topic, partition, "offset", event_type, event_id, provider_id, '
+        "waiting_for, occurred_at FROM parked_events ORDER BY occurred_at, parked_id LIMIT %s",
+        (limit,))
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    return "\n".join(json.dumps(r, default=str, sort_keys=True) for r in rows)

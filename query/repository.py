@@ -1,0 +1,247 @@
+"""SQL of the query service, composed with SQLAlchemy 2 Core; every value is a bound parameter.
+
+`prefilter_statement` turns a `BidScreeningFilter` into ONE statement over `provider_inventory`
+(DESIGN section 6). `node_statement` / `gpu_statement` read the candidates' per-node free
+capacity from the normalized tables for the bin-packer; `position_statement` reads the
+projection position for `asOf`. Tables are declared without a schema: callers pick the
+active schema with `schema_translate_map` (see `in_schema`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Integer,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+from hwledger.query.aggregator import BidScreeningFilter
+
+metadata = MetaData()
+
+provider_inventory = Table(
+    "provider_inventory", metadata,
+    Column("provider_id", Text, primary_key=True),
+    Column("host_uri", Text),
+    Column("last_seen_at", DateTime(timezone=True)),
+    Column("node_count", Integer),
+    Column("total_available_cpu", BigInteger),
+    Column("total_available_memory", BigInteger),
+    Column("total_available_gpu", Integer),
+    Column("total_available_ephemeral", BigInteger),
+    Column("total_available_persistent", BigInteger),
+    Column("max_node_free_cpu", BigInteger),
+    Column("max_node_free_memory", BigInteger),
+    Column("max_node_free_gpu", Integer),
+    Column("gpu_models", ARRAY(Text)),
+    Column("gpu_models_free", ARRAY(Text)),
+    Column("storage_classes", ARRAY(Text)),
+    Column("self_attributes", JSONB),
+    Column("signed_attributes", JSONB),
+    Column("audited_by", ARRAY(Text)),
+)
+nodes = Table(
+    "nodes", metadata,
+    Column("provider_id", Text), Column("node_id", Text),
+    Column("current_snapshot_event_id", UUID), Column("last_seen_at", DateTime(timezone=True)),
+)
+hardware_snapshots = Table(
+    "hardware_snapshots", metadata,
+    Column("event_id", UUID), Column("system_hardware_id", UUID),
+    Column("allocatable_cpu_millicores", BigInteger),
+    Column("allocatable_memory_bytes", BigInteger),
+    Column("allocatable_ephemeral_storage_bytes", BigInteger),
+    Column("storage", JSONB),
+)
+runs = Table(
+    "runs", metadata,
+    Column("run_id", Text), Column("provider_id", Text), Column("node_id", Text),
+    Column("cpu_millicores", BigInteger), Column("memory_bytes", BigInteger),
+    Column("ephemeral_storage_bytes", BigInteger), Column("finished_event_id", UUID),
+)
+run_gpu_usage = Table(
+    "run_gpu_usage", metadata, Column("run_id", Text), Column("slot_index", Integer),
+)
+system_gpu_link = Table(
+    "system_gpu_link", metadata,
+    Column("system_hardware_id", UUID), Column("slot_index", Integer),
+    Column("gpu_hardware_id", UUID),
+)
+gpu_hardware = Table(
+    "gpu_hardware", metadata,
+    Column("gpu_hardware_id", UUID), Column("vendor", Text), Column("model", Text),
+    Column("vram_bytes", BigInteger), Column("interface", Text),
+)
+projection_offsets = Table(
+    "projection_offsets", metadata,
+    Column("projection", Text), Column("topic", Text), Column("partition", Integer),
+    Column("next_offset", BigInteger), Column("last_event_at", DateTime(timezone=True)),
+)
+
+_TOTAL_COLUMNS = (
+    ("total_cpu", "total_available_cpu"),
+    ("total_memory", "total_available_memory"),
+    ("total_gpu", "total_available_gpu"),
+    ("total_ephemeral", "total_available_ephemeral"),
+    ("total_persistent", "total_available_persistent"),
+    ("max_node_cpu", "max_node_free_cpu"),
+    ("max_node_memory", "max_node_free_memory"),
+    ("max_node_gpu", "max_node_free_gpu"),
+)
+
+
+def in_schema(conn: Connection, schema: str) -> Connection:
+    """The connection with this module's tables resolved in `schema`."""
+    return conn.execution_options(schema_translate_map={None: schema})
+
+
+def _text_array(values: Sequence[str]) -> ColumnElement[Any]:
+    """One bound parameter holding the whole list, rendered `%(param)s::TEXT[]`."""
+    return bindparam(None, list(values), type_=ARRAY(Text))
+
+
+def glob_clause(pattern: str, value: str) -> ColumnElement[bool]:
+    """Some self attribute whose key matches `prefix*` (the `*` never crosses `/`) has `value`."""
+    prefix = pattern[:-1]
+    pairs = func.jsonb_each_text(provider_inventory.c.self_attributes).table_valued(
+        "key", "value").alias()
+    rest = func.substr(pairs.c.key, len(prefix) + 1)
+    return exists(select(literal(1)).select_from(pairs).where(
+        func.starts_with(pairs.c.key, prefix),
+        func.strpos(rest, "/") == 0,
+        pairs.c.value == value,
+    ))
+
+
+def filter_clauses(screen: BidScreeningFilter,
+                   online_since: datetime | None) -> list[ColumnElement[bool]]:
+    """Every condition of the prefilter, to be AND'd (DESIGN section 6)."""
+    inv = provider_inventory.c
+    clauses: list[ColumnElement[bool]] = []
+    if online_since is not None:
+        clauses.append(inv.last_seen_at >= online_since)
+    for field, column in _TOTAL_COLUMNS:
+        needed = getattr(screen, field)
+        if needed > 0:
+            clauses.append(inv[column] >= needed)
+    for unit in screen.units:
+        if unit.gpu_tokens:
+            clauses.append(inv.gpu_models_free.overlap(_text_array(unit.gpu_tokens)))
+        if unit.storage_classes:
+            clauses.append(inv.storage_classes.contains(_text_array(unit.storage_classes)))
+    if screen.signed_by_all_of:
+        clauses.append(inv.audited_by.contains(_text_array(screen.signed_by_all_of)))
+    if screen.signed_by_any_of:
+        clauses.append(inv.audited_by.overlap(_text_array(screen.signed_by_any_of)))
+    for attr in screen.attributes:
+        if attr.key.endswith("*"):
+            clauses.append(glob_clause(attr.key, attr.value))
+        else:
+            clauses.append(inv.self_attributes.contains(
+                bindparam(None, {attr.key: attr.value}, type_=JSONB)))
+    return clauses
+
+
+def prefilter_statement(screen: BidScreeningFilter, online_since: datetime | None,
+                        limit: int | None = None) -> Select[Any]:
+    """One SELECT of the candidate providers, ordered by provider id."""
+    inv = provider_inventory.c
+    statement = (
+        select(inv.provider_id, inv.host_uri, inv.audited_by, inv.gpu_models, inv.last_seen_at)
+        .where(and_(true(), *filter_clauses(screen, online_since)))
+        .order_by(inv.provider_id)
+    )
+    return statement if limit is None else statement.limit(limit)
+
+
+def _unfinished_resources(provider_ids: Sequence[str]) -> Any:
+    r = runs.c
+    return (
+        select(r.provider_id, r.node_id,
+               func.sum(r.cpu_millicores).label("cpu"),
+               func.sum(r.memory_bytes).label("memory"),
+               func.sum(r.ephemeral_storage_bytes).label("ephemeral"))
+        .where(r.finished_event_id.is_(None),
+               r.provider_id == any_(_text_array(provider_ids)))
+        .group_by(r.provider_id, r.node_id)
+        .subquery("busy")
+    )
+
+
+def node_statement(provider_ids: Sequence[str]) -> Select[Any]:
+    """Per node of the given providers: free cpu/memory/ephemeral and its storage volumes."""
+    n, hs = nodes.c, hardware_snapshots.c
+    busy = _unfinished_resources(provider_ids)
+    return (
+        select(
+            n.provider_id, n.node_id,
+            func.greatest(0, hs.allocatable_cpu_millicores - func.coalesce(busy.c.cpu, 0)),
+            func.greatest(0, hs.allocatable_memory_bytes - func.coalesce(busy.c.memory, 0)),
+            func.greatest(0, hs.allocatable_ephemeral_storage_bytes
+                          - func.coalesce(busy.c.ephemeral, 0)),
+            hs.storage,
+        )
+        .select_from(nodes)
+        .join(hardware_snapshots, hs.event_id == n.current_snapshot_event_id)
+        .outerjoin(busy, and_(busy.c.provider_id == n.provider_id,
+                              busy.c.node_id == n.node_id))
+        .where(n.provider_id == any_(_text_array(provider_ids)))
+        .order_by(n.provider_id, n.node_id)
+    )
+
+
+def gpu_statement(provider_ids: Sequence[str]) -> Select[Any]:
+    """Every GPU of the given providers' current snapshots not held by an unfinished run."""
+    n, hs, link, gpu = nodes.c, hardware_snapshots.c, system_gpu_link.c, gpu_hardware.c
+    held = exists(
+        select(literal(1))
+        .select_from(runs.join(run_gpu_usage, run_gpu_usage.c.run_id == runs.c.run_id))
+        .where(runs.c.finished_event_id.is_(None),
+               runs.c.provider_id == n.provider_id,
+               runs.c.node_id == n.node_id,
+               run_gpu_usage.c.slot_index == link.slot_index)
+    )
+    return (
+        select(n.provider_id, n.node_id, link.slot_index, gpu.vendor, gpu.model,
+               gpu.vram_bytes, gpu.interface)
+        .select_from(nodes)
+        .join(hardware_snapshots, hs.event_id == n.current_snapshot_event_id)
+        .join(system_gpu_link, link.system_hardware_id == hs.system_hardware_id)
+        .join(gpu_hardware, gpu.gpu_hardware_id == link.gpu_hardware_id)
+        .where(n.provider_id == any_(_text_array(provider_ids)), ~held)
+        .order_by(n.provider_id, n.node_id, link.slot_index)
+    )
+
+
+def position_statement() -> Select[Any]:
+    """The projection position: the sum of next offsets and the newest event time."""
+    po = projection_offsets.c
+    return select(func.coalesce(func.sum(po.next_offset), 0), func.max(po.last_event_at),
+                  func.count())
+
+
+def partition_statement() -> Select[Any]:
+    po = projection_offsets.c
+    return select(po.projection, po.topic, po.partition, po.next_offset).order_by(
+        po.projection, po.topic, po.partition)
+
