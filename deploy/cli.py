@@ -10,12 +10,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hwledger.deploy.commands import CommandModule, bench, db, dev, project, status
+from hwledger.deploy.commands import (
+    CommandModule,
+    bench,
+    db,
+    dev,
+    produce,
+    project,
+    query,
+    status,
+)
 from hwledger.deploy.config import Settings
 from hwledger.schemas.errors import UserError
 from hwledger.seeds import SeedError
 
-COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project)
+COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project, query, produce)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,10 @@ ENV_VARS = {
     "HWLEDGER_PARK_TTL_SECONDS": "event-time seconds before a parked event is a dead letter",
     "HWLEDGER_PROVIDER_ID": "provider id this host publishes under",
     "HWLEDGER_NODE_ID": "override the node id derived from /etc/machine-id",
+    "HWLEDGER_ALLOCATABLE_CPU_MILLICORES": "CPU offered to runs (default: threads x 1000)",
+    "HWLEDGER_ALLOCATABLE_MEMORY": "memory offered to runs, e.g. 1400Gi (default: all RAM)",
+    "HWLEDGER_ALLOCATABLE_EPHEMERAL_STORAGE": "ephemeral storage offered (default: / size)",
+    "HWLEDGER_STORAGE_CLASSES": "persistent storage, class=quantity[,...] e.g. beta3=7000Gi",
 }
 
 

@@ -21,11 +21,11 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
+from hwledger.projectors.writer import PROJECTION
 from hwledger.schemas.db import connect, redact, use_schema
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import active_schema
 
-PROJECTION = "live"
 BROKER_TIMEOUT_S = 3.0
 HEALTH_TIMEOUT_S = 2.0
 DATABASE_TIMEOUT_S = 3
@@ -146,8 +146,10 @@ def _read_model_rows(read_model: ReadModelState | Unreachable) -> list[Row]:
     parts = ("dead letters", "parked events", "last event", "active schema")
     if isinstance(read_model, Unreachable):
         return [_down(part, "the database is down (see above)") for part in parts]
-    last = ("none yet" if read_model.last_event_at is None
-            else read_model.last_event_at.isoformat(timespec="seconds"))
+    if read_model.last_event_at is not None:
+        last = read_model.last_event_at.isoformat(timespec="seconds")
+    else:
+        last = "not recorded by the projector" if read_model.next_offsets else "none yet"
     active = read_model.active_schema
     if read_model.schema != active:
         active += f" (this status reads {read_model.schema})"
@@ -196,7 +198,7 @@ def gather_broker(settings: Settings, timeout: float = BROKER_TIMEOUT_S
     topic = metadata.topics.get(settings.topic)
     if topic is None or topic.error is not None or not topic.partitions:
         return Unreachable(f"topic {settings.topic!r} does not exist on {settings.kafka_bootstrap}"
-                           " (HWLEDGER_TOPIC); `hwledger dev up` or the migrate job creates it")
+                           " (HWLEDGER_TOPIC); create it as docs/operations.md says")
     consumer = Consumer({**config, "group.id": "hwledger-status", "enable.auto.commit": False,
                          "log_level": 0})
     try:
@@ -213,19 +215,23 @@ def gather_broker(settings: Settings, timeout: float = BROKER_TIMEOUT_S
                        {p: (int(low), int(high)) for p, (low, high) in watermarks.items()})
 
 
+def status_database(settings: Settings) -> tuple[str, str]:
+    """The database URL status reads and its setting's name: status only reads, so the query
+    service's (possibly read-only) URL serves where no read-write one is set."""
+    if settings.database_url:
+        return settings.database_url, "HWLEDGER_DATABASE_URL"
+    return settings.require_query_database_url(), "HWLEDGER_QUERY_DATABASE_URL"
+
+
 def _read_model(conn: psycopg.Connection[Any], database: str, settings: Settings,
                 projection: str) -> ReadModelState | Unreachable:
     active = active_schema(conn)
     schema = settings.db_schema or active
     use_schema(conn, schema)
-    key = (projection, settings.topic)
     try:
         offsets = conn.execute(
-            "SELECT partition, next_offset FROM projection_offsets "
-            "WHERE projection = %s AND topic = %s", key).fetchall()
-        last = conn.execute(
-            "SELECT max(last_event_at) FROM projection_offsets "
-            "WHERE projection = %s AND topic = %s", key).fetchone()
+            "SELECT partition, next_offset, last_event_at FROM projection_offsets "
+            "WHERE projection = %s AND topic = %s", (projection, settings.topic)).fetchall()
         dead = conn.execute("SELECT count(*) FROM dead_letters WHERE topic = %s",
                             (settings.topic,)).fetchone()
         parked = conn.execute("SELECT count(*) FROM parked_events WHERE topic = %s",
@@ -234,8 +240,8 @@ def _read_model(conn: psycopg.Connection[Any], database: str, settings: Settings
         return Unreachable(f"schema {schema!r} has no hwledger tables; run `hwledger db migrate`")
     return ReadModelState(
         database=database, active_schema=active, schema=schema, projection=projection,
-        next_offsets={int(p): int(n) for p, n in offsets},
-        last_event_at=last[0] if last else None,
+        next_offsets={int(p): int(n) for p, n, _ in offsets},
+        last_event_at=max((at for _, _, at in offsets if at is not None), default=None),
         dead_letters=int(dead[0]) if dead else 0,
         parked_events=int(parked[0]) if parked else 0,
     )
@@ -245,8 +251,8 @@ def gather_read_model(settings: Settings, projection: str = PROJECTION
                       ) -> ReadModelState | Unreachable:
     """Stored offsets, last event time and problem counts of `projection` for the topic."""
     try:
-        url = settings.require_database_url()
-        with connect(url, None, connect_timeout=DATABASE_TIMEOUT_S) as conn:
+        url, setting = status_database(settings)
+        with connect(url, None, connect_timeout=DATABASE_TIMEOUT_S, setting=setting) as conn:
             return _read_model(conn, redact(url), settings, projection)
     except UserError as exc:
         return Unreachable(str(exc))

@@ -355,7 +355,11 @@ class Writer:
             self.known_ids.update((table, str(k)) for k in rows)
 
     def retry_dead_letter(self, dead_letter_id: int) -> Plan:
-        """Re-project one dead letter's raw bytes; it is marked retried when it now applies."""
+        """Re-project one dead letter's raw bytes; it is marked retried when it now applies.
+
+        Raises LookupError for an unknown or already retried id, ValueError (with the reason)
+        when the event is still bad or its reference is still missing; nothing changes then.
+        """
         with self.conn.transaction():
             row = self.conn.execute(
                 'SELECT topic, partition, "offset", raw, retried FROM dead_letters '
@@ -369,6 +373,8 @@ class Writer:
             plan = project(batch, state, self.park_ttl)
             if plan.dead_letters:
                 raise ValueError(plan.dead_letters[0].reason)
+            if plan.newly_parked:
+                raise ValueError(f"still waiting for {plan.newly_parked[0].waiting_for}")
             self._write(plan)
             self.conn.execute("UPDATE dead_letters SET retried = true WHERE dead_letter_id = %s",
                               (dead_letter_id,))

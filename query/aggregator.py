@@ -302,7 +302,8 @@ def _storage(value: Any, field: str) -> tuple[int, int, tuple[PersistentVolume, 
         here = f"{field}[{index}]"
         volume = _object(item, here)
         size = parse_quantity(_pick(volume, "quantity", "size"), f"{here}.quantity")
-        attrs = {a.key: a.value for a in _attributes(volume.get("attributes"), f"{here}.attributes")}
+        attrs = {a.key: a.value
+                 for a in _attributes(volume.get("attributes"), f"{here}.attributes")}
         is_persistent = attrs.get("persistent", "false").lower() == "true"
         storage_class = attrs.get("class")
         if storage_class == RAM_CLASS:
@@ -367,7 +368,7 @@ def _requirements(value: Any) -> tuple[tuple[str, ...], tuple[str, ...], tuple[A
 
 def parse_group_spec(document: Any) -> GroupRequest:
     """Validate a GroupSpec JSON document (already json-decoded)."""
-    spec = _object(document, "")
+    spec = _object(document, "body")
     units_value = spec.get("resources")
     if not isinstance(units_value, list) or not units_value:
         raise InvalidRequest("resources", "expected a non-empty list of resource units")
@@ -437,7 +438,7 @@ def _count(value: Any, field: str) -> int:
 
 def filter_from_json(document: Any) -> BidScreeningFilter:
     """Validate a BidScreeningFilter JSON document (the form `filter_to_json` writes)."""
-    doc = _object(document, "")
+    doc = _object(document, "body")
     known = {*_TOTALS, "units", "signed_by", "attributes"}
     unknown = sorted(set(doc) - known)
     if unknown:

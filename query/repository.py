@@ -3,8 +3,8 @@
 `prefilter_statement` turns a `BidScreeningFilter` into ONE statement over `provider_inventory`
 (DESIGN section 6). `node_statement` / `gpu_statement` read the candidates' per-node free
 capacity from the normalized tables for the bin-packer; `position_statement` reads the
-projection position for `asOf`. Tables are declared without a schema: callers pick the
-active schema with `schema_translate_map` (see `in_schema`).
+projection position for `asOf`. Tables are declared without a schema: callers set the
+transaction's search_path to the active schema.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ColumnElement,
-    Connection,
     DateTime,
     Integer,
     MetaData,
@@ -27,13 +26,17 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    cast,
     exists,
     func,
     literal,
     select,
     true,
+    type_coerce,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, aggregate_order_by
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.types import NullType
 
 from hwledger.query.aggregator import BidScreeningFilter
 
@@ -98,7 +101,7 @@ projection_offsets = Table(
     Column("next_offset", BigInteger), Column("last_event_at", DateTime(timezone=True)),
 )
 
-_TOTAL_COLUMNS = (
+TOTAL_COLUMNS = (
     ("total_cpu", "total_available_cpu"),
     ("total_memory", "total_available_memory"),
     ("total_gpu", "total_available_gpu"),
@@ -110,9 +113,13 @@ _TOTAL_COLUMNS = (
 )
 
 
-def in_schema(conn: Connection, schema: str) -> Connection:
-    """The connection with this module's tables resolved in `schema`."""
-    return conn.execution_options(schema_translate_map={None: schema})
+_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+
+
+def compiled(statement: Select[Any]) -> tuple[str, dict[str, Any]]:
+    """The statement's SQL text (placeholders, never values) and its parameters."""
+    result = statement.compile(dialect=_DIALECT)
+    return str(result), dict(result.params)
 
 
 def _text_array(values: Sequence[str]) -> ColumnElement[Any]:
@@ -140,7 +147,7 @@ def filter_clauses(screen: BidScreeningFilter,
     clauses: list[ColumnElement[bool]] = []
     if online_since is not None:
         clauses.append(inv.last_seen_at >= online_since)
-    for field, column in _TOTAL_COLUMNS:
+    for field, column in TOTAL_COLUMNS:
         needed = getattr(screen, field)
         if needed > 0:
             clauses.append(inv[column] >= needed)
@@ -162,16 +169,33 @@ def filter_clauses(screen: BidScreeningFilter,
     return clauses
 
 
+def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The column as psycopg returns it (a list for text[]): skips per-item result processing
+    on the hot path."""
+    return type_coerce(column, NullType()).label(column.name)
+
+
 def prefilter_statement(screen: BidScreeningFilter, online_since: datetime | None,
                         limit: int | None = None) -> Select[Any]:
-    """One SELECT of the candidate providers, ordered by provider id."""
+    """One SELECT of the candidate providers. No ORDER BY: with a limit, the scan stops at the
+    first `limit` matches instead of sorting every match (callers sort what they keep)."""
     inv = provider_inventory.c
     statement = (
-        select(inv.provider_id, inv.host_uri, inv.audited_by, inv.gpu_models, inv.last_seen_at)
+        select(inv.provider_id, inv.host_uri, _raw(inv.audited_by), _raw(inv.gpu_models),
+               inv.last_seen_at)
         .where(and_(true(), *filter_clauses(screen, online_since)))
-        .order_by(inv.provider_id)
     )
     return statement if limit is None else statement.limit(limit)
+
+
+def with_position(prefilter: Select[Any]) -> Select[Any]:
+    """The prefilter and the projection position as ONE statement (one snapshot, one round
+    trip): the position columns come first on every row; with no candidate there is one row
+    whose candidate columns are NULL."""
+    position = position_statement().subquery("position")
+    candidates = prefilter.subquery("candidate")
+    return select(position, candidates).select_from(
+        position.outerjoin(candidates, true()))
 
 
 def _unfinished_resources(provider_ids: Sequence[str]) -> Any:
@@ -234,14 +258,13 @@ def gpu_statement(provider_ids: Sequence[str]) -> Select[Any]:
 
 
 def position_statement() -> Select[Any]:
-    """The projection position: the sum of next offsets and the newest event time."""
+    """The projection position: the sum of next offsets, the newest event time, and the
+    per-partition offsets as a JSON array of [projection, topic, partition, next_offset]."""
     po = projection_offsets.c
-    return select(func.coalesce(func.sum(po.next_offset), 0), func.max(po.last_event_at),
-                  func.count())
-
-
-def partition_statement() -> Select[Any]:
-    po = projection_offsets.c
-    return select(po.projection, po.topic, po.partition, po.next_offset).order_by(
-        po.projection, po.topic, po.partition)
-
+    partitions = func.json_agg(aggregate_order_by(
+        func.json_build_array(po.projection, po.topic, po.partition, po.next_offset),
+        po.projection, po.topic, po.partition))
+    return select(func.coalesce(func.sum(po.next_offset), 0).label("position"),
+                  func.max(po.last_event_at).label("last_event_at"),
+                  cast(func.coalesce(partitions, func.json_build_array()), Text)
+                  .label("partitions"))

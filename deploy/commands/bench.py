@@ -6,9 +6,9 @@ line of figures. Results with the command that made them go to docs/performance.
 
 from __future__ import annotations
 
-from hwledger.deploy.commands import CommandModule, Subparsers, add_group
+from hwledger.deploy.commands import CommandModule, Subparsers, add_group, query
 
-BENCHMARK_MODULES: tuple[CommandModule, ...] = ()
+BENCHMARK_MODULES: tuple[CommandModule, ...] = (query.BENCHMARK,)
 
 
 def register(subparsers: Subparsers) -> None:

@@ -102,6 +102,6 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
             raise UserError(str(exc.args[0])) from None
         except ValueError as exc:
             raise UserError(f"dead letter {args.id} is still bad: {exc}") from None
-    outcome = "parked" if plan.newly_parked else "applied" if plan.applied else "a duplicate"
+    outcome = "applied" if plan.applied else "a duplicate of an applied event"
     print(f"dead letter {args.id}: {outcome}")
     return 0

@@ -10,7 +10,8 @@ from rich.text import Text
 
 from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.config import Settings
-from hwledger.deploy.status import PROJECTION, exit_code, gather, rows
+from hwledger.deploy.status import exit_code, gather, rows
+from hwledger.projectors.writer import PROJECTION
 
 STYLES = {"ok": "green", "warn": "yellow", "down": "red"}
 

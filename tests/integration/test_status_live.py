@@ -1,14 +1,14 @@
 """`hwledger status` against the real embedded broker and Postgres.
 
 The topic gets real records and the schema real projection bookkeeping rows, so the screen's lag
-is high watermark minus stored next offset as the broker reports it. The query service is stood
-in for by a stdlib HTTP server answering /healthz, first absent (exit 3), then present (exit 0).
+is high watermark minus stored next offset as the broker reports it. The query service is the
+real app under uvicorn: first absent (exit 3), then serving (exit 0).
 """
 
 from __future__ import annotations
 
-import http.server
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,30 +16,33 @@ from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 from confluent_kafka import Producer
 
 from hwledger.deploy.cli import main
 from hwledger.deploy.localstack import free_port
+from hwledger.projectors.writer import PROJECTION
+from hwledger.query.api import create_app
+from hwledger.query.service import QueryService, make_engine
 from tests.servers import Servers
 
 
-class _Healthz(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/healthz" else 404)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep the test output quiet."""
-
-
 @pytest.fixture
-def healthz_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Healthz)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+def query_port(database_url: str, db_schema: str) -> Iterator[int]:
+    """The real query service on a free port, in a thread."""
+    service = QueryService(make_engine(database_url, pool_size=1), schema=db_schema)
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1",
+                                           port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "query service did not start"
+        time.sleep(0.05)
+    yield server.config.port
+    server.should_exit = True
+    thread.join(10)
+    service.engine.dispose()
 
 
 def _produce(bootstrap: str, topic: str, per_partition: dict[int, int]) -> None:
@@ -60,13 +63,13 @@ def _status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 
 def test_status_shows_the_live_stack(servers: Servers, db: psycopg.Connection[Any],
                                      db_schema: str, topic: str, home: Path,
-                                     healthz_port: int, monkeypatch: pytest.MonkeyPatch,
+                                     query_port: int, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     _produce(servers.kafka_bootstrap, topic, {0: 5, 1: 2})
-    db.execute("INSERT INTO projection_offsets VALUES ('live', %s, 0, 3, %s), "
-               "('live', %s, 1, 2, %s), ('rebuild', %s, 2, 0, NULL)",
-               (topic, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), topic,
-                datetime(2026, 1, 1, tzinfo=UTC), topic))
+    db.execute("INSERT INTO projection_offsets VALUES (%s, %s, 0, 3, %s), "
+               "(%s, %s, 1, 2, %s), ('another', %s, 2, 0, NULL)",
+               (PROJECTION, topic, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+                PROJECTION, topic, datetime(2026, 1, 1, tzinfo=UTC), topic))
     db.execute("INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason) "
                "VALUES (%s, 0, 1, '\\x00', 'undecodable')", (topic,))
     db.commit()
@@ -80,12 +83,17 @@ def test_status_shows_the_live_stack(servers: Servers, db: psycopg.Connection[An
     assert code == 3
     assert "query service │ down  │ unreachable: http://127.0.0.1:" in out
 
-    code, out = _status(monkeypatch, capsys, healthz_port)
+    monkeypatch.setenv("HWLEDGER_TOPIC", f"{topic}.missing")
+    code, out = _status(monkeypatch, capsys, query_port)
+    assert code == 3 and f"unreachable: topic '{topic}.missing' does not exist" in out
+    monkeypatch.setenv("HWLEDGER_TOPIC", topic)
+
+    code, out = _status(monkeypatch, capsys, query_port)
     assert code == 0, out
     lines = [line.strip("│ ") for line in out.splitlines()]
     for expected in (
         f"topic {topic}: 3 partitions",
-        "projector lag │ ok    │ 2 events behind (projection 'live')",
+        f"projector lag │ ok    │ 2 events behind (projection {PROJECTION!r})",
         "partition 0 │ ok    │ lag 2 (next offset 3, high watermark 5)",
         "partition 1 │ ok    │ lag 0 (next offset 2, high watermark 2)",
         "partition 2 │ ok    │ lag 0 (no offset stored, high watermark 0)",
@@ -93,6 +101,6 @@ def test_status_shows_the_live_stack(servers: Servers, db: psycopg.Connection[An
         "parked events │ ok    │ 0",
         "last event    │ ok    │ 2026-01-02T03:04:05+00:00",
         f"active schema │ ok    │ hwledger (this status reads {db_schema})",
-        f"query service │ ok    │ http://127.0.0.1:{healthz_port}/healthz: HTTP 200",
+        f"query service │ ok    │ http://127.0.0.1:{query_port}/healthz: HTTP 200",
     ):
         assert any(expected in line for line in lines), (expected, out)

@@ -21,6 +21,7 @@ from hwledger.deploy.status import (
     health_url,
     partition_lag,
     rows,
+    status_database,
 )
 
 BROKER = BrokerState("kafka:9092", "hwledger.events", {0: (0, 10), 1: (0, 4), 2: (5, 5)})
@@ -77,12 +78,19 @@ def test_everything_reachable_exits_0_and_lists_lag_per_partition() -> None:
 
 
 def test_dead_letters_and_parked_events_warn_without_failing() -> None:
-    read_model = replace(READ_MODEL, dead_letters=2, parked_events=5, last_event_at=None)
+    read_model = replace(READ_MODEL, dead_letters=2, parked_events=5)
     report = StatusReport(BROKER, read_model, HEALTHY)
     assert (row(report, "dead letters").state, row(report, "dead letters").detail) == ("warn", "2")
     assert row(report, "parked events").state == "warn"
-    assert row(report, "last event").detail == "none yet"
     assert exit_code(report) == 0
+
+
+def test_last_event_without_a_time_says_why() -> None:
+    fresh = replace(READ_MODEL, next_offsets={}, last_event_at=None)
+    assert row(StatusReport(BROKER, fresh, HEALTHY), "last event").detail == "none yet"
+    untimed = replace(READ_MODEL, last_event_at=None)
+    assert row(StatusReport(BROKER, untimed, HEALTHY), "last event").detail == \
+        "not recorded by the projector"
 
 
 def test_status_reading_another_schema_than_the_active_one_says_so() -> None:
@@ -125,3 +133,12 @@ def test_no_database_configured_is_unreachable_not_an_error(tmp_path: Path) -> N
     settings = Settings.from_env({"HWLEDGER_HOME": str(tmp_path)})
     found = gather_read_model(settings)
     assert isinstance(found, Unreachable) and "HWLEDGER_DATABASE_URL" in found.reason
+
+
+def test_status_reads_the_query_database_when_no_read_write_one_is_set(tmp_path: Path) -> None:
+    both = Settings.from_env({"HWLEDGER_HOME": str(tmp_path), "HWLEDGER_DATABASE_URL": "pg://rw",
+                              "HWLEDGER_QUERY_DATABASE_URL": "pg://ro"})
+    assert status_database(both) == ("pg://rw", "HWLEDGER_DATABASE_URL")
+    query_only = Settings.from_env({"HWLEDGER_HOME": str(tmp_path),
+                                    "HWLEDGER_QUERY_DATABASE_URL": "pg://ro"})
+    assert status_database(query_only) == ("pg://ro", "HWLEDGER_QUERY_DATABASE_URL")

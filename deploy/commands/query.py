@@ -1,0 +1,129 @@
+"""`hwledger serve` (the HTTP query service) and `hwledger screen REQUEST.json`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from hwledger.deploy.commands import Subparsers, add_command
+from hwledger.deploy.config import Settings
+from hwledger.deploy.localstack import free_port
+from hwledger.query.aggregator import InvalidRequest, parse_group_spec
+from hwledger.query.service import DEFAULT_LIMIT, Answer, QueryService, Unavailable, make_engine
+from hwledger.schemas.errors import UserError
+
+
+def service_for(settings: Settings) -> QueryService:
+    """A QueryService on the query database URL; HWLEDGER_DB_SCHEMA pins a schema."""
+    return QueryService(make_engine(settings.require_query_database_url()),
+                        online_ttl_seconds=settings.online_ttl_seconds,
+                        schema=settings.db_schema)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from hwledger.query.api import create_app
+
+    app = create_app(service_for(settings))
+    uvicorn.run(app, host=args.host or settings.http_host, port=args.port or settings.http_port,
+                log_level=args.log_level, access_log=False)
+    return 0
+
+
+def _table(answer: Answer) -> Table:
+    table = Table(title=f"{len(answer.candidates)} candidate(s), schema {answer.schema}, "
+                        f"position {answer.as_of.position}")
+    for column in ("owner", "host uri", "gpu models", "audited by", "last seen", "placement"):
+        table.add_column(column)
+    for c in answer.candidates:
+        placement = "" if c.placement is None else ", ".join(
+            f"{r.unit}.{r.replica}@{r.node_id}" + (f"{list(r.gpu_slots)}" if r.gpu_slots else "")
+            for r in c.placement.replicas)
+        table.add_row(c.owner, c.host_uri or "", " ".join(c.gpu_models),
+                      " ".join(c.audited_by),
+                      "" if c.last_seen_at is None else c.last_seen_at.isoformat(), placement)
+    return table
+
+
+def screen(args: argparse.Namespace, settings: Settings) -> int:
+    from hwledger.query.api import answer_json
+
+    path = Path(args.request)
+    try:
+        document = json.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        request = parse_group_spec(document)
+    except InvalidRequest as exc:
+        raise UserError(f"{path}: {exc}") from exc
+    service = service_for(settings)
+    try:
+        answer = service.bid_screening(request, exact=args.exact, limit=args.limit)
+    except Unavailable as exc:
+        raise UserError(f"database: {exc}") from exc
+    finally:
+        service.engine.dispose()
+    if args.json:
+        print(json.dumps(answer_json(answer, explain=True), indent=2))
+    else:
+        console = Console()
+        console.print(_table(answer))
+        for owner, reason in answer.rejected:
+            console.print(f"[dim]not placeable: {owner}: {reason}[/dim]")
+    return 0
+
+
+def bench_query(args: argparse.Namespace, settings: Settings) -> int:
+    from hwledger.query.bench import run_benchmark
+
+    figures = run_benchmark(
+        settings.require_database_url(), providers=args.providers, requests=args.requests,
+        naive_sample=args.naive_sample, http_requests=args.http_requests, clients=args.clients,
+        port=args.port or free_port(), seed=args.seed)
+    print(json.dumps(figures))
+    return 0
+
+
+class _Benchmark:
+    """`hwledger bench query`, listed in BENCHMARK_MODULES."""
+
+    @staticmethod
+    def register(bench: Subparsers) -> None:
+        parser = add_command(bench, "query", bench_query,
+                             "prefilter p50/p99 and HTTP requests/s vs a naive Python filter")
+        parser.add_argument("--providers", type=int, default=100_000)
+        parser.add_argument("--requests", type=int, default=1000)
+        parser.add_argument("--naive-sample", type=int, default=20,
+                            help="requests the (slow) naive baseline runs")
+        parser.add_argument("--http-requests", type=int, default=3000)
+        parser.add_argument("--clients", type=int, default=4, help="keep-alive HTTP clients")
+        parser.add_argument("--port", type=int, help="port for the service (default: free)")
+        parser.add_argument("--seed", type=int, default=7)
+
+
+BENCHMARK = _Benchmark()
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = add_command(subparsers, "serve", serve,
+                         "run the HTTP query service (bid screening, OpenAPI at /docs)")
+    parser.add_argument("--host", help="bind address (default HWLEDGER_HTTP_HOST)")
+    parser.add_argument("--port", type=int, help="port (default HWLEDGER_HTTP_PORT)")
+    parser.add_argument("--log-level", default="info",
+                        choices=("critical", "error", "warning", "info", "debug"))
+    parser = add_command(subparsers, "screen", screen,
+                         "print the providers that could host a GroupSpec request")
+    parser.add_argument("request", metavar="REQUEST.json", help="Akash-style GroupSpec JSON")
+    parser.add_argument("--exact", action="store_true",
+                        help="run the bin-packer and keep only placeable providers")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                        help=f"most providers (default {DEFAULT_LIMIT})")

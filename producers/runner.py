@@ -1,0 +1,168 @@
+"""The runner library: one runner process's hardware snapshot and its runs.
+
+`SnapshotTracker` publishes a HardwareSnapshotted at start and afterwards only when a re-probe
+has a new fingerprint (a GPU swap, a driver upgrade), so runs always name the snapshot in
+effect. `Runner` adds runs: `with runner.run(...) as run:` publishes RunStarted (resources,
+GPU slots, the snapshot in effect) and, when the block ends, RunFinished with the status
+(succeeded, failed with the error, cancelled on Ctrl-C) and the metrics set on `run`.
+
+    from hwledger.deploy.config import Settings
+    from hwledger.producers.runner import Runner
+
+    with Runner.from_settings(Settings.from_env()) as runner:
+        with runner.run(gpu_slots=[0, 1], cpu_millicores=16_000, memory_bytes=64 * 2**30,
+                        task_ref="bench/llama3-70b") as run:
+            ...  # the work
+            run.metrics.update(tokens_per_second=2310.0, peak_vram_bytes=71 * 2**30)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from hwledger.producers.events import ProducerSettings
+from hwledger.producers.probe import ProbeOptions, Prober, fingerprint, node_id
+from hwledger.producers.publisher import Publisher
+from hwledger.schemas.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def require_provider_id(settings: ProducerSettings) -> str:
+    if not settings.provider_id:
+        raise UserError("no provider id: set HWLEDGER_PROVIDER_ID to the provider this host "
+                        "publishes under")
+    return settings.provider_id
+
+
+class SnapshotTracker:
+    """Publishes this node's snapshot when it changed; remembers the one in effect."""
+
+    def __init__(self, prober: Prober, publisher: Publisher) -> None:
+        self.prober = prober
+        self.publisher = publisher
+        self.snapshot: dict[str, Any] | None = None
+        self._fingerprint: str | None = None
+        self._warned: set[str] = set()
+
+    @property
+    def snapshot_event_id(self) -> str:
+        if self.snapshot is None:
+            raise UserError("no snapshot published yet: call start() first")
+        return str(self.snapshot["event_id"])
+
+    def _probe(self) -> dict[str, Any]:
+        result = self.prober.probe()
+        for warning in result.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                log.warning("%s", warning)
+        return result.snapshot
+
+    def _publish(self, snapshot: dict[str, Any]) -> None:
+        self.publisher.publish("HardwareSnapshotted", snapshot)
+        self.snapshot = snapshot
+        self._fingerprint = fingerprint(snapshot)
+
+    def publish_current(self) -> dict[str, Any]:
+        """Probe and publish unconditionally (process start, heartbeat)."""
+        snapshot = self._probe()
+        self._publish(snapshot)
+        return snapshot
+
+    def refresh(self) -> bool:
+        """Re-probe; publish a new snapshot only when the fingerprint changed."""
+        snapshot = self._probe()
+        if fingerprint(snapshot) == self._fingerprint:
+            return False
+        self._publish(snapshot)
+        return True
+
+
+@dataclass
+class Run:
+    """A run in progress: set `metrics` (RunFinished field names) and optionally `status`."""
+
+    run_id: str
+    gpu_slots: list[int]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None
+
+
+class Runner:
+    """One runner process: snapshot at start, re-probe before each run, RunStarted/Finished.
+
+    Closing the runner closes the publisher and prober it was given.
+    """
+
+    def __init__(self, prober: Prober, publisher: Publisher) -> None:
+        self.tracker = SnapshotTracker(prober, publisher)
+        self.publisher = publisher
+
+    @classmethod
+    def from_settings(cls, settings: ProducerSettings, options: ProbeOptions | None = None) -> Runner:
+        prober = Prober(require_provider_id(settings), node_id(settings.node_id, settings.home),
+                        options or ProbeOptions.from_env())
+        return cls(prober, Publisher.from_settings(settings))
+
+    def start(self) -> None:
+        self.tracker.publish_current()
+
+    @contextlib.contextmanager
+    def run(self, *, gpu_slots: Sequence[int] = (), cpu_millicores: int = 0,
+            memory_bytes: int = 0, ephemeral_storage_bytes: int = 0,
+            task_ref: str | None = None, model_ref: str | None = None,
+            run_id: str | None = None) -> Iterator[Run]:
+        """Publish RunStarted now and RunFinished when the block ends."""
+        if self.tracker.snapshot is None:
+            self.start()
+        else:
+            self.tracker.refresh()
+        snapshot = self.tracker.snapshot
+        assert snapshot is not None
+        installed = {g["slot_index"] for g in snapshot["gpus"]}
+        missing = sorted(set(gpu_slots) - installed)
+        if missing:
+            raise UserError(f"GPU slots {missing} are not installed on this node "
+                            f"(installed: {sorted(installed)})")
+        run = Run(run_id or str(uuid.uuid4()), list(gpu_slots))
+        ids = {"provider_id": snapshot["provider_id"], "run_id": run.run_id}
+        self.publisher.publish("RunStarted", {
+            **ids, "node_id": snapshot["node_id"],
+            "snapshot_event_id": self.tracker.snapshot_event_id,
+            "resources": {"cpu_millicores": cpu_millicores, "memory_bytes": memory_bytes,
+                          "ephemeral_storage_bytes": ephemeral_storage_bytes,
+                          "gpu_slots": run.gpu_slots},
+            "task_ref": task_ref, "model_ref": model_ref,
+        })
+        error: str | None = None
+        status = "succeeded"
+        try:
+            yield run
+        except KeyboardInterrupt:
+            status = "cancelled"
+            raise
+        except BaseException as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.publisher.publish("RunFinished", {
+                **ids, **run.metrics, "status": run.status or status, "error_message": error})
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.tracker.prober.close()
+
+    def __enter__(self) -> Runner:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

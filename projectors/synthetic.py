@@ -1,0 +1,165 @@
+"""Synthetic event histories for the projector's tests and benchmark.
+
+`history` produces a plausible fleet log: providers register (and get audited), nodes publish
+snapshots of 1-8 catalog GPUs (sometimes a card swap), runs start on free GPU slots of the
+snapshot in effect and finish later. Per provider the events are in event-time order, as a
+runner would publish them. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hwledger.seeds import GpuModel, load_gpu_models
+
+GiB = 1024**3
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+PRODUCER = {"name": "hwledger-synthetic", "version": "1"}
+Event = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class _Node:
+    provider_id: str
+    node_id: str
+    kind: GpuModel
+    gpu_count: int
+    snapshot_id: str = ""
+    busy: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Provider:
+    provider_id: str
+    clock: datetime
+    nodes: list[_Node]
+    open_runs: dict[str, tuple[_Node, list[int]]] = field(default_factory=dict)
+
+
+class _Generator:
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.catalog = load_gpu_models()
+        self.counter = 0
+
+    def event_id(self) -> str:
+        self.counter += 1
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def tick(self, provider: _Provider) -> datetime:
+        provider.clock += timedelta(seconds=self.rng.randint(1, 120))
+        return provider.clock
+
+    def base(self, provider: _Provider) -> dict[str, Any]:
+        return {"event_id": self.event_id(), "occurred_at": self.tick(provider),
+                "producer": PRODUCER, "provider_id": provider.provider_id}
+
+    def gpu(self, kind: GpuModel, slot: int) -> dict[str, Any]:
+        link = "SXM5" if kind.interface == "sxm" else "PCIe 4.0 x16"
+        return {"slot_index": slot, "vendor": kind.vendor, "model": kind.model,
+                "name": kind.name, "pci_vendor_id": kind.pci_vendor_id,
+                "pci_device_id": kind.pci_device_id, "pci_subsystem_id": None,
+                "vram_bytes": kind.vram_bytes, "interface": kind.interface,
+                "slot_native_interface": link, "actual_interface": link,
+                "power_limit_w": 300 + 50 * (slot % 4)}
+
+    def snapshot(self, provider: _Provider, node: _Node) -> Event:
+        data = self.base(provider) | {
+            "node_id": node.node_id,
+            "system": {"cpu_model": "AMD EPYC 9654 96-Core Processor", "cpu_vendor": "amd",
+                       "cpu_cores": 96, "cpu_threads": 192, "ram_bytes": 1024 * GiB,
+                       "architecture": "amd64", "motherboard": None},
+            "software": {"os": "Ubuntu 22.04.4 LTS", "kernel_version": "5.15.0-105-generic",
+                         "python_version": "3.11.7", "gpu_driver_version": "550.54.15",
+                         "cuda_version": "12.4", "rocm_version": None,
+                         "runner_version": "0.1.0"},
+            "gpus": [self.gpu(node.kind, i) for i in range(node.gpu_count)],
+            "allocatable": {"cpu_millicores": 190_000, "memory_bytes": 900 * GiB,
+                            "ephemeral_storage_bytes": 2000 * GiB},
+            "storage": [{"class": "beta3", "bytes": 4000 * GiB}],
+        }
+        node.snapshot_id = data["event_id"]
+        return "HardwareSnapshotted", data
+
+    def register(self, provider: _Provider) -> Event:
+        region = self.rng.choice(["us-west", "us-east", "eu-central"])
+        return "ProviderRegistered", self.base(provider) | {
+            "host_uri": f"https://{provider.provider_id}.example.net:8443",
+            "attributes": [{"key": "region", "value": region}, {"key": "host", "value": "akash"}]}
+
+    def audit(self, provider: _Provider) -> Event:
+        tier = self.rng.choice([[], [{"key": "tier", "value": "community"}]])
+        return "ProviderAudited", self.base(provider) | {
+            "auditor": self.rng.choice(["akash1auditor", "akash1other"]), "attributes": tier}
+
+    def start(self, provider: _Provider, node: _Node) -> Event | None:
+        free = [s for s in range(node.gpu_count) if s not in node.busy]
+        if not free:
+            return None
+        slots = self.rng.sample(free, self.rng.randint(1, min(2, len(free))))
+        run_id = f"run-{self.event_id()}"
+        node.busy.update(slots)
+        provider.open_runs[run_id] = (node, slots)
+        return "RunStarted", self.base(provider) | {
+            "run_id": run_id, "node_id": node.node_id, "snapshot_event_id": node.snapshot_id,
+            "resources": {"cpu_millicores": 8000, "memory_bytes": 64 * GiB,
+                          "ephemeral_storage_bytes": 100 * GiB, "gpu_slots": slots},
+            "task_ref": None, "model_ref": None}
+
+    def finish(self, provider: _Provider) -> Event | None:
+        if not provider.open_runs:
+            return None
+        run_id = self.rng.choice(sorted(provider.open_runs))
+        node, slots = provider.open_runs.pop(run_id)
+        node.busy.difference_update(slots)
+        return "RunFinished", self.base(provider) | {
+            "run_id": run_id, "status": self.rng.choice(["succeeded", "failed"]),
+            "wall_clock_seconds": self.rng.uniform(10, 3600), "seconds_to_first_token": None,
+            "tokens_per_second": self.rng.uniform(100, 3000), "peak_vram_bytes": GiB,
+            "power_limit_w": 300, "measured_tflops": None, "gpu_sm_utilization_pct": 50.0,
+            "energy_wh": 10.0, "error_message": None}
+
+    def step(self, provider: _Provider, snapshot_weight: float) -> Event | None:
+        node = self.rng.choice(provider.nodes)
+        roll = self.rng.random()
+        if roll < snapshot_weight:
+            if not node.busy and self.rng.random() < 0.05:
+                node.kind = self.rng.choice(self.catalog)
+            return self.snapshot(provider, node)
+        if roll < snapshot_weight + (1 - snapshot_weight) / 2:
+            return self.start(provider, node)
+        if roll < 0.995:
+            return self.finish(provider)
+        return self.audit(provider)
+
+
+def history(seed: int, providers: int, events: int, *, nodes_per_provider: int = 3,
+            snapshot_weight: float = 0.3) -> Iterator[Event]:
+    """About `events` events for `providers` providers, in per-provider event-time order."""
+    gen = _Generator(seed)
+    fleet = []
+    for p in range(providers):
+        provider = _Provider(f"provider-{p:04d}", T0, [])
+        provider.nodes = [
+            _Node(provider.provider_id, f"node-{n}", gen.rng.choice(gen.catalog),
+                  gen.rng.randint(1, 8)) for n in range(nodes_per_provider)]
+        fleet.append(provider)
+    emitted = 0
+    for provider in fleet:
+        if emitted >= events:
+            return
+        yield gen.register(provider)
+        emitted += 1
+        for node in provider.nodes:
+            yield gen.snapshot(provider, node)
+            emitted += 1
+    while emitted < events:
+        event = gen.step(gen.rng.choice(fleet), snapshot_weight)
+        if event is not None:
+            yield event
+            emitted += 1

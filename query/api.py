@@ -1,0 +1,291 @@
+"""The HTTP API of DESIGN section 6 (FastAPI): bid screening, prefilter, detail reads, health.
+
+Bodies are read raw (at most 64 KiB, else 413) and validated by the aggregator, so every bad
+body gets 422 `{"error", "message"}` naming the field; query-parameter errors get the same
+shape instead of FastAPI's default. The OpenAPI document at /docs describes the bodies with
+hand-written JSON Schemas. Database trouble is 503, never 500.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from hwledger.query.aggregator import (
+    InvalidRequest,
+    filter_from_json,
+    filter_to_json,
+    parse_group_spec,
+)
+from hwledger.query.repository import compiled
+from hwledger.query.service import DEFAULT_LIMIT, Answer, QueryService, Unavailable
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_LIMIT = 10_000
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+_QUANTITY = {
+    "description": "Akash quantity: {\"val\": \"<decimal>\"} (or base64 of a decimal string), "
+                   "or the bare value",
+    "anyOf": [
+        {"type": "object", "properties": {"val": {"type": ["string", "integer"]}},
+         "required": ["val"]},
+        {"type": "string"}, {"type": "integer"},
+    ],
+}
+_ATTRIBUTES = {"type": "array", "items": {
+    "type": "object", "properties": {"key": {"type": "string"}, "value": {"type": "string"}},
+    "required": ["key", "value"]}}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+GROUP_SPEC_SCHEMA: dict[str, Any] = {
+    "title": "GroupSpec",
+    "description": "Akash-style GroupSpec. GPU attribute keys look like "
+                   "vendor/nvidia/model/h100/ram/80Gi/interface/sxm (value \"true\"); a storage "
+                   "volume with attribute class=ram counts as memory; persistent=true volumes "
+                   "need a class.",
+    "type": "object",
+    "required": ["resources"],
+    "properties": {
+        "name": {"type": "string"},
+        "requirements": {"type": "object", "properties": {
+            "signedBy": {"type": "object", "properties": {"allOf": _NAMES, "anyOf": _NAMES}},
+            "attributes": _ATTRIBUTES}},
+        "resources": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["resource", "count"],
+            "properties": {
+                "count": {"type": "integer", "minimum": 1, "maximum": 10000},
+                "resource": {"type": "object", "properties": {
+                    "cpu": {"type": "object", "properties": {"units": _QUANTITY}},
+                    "memory": {"type": "object", "properties": {"quantity": _QUANTITY}},
+                    "gpu": {"type": "object", "properties": {"units": _QUANTITY,
+                                                             "attributes": _ATTRIBUTES}},
+                    "storage": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "quantity": _QUANTITY,
+                        "attributes": _ATTRIBUTES}}},
+                }},
+            }}},
+    },
+}
+_COUNT = {"type": "integer", "minimum": 0}
+FILTER_SCHEMA: dict[str, Any] = {
+    "title": "BidScreeningFilter",
+    "type": "object",
+    "properties": {
+        **{name: _COUNT for name in (
+            "total_cpu", "total_memory", "total_gpu", "total_ephemeral", "total_persistent",
+            "max_node_cpu", "max_node_memory", "max_node_gpu")},
+        "units": {"type": "array", "items": {"type": "object", "properties": {
+            "gpu_tokens": _NAMES, "storage_classes": _NAMES}}},
+        "signed_by": {"type": "object", "properties": {"all_of": _NAMES, "any_of": _NAMES}},
+        "attributes": _ATTRIBUTES,
+    },
+}
+_ERROR = {"description": "bad input: {\"error\", \"message\"} naming the field",
+          "content": {"application/json": {"schema": {
+              "type": "object", "properties": {"error": {"type": "string"},
+                                               "message": {"type": "string"}}}}}}
+_SCREENING_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"description": "body over 64 KiB"}, 422: _ERROR, 503: {"description": "no database"}}
+
+
+def error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": kind, "message": message}, status_code=status)
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON, refusing more than MAX_BODY_BYTES before reading it all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks.extend(chunk)
+        if len(chunks) > MAX_BODY_BYTES:
+            raise BodyTooLarge
+    try:
+        return json.loads(chunks.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidRequest("body", "is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest("body", f"malformed JSON at line {exc.lineno} column "
+                                     f"{exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise InvalidRequest("body", "JSON nested too deeply") from None
+
+
+def answer_json(answer: Answer, explain: bool) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "providers": [c.to_json() for c in answer.candidates],
+        "asOf": {"schema": answer.schema, **answer.as_of.to_json()},
+        "truncated": answer.truncated,
+    }
+    if explain:
+        found["filter"] = filter_to_json(answer.screen)
+        found["sql"] = compiled(answer.statement)[0]
+        found["rejected"] = [{"owner": o, "reason": r} for o, r in answer.rejected]
+    return found
+
+
+class Metrics:
+    """Request counts and latencies per route, on the app's own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("hwledger_query_requests_total", "HTTP requests",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("hwledger_query_request_seconds", "HTTP request latency",
+                                 ["route"], registry=self.registry,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5))
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        async def observed(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = [500]
+
+            async def capture(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = int(message["status"])
+                await send(message)
+
+            await app(scope, receive, capture)
+            route = getattr(scope.get("endpoint"), "__name__", "unmatched")
+            self.requests.labels(route, str(status[0])).inc()
+            self.latency.labels(route).observe(time.perf_counter() - started)
+        return observed
+
+
+LimitParam = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="most providers returned")]
+ExplainParam = Annotated[bool, Query(description="add the computed filter, SQL and rejections")]
+MinPositionParam = Annotated[int | None, Query(
+    alias="minPosition", ge=0, le=2**62,
+    description="wait (bounded) until the projection position reaches this value")]
+
+
+def create_app(service: QueryService) -> FastAPI:
+    """The ASGI app over one QueryService."""
+    app = FastAPI(title="hwledger query service", version="1",
+                  description="Which providers could host this deployment request?")
+    metrics = Metrics()
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return error(422, "invalid_request", str(exc))
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
+        return error(413, "body_too_large", f"body: larger than {MAX_BODY_BYTES} bytes")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameter(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return error(422, "invalid_parameter", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        return error(503, "unavailable", f"database: {exc}")
+
+    @app.post("/v1/bid-screening", openapi_extra=_body_schema(GROUP_SPEC_SCHEMA),
+              responses=_SCREENING_RESPONSES)
+    async def bid_screening(request: Request, exact: bool = False, explain: ExplainParam = False,
+                            limit: LimitParam = DEFAULT_LIMIT,
+                            min_position: MinPositionParam = None) -> JSONResponse:
+        """Candidates for a GroupSpec; `exact=true` keeps only placeable ones (with placement)."""
+        group = parse_group_spec(await read_json(request))
+        answer = await run_in_threadpool(service.bid_screening, group, exact=exact, limit=limit,
+                                         min_position=min_position)
+        return JSONResponse(answer_json(answer, explain))
+
+    @app.post("/v1/prefilter", openapi_extra=_body_schema(FILTER_SCHEMA),
+              responses=_SCREENING_RESPONSES)
+    async def prefilter(request: Request, explain: ExplainParam = False,
+                        limit: LimitParam = DEFAULT_LIMIT,
+                        min_position: MinPositionParam = None) -> JSONResponse:
+        """Candidates for a BidScreeningFilter (the prefilter alone)."""
+        screen = filter_from_json(await read_json(request))
+        answer = await run_in_threadpool(service.screen, screen, limit=limit,
+                                         min_position=min_position)
+        return JSONResponse(answer_json(answer, explain))
+
+    def found_or_404(what: str, key: str, value: dict[str, Any] | None) -> JSONResponse:
+        if value is None:
+            return error(404, "not_found", f"{what}: no {what} {key!r}")
+        return JSONResponse(value)
+
+    @app.get("/v1/providers/{owner}", responses={404: _ERROR, 503: {"description": "no db"}})
+    async def provider(owner: Annotated[str, Path(max_length=256)]) -> JSONResponse:
+        """One provider's inventory row, nodes with free capacity, and audits."""
+        return found_or_404("provider", owner, await run_in_threadpool(service.provider, owner))
+
+    @app.get("/v1/runs/{run_id}", responses={404: _ERROR, 503: {"description": "no db"}})
+    async def run(run_id: Annotated[str, Path(max_length=256)]) -> JSONResponse:
+        """One run with its embedded hardware, software and metrics."""
+        return found_or_404("run", run_id, await run_in_threadpool(service.run, run_id))
+
+    @app.get("/v1/hardware/{system_hardware_id}",
+             responses={404: _ERROR, 503: {"description": "no db"}})
+    async def hardware(system_hardware_id: Annotated[str, Path(max_length=64)]
+                       ) -> JSONResponse:
+        """One system_hardware row with its embedded gpus[]."""
+        return found_or_404("hardware", system_hardware_id,
+                            await run_in_threadpool(service.hardware, system_hardware_id))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """The process is up."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", responses={503: {"description": "database or schema unavailable"}})
+    async def readyz() -> JSONResponse:
+        """The database answers and the active schema has the read model."""
+        return JSONResponse(await run_in_threadpool(service.ready))
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(_Wrap, wrap=metrics.middleware)
+    return app
+
+
+class _Wrap:
+    """Adapts a plain ASGI wrapper function to Starlette's add_middleware."""
+
+    def __init__(self, app: ASGIApp, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
+        self.inner = wrap(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.inner(scope, receive, send)

@@ -1,0 +1,365 @@
+"""`hwledger bench query`: prefilter latency and HTTP throughput against a naive baseline.
+
+Setup bulk-loads synthetic `provider_inventory` rows (1-8 nodes per provider, a realistic GPU
+mix, some GPUs busy, some providers offline) into a fresh schema with COPY, then times, for
+the same generated GroupSpec requests: the SQL prefilter (one statement), the HTTP API
+(`hwledger serve` in its own process, keep-alive clients), and the naive baseline that loads
+every provider row and filters in Python. The baseline's answers double as a cross-check of
+the SQL. EXPLAIN of a selective GPU request shows whether the GIN index is used.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from hwledger.query import repository
+from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
+from hwledger.query.service import DEFAULT_LIMIT
+from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import migrate
+
+GiB = 2**30
+GPU_MIX = (  # (vendor, model, weight, GPUs per node choices)
+    ("nvidia", "h100", 18, (8,)), ("nvidia", "a100", 16, (4, 8)), ("nvidia", "h200", 4, (8,)),
+    ("nvidia", "l40s", 8, (2, 4, 8)), ("nvidia", "rtx4090", 14, (1, 2, 4, 8)),
+    ("nvidia", "rtx3090", 8, (1, 2, 4)), ("nvidia", "a6000", 5, (2, 4)),
+    ("nvidia", "t4", 7, (1, 2, 4)), ("nvidia", "a10", 4, (1, 4)),
+    ("amd", "mi300x", 3, (8,)), ("amd", "mi250x", 2, (4, 8)), ("nvidia", "b200", 1, (8,)),
+)
+REGIONS = ("us-west", "us-east", "eu-central", "eu-west", "ap-south", "ap-northeast")
+AUDITORS = ("akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63",
+            "akash18qa2a2ltfyvkyj0ggj3hkvuj6twzyumuaru9s4")
+CLASSES = ("beta1", "beta2", "beta3")
+COLUMNS = ("provider_id", "host_uri", "last_seen_at", "node_count", "total_available_cpu",
+           "total_available_memory", "total_available_gpu", "total_available_ephemeral",
+           "total_available_persistent", "max_node_free_cpu", "max_node_free_memory",
+           "max_node_free_gpu", "gpu_models", "gpu_models_free", "storage_classes",
+           "self_attributes", "signed_attributes", "audited_by")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def synthetic_provider(rng: random.Random, index: int, now: datetime) -> dict[str, Any]:
+    """One provider_inventory row as the projector would write it."""
+    models: set[str] = set()
+    free_models: set[str] = set()
+    cpu = memory = gpu = ephemeral = max_cpu = max_memory = max_gpu = 0
+    nodes = rng.randint(1, 8)
+    for _ in range(nodes):
+        node_cpu = rng.choice((16, 32, 64, 96, 128, 192)) * 1000
+        node_memory = rng.choice((64, 128, 256, 512, 1024, 2048)) * GiB
+        used = rng.random() * 0.8
+        free_cpu, free_memory = int(node_cpu * (1 - used)), int(node_memory * (1 - used))
+        free_gpu = 0
+        if rng.random() < 0.7:
+            vendor, model, _, counts = rng.choices(GPU_MIX, weights=[m[2] for m in GPU_MIX])[0]
+            installed = rng.choice(counts)
+            free_gpu = installed - rng.randint(0, installed) if rng.random() < 0.4 else installed
+            models |= {vendor, f"{vendor}/{model}"}
+            if free_gpu:
+                free_models |= {vendor, f"{vendor}/{model}"}
+        cpu, memory, gpu = cpu + free_cpu, memory + free_memory, gpu + free_gpu
+        ephemeral += rng.choice((500, 1000, 4000)) * GiB
+        max_cpu, max_memory = max(max_cpu, free_cpu), max(max_memory, free_memory)
+        max_gpu = max(max_gpu, free_gpu)
+    classes = sorted(rng.sample(CLASSES, rng.randint(0, 2)))
+    audited = sorted(a for a in AUDITORS if rng.random() < 0.5)
+    owner = f"akash1provider{index:07d}"
+    return {
+        "provider_id": owner, "host_uri": f"https://{owner}.example.net:8443",
+        "last_seen_at": now - timedelta(seconds=rng.randint(0, 600) if rng.random() < 0.95
+                                        else rng.randint(3600, 86400)),
+        "node_count": nodes, "total_available_cpu": cpu, "total_available_memory": memory,
+        "total_available_gpu": gpu, "total_available_ephemeral": ephemeral,
+        "total_available_persistent": len(classes) * 10_000 * GiB,
+        "max_node_free_cpu": max_cpu, "max_node_free_memory": max_memory,
+        "max_node_free_gpu": max_gpu, "gpu_models": sorted(models),
+        "gpu_models_free": sorted(free_models), "storage_classes": classes,
+        "self_attributes": {"region": rng.choice(REGIONS), "host": "akash",
+                            f"capabilities/gpu/vendor/{'nvidia' if models else 'none'}": "true",
+                            "tier": rng.choice(("community", "datacenter"))},
+        "signed_attributes": {a: {"tier": "verified"} for a in audited},
+        "audited_by": audited,
+    }
+
+
+def _gpu_key(rng: random.Random) -> str:
+    vendor, model, _, _ = rng.choices(GPU_MIX, weights=[m[2] for m in GPU_MIX])[0]
+    shape = rng.random()
+    if shape < 0.15:
+        return f"vendor/{vendor}/model/*"
+    if shape < 0.3:
+        return f"vendor/{vendor}/model/{model}/ram/80Gi"
+    return f"vendor/{vendor}/model/{model}"
+
+
+def synthetic_request(rng: random.Random) -> dict[str, Any]:
+    """A realistic GroupSpec: mostly one GPU unit, sometimes alternatives, a second unit, a
+    CPU-only service, region or auditor requirements."""
+    def unit(with_gpu: bool) -> dict[str, Any]:
+        resource: dict[str, Any] = {
+            "cpu": {"units": {"val": str(rng.choice((500, 1000, 4000, 8000, 16000)))}},
+            "memory": {"quantity": {"val": str(rng.choice((1, 4, 16, 64, 128)) * GiB)}},
+            "storage": [{"name": "default",
+                         "quantity": {"val": str(rng.choice((1, 10, 100)) * GiB)}}],
+        }
+        if with_gpu:
+            keys = {_gpu_key(rng) for _ in range(rng.choice((1, 1, 1, 2, 3)))}
+            resource["gpu"] = {"units": {"val": str(rng.choice((1, 1, 2, 4, 8)))},
+                               "attributes": [{"key": k, "value": "true"} for k in sorted(keys)]}
+        return {"resource": resource, "count": rng.choice((1, 1, 1, 2, 3))}
+
+    units = [unit(rng.random() < 0.85)]
+    if rng.random() < 0.25:
+        units.append(unit(rng.random() < 0.3))
+    requirements: dict[str, Any] = {"attributes": [], "signedBy": {"allOf": [], "anyOf": []}}
+    if rng.random() < 0.3:
+        requirements["attributes"].append({"key": "region", "value": rng.choice(REGIONS)})
+    if rng.random() < 0.1:
+        requirements["attributes"].append({"key": "capabilities/gpu/vendor/*", "value": "true"})
+    if rng.random() < 0.2:
+        requirements["signedBy"]["anyOf"] = [rng.choice(AUDITORS)]
+    return {"name": "bench", "requirements": requirements, "resources": units}
+
+
+def naive_match(row: Mapping[str, Any], screen: BidScreeningFilter,
+                online_since: datetime) -> bool:
+    """The baseline: the prefilter's rules evaluated in Python on one loaded row."""
+    if row["last_seen_at"] is None or row["last_seen_at"] < online_since:
+        return False
+    for field, column in repository.TOTAL_COLUMNS:
+        if row[column] < getattr(screen, field):
+            return False
+    free, classes = set(row["gpu_models_free"]), set(row["storage_classes"])
+    for unit in screen.units:
+        if unit.gpu_tokens and not free & set(unit.gpu_tokens):
+            return False
+        if not set(unit.storage_classes) <= classes:
+            return False
+    audited = set(row["audited_by"])
+    if not set(screen.signed_by_all_of) <= audited:
+        return False
+    if screen.signed_by_any_of and not audited & set(screen.signed_by_any_of):
+        return False
+    attributes: dict[str, str] = row["self_attributes"]
+    for attr in screen.attributes:
+        if attr.key.endswith("*"):
+            prefix = attr.key[:-1]
+            if not any(k.startswith(prefix) and "/" not in k[len(prefix):] and v == attr.value
+                       for k, v in attributes.items()):
+                return False
+        elif attributes.get(attr.key) != attr.value:
+            return False
+    return True
+
+
+@dataclass
+class Setup:
+    database_url: str
+    schema: str
+    now: datetime
+
+
+@contextmanager
+def bench_schema(database_url: str, providers: int, seed: int) -> Iterator[Setup]:
+    """A fresh schema with `providers` synthetic inventory rows, dropped afterwards."""
+    schema = f"bench_query_{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    rng = random.Random(seed)
+    with connect(database_url, None) as conn:
+        migrate(conn, schema)
+    try:
+        with connect(database_url, schema) as conn:
+            with conn.cursor() as cur, cur.copy(
+                    f"COPY provider_inventory ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for index in range(providers):
+                    row = synthetic_provider(rng, index, now)
+                    copy.write_row([Jsonb(row[c]) if isinstance(row[c], dict) else row[c]
+                                    for c in COLUMNS])
+            conn.commit()
+            conn.autocommit = True
+            conn.execute("VACUUM ANALYZE provider_inventory")
+        yield Setup(database_url, schema, now)
+    finally:
+        with connect(database_url, None, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items()}
+
+
+def time_sql(conn: psycopg.Connection[Any], screens: Sequence[BidScreeningFilter],
+             online_since: datetime, limit: int) -> tuple[list[float], list[set[str]]]:
+    """Per-request seconds of the service's one statement (prefilter + projection position,
+    execute + fetch) and its answers."""
+    seconds, answers = [], []
+    for screen in screens:
+        sql, params = repository.compiled(repository.with_position(
+            repository.prefilter_statement(screen, online_since, limit)))
+        started = time.perf_counter()
+        rows = conn.execute(sql, _params(params)).fetchall()
+        seconds.append(time.perf_counter() - started)
+        answers.append({r[3] for r in rows if r[3] is not None})
+    return seconds, answers
+
+
+def time_naive(conn: psycopg.Connection[Any], screens: Sequence[BidScreeningFilter],
+               online_since: datetime) -> tuple[list[float], list[set[str]]]:
+    """Per-request seconds of load-everything-then-filter, and its answers."""
+    seconds, answers = [], []
+    for screen in screens:
+        started = time.perf_counter()
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            rows = cur.execute("SELECT * FROM provider_inventory").fetchall()
+        answers.append({r["provider_id"] for r in rows if naive_match(r, screen, online_since)})
+        seconds.append(time.perf_counter() - started)
+    return seconds, answers
+
+
+def explain_selective(conn: psycopg.Connection[Any], online_since: datetime) -> str:
+    """EXPLAIN of a request for a rare GPU model."""
+    screen = screening_filter(parse_group_spec({"resources": [{"count": 1, "resource": {
+        "cpu": {"units": {"val": "8000"}}, "gpu": {"units": {"val": "8"}, "attributes": [
+            {"key": "vendor/nvidia/model/b200", "value": "true"}]}}}]}))
+    sql, params = repository.compiled(repository.prefilter_statement(screen, online_since, 1000))
+    rows = conn.execute("EXPLAIN " + sql, _params(params)).fetchall()
+    return "\n".join(str(r[0]) for r in rows)
+
+
+@contextmanager
+def http_server(database_url: str, schema: str, port: int) -> Iterator[None]:
+    """`hwledger serve` in its own process on the bench schema."""
+    env = {**os.environ, "HWLEDGER_QUERY_DATABASE_URL": database_url,
+           "HWLEDGER_DATABASE_URL": database_url, "HWLEDGER_DB_SCHEMA": schema}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hwledger.deploy.cli", "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection.request("GET", "/readyz")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the query service did not start")
+            time.sleep(0.2)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def time_http(port: int, bodies: Sequence[bytes], clients: int, total: int
+              ) -> tuple[float, list[float], int]:
+    """(requests/s, per-request seconds, non-200 count) with keep-alive client threads."""
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        bad = 0
+        for index in counter:
+            started = time.perf_counter()
+            connection.request("POST", "/v1/bid-screening", body=bodies[index % len(bodies)],
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            bad += response.status != 200
+        with lock:
+            latencies.extend(mine)
+            failures[0] += bad
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, latencies, failures[0]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sample: int,
+                  http_requests: int, clients: int, port: int, seed: int = 7,
+                  say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run everything and return the figures (also printed as they come)."""
+    rng = random.Random(seed + 1)
+    documents = [synthetic_request(rng) for _ in range(requests)]
+    screens = [screening_filter(parse_group_spec(d)) for d in documents]
+    started = time.perf_counter()
+    with bench_schema(database_url, providers, seed) as setup:
+        say(f"loaded {providers} providers in {time.perf_counter() - started:.1f} s "
+            f"(schema {setup.schema})")
+        online_since = setup.now - timedelta(seconds=900)
+        with connect(database_url, setup.schema, autocommit=True) as conn:
+            explain = explain_selective(conn, online_since)
+            gin = "provider_inventory_gpu_models_free" in explain
+            say("EXPLAIN of a selective GPU request (nvidia/b200):\n" + explain)
+            time_sql(conn, screens[:20], online_since, DEFAULT_LIMIT)  # warm caches
+            sql_seconds, sql_answers = time_sql(conn, screens, online_since, DEFAULT_LIMIT)
+            unlimited = time_sql(conn, screens[:naive_sample], online_since, providers)[1]
+            naive_seconds, naive_answers = time_naive(conn, screens[:naive_sample],
+                                                      online_since)
+        agree = unlimited == naive_answers
+        matched = [len(a) for a in sql_answers]
+        say(f"SQL prefilter over {requests} requests: p50 {ms(percentile(sql_seconds, .5))} ms, "
+            f"p99 {ms(percentile(sql_seconds, .99))} ms, median candidates "
+            f"{statistics.median(matched)} (limit {DEFAULT_LIMIT})")
+        say(f"naive baseline (load all rows, filter in Python) over {naive_sample} requests: "
+            f"p50 {ms(percentile(naive_seconds, .5))} ms; same answers as SQL: {agree}")
+        with http_server(database_url, setup.schema, port):
+            bodies = [json.dumps(d).encode() for d in documents]
+            time_http(port, bodies[:50], clients, 100)  # warm up
+            rps, latencies, failures = time_http(port, bodies, clients, http_requests)
+        say(f"HTTP POST /v1/bid-screening, {clients} keep-alive clients, {http_requests} "
+            f"requests: {rps:.0f} req/s, p50 {ms(percentile(latencies, .5))} ms, "
+            f"p99 {ms(percentile(latencies, .99))} ms, non-200: {failures}")
+    naive_rps = 1 / statistics.median(naive_seconds)
+    figures = {
+        "providers": providers, "requests": requests,
+        "sql_p50_ms": ms(percentile(sql_seconds, .5)), "sql_p99_ms": ms(percentile(sql_seconds,
+                                                                                .99)),
+        "naive_p50_ms": ms(statistics.median(naive_seconds)), "naive_sample": naive_sample,
+        "sql_vs_naive_p50_ratio": round(statistics.median(naive_seconds)
+                                        / percentile(sql_seconds, .5), 1),
+        "http_rps": round(rps, 1), "http_p50_ms": ms(percentile(latencies, .5)),
+        "http_p99_ms": ms(percentile(latencies, .99)), "http_non_200": failures,
+        "http_vs_naive_rps_ratio": round(rps / naive_rps, 1),
+        "naive_agrees_with_sql": agree, "explain_uses_gin": gin,
+    }
+    say(f"ratios: SQL p50 {figures['sql_vs_naive_p50_ratio']}x faster than naive; HTTP "
+        f"{figures['http_vs_naive_rps_ratio']}x the naive requests/s")
+    return figures

@@ -1,0 +1,384 @@
+"""The query service's reads: one snapshot per answer over the active schema.
+
+`QueryService` owns a SQLAlchemy engine (pooled psycopg connections, REPEATABLE READ, read
+only) and the briefly cached active schema. `bid_screening` / `prefilter` run the prefilter,
+and with `exact` the bin-packer on the candidates' per-node inventory, in the same transaction
+as the `asOf` projection position. The detail reads (`provider`, `run`, `hardware`) return
+plain JSON-ready dicts or None.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine, Select, create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from hwledger.query import repository
+from hwledger.query.aggregator import BidScreeningFilter, GroupRequest, screening_filter
+from hwledger.query.binpacker import (
+    GpuSlot,
+    NodeInventory,
+    Placement,
+    ProviderNodes,
+    place,
+)
+from hwledger.schemas.db import check_schema_name
+from hwledger.schemas.errors import UserError
+from hwledger.schemas.migrations import active_schema
+
+DEFAULT_LIMIT = 100
+SCHEMA_CACHE_SECONDS = 1.0
+
+
+class Unavailable(Exception):
+    """The database cannot answer right now (down, or the active schema is missing)."""
+
+
+@dataclass(frozen=True)
+class AsOf:
+    position: int
+    last_event_at: datetime | None
+    partitions: tuple[tuple[str, str, int, int], ...]
+    min_position_reached: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "position": self.position,
+            "lastEventAt": _iso(self.last_event_at),
+            "partitions": [{"projection": p, "topic": t, "partition": n, "nextOffset": o}
+                           for p, t, n, o in self.partitions],
+        }
+        if self.min_position_reached is not None:
+            found["minPositionReached"] = self.min_position_reached
+        return found
+
+
+@dataclass(frozen=True)
+class Candidate:
+    owner: str
+    host_uri: str | None
+    audited_by: tuple[str, ...]
+    gpu_models: tuple[str, ...]
+    last_seen_at: datetime | None
+    placement: Placement | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "owner": self.owner, "hostUri": self.host_uri, "auditedBy": list(self.audited_by),
+            "gpuModels": list(self.gpu_models), "lastSeenAt": _iso(self.last_seen_at),
+        }
+        if self.placement is not None:
+            found["placement"] = [
+                {"unit": r.unit, "replica": r.replica, "node": r.node_id,
+                 "gpuSlots": list(r.gpu_slots)} for r in self.placement.replicas]
+        return found
+
+
+@dataclass(frozen=True)
+class Answer:
+    schema: str
+    as_of: AsOf
+    candidates: tuple[Candidate, ...]
+    screen: BidScreeningFilter
+    statement: Select[Any]
+    rejected: tuple[tuple[str, str], ...] = ()
+    truncated: bool = False
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A libpq URL as SQLAlchemy wants it for psycopg 3."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    raise UserError("the database URL must start with postgresql://")
+
+
+def make_engine(url: str, pool_size: int = 8) -> Engine:
+    return create_engine(
+        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
+        pool_recycle=600, connect_args={"connect_timeout": 5},
+    ).execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+
+
+def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, ProviderNodes]:
+    """The candidates' per-node free capacity, free GPUs and persistent pools."""
+    gpus: dict[tuple[str, str], list[GpuSlot]] = {}
+    for provider, node, slot, vendor, model, vram, interface in conn.execute(
+            repository.gpu_statement(provider_ids)):
+        gpus.setdefault((provider, node), []).append(
+            GpuSlot(int(slot), str(vendor), str(model), int(vram), str(interface)))
+    found: dict[str, list[NodeInventory]] = {}
+    pools: dict[str, dict[str, int]] = {}
+    for provider, node, cpu, memory, ephemeral, storage in conn.execute(
+            repository.node_statement(provider_ids)):
+        found.setdefault(provider, []).append(NodeInventory(
+            str(node), int(cpu), int(memory), int(ephemeral), tuple(gpus.get((provider, node),
+                                                                             ()))))
+        pool = pools.setdefault(provider, {})
+        for volume in storage or []:
+            pool[str(volume["class"])] = pool.get(str(volume["class"]), 0) + int(volume["bytes"])
+    return {p: ProviderNodes(p, tuple(n), pools.get(p, {})) for p, n in found.items()}
+
+
+def as_of_from(position: Any, last_event_at: datetime | None, partitions: Any) -> AsOf:
+    """`partitions` is the JSON text of [[projection, topic, partition, next_offset], ...]."""
+    return AsOf(int(position), last_event_at,
+                tuple((str(p), str(t), int(n), int(o)) for p, t, n, o in json.loads(partitions)))
+
+
+def read_as_of(conn: Connection) -> AsOf:
+    return as_of_from(*conn.execute(repository.position_statement()).one())
+
+
+def exact_placements(request: GroupRequest, candidates: Sequence[Candidate],
+                     inventories: Mapping[str, ProviderNodes]
+                     ) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """Candidates the bin-packer can place (with their placement) and why the others fail."""
+    kept, rejected = [], []
+    for candidate in candidates:
+        inventory = inventories.get(candidate.owner, ProviderNodes(candidate.owner, ()))
+        outcome = place(request, inventory)
+        if isinstance(outcome, Placement):
+            kept.append(replace(candidate, placement=outcome))
+        else:
+            rejected.append((candidate.owner, outcome.reason))
+    return kept, rejected
+
+
+class QueryService:
+    """Answers for the HTTP routes and the `screen` command."""
+
+    def __init__(self, engine: Engine, *, online_ttl_seconds: int = 900,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 schema: str | None = None, max_wait_seconds: float = 5.0) -> None:
+        self.engine = engine
+        self.online_ttl = timedelta(seconds=online_ttl_seconds)
+        self.clock = clock
+        self.fixed_schema = None if schema is None else check_schema_name(schema)
+        self.max_wait_seconds = max_wait_seconds
+        self._schema_cache: tuple[float, str] | None = None
+        self._lock = threading.Lock()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def active_schema(self) -> str:
+        """The schema to read, cached for a second so a rebuild switch needs no restart."""
+        if self.fixed_schema is not None:
+            return self.fixed_schema
+        now = time.monotonic()
+        cached = self._schema_cache
+        if cached is not None and now - cached[0] < SCHEMA_CACHE_SECONDS:
+            return cached[1]
+        with self._lock:
+            raw = self.engine.raw_connection()
+            try:
+                driver = raw.driver_connection
+                assert isinstance(driver, psycopg.Connection)
+                schema = check_schema_name(active_schema(driver))
+                raw.rollback()
+            finally:
+                raw.close()
+            self._schema_cache = (now, schema)
+            return schema
+
+    @contextmanager
+    def snapshot(self, *, single_statement: bool = False
+                 ) -> Iterator[tuple[Connection, str]]:
+        """A connection reading the active schema in one snapshot: a REPEATABLE READ, read-only
+        transaction, or autocommit for callers that read with one statement."""
+        try:
+            schema = self.active_schema()
+            with self.engine.connect() as plain:
+                conn = plain.execution_options(schema_translate_map={None: schema})
+                if single_statement:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn, schema
+                conn.rollback()
+        except (DBAPIError, psycopg.Error) as exc:
+            first = str(getattr(exc, "orig", exc)).strip().splitlines()
+            raise Unavailable(first[0] if first else type(exc).__name__) from exc
+
+    @contextmanager
+    def search_path_snapshot(self) -> Iterator[Connection]:
+        """`snapshot()` with search_path set too, for the detail reads written as SQL text."""
+        with self.snapshot() as (conn, schema):
+            conn.execute(text("SELECT set_config('search_path', :s, true)"),
+                         {"s": f"{schema}, public"})
+            yield conn
+
+    def wait_for_position(self, min_position: int) -> bool:
+        """Poll (bounded) until the projection reached `min_position`; True if it did."""
+        deadline = time.monotonic() + self.max_wait_seconds
+        while True:
+            with self.snapshot(single_statement=True) as (conn, _):
+                if read_as_of(conn).position >= min_position:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    # -- screening ---------------------------------------------------------------------
+
+    def online_since(self) -> datetime:
+        return self.clock() - self.online_ttl
+
+    def screen(self, screen: BidScreeningFilter, request: GroupRequest | None = None, *,
+               limit: int = DEFAULT_LIMIT, min_position: int | None = None) -> Answer:
+        """The prefilter with the projection position in one statement; with `request`, the
+        bin-packer on the candidates' per-node inventory read in the same snapshot."""
+        reached = None if min_position is None else self.wait_for_position(min_position)
+        prefilter = repository.prefilter_statement(screen, self.online_since(), limit + 1)
+        with self.snapshot(single_statement=request is None) as (conn, schema):
+            rows = conn.execute(repository.with_position(prefilter)).all()
+            truncated = len(rows) > limit
+            candidates = sorted(
+                (Candidate(r[3], r[4], tuple(r[5] or ()), tuple(r[6] or ()), r[7])
+                 for r in rows[:limit] if r[3] is not None), key=lambda c: c.owner)
+            rejected: list[tuple[str, str]] = []
+            if request is not None and candidates:
+                inventories = provider_nodes(conn, [c.owner for c in candidates])
+                candidates, rejected = exact_placements(request, candidates, inventories)
+        position, last_event_at, partitions = rows[0][:3]
+        as_of = as_of_from(position, last_event_at, partitions)
+        return Answer(schema, replace(as_of, min_position_reached=reached), tuple(candidates),
+                      screen, prefilter, tuple(rejected), truncated)
+
+    def bid_screening(self, request: GroupRequest, *, exact: bool = False,
+                      limit: int = DEFAULT_LIMIT, min_position: int | None = None) -> Answer:
+        return self.screen(screening_filter(request), request if exact else None, limit=limit,
+                           min_position=min_position)
+
+    # -- detail reads ------------------------------------------------------------------
+
+    def provider(self, owner: str) -> dict[str, Any] | None:
+        with self.search_path_snapshot() as conn:
+            row = conn.execute(text(
+                "SELECT * FROM provider_inventory WHERE provider_id = :p"), {"p": owner}
+            ).mappings().first()
+            if row is None:
+                return None
+            node_rows = conn.execute(text(
+                "SELECT n.node_id, n.current_snapshot_event_id, n.first_seen_at, "
+                "n.last_seen_at, s.system_hardware_id, s.system_software_id "
+                "FROM nodes n JOIN hardware_snapshots s "
+                "ON s.event_id = n.current_snapshot_event_id "
+                "WHERE n.provider_id = :p ORDER BY n.node_id"), {"p": owner}).mappings().all()
+            inventory = provider_nodes(conn, [owner]).get(owner)
+        free = {n.node_id: n for n in (inventory.nodes if inventory else ())}
+        return {
+            "owner": row["provider_id"], "hostUri": row["host_uri"],
+            "lastSeenAt": _iso(row["last_seen_at"]), "nodeCount": row["node_count"],
+            "totals": {k.removeprefix("total_available_"): row[k] for k in row
+                       if k.startswith("total_available_")},
+            "maxNodeFree": {k.removeprefix("max_node_free_"): row[k] for k in row
+                            if k.startswith("max_node_free_")},
+            "gpuModels": list(row["gpu_models"]), "gpuModelsFree": list(row["gpu_models_free"]),
+            "storageClasses": list(row["storage_classes"]),
+            "attributes": row["self_attributes"], "signedAttributes": row["signed_attributes"],
+            "auditedBy": list(row["audited_by"]),
+            "nodes": [_node_json(n, free.get(n["node_id"])) for n in node_rows],
+        }
+
+    def hardware(self, system_hardware_id: str) -> dict[str, Any] | None:
+        ident = _uuid(system_hardware_id)
+        if ident is None:
+            return None
+        with self.search_path_snapshot() as conn:
+            return _hardware(conn, ident)
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self.search_path_snapshot() as conn:
+            row = conn.execute(text(
+                "SELECT r.*, s.system_hardware_id, s.system_software_id, "
+                "array(SELECT u.slot_index FROM run_gpu_usage u WHERE u.run_id = r.run_id "
+                "ORDER BY 1) AS gpu_slots FROM runs r "
+                "JOIN hardware_snapshots s ON s.event_id = r.snapshot_event_id "
+                "WHERE r.run_id = :r"), {"r": run_id}).mappings().first()
+            if row is None:
+                return None
+            software = conn.execute(text(
+                "SELECT * FROM system_software WHERE system_software_id = :s"),
+                {"s": row["system_software_id"]}).mappings().first()
+            metrics = conn.execute(text(
+                "SELECT * FROM run_hardware_metrics WHERE run_id = :r"), {"r": run_id}
+            ).mappings().first()
+            hardware = _hardware(conn, str(row["system_hardware_id"]))
+        return {
+            "runId": row["run_id"], "owner": row["provider_id"], "node": row["node_id"],
+            "status": row["status"], "startedAt": _iso(row["started_at"]),
+            "finishedAt": _iso(row["finished_at"]), "taskRef": row["task_ref"],
+            "modelRef": row["model_ref"], "snapshotEventId": str(row["snapshot_event_id"]),
+            "resources": {"cpuMillicores": row["cpu_millicores"],
+                          "memoryBytes": row["memory_bytes"],
+                          "ephemeralStorageBytes": row["ephemeral_storage_bytes"],
+                          "gpuSlots": list(row["gpu_slots"])},
+            "hardware": hardware,
+            "software": _plain(software, drop=("system_software_id",)),
+            "metrics": _plain(metrics, drop=("run_id", "system_hardware_id",
+                                             "system_software_id")),
+        }
+
+    def ready(self) -> dict[str, Any]:
+        with self.search_path_snapshot() as conn:
+            as_of = read_as_of(conn)
+            conn.execute(text("SELECT 1 FROM provider_inventory LIMIT 1")).all()
+        return {"status": "ready", "schema": self.active_schema(), "position": as_of.position}
+
+
+def _uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _plain(row: Mapping[Any, Any] | None, drop: Sequence[str] = ()) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {k: (str(v) if isinstance(v, uuid.UUID) else _iso(v) if isinstance(v, datetime)
+                else v) for k, v in row.items() if k not in drop}
+
+
+def _node_json(row: Mapping[Any, Any], free: NodeInventory | None) -> dict[str, Any]:
+    return {
+        "node": row["node_id"], "snapshotEventId": str(row["current_snapshot_event_id"]),
+        "systemHardwareId": str(row["system_hardware_id"]),
+        "systemSoftwareId": str(row["system_software_id"]),
+        "firstSeenAt": _iso(row["first_seen_at"]), "lastSeenAt": _iso(row["last_seen_at"]),
+        "free": None if free is None else {
+            "cpuMillicores": free.cpu_millicores, "memoryBytes": free.memory_bytes,
+            "ephemeralStorageBytes": free.ephemeral_bytes,
+            "gpuSlots": [g.slot_index for g in free.gpus]},
+    }
+
+
+def _hardware(conn: Connection, system_hardware_id: str) -> dict[str, Any] | None:
+    row = conn.execute(text("SELECT * FROM system_hardware WHERE system_hardware_id = :h"),
+                       {"h": system_hardware_id}).mappings().first()
+    if row is None:
+        return None
+    gpus = conn.execute(text(
+        "SELECT l.slot_index, g.*, n.name AS slot_native_interface, "
+        "a.name AS actual_interface FROM system_gpu_link l "
+        "JOIN gpu_hardware g USING (gpu_hardware_id) "
+        "LEFT JOIN interface_type n ON n.interface_type_id = l.slot_native_interface_type_id "
+        "LEFT JOIN interface_type a ON a.interface_type_id = l.actual_interface_type_id "
+        "WHERE l.system_hardware_id = :h ORDER BY l.slot_index"),
+        {"h": system_hardware_id}).mappings().all()
+    found = _plain(row) or {}
+    found["gpus"] = [_plain(g) for g in gpus]
+    return json.loads(json.dumps(found, default=str))  # type: ignore[no-any-return]

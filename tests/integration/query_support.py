@@ -1,0 +1,130 @@
+"""Helpers for the query service's integration tests: load data the real way and ask over HTTP.
+
+`publish` sends events to Kafka (Avro via the codec, key = provider_id); `load` publishes and
+projects them with the projector's `catch_up`; `fresh_schema` is a migrated, seeded schema
+for tests that share one data set; `client` is an HTTP client over a QueryService whose clock
+is fixed at event time so the online TTL is deterministic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import Producer
+from fastapi.testclient import TestClient
+
+from hwledger.query.api import create_app
+from hwledger.query.service import QueryService, make_engine
+from hwledger.schemas.codec import encode
+from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import migrate
+from hwledger.seeds import seed_database
+
+Event = tuple[str, dict[str, Any]]
+GiB = 2**30
+
+
+def publish(kafka_config: dict[str, Any], topic: str, events: Sequence[Event]) -> None:
+    """Publish events in order, keyed by provider_id; waits until all are acknowledged."""
+    producer = Producer({**kafka_config, "enable.idempotence": True, "acks": "all"})
+    failures: list[str] = []
+
+    def delivered(err: Any, _: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for event_type, data in events:
+        producer.produce(topic, key=str(data["provider_id"]).encode(),
+                         value=encode(event_type, data), on_delivery=delivered)
+        producer.poll(0)
+    remaining = producer.flush(30)
+    assert remaining == 0 and not failures, failures
+
+
+def load(database_url: str, schema: str, kafka_config: dict[str, Any], topic: str,
+         events: Sequence[Event]) -> None:
+    """Publish `events` and project the topic into `schema` until caught up."""
+    from hwledger.projectors import catch_up
+
+    publish(kafka_config, topic, events)
+    catch_up(database_url, schema, kafka_config, topic)
+
+
+@contextmanager
+def fresh_schema(database_url: str) -> Iterator[str]:
+    """A migrated and seeded schema, dropped afterwards (for module-scoped data sets)."""
+    schema = f"q_{uuid.uuid4().hex[:12]}"
+    with connect(database_url, None) as conn:
+        migrate(conn, schema)
+    with connect(database_url, schema) as conn:
+        seed_database(conn)
+        conn.commit()
+    try:
+        yield schema
+    finally:
+        with connect(database_url, None, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@contextmanager
+def client(database_url: str, schema: str | None, now: datetime, *,
+           online_ttl_seconds: int = 900, max_wait_seconds: float = 0.5
+           ) -> Iterator[TestClient]:
+    """An HTTP client over the query service; `schema=None` follows the active schema."""
+    service = QueryService(make_engine(database_url, pool_size=2),
+                           online_ttl_seconds=online_ttl_seconds, clock=lambda: now,
+                           schema=schema, max_wait_seconds=max_wait_seconds)
+    try:
+        with TestClient(create_app(service)) as found:
+            yield found
+    finally:
+        service.engine.dispose()
+
+
+def owners(answer: dict[str, Any]) -> set[str]:
+    return {p["owner"] for p in answer["providers"]}
+
+
+def gpu_unit(units: int, *keys: str, count: int = 1, cpu: int = 1000,
+             memory: int = GiB) -> dict[str, Any]:
+    """One `resources[]` entry needing `units` GPUs matching any of the attribute keys."""
+    return {"count": count, "resource": {
+        "cpu": {"units": {"val": str(cpu)}}, "memory": {"quantity": {"val": str(memory)}},
+        "gpu": {"units": {"val": str(units)},
+                "attributes": [{"key": k, "value": "true"} for k in keys]}}}
+
+
+def cpu_unit(cpu: int, *, count: int = 1, memory: int = GiB, ram_volume: int = 0,
+             storage: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    volumes = list(storage)
+    if ram_volume:
+        volumes.append({"name": "shm", "quantity": {"val": str(ram_volume)},
+                        "attributes": [{"key": "class", "value": "ram"}]})
+    return {"count": count, "resource": {
+        "cpu": {"units": {"val": str(cpu)}}, "memory": {"quantity": {"val": str(memory)}},
+        "storage": volumes}}
+
+
+def group_spec(*units: dict[str, Any], all_of: Sequence[str] = (), any_of: Sequence[str] = (),
+               attributes: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"name": "test", "resources": list(units), "requirements": {
+        "signedBy": {"allOf": list(all_of), "anyOf": list(any_of)},
+        "attributes": [{"key": k, "value": v} for k, v in (attributes or {}).items()]}}
+
+
+Screen = Callable[..., dict[str, Any]]
+
+
+def screener(http: TestClient) -> Screen:
+    """`screen(spec, **query)` -> the 200 JSON answer of POST /v1/bid-screening."""
+    def screen(spec: dict[str, Any], **query: Any) -> dict[str, Any]:
+        params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in query.items()}
+        response = http.post("/v1/bid-screening", json=spec, params=params)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+    return screen

@@ -1,0 +1,194 @@
+"""Crashes, rebalances, SIGTERM and a lost database connection: the tables still converge.
+
+Each test lets 20,000 events flow through the broker while projector processes are killed,
+started and stopped; afterwards the tables must equal a clean single-pass projection of the
+same log (per-table checksums), and a reader polling throughout must never see a
+provider_inventory row that disagrees with its nodes' GPUs.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hwledger.projectors.service import Projector
+from hwledger.projectors.synthetic import history
+from hwledger.schemas.db import connect
+from tests.integration.projector_support import (
+    INVENTORY_DISAGREES_WITH_NODES,
+    checksums,
+    encoded,
+    fresh_schema,
+    project_all,
+    projector_config,
+    publish,
+    spawn,
+    stored_total,
+)
+
+EVENTS = 20_000
+
+
+class Reader(threading.Thread):
+    """Polls one schema with a single statement: inventory rows disagreeing with nodes."""
+
+    def __init__(self, database_url: str, schema: str) -> None:
+        super().__init__(daemon=True)
+        self.database_url, self.schema = database_url, schema
+        self.polls = 0
+        self.violations = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with connect(self.database_url, self.schema, autocommit=True) as conn:
+            while not self.done.is_set():
+                row = conn.execute(INVENTORY_DISAGREES_WITH_NODES).fetchone()
+                self.violations += int(row[0]) if row else 0
+                self.polls += 1
+                time.sleep(0.05)
+
+
+class Flow(threading.Thread):
+    """Publishes the log in chunks, so events keep arriving while projectors come and go."""
+
+    def __init__(self, kafka_config: dict[str, Any], topic: str,
+                 messages: list[tuple[str, bytes]], seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.args = (kafka_config, topic, messages, seconds)
+
+    def run(self) -> None:
+        kafka_config, topic, messages, seconds = self.args
+        chunks = 20
+        size = -(-len(messages) // chunks)
+        for i in range(chunks):
+            publish(kafka_config, topic, messages[i * size:(i + 1) * size])
+            time.sleep(seconds / chunks)
+
+
+@pytest.fixture
+def log_messages() -> list[tuple[str, bytes]]:
+    return encoded(history(20_26, 60, EVENTS))
+
+
+@pytest.fixture
+def schemas(database_url: str) -> Iterator[tuple[str, str]]:
+    with fresh_schema(database_url) as live, fresh_schema(database_url) as clean:
+        yield live, clean
+
+
+def assert_equals_clean_pass(database_url: str, live: str, clean: str, topic: str,
+                             kafka_config: dict[str, Any]) -> None:
+    assert stored_total(database_url, live, topic) == EVENTS
+    project_all(database_url, clean, topic, kafka_config)
+    got, want = checksums(database_url, live), checksums(database_url, clean)
+    assert got == want
+    assert got["applied_events"][0] == EVENTS  # every event exactly once, no duplicate rows
+
+
+def test_sigkill_at_random_moments_converges(database_url: str, kafka_config: dict[str, Any],
+                                             topic: str, schemas: tuple[str, str],
+                                             log_messages: list[tuple[str, bytes]]) -> None:
+    live, clean = schemas
+    rng = random.Random(4)
+    flow = Flow(kafka_config, topic, log_messages, 25)
+    reader = Reader(database_url, live)
+    flow.start()
+    reader.start()
+    progress = [0]
+    for _ in range(10):
+        proc = spawn(database_url, live, topic, kafka_config, "crash", "--batch-size", "500")
+        deadline = time.monotonic() + 20
+        while (stored_total(database_url, live, topic) == progress[-1]
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.4))  # a random moment while it is projecting
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        progress.append(stored_total(database_url, live, topic))
+    flow.join()
+    last = spawn(database_url, live, topic, kafka_config, "crash", "--exit-when-idle", "4")
+    _, stderr = last.communicate(timeout=180)
+    assert last.returncode == 0, stderr.decode()[-2000:]
+    reader.done.set()
+    reader.join()
+    assert len(set(progress)) >= 9, progress  # killed while projecting, again and again
+    assert reader.polls > 20 and reader.violations == 0
+    assert_equals_clean_pass(database_url, live, clean, topic, kafka_config)
+
+
+def test_three_projectors_joining_and_leaving_converge(
+        database_url: str, kafka_config: dict[str, Any], topic: str, schemas: tuple[str, str],
+        log_messages: list[tuple[str, bytes]]) -> None:
+    live, clean = schemas
+    flow = Flow(kafka_config, topic, log_messages, 10)
+    reader = Reader(database_url, live)
+    flow.start()
+    reader.start()
+    args = ("--batch-size", "500", "--exit-when-idle", "6")
+    first = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
+    time.sleep(1.5)
+    second = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
+    time.sleep(1.5)
+    third = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
+    time.sleep(2)
+    first.send_signal(signal.SIGTERM)  # leaves: its partitions move to the others
+    assert first.wait(timeout=30) == 0
+    again = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
+    time.sleep(2)
+    second.send_signal(signal.SIGKILL)  # dies without leaving
+    second.wait()
+    flow.join()
+    for proc in (third, again):
+        _, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+    reader.done.set()
+    reader.join()
+    assert reader.polls > 20 and reader.violations == 0
+    assert_equals_clean_pass(database_url, live, clean, topic, kafka_config)
+
+
+def test_sigterm_finishes_the_batch_in_flight_and_exits_0(
+        database_url: str, db_schema: str, kafka_config: dict[str, Any], topic: str,
+        log_messages: list[tuple[str, bytes]]) -> None:
+    publish(kafka_config, topic, log_messages[:5000])
+    proc = spawn(database_url, db_schema, topic, kafka_config, "term", "--batch-size", "200")
+    deadline = time.monotonic() + 60
+    while stored_total(database_url, db_schema, topic) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    with connect(database_url, db_schema) as conn:
+        row = conn.execute("SELECT count(*) FROM applied_events").fetchone()
+    assert row is not None and 0 < row[0] == stored_total(database_url, db_schema, topic)
+
+
+def test_lost_database_connection_is_retried_without_loss(
+        database_url: str, db_schema: str, kafka_config: dict[str, Any], topic: str,
+        log_messages: list[tuple[str, bytes]]) -> None:
+    publish(kafka_config, topic, log_messages[:6000])
+    projector = Projector(projector_config(database_url, db_schema, topic, kafka_config,
+                                           batch_size=200, backoff_seconds=0.05))
+    worker = threading.Thread(target=projector.run)
+    worker.start()
+    terminated = 0
+    with connect(database_url, None, autocommit=True) as admin:
+        while worker.is_alive() and terminated < 3:
+            if stored_total(database_url, db_schema, topic) > 1000 * (terminated + 1):
+                admin.execute("SELECT pg_terminate_backend(%s)",
+                              (projector.conn.info.backend_pid,))
+                terminated += 1
+            time.sleep(0.02)
+    worker.join(timeout=120)
+    assert terminated == 3 and not worker.is_alive()
+    assert (projector.metrics.registry.get_sample_value("hwledger_projector_retries_total")
+            or 0) >= 1
+    assert stored_total(database_url, db_schema, topic) == 6000
+    with connect(database_url, db_schema) as conn:
+        row = conn.execute("SELECT count(*) FROM applied_events").fetchone()
+    assert row is not None and row[0] == 6000

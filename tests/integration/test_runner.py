@@ -1,0 +1,117 @@
+"""The runner library and the agent against a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hwledger.producers.agent import run_agent
+from hwledger.producers.nvml import RecordedNvml
+from hwledger.producers.probe import Prober, fingerprint
+from hwledger.producers.publisher import Publisher
+from hwledger.producers.runner import Runner, SnapshotTracker
+from hwledger.schemas import codec
+from hwledger.schemas.errors import UserError
+from tests.integration.test_publisher import consume
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "nvml"
+A100_40GB = {"name": "NVIDIA A100-PCIE-40GB", "pci_device_id": 0x20F110DE,
+             "pci_subsystem_id": 0x145F10DE, "bus_id": "00000000:CA:00.0",
+             "memory_total": 42949672960, "max_link": [4, 16], "current_link": [4, 16],
+             "power_limit_mw": 250000}
+
+
+def recorded(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((FIXTURES / name).read_text("utf-8"))
+    return doc
+
+
+def test_runner_publishes_a_new_snapshot_after_a_gpu_swap_and_none_otherwise(
+        kafka_config: dict[str, Any], topic: str, home: Path) -> None:
+    answers = recorded("a100_pcie_x4_degraded.json")
+    prober = Prober("provider-r", "node-r", open_nvml=lambda: RecordedNvml(answers))
+    with Runner(prober, Publisher(kafka_config, topic, home / "spool")) as runner:
+        first_snapshot = runner.tracker.snapshot_event_id
+        with runner.run(gpu_slots=[0, 1], cpu_millicores=16_000, memory_bytes=2**36,
+                        task_ref="bench/llama3-70b") as run:
+            run.metrics.update(tokens_per_second=2310.0, wall_clock_seconds=12.5)
+        with runner.run(gpu_slots=[2]):
+            pass
+        assert runner.tracker.snapshot_event_id == first_snapshot
+        answers["devices"][3] = A100_40GB  # the card in slot 3 was swapped
+        with pytest.raises(RuntimeError, match="out of memory"), \
+                runner.run(gpu_slots=[3]) as failing:
+            raise RuntimeError("out of memory")
+        second_snapshot = runner.tracker.snapshot_event_id
+        assert second_snapshot != first_snapshot
+        with pytest.raises(UserError, match="not installed"), runner.run(gpu_slots=[9]):
+            pass
+        assert runner.publisher.flush(20) == 0
+    events = [codec.decode(v) for _, v in consume(kafka_config, topic, 8)]
+    assert [e.type for e in events] == [
+        "HardwareSnapshotted", "RunStarted", "RunFinished", "RunStarted", "RunFinished",
+        "HardwareSnapshotted", "RunStarted", "RunFinished"]
+    before, after = events[0].data, events[5].data
+    assert (before["event_id"], after["event_id"]) == (first_snapshot, second_snapshot)
+    assert before["gpus"][3]["vram_bytes"] == 85899345920
+    assert after["gpus"][3]["vram_bytes"] == 42949672960
+    assert [e.data["snapshot_event_id"] for e in events if e.type == "RunStarted"] == [
+        first_snapshot, first_snapshot, second_snapshot]
+    assert events[1].data["resources"]["gpu_slots"] == [0, 1]
+    finished = events[2].data
+    assert (finished["status"], finished["tokens_per_second"]) == ("succeeded", 2310.0)
+    assert events[7].data["status"] == "failed"
+    assert events[7].data["error_message"] == "RuntimeError: out of memory"
+    assert events[7].data["run_id"] == failing.run_id
+
+
+def test_agent_publishes_on_change_between_heartbeats(
+        kafka_config: dict[str, Any], topic: str, home: Path) -> None:
+    answers = recorded("rtx4090_workstation.json")
+    prober = Prober("provider-g", "node-g", open_nvml=lambda: RecordedNvml(answers))
+    reasons: list[str] = []
+    stop = threading.Event()
+    with Publisher(kafka_config, topic, home / "spool") as publisher:
+        tracker = SnapshotTracker(prober, publisher)
+        agent = threading.Thread(target=run_agent, args=(tracker, stop), kwargs={
+            "heartbeat_s": 60.0, "check_s": 0.05,
+            "report": lambda reason, _event_id: reasons.append(reason)})
+        agent.start()
+        time.sleep(0.5)  # several re-probes, nothing changed
+        answers["devices"].append({**answers["devices"][0], "bus_id": "00000000:02:00.0"})
+        deadline = time.monotonic() + 10
+        while len(reasons) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        agent.join(10)
+    assert reasons == ["start", "changed"]
+    snapshots = [codec.decode(v).data for _, v in consume(kafka_config, topic, 2)]
+    assert [len(s["gpus"]) for s in snapshots] == [1, 2]
+
+
+def test_agent_command_heartbeats_and_exits_cleanly_on_sigterm(
+        kafka_config: dict[str, Any], topic: str, home: Path) -> None:
+    env = {**os.environ, "HWLEDGER_HOME": str(home), "HWLEDGER_TOPIC": topic,
+           "HWLEDGER_KAFKA_BOOTSTRAP": kafka_config["bootstrap.servers"],
+           "HWLEDGER_PROVIDER_ID": "provider-agent"}
+    agent = subprocess.Popen([sys.executable, "-m", "hwledger.deploy.cli", "agent",
+                              "--interval", "0.5", "--check-interval", "0.5"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    agent.send_signal(signal.SIGTERM)
+    out, err = agent.communicate(timeout=20)
+    assert agent.returncode == 0, err
+    assert "(start)" in out and "(heartbeat)" in out and "0 event(s) left" in out
+    snapshots = [codec.decode(v).data for _, v in consume(kafka_config, topic, 2)]
+    assert len(snapshots) >= 2
+    assert len({s["event_id"] for s in snapshots}) == len(snapshots)
+    assert len({fingerprint(s) for s in snapshots}) == 1

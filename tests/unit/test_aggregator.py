@@ -1,0 +1,186 @@
+"""The aggregator: GroupSpec JSON -> GroupRequest -> BidScreeningFilter, and its errors."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from hwledger.query.aggregator import (
+    MAX_QUANTITY,
+    Attribute,
+    BidScreeningFilter,
+    GpuAlternative,
+    InvalidRequest,
+    UnitScreen,
+    filter_from_json,
+    filter_to_json,
+    parse_gpu_attribute,
+    parse_group_spec,
+    parse_quantity,
+    screening_filter,
+)
+
+GiB = 2**30
+
+
+def unit(cpu: Any = "1000", memory: Any = str(GiB), count: int = 1,
+         gpu: dict[str, Any] | None = None, storage: list[Any] | None = None) -> dict[str, Any]:
+    resource: dict[str, Any] = {"cpu": {"units": {"val": cpu}},
+                                "memory": {"quantity": {"val": memory}},
+                                "storage": storage or []}
+    if gpu is not None:
+        resource["gpu"] = gpu
+    return {"resource": resource, "count": count}
+
+
+def gpu(units: int, *keys: str) -> dict[str, Any]:
+    return {"units": {"val": str(units)},
+            "attributes": [{"key": k, "value": "true"} for k in keys]}
+
+
+def spec(*units: dict[str, Any], **requirements: Any) -> dict[str, Any]:
+    return {"name": "g", "requirements": requirements, "resources": list(units)}
+
+
+def message(document: Any) -> str:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_group_spec(document)
+    return str(caught.value)
+
+
+def test_quantities_are_decimal_strings_base64_or_integers() -> None:
+    assert parse_quantity({"val": "2500"}, "q") == 2500
+    assert parse_quantity({"val": base64.b64encode(b"2500").decode()}, "q") == 2500
+    assert parse_quantity("17", "q") == 17
+    assert parse_quantity(3, "q") == 3
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", True, None, [1], {"x": 1},
+                                   str(MAX_QUANTITY + 1)])
+def test_bad_quantities_name_the_field(value: Any) -> None:
+    with pytest.raises(InvalidRequest, match=r"^cpu\.units"):
+        parse_quantity(value, "cpu.units")
+
+
+def test_totals_multiply_by_count_and_maxima_are_per_replica() -> None:
+    request = parse_group_spec(spec(unit("2000", str(4 * GiB), count=3),
+                                    unit("500", str(GiB), count=2)))
+    screen = screening_filter(request)
+    assert (screen.total_cpu, screen.max_node_cpu) == (7000, 2000)
+    assert (screen.total_memory, screen.max_node_memory) == (14 * GiB, 4 * GiB)
+
+
+def test_ram_volumes_count_as_memory_and_others_split_by_persistence() -> None:
+    storage = [
+        {"name": "shm", "quantity": {"val": str(GiB)},
+         "attributes": [{"key": "class", "value": "ram"}]},
+        {"name": "data", "quantity": {"val": str(10 * GiB)},
+         "attributes": [{"key": "persistent", "value": "true"},
+                        {"key": "class", "value": "beta3"}]},
+        {"name": "default", "quantity": {"val": str(5 * GiB)}},
+    ]
+    request = parse_group_spec(spec(unit(memory=str(2 * GiB), count=2, storage=storage)))
+    screen = screening_filter(request)
+    assert screen.total_memory == 6 * GiB and screen.max_node_memory == 3 * GiB
+    assert screen.total_ephemeral == 10 * GiB and screen.total_persistent == 20 * GiB
+    assert screen.units == (UnitScreen((), ("beta3",)),)
+
+
+def test_gpu_tokens_per_unit_or_alternatives_lowercased() -> None:
+    request = parse_group_spec(spec(
+        unit(gpu=gpu(2, "vendor/nvidia/model/H100/ram/80Gi/interface/sxm5",
+                     "vendor/nvidia/model/a100")),
+        unit(gpu=gpu(1, "vendor/AMD/model/*")),
+        unit(),
+        unit(gpu=gpu(0, "vendor/nvidia/model/t4")),
+    ))
+    assert [u.gpu_tokens for u in screening_filter(request).units] == [
+        ("nvidia/a100", "nvidia/h100"), ("amd",), (), ()]
+    assert screening_filter(request).total_gpu == 3
+
+
+def test_gpu_attribute_parts() -> None:
+    assert parse_gpu_attribute("vendor/nvidia/model/h100/ram/81920Mi/interface/SXM4", "k") == \
+        GpuAlternative("nvidia", "h100", 80 * GiB, "sxm")
+    assert parse_gpu_attribute("vendor/nvidia", "k") == GpuAlternative("nvidia")
+    assert parse_gpu_attribute("vendor/nvidia/model/*", "k").token == "nvidia"
+
+
+@pytest.mark.parametrize(("key", "words"), [
+    ("model/h100", "must start with vendor"),
+    ("vendor//model/h100", "must start with vendor"),
+    ("vendor/*", "must start with vendor"),
+    ("vendor/nvidia/model", "name/value pairs"),
+    ("vendor/nvidia/model/h100/interface/nvlink", "unknown GPU interface"),
+    ("vendor/nvidia/model/h100/ram/80GB", "GPU ram"),
+    ("vendor/nvidia/color/green", "unexpected 'color'"),
+])
+def test_bad_gpu_attributes(key: str, words: str) -> None:
+    text = message(spec(unit(gpu=gpu(1, key))))
+    assert text.startswith("resources[0].resource.gpu.attributes[0].key:")
+    assert words in text
+
+
+def test_signed_by_and_attributes_in_both_spellings() -> None:
+    camel = parse_group_spec(spec(unit(), signedBy={"allOf": ["b", "a"], "anyOf": ["c"]},
+                                  attributes=[{"key": "host/*", "value": "x"}]))
+    snake = parse_group_spec(spec(unit(), signed_by={"all_of": ["a", "b"], "any_of": ["c"]},
+                                  attributes=[{"key": "host/*", "value": "x"}]))
+    assert camel == snake
+    assert camel.signed_by_all_of == ("a", "b") and camel.signed_by_any_of == ("c",)
+    assert camel.attributes == (Attribute("host/*", "x"),)
+
+
+@pytest.mark.parametrize(("document", "start"), [
+    ([], "body: expected an object"),
+    ({"resources": []}, "resources: expected a non-empty list"),
+    (spec(unit(count=0)), "resources[0].count: must be between 1"),
+    (spec({"resource": {}, "count": "2"}), "resources[0].count: expected an integer"),
+    (spec(unit(cpu="-5")), "resources[0].resource.cpu.units.val: must not be negative"),
+    (spec(unit(memory="9" * 18)), "resources[0].resource.memory.quantity.val: "),
+    (spec(unit(), attributes=[{"key": "a*b", "value": "x"}]),
+     "requirements.attributes[0].key: '*' is only"),
+    (spec(unit(), attributes=[{"key": "region", "value": 5}]),
+     "requirements.attributes[0].value: expected a string"),
+    (spec(unit(), attributes=[{"key": "a\x00", "value": "x"}]),
+     "requirements.attributes[0].key: must not contain NUL"),
+    (spec(unit(), signedBy={"allOf": "auditor"}), "requirements.signedBy.allOf: expected a list"),
+    (spec(unit(storage=[{"quantity": {"val": "1"},
+                         "attributes": [{"key": "persistent", "value": "true"}]}])),
+     "resources[0].resource.storage[0]: persistent storage needs a 'class'"),
+])
+def test_bad_requests_name_the_field(document: Any, start: str) -> None:
+    assert message(document).startswith(start)
+
+
+def test_absurd_totals_are_refused() -> None:
+    big = str(MAX_QUANTITY)
+    assert "absurdly large" in message(spec(*[unit(memory=big, count=10_000)] * 2))
+
+
+def test_sql_metacharacters_are_plain_values() -> None:
+    request = parse_group_spec(spec(unit(), attributes=[
+        {"key": "x'; DROP TABLE providers; --", "value": "' OR 1=1 --"}]))
+    assert request.attributes[0].key.startswith("x'; DROP")
+
+
+def test_filter_json_round_trip() -> None:
+    screen = screening_filter(parse_group_spec(spec(
+        unit(gpu=gpu(1, "vendor/nvidia/model/h100")), signedBy={"anyOf": ["aud"]},
+        attributes=[{"key": "region", "value": "us-west"}])))
+    assert filter_from_json(filter_to_json(screen)) == screen
+    assert filter_from_json({}) == BidScreeningFilter()
+
+
+@pytest.mark.parametrize(("document", "start"), [
+    ({"total_cpu": -1}, "total_cpu: must be between"),
+    ({"total_cpu": "1"}, "total_cpu: expected an integer"),
+    ({"units": [{"gpu_tokens": [1]}]}, "units[0].gpu_tokens[0]: expected a string"),
+    ({"bogus": 1}, "bogus: unknown field"),
+])
+def test_bad_filters_name_the_field(document: Any, start: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        filter_from_json(document)
+    assert str(caught.value).startswith(start)

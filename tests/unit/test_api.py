@@ -1,0 +1,103 @@
+"""The HTTP layer without a database: bad input is 422/413 with {"error","message"}, a missing
+database is 503, and the OpenAPI document describes the routes of DESIGN section 6."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hwledger.query.api import MAX_BODY_BYTES, create_app
+from hwledger.query.service import QueryService, make_engine
+
+NOWHERE = "postgresql://nobody@127.0.0.1:1/none"
+GPU_UNIT = {"resource": {"cpu": {"units": {"val": "1000"}},
+                         "gpu": {"units": {"val": "1"},
+                                 "attributes": [{"key": "vendor/nvidia", "value": "true"}]}},
+            "count": 1}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    service = QueryService(make_engine(NOWHERE), schema="hwledger")
+    with TestClient(create_app(service)) as found:
+        yield found
+
+
+def post(client: TestClient, body: Any, path: str = "/v1/bid-screening") -> tuple[int, Any]:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = client.post(path, content=content, headers={"Content-Type": "application/json"})
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b"{not json", "body"),
+    (b"\xff\xfe", "body"),
+    ([1, 2], "body"),
+    ({"resources": "many"}, "resources"),
+    ({"resources": [{**GPU_UNIT, "count": 0}]}, "resources[0].count"),
+    ({"resources": [{"resource": {"cpu": {"units": {"val": "-1"}}}, "count": 1}]},
+     "resources[0].resource.cpu.units.val"),
+    ({"resources": [{"resource": {"memory": {"quantity": {"val": "9" * 30}}}, "count": 1}]},
+     "resources[0].resource.memory.quantity.val"),
+    ({"resources": [{"resource": {"gpu": {"units": {"val": "1"}, "attributes": [
+        {"key": "model/h100", "value": "true"}]}}, "count": 1}]},
+     "resources[0].resource.gpu.attributes[0].key"),
+    ({"resources": [{"resource": {"gpu": {"units": {"val": "1"}, "attributes": [
+        {"key": "vendor/nvidia/model/h100/interface/nvlink9", "value": "true"}]}}, "count": 1}]},
+     "resources[0].resource.gpu.attributes[0].key"),
+    ({"resources": [GPU_UNIT], "requirements": {"attributes": [{"key": "a'; --", "value": 1}]}},
+     "requirements.attributes[0].value"),
+    ({"resources": [GPU_UNIT], "requirements": {"attributes": [{"key": "x\u0000", "value": "y"}]}},
+     "requirements.attributes[0].key"),
+])
+def test_bad_bodies_are_422_naming_the_field(client: TestClient, body: Any, field: str) -> None:
+    status, answer = post(client, body)
+    assert status == 422
+    assert set(answer) == {"error", "message"}
+    assert answer["message"].startswith(f"{field}:")
+
+
+def test_bad_filter_bodies_are_422(client: TestClient) -> None:
+    status, answer = post(client, {"total_gpu": -3}, "/v1/prefilter")
+    assert status == 422 and answer["message"].startswith("total_gpu:")
+
+
+def test_bad_query_parameters_keep_the_error_shape(client: TestClient) -> None:
+    response = client.post("/v1/bid-screening?exact=maybe&limit=5",
+                           content=json.dumps({"resources": [GPU_UNIT]}))
+    assert response.status_code == 422
+    assert set(response.json()) == {"error", "message"}
+    assert response.json()["message"].startswith("query.exact:")
+
+
+def test_bodies_over_64_kib_are_413(client: TestClient) -> None:
+    padding = "x" * MAX_BODY_BYTES
+    status, answer = post(client, {"name": padding, "resources": [GPU_UNIT]})
+    assert status == 413 and answer["error"] == "body_too_large"
+
+
+def test_valid_request_without_database_is_503_not_500(client: TestClient) -> None:
+    status, answer = post(client, {"resources": [GPU_UNIT]})
+    assert status == 503 and answer["error"] == "unavailable"
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_openapi_lists_the_routes_with_body_schemas(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert {"/v1/bid-screening", "/v1/prefilter", "/v1/providers/{owner}", "/v1/runs/{run_id}",
+            "/v1/hardware/{system_hardware_id}", "/healthz", "/readyz",
+            "/metrics"} <= set(document["paths"])
+    body = document["paths"]["/v1/bid-screening"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["title"] == "GroupSpec"
+    assert client.get("/docs").status_code == 200
+
+
+def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
+    post(client, b"{")
+    text = client.get("/metrics").text
+    assert 'hwledger_query_requests_total{route="bid_screening",status="422"}' in text

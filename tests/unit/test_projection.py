@@ -1,0 +1,154 @@
+"""The pure projection: event -> row changes, duplicates, parking, dead letters, event time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hwledger.projectors.projection import (
+    Decoded,
+    Plan,
+    Record,
+    State,
+    decode_all,
+    gpu_row,
+    project,
+    references,
+)
+from hwledger.projectors.service import backoff, fence_for
+from hwledger.schemas import codec
+from tests import factories as f
+
+TTL = timedelta(hours=1)
+
+
+def batch(*events: tuple[str, dict[str, Any]]) -> list[Decoded]:
+    return decode_all(Record("t", 0, i, codec.encode(t, d)) for i, (t, d) in enumerate(events))
+
+
+def run(*events: tuple[str, dict[str, Any]], state: State | None = None) -> tuple[Plan, State]:
+    state = state or State()
+    return project(batch(*events), state, TTL), state
+
+
+def test_snapshot_rows_are_content_addressed_and_tokenized() -> None:
+    a = f.snapshot("p", "n1", gpus=[f.gpu(0, "h100-sxm"), f.gpu(1, "h100-sxm")])
+    b = f.snapshot("p", "n2", gpus=[f.gpu(0, "h100-sxm"), f.gpu(1, "h100-sxm")], minutes=1)
+    plan, _ = run(("HardwareSnapshotted", a), ("HardwareSnapshotted", b))
+    assert len(plan.gpu_hardware) == 1
+    assert len(plan.system_hardware) == 1 and len(plan.system_software) == 1
+    assert len(plan.system_gpu_links) == 2 and len(plan.snapshots) == 2
+    (gpu,) = plan.gpu_hardware.values()
+    assert gpu[1:3] == ("nvidia", "h100")
+    assert set(plan.nodes) == {("p", "n1"), ("p", "n2")}
+
+
+def test_card_swap_is_a_new_system_but_the_same_software() -> None:
+    a = f.snapshot(gpus=[f.gpu(0, "mi300x")])
+    b = f.snapshot(gpus=[f.gpu(0, "mi250x")], minutes=5)
+    plan, _ = run(("HardwareSnapshotted", a), ("HardwareSnapshotted", b))
+    assert len(plan.system_hardware) == 2 and len(plan.system_software) == 1
+    assert plan.nodes[("provider-a", "node-1")].snapshot_event_id == b["event_id"]
+
+
+def test_late_older_snapshot_does_not_become_current() -> None:
+    new = f.snapshot(minutes=10)
+    old = f.snapshot(minutes=1, gpus=[f.gpu(0, "rtx4090")])
+    plan, _ = run(("HardwareSnapshotted", new), ("HardwareSnapshotted", old))
+    node = plan.nodes[("provider-a", "node-1")]
+    assert node.snapshot_event_id == new["event_id"]
+    assert (node.first_seen_at, node.last_seen_at) == (f.at(1), f.at(10))
+
+
+def test_duplicate_event_id_changes_nothing() -> None:
+    s = f.snapshot()
+    plan, state = run(("HardwareSnapshotted", s), ("HardwareSnapshotted", s))
+    assert len(plan.snapshots) == 1 and plan.duplicates == 1
+    again, _ = run(("HardwareSnapshotted", s), state=state)
+    assert again.snapshots == [] and again.applied == [] and again.duplicates == 1
+
+
+def test_run_before_its_snapshot_is_parked_then_applied_in_order() -> None:
+    s = f.snapshot()
+    started = f.run_started(s, gpu_slots=[0, 1])
+    finished = f.run_finished(started)
+    plan, state = run(("RunStarted", started), ("RunFinished", finished))
+    assert plan.runs == [] and len(plan.newly_parked) == 2
+    assert {p.waiting_for for p in plan.newly_parked} == {
+        f"snapshot {s['event_id']}", "run run-1"}
+    later, _ = run(("HardwareSnapshotted", s), state=State(parked=state.parked))
+    assert [r[0] for r in later.runs] == ["run-1"]
+    assert later.run_gpu_usage == [("run-1", 0), ("run-1", 1)]
+    assert [r[3] for r in later.run_finishes] == ["succeeded"]
+    assert later.newly_parked == []
+
+
+def test_parked_event_ages_into_a_dead_letter_by_event_time() -> None:
+    s = f.snapshot()
+    started = f.run_started(s, minutes=1)
+    later = f.provider_registered(minutes=1 + 61)
+    plan, _ = run(("RunStarted", started), ("ProviderRegistered", later))
+    assert plan.newly_parked == []
+    (dead,) = plan.dead_letters
+    assert "parked for more than 3600s" in dead.reason and dead.event_type == "RunStarted"
+
+
+def test_impossible_values_are_dead_letters_with_reasons() -> None:
+    s = f.snapshot(gpus=[f.gpu(0), f.gpu(1)])
+    bad_slot = f.run_started(s, "run-x", gpu_slots=[5])
+    ok = f.run_started(s, "run-y", gpu_slots=[0])
+    first = f.run_finished(ok, "succeeded")
+    second = f.run_finished(ok, "failed", minutes=40)
+    same = f.run_finished(ok, "succeeded", minutes=41)
+    negative = f.snapshot(node_id="n2", allocatable={
+        "cpu_millicores": -1, "memory_bytes": 1, "ephemeral_storage_bytes": 1})
+    plan, _ = run(("HardwareSnapshotted", s), ("RunStarted", bad_slot), ("RunStarted", ok),
+                  ("RunFinished", first), ("RunFinished", second), ("RunFinished", same),
+                  ("HardwareSnapshotted", negative))
+    reasons = [d.reason for d in plan.dead_letters]
+    assert len(reasons) == 3
+    assert "GPU slot(s) [5]" in reasons[0]
+    assert "finished twice with different outcomes" in reasons[1]
+    assert "allocatable.cpu_millicores must not be negative" in reasons[2]
+    assert len(plan.run_finishes) == 1
+
+
+def test_undecodable_bytes_are_dead_letters() -> None:
+    items = decode_all([Record("t", 1, 7, b"\xc3\x01" + b"\x00" * 8 + b"x"),
+                        Record("t", 1, 8, b"{json}")])
+    plan = project(items, State(), TTL)
+    assert [d.record.offset for d in plan.dead_letters] == [7, 8]
+    assert "unknown schema fingerprint" in plan.dead_letters[0].reason
+
+
+def test_providers_and_audits_are_last_writer_wins_by_event_time() -> None:
+    new = f.provider_registered(minutes=5, attributes={"region": "eu"})
+    old = f.provider_registered(minutes=1, attributes={"region": "us"})
+    revoke = f.provider_audited(minutes=3, attributes={})
+    grant = f.provider_audited(minutes=2)
+    plan, _ = run(("ProviderRegistered", new), ("ProviderRegistered", old),
+                  ("ProviderAudited", revoke), ("ProviderAudited", grant))
+    assert plan.providers["provider-a"][2] == '{"region": "eu"}'
+    assert plan.audits[("provider-a", "akash1auditor")][2] == "{}"
+    assert plan.last_seen == {"provider-a": f.at(5)}
+
+
+def test_references_name_what_the_batch_needs() -> None:
+    s = f.snapshot()
+    started = f.run_started(s)
+    refs = references(batch(("RunStarted", started), ("RunFinished", f.run_finished(started))))
+    assert refs.snapshot_ids == {s["event_id"]} and refs.run_ids == {"run-1"}
+    assert refs.providers == {"provider-a"} and len(refs.event_ids) == 2
+
+
+def test_gpu_identity_ignores_slot_and_name_case() -> None:
+    assert gpu_row(f.gpu(0))[0] == gpu_row(f.gpu(3, name="nvidia h100 80gb hbm3"))[0]
+
+
+def test_fence_covers_each_partition_from_its_stored_offset() -> None:
+    records = [Record("t", 0, 5, b""), Record("t", 2, 9, b""), Record("t", 0, 6, b"")]
+    assert fence_for(records, {0: 5, 2: None}, "t") == {("t", 0): (5, 7), ("t", 2): (None, 10)}
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert [backoff(n, 0.5, 3) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]

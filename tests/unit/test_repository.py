@@ -1,0 +1,66 @@
+"""SQL composition of the prefilter: one parameterized statement, one overlap clause per unit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hwledger.query.aggregator import Attribute, BidScreeningFilter, UnitScreen
+from hwledger.query.repository import compiled as compiled_sql
+from hwledger.query.repository import gpu_statement, node_statement, prefilter_statement
+
+ONLINE_SINCE = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def compiled(screen: BidScreeningFilter) -> tuple[str, dict[str, object]]:
+    return compiled_sql(prefilter_statement(screen, ONLINE_SINCE, 100))
+
+
+def test_one_overlap_clause_per_unit_with_tokens_and_none_for_empty_units() -> None:
+    screen = BidScreeningFilter(total_gpu=3, units=(
+        UnitScreen(("nvidia/a100", "nvidia/h100")), UnitScreen(), UnitScreen(("amd",)),
+        UnitScreen()))
+    sql, params = compiled(screen)
+    assert sql.count("gpu_models_free &&") == 2
+    assert sql.count("::TEXT[]") == 2
+    token_lists = [v for v in params.values() if isinstance(v, list)]
+    assert token_lists == [["nvidia/a100", "nvidia/h100"], ["amd"]]
+
+
+def test_no_gpu_clause_without_gpu_units() -> None:
+    sql, _ = compiled(BidScreeningFilter(total_cpu=1000, units=(UnitScreen(), UnitScreen())))
+    assert "gpu_models_free" not in sql
+    assert "total_available_cpu >=" in sql and "last_seen_at >=" in sql
+
+
+def test_capacity_storage_signed_by_and_attributes() -> None:
+    screen = BidScreeningFilter(
+        total_cpu=1, total_memory=2, total_gpu=3, total_ephemeral=4, total_persistent=5,
+        max_node_cpu=6, max_node_memory=7, max_node_gpu=8,
+        units=(UnitScreen((), ("beta3",)),), signed_by_all_of=("a", "b"),
+        signed_by_any_of=("c",),
+        attributes=(Attribute("region", "us-west"), Attribute("host/*", "akash")))
+    sql, params = compiled(screen)
+    for column in ("total_available_cpu", "total_available_memory", "total_available_gpu",
+                   "total_available_ephemeral", "total_available_persistent",
+                   "max_node_free_cpu", "max_node_free_memory", "max_node_free_gpu"):
+        assert f"provider_inventory.{column} >=" in sql
+    assert "storage_classes @>" in sql
+    assert "audited_by @>" in sql and "audited_by &&" in sql
+    assert "self_attributes @>" in sql and "jsonb_each_text" in sql
+    assert {"region": "us-west"} in params.values() and "host/" in params.values()
+
+
+def test_values_are_parameters_never_sql_text() -> None:
+    evil = "x'); DROP TABLE provider_inventory; --"
+    sql, params = compiled(BidScreeningFilter(
+        units=(UnitScreen((evil,), (evil,)),), signed_by_any_of=(evil,),
+        attributes=(Attribute(evil, evil), Attribute(evil + "*", evil))))
+    assert "DROP" not in sql
+    assert any(evil in str(v) for v in params.values())
+
+
+def test_inventory_statements_take_the_candidates_as_one_array() -> None:
+    for statement in (node_statement(["p1", "p2"]), gpu_statement(["p1", "p2"])):
+        sql, params = compiled_sql(statement)
+        assert "= ANY (" in sql
+        assert ["p1", "p2"] in params.values()
