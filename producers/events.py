@@ -77,11 +77,9 @@ def now() -> datetime:
 
 def complete(data: Mapping[str, Any]) -> dict[str, Any]:
     """`data` with a fresh event_id, the current time and this producer where absent."""
-    out = dict(data)
-    out.setdefault("event_id", str(uuid.uuid4()))
-    out.setdefault("occurred_at", now())
-    out.setdefault("producer", producer_info())
-    return out
+    defaults = {"event_id": str(uuid.uuid4()), "occurred_at": now(),
+                "producer": producer_info()}
+    return {**defaults, **data}
 
 
 def check(event_type: str, data: Mapping[str, Any]) -> list[str]:

@@ -33,6 +33,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "message.timeout.ms": 30_000,
     "log_level": 0,  # connection errors are kept in `last_error` instead of spamming stderr
 }
+PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 MAX_IN_FLIGHT = 20_000
 READ_BATCH = 5_000
 IDLE_WAIT_S = 0.2
@@ -143,7 +144,7 @@ class Publisher:
         self._in_flight.discard(seq)
         if error is None:
             self._acked.append(seq)
-        else:
+        elif error.code() not in PURGED:  # purged by us: the event stays spooled
             self._failure = self._failure or error.str()
             self.last_error = error.str()
 
@@ -157,17 +158,17 @@ class Publisher:
                 sent = self._send()
                 if self._producer is not None:
                     self._producer.poll(0 if sent else 0.02 if self._in_flight else 0)
-                self._settle()
+                if self._settle():
+                    backoff = BACKOFF_S[0]
                 if self._failure is not None:
                     self._restart_producer()
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_S[1])
-                    continue
-                if sent:
-                    backoff = BACKOFF_S[0]
-                elif not self._in_flight:
+                elif not sent and not self._in_flight:
                     self._wake.wait(IDLE_WAIT_S)
                     self._wake.clear()
+        except Exception as exc:  # e.g. the spool's disk failed: say so, keep what is spooled
+            self.last_error = f"the flusher stopped: {type(exc).__name__}: {exc}"
         finally:
             self._drop_producer()
             self._settle()
@@ -197,12 +198,14 @@ class Publisher:
             sent += 1
         return sent
 
-    def _settle(self) -> None:
-        if self._acked:
-            self.spool.remove(self._acked)
-            self._acked = []
+    def _settle(self) -> int:
+        """Remove acknowledged events from the spool; how many there were."""
+        acked, self._acked = self._acked, []
+        if acked:
+            self.spool.remove(acked)
             with self._state:
                 self._state.notify_all()
+        return len(acked)
 
     def _drop_producer(self) -> None:
         """Purge and drop the producer; acknowledgements that already arrived still count."""

@@ -106,7 +106,8 @@ class Runner:
         self.publisher = publisher
 
     @classmethod
-    def from_settings(cls, settings: ProducerSettings, options: ProbeOptions | None = None) -> Runner:
+    def from_settings(cls, settings: ProducerSettings,
+                      options: ProbeOptions | None = None) -> Runner:
         prober = Prober(require_provider_id(settings), node_id(settings.node_id, settings.home),
                         options or ProbeOptions.from_env())
         return cls(prober, Publisher.from_settings(settings))

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -67,6 +67,17 @@ class _Ticket:
     done: threading.Event = field(default_factory=threading.Event)
     last_seq: int = 0
     error: BaseException | None = None
+
+
+def consecutive_runs(numbers: Iterable[int]) -> list[tuple[int, int]]:
+    """[5, 1, 2, 3, 7, 6] -> [(1, 3), (5, 7)]: sorted runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    for n in sorted(set(numbers)):
+        if runs and runs[-1][1] == n - 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
 
 
 class GroupCommit:
@@ -171,11 +182,12 @@ class Spool:
         return [SpooledEvent(*row) for row in rows]
 
     def remove(self, seqs: Sequence[int]) -> None:
-        """Forget acknowledged events."""
+        """Forget acknowledged events (one range delete per run of consecutive numbers)."""
         if not seqs:
             return
         with self._lock, self._transaction():
-            self._db.executemany("DELETE FROM spooled WHERE seq = ?", [(s,) for s in seqs])
+            self._db.executemany("DELETE FROM spooled WHERE seq BETWEEN ? AND ?",
+                                 consecutive_runs(seqs))
 
     def last_seq(self) -> int:
         """The sequence number of the newest event ever appended (0 for a new spool)."""

@@ -51,6 +51,7 @@ class ProjectorConfig:
     max_retries: int = 8
     backoff_seconds: float = 0.2
     idle_exit_seconds: float | None = None
+    exit_when_caught_up: bool = False
 
 
 def consumer_config(config: ProjectorConfig) -> dict[str, Any]:
@@ -208,8 +209,29 @@ class Projector:
             except KafkaException as exc:  # a revoked partition is fine to skip
                 log.info("seek %d skipped: %s", partition, exc)
 
+    def _done(self, idle_since: float) -> bool:
+        """Nothing arrived: stop when caught up or idle long enough (when configured)."""
+        idle = self.config.idle_exit_seconds
+        if idle is not None and time.monotonic() - idle_since > idle:
+            return True
+        return self.config.exit_when_caught_up and self._caught_up()
+
+    def _caught_up(self) -> bool:
+        """Every assigned partition is projected up to its current high watermark."""
+        if not self.positions:
+            return False
+        for partition, position in self.positions.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.config.topic, partition), timeout=5)
+            except KafkaException:
+                return False
+            if (position or 0) < high:
+                return False
+        return True
+
     def run(self) -> int:
-        """Consume until stopped (SIGTERM) or idle for idle_exit_seconds; returns exit code."""
+        """Consume until stopped (SIGTERM), caught up or idle (when configured); exit code."""
         self.consumer.subscribe([self.config.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke)
         idle_since = time.monotonic()
@@ -219,8 +241,7 @@ class Projector:
                 if records:
                     self._apply(records)
                     idle_since = time.monotonic()
-                elif (self.config.idle_exit_seconds is not None
-                      and time.monotonic() - idle_since > self.config.idle_exit_seconds):
+                elif self._done(idle_since):
                     break
         finally:
             self.consumer.close()

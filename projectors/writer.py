@@ -4,7 +4,8 @@ One `Writer.apply` call is ONE transaction holding, in this order: the offset fe
 compare-and-set on `projection_offsets` for every partition in the batch), every row change of
 the batch, dead letters, parked events, and the recomputed `provider_inventory` rows of the
 providers the batch touched. An instance that lost a partition finds the stored offset moved
-and raises `Fenced`, writing nothing. Statements are bulk `unnest` inserts, one per table.
+and raises `Fenced`, writing nothing. Statements are bulk: COPY for append-only tables of
+already-deduplicated rows, one `unnest` INSERT ... ON CONFLICT per upserted table.
 """
 
 from __future__ import annotations
@@ -135,16 +136,19 @@ WITH touched AS (
     JOIN gpu_hardware g USING (gpu_hardware_id)
     LEFT JOIN held_slots hs ON (hs.provider_id, hs.node_id, hs.slot_index)
                              = (c.provider_id, c.node_id, l.slot_index)
+), free_gpus AS (
+    SELECT provider_id, node_id, count(*) FILTER (WHERE free) AS gpu
+    FROM gpus GROUP BY provider_id, node_id
 ), node_free AS (
     SELECT c.provider_id,
            greatest(0, c.cpu - coalesce(h.cpu, 0)) AS cpu,
            greatest(0, c.memory - coalesce(h.memory, 0)) AS memory,
            greatest(0, c.ephemeral - coalesce(h.ephemeral, 0)) AS ephemeral,
-           (SELECT count(*) FROM gpus g WHERE g.free AND (g.provider_id, g.node_id)
-                                                      = (c.provider_id, c.node_id)) AS gpu,
+           coalesce(f.gpu, 0) AS gpu,
            (SELECT coalesce(sum((v ->> 'bytes')::bigint), 0)
             FROM jsonb_array_elements(c.storage) v) AS persistent
     FROM cur c LEFT JOIN held h USING (provider_id, node_id)
+    LEFT JOIN free_gpus f USING (provider_id, node_id)
 ), totals AS (
     SELECT provider_id, count(*) AS node_count, sum(cpu) AS cpu, sum(memory) AS memory,
            sum(gpu) AS gpu, sum(ephemeral) AS ephemeral, sum(persistent) AS persistent,
@@ -219,6 +223,21 @@ def bulk_insert(conn: psycopg.Connection[Any], table: str, columns: Sequence[Col
     return cur.rowcount
 
 
+def copy_rows(conn: psycopg.Connection[Any], table: str, columns: Sequence[Column],
+              rows: Sequence[Row]) -> None:
+    """COPY rows into an append-only table (about 4x faster than INSERT for large batches).
+
+    Only for rows the projection has already deduplicated: a conflict aborts the batch.
+    """
+    if not rows:
+        return
+    query = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 class Writer:
     """Applies batches to one schema over one connection (the caller owns the connection)."""
 
@@ -279,7 +298,7 @@ class Writer:
             state = self.load_state(batch)
             plan = project(batch, state, self.park_ttl)
             self._write(plan)
-        self._remember(plan)
+        self.remember(plan)
         return plan
 
     def _fence(self, fence: Fence) -> None:
@@ -301,6 +320,11 @@ class Writer:
         return [rows[k] for k in sorted(rows) if (table, str(k)) not in self.known_ids]
 
     def _write(self, plan: Plan) -> None:
+        self.write_rows(plan)
+        self._write_bookkeeping(plan)
+
+    def write_rows(self, plan: Plan) -> None:
+        """The normalized read-model rows of `plan` (no inventory, offsets or dead letters)."""
         conn = self.conn
         bulk_insert(conn, "gpu_hardware", GPU_HARDWARE, self._fresh("gpu_hardware",
                                                                     plan.gpu_hardware))
@@ -310,12 +334,12 @@ class Writer:
                     self._fresh("system_hardware", plan.system_hardware))
         bulk_insert(conn, "system_gpu_link", SYSTEM_GPU_LINK,
                     self._fresh("system_gpu_link", plan.system_gpu_links))
-        bulk_insert(conn, "hardware_snapshots", SNAPSHOTS, plan.snapshots)
+        copy_rows(conn, "hardware_snapshots", SNAPSHOTS, plan.snapshots)
         bulk_insert(conn, "nodes", NODES, [
             (n.provider_id, n.node_id, n.snapshot_event_id, n.occurred_at, n.first_seen_at,
              n.last_seen_at) for _, n in sorted(plan.nodes.items())], UPSERTS["nodes"])
-        bulk_insert(conn, "runs", RUNS, plan.runs)
-        bulk_insert(conn, "run_gpu_usage", RUN_GPU_USAGE, plan.run_gpu_usage)
+        copy_rows(conn, "runs", RUNS, plan.runs)
+        copy_rows(conn, "run_gpu_usage", RUN_GPU_USAGE, plan.run_gpu_usage)
         if plan.run_finishes:
             conn.execute(
                 "UPDATE runs r SET finished_event_id = u.event_id, finished_at = u.at, "
@@ -323,12 +347,15 @@ class Writer:
                 "%s::text[]) AS u(run_id, event_id, at, status) "
                 "WHERE r.run_id = u.run_id AND r.finished_event_id IS NULL",
                 [list(c) for c in zip(*plan.run_finishes, strict=True)])
-        bulk_insert(conn, "run_hardware_metrics", RUN_METRICS, plan.run_metrics)
+        copy_rows(conn, "run_hardware_metrics", RUN_METRICS, plan.run_metrics)
         bulk_insert(conn, "providers", PROVIDERS, [plan.providers[k] for k in sorted(
             plan.providers)], UPSERTS["providers"])
         bulk_insert(conn, "provider_audits", AUDITS, [plan.audits[k] for k in sorted(
             plan.audits)], UPSERTS["provider_audits"])
-        bulk_insert(conn, "applied_events", APPLIED, plan.applied)
+
+    def _write_bookkeeping(self, plan: Plan) -> None:
+        conn = self.conn
+        copy_rows(conn, "applied_events", APPLIED, plan.applied)
         if plan.unparked:
             conn.execute("DELETE FROM parked_events WHERE parked_id = ANY(%s)", (plan.unparked,))
         bulk_insert(conn, "dead_letters", DEAD_LETTERS, [
@@ -344,7 +371,7 @@ class Writer:
             conn.execute(INVENTORY, {"providers": providers,
                                      "seen": [plan.last_seen[p] for p in providers]})
 
-    def _remember(self, plan: Plan) -> None:
+    def remember(self, plan: Plan) -> None:
         """After commit: content-addressed rows now exist and need no further inserts."""
         if len(self.known_ids) > KNOWN_IDS_LIMIT:
             self.known_ids.clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -188,11 +189,16 @@ def prefilter_statement(screen: BidScreeningFilter, online_since: datetime | Non
     return statement if limit is None else statement.limit(limit)
 
 
+@cache
+def _position_subquery() -> Any:
+    return position_statement().subquery("position")
+
+
 def with_position(prefilter: Select[Any]) -> Select[Any]:
     """The prefilter and the projection position as ONE statement (one snapshot, one round
     trip): the position columns come first on every row; with no candidate there is one row
     whose candidate columns are NULL."""
-    position = position_statement().subquery("position")
+    position = _position_subquery()
     candidates = prefilter.subquery("candidate")
     return select(position, candidates).select_from(
         position.outerjoin(candidates, true()))
@@ -257,14 +263,18 @@ def gpu_statement(provider_ids: Sequence[str]) -> Select[Any]:
     )
 
 
+@cache
 def position_statement() -> Select[Any]:
-    """The projection position: the sum of next offsets, the newest event time, and the
-    per-partition offsets as a JSON array of [projection, topic, partition, next_offset]."""
+    """The projection position: the sum of next offsets, the newest event time (the offsets'
+    `last_event_at`, or the newest `last_seen_at` where the projector leaves that empty; an
+    index lookup), and the per-partition offsets as a JSON array of
+    [projection, topic, partition, next_offset]."""
     po = projection_offsets.c
     partitions = func.json_agg(aggregate_order_by(
         func.json_build_array(po.projection, po.topic, po.partition, po.next_offset),
         po.projection, po.topic, po.partition))
+    newest_seen = select(func.max(provider_inventory.c.last_seen_at)).scalar_subquery()
     return select(func.coalesce(func.sum(po.next_offset), 0).label("position"),
-                  func.max(po.last_event_at).label("last_event_at"),
+                  func.greatest(func.max(po.last_event_at), newest_seen).label("last_event_at"),
                   cast(func.coalesce(partitions, func.json_build_array()), Text)
                   .label("partitions"))

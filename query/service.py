@@ -1,10 +1,10 @@
 """The query service's reads: one snapshot per answer over the active schema.
 
-`QueryService` owns a SQLAlchemy engine (pooled psycopg connections, REPEATABLE READ, read
-only) and the briefly cached active schema. `bid_screening` / `prefilter` run the prefilter,
-and with `exact` the bin-packer on the candidates' per-node inventory, in the same transaction
-as the `asOf` projection position. The detail reads (`provider`, `run`, `hardware`) return
-plain JSON-ready dicts or None.
+`QueryService` owns a SQLAlchemy engine (pooled psycopg connections) and the briefly cached
+active schema. `screen` / `bid_screening` run the prefilter and the `asOf` projection position
+as ONE statement; with `exact`, a REPEATABLE READ read-only transaction also reads the
+candidates' per-node inventory for the bin-packer. The detail reads (`provider`, `run`,
+`hardware`) return plain JSON-ready dicts or None. Database trouble raises `Unavailable`.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class QueryService:
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn, schema
                 conn.rollback()
-        except (DBAPIError, psycopg.Error) as exc:
+        except (DBAPIError, psycopg.Error, UserError) as exc:
             first = str(getattr(exc, "orig", exc)).strip().splitlines()
             raise Unavailable(first[0] if first else type(exc).__name__) from exc
 

@@ -6,9 +6,17 @@ line of figures. Results with the command that made them go to docs/performance.
 
 from __future__ import annotations
 
-from hwledger.deploy.commands import CommandModule, Subparsers, add_group, query
+from hwledger.deploy.commands import (
+    CommandModule,
+    Subparsers,
+    add_group,
+    bench_project,
+    produce,
+    query,
+)
 
-BENCHMARK_MODULES: tuple[CommandModule, ...] = (query.BENCHMARK,)
+BENCHMARK_MODULES: tuple[CommandModule, ...] = (query.BENCHMARK, produce.BENCHMARK,
+                                                 bench_project)
 
 
 def register(subparsers: Subparsers) -> None:

@@ -8,11 +8,15 @@ time (the events go out with the next publisher on this spool, e.g. `hwledger sp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
+import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +26,12 @@ from rich.table import Table
 
 from hwledger.deploy.commands import Subparsers, add_command, add_group
 from hwledger.deploy.config import Settings
+from hwledger.deploy.kafka_admin import ensure_topic
+from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
+from hwledger.producers import bench
 from hwledger.producers.agent import run_agent
 from hwledger.producers.events_file import read_events
+from hwledger.producers.nvml import PynvmlBackend
 from hwledger.producers.probe import ProbeOptions, Prober, node_id
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import SnapshotTracker, require_provider_id
@@ -34,8 +42,8 @@ EXIT_BAD_FILE = 2
 EXIT_NOT_DELIVERED = 3
 UNREGISTERED = "unregistered"
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def register(subparsers: Subparsers) -> None:
@@ -47,7 +55,8 @@ def register(subparsers: Subparsers) -> None:
     publish = add_command(subparsers, "publish", _publish,
                           "publish this host's snapshot, or the events of a JSON-lines file")
     what = publish.add_mutually_exclusive_group(required=True)
-    what.add_argument("what", nargs="?", choices=["snapshot"], help="this host's snapshot")
+    what.add_argument("what", nargs="?", choices=["snapshot"], metavar="snapshot",
+                      help="this host's snapshot")
     what.add_argument("--events", type=Path, metavar="FILE.jsonl",
                       help='lines of {"type": "<EventName>", "data": {...}}; the whole file '
                            "is checked first (exit 2 on any problem, nothing published)")
@@ -95,10 +104,15 @@ def parse_attributes(items: list[str]) -> list[dict[str, str]]:
     return attributes
 
 
-def _prober(settings: Settings, provider_id: str, *, nvml: bool = True) -> Prober:
-    kwargs: dict[str, Any] = {} if nvml else {"open_nvml": None}
-    return Prober(provider_id, node_id(settings.node_id, settings.home),
-                  ProbeOptions.from_env(), **kwargs)
+def _probe_once(settings: Settings, provider_id: str, *, nvml: bool = True) -> dict[str, Any]:
+    """This host's snapshot; probe warnings (no NVML) go to stderr."""
+    prober = Prober(provider_id, node_id(settings.node_id, settings.home),
+                    ProbeOptions.from_env(), open_nvml=PynvmlBackend if nvml else None)
+    result = prober.probe()
+    prober.close()
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}")
+    return result.snapshot
 
 
 def _deliver(publisher: Publisher, timeout: float, accepted: int) -> int:
@@ -107,22 +121,19 @@ def _deliver(publisher: Publisher, timeout: float, accepted: int) -> int:
         console.print(f"published {accepted} event(s)")
         return 0
     err_console.print(
-        f"{accepted} event(s) accepted; {left} not yet acknowledged by the broker "
-        f"(last error: {publisher.last_error or 'none'}); they stay in "
+        f"{accepted} event(s) accepted; {left} spooled event(s) not yet acknowledged by the "
+        f"broker (last error: {publisher.last_error or 'none'}); they stay in "
         f"{publisher.spool.directory} and go out with `hwledger spool flush`")
     return EXIT_NOT_DELIVERED
 
 
 def _probe(args: argparse.Namespace, settings: Settings) -> int:
-    prober = _prober(settings, settings.provider_id or UNREGISTERED, nvml=not args.no_nvml)
-    result = prober.probe()
-    prober.close()
-    for warning in result.warnings:
-        err_console.print(f"warning: {warning}")
+    snapshot = _probe_once(settings, settings.provider_id or UNREGISTERED,
+                           nvml=not args.no_nvml)
     if args.table:
-        console.print(snapshot_table(result.snapshot))
+        console.print(snapshot_table(snapshot))
     else:
-        print(json.dumps(result.snapshot, indent=2, default=_json_default))
+        print(json.dumps(snapshot, indent=2, default=_json_default))
     return 0
 
 
@@ -155,13 +166,9 @@ def snapshot_table(snapshot: dict[str, Any]) -> Table:
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     if args.events is not None:
         return _publish_file(args.events, args.timeout, settings)
-    prober = _prober(settings, require_provider_id(settings))
-    result = prober.probe()
-    prober.close()
-    for warning in result.warnings:
-        err_console.print(f"warning: {warning}")
+    snapshot = _probe_once(settings, require_provider_id(settings))
     publisher = Publisher.from_settings(settings)
-    publisher.publish("HardwareSnapshotted", result.snapshot)
+    publisher.publish("HardwareSnapshotted", snapshot)
     return _deliver(publisher, args.timeout, 1)
 
 
@@ -203,7 +210,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
     if args.interval <= 0 or args.check_interval <= 0:
         raise UserError("--interval and --check-interval must be positive")
-    prober = _prober(settings, require_provider_id(settings))
+    prober = Prober(require_provider_id(settings), node_id(settings.node_id, settings.home),
+                    ProbeOptions.from_env())
     publisher = Publisher.from_settings(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -242,3 +250,56 @@ def _spool_status(args: argparse.Namespace, settings: Settings) -> int:
 def _spool_flush(args: argparse.Namespace, settings: Settings) -> int:
     publisher = Publisher.from_settings(settings)
     return _deliver(publisher, args.timeout, publisher.pending())
+
+
+@contextlib.contextmanager
+def _bench_broker(settings: Settings) -> Iterator[str]:
+    """The configured broker, else an embedded one for the benchmark's duration."""
+    if settings.kafka_bootstrap:
+        yield settings.kafka_bootstrap
+        return
+    with tempfile.TemporaryDirectory(prefix="hwledger-bench-") as workdir:
+        port = free_port()
+        pid = EmbeddedBroker(Path(workdir) / "broker.log").start(port)
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            stop_pid(pid)
+
+
+def bench_produce(args: argparse.Namespace, settings: Settings) -> int:
+    if min(args.events, args.batch, args.rounds, args.single) < 1:
+        raise UserError("--events, --batch, --rounds and --single must be at least 1")
+    with _bench_broker(settings) as bootstrap:
+        config = {**settings.kafka_extra, "bootstrap.servers": bootstrap}
+        console.print(f"broker {bootstrap}")
+
+        def new_topic() -> str:
+            topic = f"hwledger.bench.{uuid.uuid4().hex[:8]}"
+            ensure_topic(config, topic, settings.partitions)
+            return topic
+
+        figures = bench.run(config, new_topic, events=args.events, batch=args.batch,
+                            rounds=args.rounds, single=min(args.single, args.events),
+                            say=console.print)
+    print(json.dumps(figures))
+    return 0
+
+
+class _Benchmark:
+    """`hwledger bench produce`, listed in BENCHMARK_MODULES."""
+
+    @staticmethod
+    def register(bench_group: Subparsers) -> None:
+        parser = add_command(bench_group, "produce", bench_produce,
+                             "8-GPU snapshot events/s through the spool vs a raw Kafka "
+                             "producer, and probe time")
+        parser.add_argument("--events", type=int, default=50_000)
+        parser.add_argument("--batch", type=int, default=1000,
+                            help="events per publish_encoded call (one fsync per batch)")
+        parser.add_argument("--rounds", type=int, default=3)
+        parser.add_argument("--single", type=int, default=2000,
+                            help="events for the one-event-per-call figure")
+
+
+BENCHMARK = _Benchmark()

@@ -21,22 +21,24 @@ def register(subparsers: Subparsers) -> None:
     project = add_command(subparsers, "project", _project,
                           "project the event log into Postgres (consumer-group service)")
     project.add_argument("--group", default="hwledger-projector", help="consumer group id")
-    project.add_argument("--batch-size", type=_positive, default=2000,
+    project.add_argument("--batch-size", type=positive, default=2000,
                          help="most messages per transaction (default 2000)")
     project.add_argument("--batch-seconds", type=float, default=0.5,
                          help="longest wait to fill a batch (default 0.5)")
     project.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
-                         help="exit 0 after this long without messages (for one-shot replays)")
+                         help="exit 0 after this long without messages")
+    project.add_argument("--until-caught-up", action="store_true",
+                         help="exit 0 once every assigned partition is projected to its end")
     dlq = add_group(subparsers, "dlq", "dead letters and parked events")
     listing = add_command(dlq, "list", _list, "newest dead letters as JSON lines")
-    listing.add_argument("--limit", type=_positive, default=50)
+    listing.add_argument("--limit", type=positive, default=50)
     parked = add_command(dlq, "parked", _parked, "parked events (waiting for a reference)")
-    parked.add_argument("--limit", type=_positive, default=50)
+    parked.add_argument("--limit", type=positive, default=50)
     retry = add_command(dlq, "retry", _retry, "re-project one dead letter")
-    retry.add_argument("id", type=_positive, help="dead_letter_id from `hwledger dlq list`")
+    retry.add_argument("id", type=positive, help="dead_letter_id from `hwledger dlq list`")
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -61,7 +63,7 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
         database_url=url, schema=_schema(settings, url), topic=settings.topic,
         kafka=settings.kafka_config(), group_id=args.group, batch_size=args.batch_size,
         batch_seconds=args.batch_seconds, park_ttl=timedelta(seconds=settings.park_ttl_seconds),
-        idle_exit_seconds=args.exit_when_idle)
+        idle_exit_seconds=args.exit_when_idle, exit_when_caught_up=args.until_caught_up)
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
     projector = Projector(config, metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -24,14 +25,24 @@ def service_for(settings: Settings) -> QueryService:
                         schema=settings.db_schema)
 
 
+def app_from_env() -> Any:
+    """The ASGI app from HWLEDGER_* settings (the factory each `--workers` process calls)."""
+    from hwledger.query.api import create_app
+
+    return create_app(service_for(Settings.from_env()))
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from hwledger.query.api import create_app
-
-    app = create_app(service_for(settings))
-    uvicorn.run(app, host=args.host or settings.http_host, port=args.port or settings.http_port,
-                log_level=args.log_level, access_log=False)
+    settings.require_query_database_url()
+    host, port = args.host or settings.http_host, args.port or settings.http_port
+    if args.workers > 1:
+        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, host=host,
+                    port=port, log_level=args.log_level, access_log=False)
+    else:
+        uvicorn.run(app_from_env(), host=host, port=port, log_level=args.log_level,
+                    access_log=False)
     return 0
 
 
@@ -87,7 +98,7 @@ def bench_query(args: argparse.Namespace, settings: Settings) -> int:
     figures = run_benchmark(
         settings.require_database_url(), providers=args.providers, requests=args.requests,
         naive_sample=args.naive_sample, http_requests=args.http_requests, clients=args.clients,
-        port=args.port or free_port(), seed=args.seed)
+        port=args.port or free_port(), workers=args.workers, seed=args.seed)
     print(json.dumps(figures))
     return 0
 
@@ -101,11 +112,13 @@ class _Benchmark:
                              "prefilter p50/p99 and HTTP requests/s vs a naive Python filter")
         parser.add_argument("--providers", type=int, default=100_000)
         parser.add_argument("--requests", type=int, default=1000)
-        parser.add_argument("--naive-sample", type=int, default=20,
+        parser.add_argument("--naive-sample", type=int, default=10,
                             help="requests the (slow) naive baseline runs")
         parser.add_argument("--http-requests", type=int, default=3000)
         parser.add_argument("--clients", type=int, default=4, help="keep-alive HTTP clients")
         parser.add_argument("--port", type=int, help="port for the service (default: free)")
+        parser.add_argument("--workers", type=int, default=2,
+                            help="`hwledger serve --workers` processes")
         parser.add_argument("--seed", type=int, default=7)
 
 
@@ -117,6 +130,8 @@ def register(subparsers: Subparsers) -> None:
                          "run the HTTP query service (bid screening, OpenAPI at /docs)")
     parser.add_argument("--host", help="bind address (default HWLEDGER_HTTP_HOST)")
     parser.add_argument("--port", type=int, help="port (default HWLEDGER_HTTP_PORT)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (each with its own connection pool)")
     parser.add_argument("--log-level", default="info",
                         choices=("critical", "error", "warning", "info", "debug"))
     parser = add_command(subparsers, "screen", screen,

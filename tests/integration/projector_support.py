@@ -74,7 +74,8 @@ def projector_config(database_url: str, schema: str, topic: str, kafka_config: d
     return ProjectorConfig(
         database_url=database_url, schema=schema, topic=topic,
         kafka={**kafka_config, **FAST_GROUP}, group_id=group or f"g-{uuid.uuid4().hex[:8]}",
-        idle_exit_seconds=idle, park_ttl=timedelta(hours=6), **extra)
+        idle_exit_seconds=idle, park_ttl=timedelta(hours=6), exit_when_caught_up=True,
+        **extra)
 
 
 def project_all(database_url: str, schema: str, topic: str, kafka_config: dict[str, Any],

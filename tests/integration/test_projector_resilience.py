@@ -112,7 +112,7 @@ def test_sigkill_at_random_moments_converges(database_url: str, kafka_config: di
         proc.wait()
         progress.append(stored_total(database_url, live, topic))
     flow.join()
-    last = spawn(database_url, live, topic, kafka_config, "crash", "--exit-when-idle", "4")
+    last = spawn(database_url, live, topic, kafka_config, "crash", "--until-caught-up")
     _, stderr = last.communicate(timeout=180)
     assert last.returncode == 0, stderr.decode()[-2000:]
     reader.done.set()
@@ -130,7 +130,7 @@ def test_three_projectors_joining_and_leaving_converge(
     reader = Reader(database_url, live)
     flow.start()
     reader.start()
-    args = ("--batch-size", "500", "--exit-when-idle", "6")
+    args = ("--batch-size", "500")
     first = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
     time.sleep(1.5)
     second = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
@@ -144,8 +144,12 @@ def test_three_projectors_joining_and_leaving_converge(
     second.send_signal(signal.SIGKILL)  # dies without leaving
     second.wait()
     flow.join()
+    deadline = time.monotonic() + 150
+    while stored_total(database_url, live, topic) < EVENTS and time.monotonic() < deadline:
+        time.sleep(0.2)
     for proc in (third, again):
-        _, stderr = proc.communicate(timeout=180)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0, stderr.decode()[-2000:]
     reader.done.set()
     reader.join()

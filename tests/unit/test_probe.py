@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from hwledger.deploy.cli import main
+from hwledger.producers.events_file import parse_time
 from hwledger.producers.nvml import Nvml, NvmlUnavailable, RecordedNvml, cuda_version_text
 from hwledger.producers.probe import (
     HostFacts,
@@ -224,3 +226,17 @@ def test_node_id_is_stable_and_overridable(tmp_path: Path) -> None:
     assert generated == node_id(None, tmp_path / "home", missing)
     assert (tmp_path / "home" / "node_id").read_text().strip() == generated
     assert generated != derived
+
+
+def test_probe_command_prints_a_publishable_payload(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HWLEDGER_HOME", str(tmp_path))
+    monkeypatch.setenv("HWLEDGER_NODE_ID", "node-cli")
+    assert main(["probe", "--no-nvml"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    printed["occurred_at"] = parse_time(printed["occurred_at"])
+    assert printed["node_id"] == "node-cli" and printed["provider_id"] == "unregistered"
+    assert codec.describe_invalid("HardwareSnapshotted", printed) is None
+    assert main(["probe", "--no-nvml", "--table"]) == 0
+    assert "node-cli" in capsys.readouterr().out

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from hwledger.producers.events import EncodedEvent
-from hwledger.producers.spool import FlusherLock, GroupCommit, Spool, flusher_pid
+from hwledger.producers.spool import (
+    FlusherLock,
+    GroupCommit,
+    Spool,
+    consecutive_runs,
+    flusher_pid,
+)
 
 
 def event(n: int, provider: str = "p1") -> EncodedEvent:
@@ -30,6 +36,21 @@ def test_events_come_back_in_order_and_leave_only_when_removed(tmp_path: Path) -
     status = spool.status()
     assert (status.pending, status.pending_bytes, status.by_provider) == (2, 4, {"p1": 2})
     assert status.flusher_pid is None
+
+
+def test_acknowledged_numbers_are_removed_as_ranges(tmp_path: Path) -> None:
+    assert consecutive_runs([5, 1, 2, 3, 7, 6, 2]) == [(1, 3), (5, 7)]
+    assert consecutive_runs([]) == []
+    spool = Spool(tmp_path)
+    spool.append([event(n) for n in range(10)])
+    spool.remove([2, 3, 4, 9, 7])
+    assert [e.seq for e in spool.read_after(0, 100)] == [1, 5, 6, 8, 10]
+
+
+def test_commits_are_fsynced_write_ahead_log(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    assert spool._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert spool._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
 
 
 def test_sequence_numbers_are_never_reused(tmp_path: Path) -> None:

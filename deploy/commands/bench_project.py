@@ -1,0 +1,33 @@
+"""`hwledger bench project`: projector throughput vs a plain-upsert ceiling and a naive
+one-transaction-per-event projector (see projectors/benchmark.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hwledger.deploy.commands import Subparsers, add_command
+from hwledger.deploy.commands.project import positive
+from hwledger.deploy.config import Settings
+from hwledger.projectors.benchmark import BenchConfig, run_benchmark
+
+
+def register(subparsers: Subparsers) -> None:
+    bench = add_command(subparsers, "project", _bench, "projector events/s, side by side with "
+                        "a plain-upsert ceiling and a naive projector")
+    bench.add_argument("--snapshots", type=positive, default=100_000,
+                       help="HardwareSnapshotted events (runs come on top; default 100000)")
+    bench.add_argument("--batch-size", type=positive, default=2000)
+    bench.add_argument("--naive-seconds", type=float, default=20.0,
+                       help="how long the naive projector is measured (default 20)")
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    figures = run_benchmark(BenchConfig(
+        database_url=settings.require_database_url(), kafka=settings.kafka_config(),
+        snapshots=args.snapshots, batch_size=args.batch_size, naive_seconds=args.naive_seconds))
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(figures, sort_keys=True))
+    return 0

@@ -1,0 +1,194 @@
+"""`hwledger bench project`: events/s from the broker to committed tables, side by side with
+(a) the ceiling, a plain batched upsert of the same rows (no Kafka, no projection logic), and
+(b) a naive projector that commits one transaction per event. Resident memory is sampled while
+the projector runs. Prints a table, then one JSON line of figures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psutil
+from confluent_kafka import Producer
+
+from hwledger.deploy.kafka_admin import ensure_topic
+from hwledger.projectors.projection import Record, State, decode_all, project
+from hwledger.projectors.service import Projector, ProjectorConfig
+from hwledger.projectors.synthetic import Event, history
+from hwledger.projectors.writer import Writer
+from hwledger.schemas import codec
+from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import migrate
+from hwledger.seeds import seed_database
+
+SNAPSHOT_WEIGHT = 0.8
+FAST_GROUP = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    database_url: str
+    kafka: dict[str, Any]
+    snapshots: int
+    batch_size: int
+    naive_seconds: float
+    providers: int = 2000
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured projection: events committed over seconds, per-second rates, memory."""
+
+    events: int
+    seconds: float
+    window_rates: list[float]
+    rss_mb: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def events_for(config: BenchConfig) -> Iterator[Event]:
+    total = int(config.snapshots / SNAPSHOT_WEIGHT)
+    return history(config.seed, config.providers, total, nodes_per_provider=4,
+                   snapshot_weight=SNAPSHOT_WEIGHT)
+
+
+def create_schema(database_url: str) -> str:
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with connect(database_url, None) as conn:
+        migrate(conn, schema)
+        with connect(database_url, schema) as seeded:
+            seed_database(seeded)
+            seeded.commit()
+    return schema
+
+
+def drop_schema(database_url: str, schema: str) -> None:
+    with connect(database_url, None, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def publish_all(config: BenchConfig, topic: str) -> tuple[int, int]:
+    """Stream the history into `topic`; returns (events, snapshots)."""
+    producer = Producer({**config.kafka, "linger.ms": 50, "enable.idempotence": True})
+    events = snapshots = 0
+    for kind, data in events_for(config):
+        value = codec.encode(kind, data)
+        while True:
+            try:
+                producer.produce(topic, value, key=str(data["provider_id"]))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+        events += 1
+        snapshots += kind == "HardwareSnapshotted"
+    producer.flush(120)
+    return events, snapshots
+
+
+def _stored(conn: Any, topic: str) -> int:
+    row = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM projection_offsets "
+                       "WHERE topic = %s", (topic,)).fetchone()
+    conn.commit()
+    return int(row[0])
+
+
+def measure(config: BenchConfig, topic: str, schema: str, total: int, batch_size: int,
+            budget: float | None) -> Run:
+    """Run a projector in-process from the first commit until `total` or `budget` seconds."""
+    projector = Projector(ProjectorConfig(
+        database_url=config.database_url, schema=schema, topic=topic,
+        kafka={**config.kafka, **FAST_GROUP}, group_id=f"bench-{schema}",
+        batch_size=batch_size, park_ttl=timedelta(hours=6)))
+    worker = threading.Thread(target=projector.run, daemon=True)
+    worker.start()
+    process = psutil.Process()
+    rates, rss = [], []
+    with connect(config.database_url, schema) as conn:
+        first = 0
+        while first == 0:
+            time.sleep(0.05)
+            first = _stored(conn, topic)
+        started = last_time = time.monotonic()
+        last = done = first
+        while done < total and (budget is None or time.monotonic() - started < budget):
+            time.sleep(1.0)
+            done, now = _stored(conn, topic), time.monotonic()
+            rates.append((done - last) / (now - last_time))
+            rss.append(process.memory_info().rss / 2**20)
+            last, last_time = done, now
+        elapsed = time.monotonic() - started
+    projector.stop()
+    worker.join()
+    return Run(done - first, elapsed, rates, rss)
+
+
+def ceiling(config: BenchConfig, schema: str) -> Run:
+    """The same rows written by plain batched upserts; only the writes are timed."""
+    state = State()
+    spent = 0.0
+    written = 0
+    with connect(config.database_url, schema) as conn:
+        writer = Writer(conn, timedelta(hours=6))
+        events = events_for(config)
+        while True:
+            batch = [Record("bench", 0, written + i, codec.encode(kind, data))
+                     for i, (kind, data) in enumerate(itertools.islice(events,
+                                                                       config.batch_size))]
+            if not batch:
+                break
+            plan = project(decode_all(batch), state, timedelta(hours=6))
+            started = time.monotonic()
+            writer.write_rows(plan)
+            conn.commit()
+            spent += time.monotonic() - started
+            writer.remember(plan)
+            written += len(batch)
+    return Run(written, spent, [], [])
+
+
+def run_benchmark(config: BenchConfig) -> dict[str, Any]:
+    topic = f"hwledger.bench.{uuid.uuid4().hex[:8]}"
+    ensure_topic(config.kafka, topic, 6)
+    print(f"publishing ~{config.snapshots:,} snapshots plus runs to {topic} ...", flush=True)
+    total, snapshots = publish_all(config, topic)
+    schemas = [create_schema(config.database_url) for _ in range(3)]
+    try:
+        print(f"projecting {total:,} events ({snapshots:,} HardwareSnapshotted) ...", flush=True)
+        fast = measure(config, topic, schemas[0], total, config.batch_size, None)
+        print(f"naive projector for {config.naive_seconds:g}s ...", flush=True)
+        naive = measure(config, topic, schemas[1], total, 1, config.naive_seconds)
+        print("ceiling: plain batched upserts of the same rows ...", flush=True)
+        top = ceiling(config, schemas[2])
+    finally:
+        for schema in schemas:
+            drop_schema(config.database_url, schema)
+    quarter = fast.rss_mb[len(fast.rss_mb) // 4] if fast.rss_mb else 0.0
+    figures = {
+        "events": total, "snapshots": snapshots, "batch_size": config.batch_size,
+        "projector_events_per_s": round(fast.rate, 1),
+        "projector_median_window_events_per_s": round(statistics.median(fast.window_rates), 1)
+        if fast.window_rates else 0.0,
+        "ceiling_events_per_s": round(top.rate, 1),
+        "naive_events_per_s": round(naive.rate, 1),
+        "naive_median_window_events_per_s": round(statistics.median(naive.window_rates), 1)
+        if naive.window_rates else 0.0,
+        "ratio_to_ceiling": round(fast.rate / top.rate, 3) if top.rate else 0.0,
+        "speedup_vs_naive": round(fast.rate / naive.rate, 1) if naive.rate else 0.0,
+        "rss_mb_at_25pct": round(quarter, 1),
+        "rss_mb_at_end": round(fast.rss_mb[-1], 1) if fast.rss_mb else 0.0,
+        "rss_mb_max": round(max(fast.rss_mb), 1) if fast.rss_mb else 0.0,
+    }
+    return figures

@@ -1,0 +1,131 @@
+"""Soundness: for random inventories and requests, every provider the bin-packer can place is in
+the prefilter's answer (false positives are fine, false negatives are bugs).
+
+Histories are applied with the projector's `apply_events` (no Kafka, for speed). Examples:
+500 by default; set HWLEDGER_SOUNDNESS_EXAMPLES for longer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hwledger.query.aggregator import parse_group_spec, screening_filter
+from hwledger.query.binpacker import Placement, ProviderNodes, place
+from hwledger.query.service import QueryService, make_engine, provider_nodes
+from hwledger.schemas.db import connect
+from tests.factories import CATALOG_KEYS, GiB, gpu, run_finished, run_started, snapshot
+from tests.integration.query_support import Event, fresh_schema
+
+EXAMPLES = int(os.environ.get("HWLEDGER_SOUNDNESS_EXAMPLES", "500"))
+KINDS = sorted(CATALOG_KEYS)
+CLASSES = ("beta1", "beta2", "ram")
+GPU_KEYS = (
+    "vendor/nvidia", "vendor/nvidia/model/*", "vendor/amd", "vendor/nvidia/model/h100",
+    "vendor/nvidia/model/A100", "vendor/nvidia/model/a100/ram/80Gi",
+    "vendor/nvidia/model/a100/ram/40960Mi", "vendor/nvidia/model/h100/interface/sxm5",
+    "vendor/nvidia/model/a100/interface/pcie", "vendor/amd/model/mi300x/ram/192Gi",
+    "vendor/nvidia/model/t4", "vendor/nvidia/model/rtx4090",
+)
+
+
+@st.composite
+def node_events(draw: st.DrawFn, provider: str, name: str) -> list[Event]:
+    kinds = draw(st.lists(st.sampled_from(KINDS), max_size=4))
+    volumes = draw(st.lists(st.tuples(st.sampled_from(CLASSES), st.sampled_from((0, 1, 2))),
+                            max_size=2))
+    snap = snapshot(provider, name, gpus=[gpu(i, k) for i, k in enumerate(kinds)],
+                    minutes=draw(st.integers(0, 5)),
+                    allocatable={"cpu_millicores": draw(st.sampled_from((1000, 2000, 4000))),
+                                 "memory_bytes": draw(st.sampled_from((1, 2, 4))) * GiB,
+                                 "ephemeral_storage_bytes": draw(st.sampled_from((1, 2))) * GiB},
+                    storage=[{"class": c, "bytes": b * GiB} for c, b in volumes])
+    events: list[Event] = [("HardwareSnapshotted", snap)]
+    for index in range(draw(st.integers(0, 2))):
+        slots = draw(st.lists(st.sampled_from(range(len(kinds))), unique=True)) if kinds else []
+        run = run_started(snap, f"{provider}-{name}-run{index}", minutes=6 + index,
+                          resources={"cpu_millicores": draw(st.sampled_from((0, 500, 1500))),
+                                     "memory_bytes": draw(st.sampled_from((0, GiB))),
+                                     "ephemeral_storage_bytes": draw(st.sampled_from((0, GiB))),
+                                     "gpu_slots": slots})
+        events.append(("RunStarted", run))
+        if draw(st.booleans()):
+            events.append(("RunFinished", run_finished(run, minutes=8 + index)))
+    return events
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[str], list[Event]]:
+    tag = uuid.uuid4().hex[:8]
+    providers = [f"sound-{tag}-{p}" for p in range(draw(st.integers(1, 3)))]
+    events: list[Event] = []
+    for provider in providers:
+        for n in range(draw(st.integers(1, 3))):
+            events.extend(draw(node_events(provider, f"node-{n}")))
+    return providers, events
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> dict[str, Any]:
+    units = []
+    for _ in range(draw(st.integers(1, 2))):
+        storage = []
+        for _ in range(draw(st.integers(0, 2))):
+            kind = draw(st.sampled_from(("ephemeral", "ram", "beta1", "beta2")))
+            attributes = ([] if kind == "ephemeral" else
+                          [{"key": "class", "value": "ram"}] if kind == "ram" else
+                          [{"key": "persistent", "value": "true"},
+                           {"key": "class", "value": kind}])
+            storage.append({"name": kind, "quantity": {"val": str(draw(st.sampled_from(
+                (0, GiB // 2, GiB))))}, "attributes": attributes})
+        gpu_units = draw(st.integers(0, 2))
+        resource: dict[str, Any] = {
+            "cpu": {"units": {"val": str(draw(st.sampled_from((0, 500, 1000, 2000))))}},
+            "memory": {"quantity": {"val": str(draw(st.sampled_from((0, GiB // 2, GiB))))}},
+            "storage": storage,
+            "gpu": {"units": {"val": str(gpu_units)}, "attributes": [
+                {"key": k, "value": "true"}
+                for k in draw(st.lists(st.sampled_from(GPU_KEYS), max_size=2, unique=True))]},
+        }
+        units.append({"resource": resource, "count": draw(st.integers(1, 3))})
+    return {"name": "soundness", "resources": units}
+
+
+@pytest.fixture(scope="module")
+def sound(database_url: str) -> Iterator[tuple[str, QueryService]]:
+    """A schema and one pooled service on it (no online TTL: the bin-packer has none)."""
+    with fresh_schema(database_url) as schema:
+        service = QueryService(make_engine(database_url, pool_size=1),
+                               online_ttl_seconds=10**9, schema=schema)
+        yield schema, service
+        service.engine.dispose()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(history=histories(), request=requests())
+def test_prefilter_never_drops_a_placeable_provider(
+        database_url: str, sound: tuple[str, QueryService],
+        history: tuple[list[str], list[Event]], request: dict[str, Any]) -> None:
+    from hwledger.projectors import apply_events
+
+    schema, service = sound
+    providers, events = history
+    with connect(database_url, schema) as conn:
+        apply_events(conn, events)
+        conn.commit()
+    group = parse_group_spec(request)
+    candidates = {c.owner for c in service.screen(screening_filter(group), limit=10_000)
+                  .candidates}
+    with service.snapshot() as (conn, _):
+        inventories = provider_nodes(conn, providers)
+    for provider in providers:
+        outcome = place(group, inventories.get(provider, ProviderNodes(provider, ())))
+        if isinstance(outcome, Placement):
+            assert provider in candidates, (provider, request, inventories.get(provider))
