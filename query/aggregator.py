@@ -336,9 +336,10 @@ def _unit(value: Any, field: str) -> ResourceUnit:
     memory = resource.get("memory")
     cpu_millicores = 0 if cpu is None else parse_quantity(
         _object(cpu, f"{here}.cpu").get("units", 0), f"{here}.cpu.units")
-    memory_bytes = 0 if memory is None else parse_quantity(
-        _pick(_object(memory, f"{here}.memory"), "quantity", "size") or 0,
-        f"{here}.memory.quantity")
+    memory_quantity = None if memory is None else _pick(_object(memory, f"{here}.memory"),
+                                                         "quantity", "size")
+    memory_bytes = 0 if memory_quantity is None else parse_quantity(
+        memory_quantity, f"{here}.memory.quantity")
     ephemeral, ram, persistent = _storage(resource.get("storage"), f"{here}.storage")
     gpu_units, alternatives = _gpu(resource.get("gpu"), f"{here}.gpu")
     return ResourceUnit(count=count_value, cpu_millicores=cpu_millicores,

@@ -138,6 +138,8 @@ async def read_json(request: Request) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidRequest("body", f"malformed JSON at line {exc.lineno} column "
                                      f"{exc.colno}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise InvalidRequest("body", f"unusable JSON: {exc}") from None
     except RecursionError:
         raise InvalidRequest("body", "JSON nested too deeply") from None
 

@@ -265,6 +265,8 @@ class QueryService:
     # -- detail reads ------------------------------------------------------------------
 
     def provider(self, owner: str) -> dict[str, Any] | None:
+        if not storable(owner):
+            return None
         with self.search_path_snapshot() as conn:
             row = conn.execute(text(
                 "SELECT * FROM provider_inventory WHERE provider_id = :p"), {"p": owner}
@@ -301,6 +303,8 @@ class QueryService:
             return _hardware(conn, ident)
 
     def run(self, run_id: str) -> dict[str, Any] | None:
+        if not storable(run_id):
+            return None
         with self.search_path_snapshot() as conn:
             row = conn.execute(text(
                 "SELECT r.*, s.system_hardware_id, s.system_software_id, "
@@ -337,6 +341,15 @@ class QueryService:
             as_of = read_as_of(conn)
             conn.execute(text("SELECT 1 FROM provider_inventory LIMIT 1")).all()
         return {"status": "ready", "schema": self.active_schema(), "position": as_of.position}
+
+
+def storable(key: str) -> bool:
+    """Could Postgres text hold this key? (No NUL, valid UTF-8.) Others cannot be found."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in key
 
 
 def _uuid(value: str) -> str | None:

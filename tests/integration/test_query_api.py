@@ -201,6 +201,10 @@ def test_storage_classes_are_contained(screen: Screen) -> None:
     assert "p-mixed" in both and "p-h100" not in both and "p-two" not in both
 
 
+def test_absurd_but_valid_quantities_find_nobody(screen: Screen) -> None:
+    assert owners(screen(group_spec(gpu_unit(2**40, "vendor/nvidia", count=10_000)))) == set()
+
+
 def test_provider_not_seen_within_ttl_is_excluded(screen: Screen) -> None:
     assert "p-stale" not in owners(screen(group_spec(gpu_unit(1, "vendor/nvidia"))))
 

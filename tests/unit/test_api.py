@@ -36,6 +36,8 @@ def post(client: TestClient, body: Any, path: str = "/v1/bid-screening") -> tupl
 @pytest.mark.parametrize(("body", "field"), [
     (b"{not json", "body"),
     (b"\xff\xfe", "body"),
+    (b'{"resources": ' + b"1" * 5000 + b"}", "body"),
+    (b"[" * 30_000 + b"]" * 30_000, "body"),
     ([1, 2], "body"),
     ({"resources": "many"}, "resources"),
     ({"resources": [{**GPU_UNIT, "count": 0}]}, "resources[0].count"),
@@ -85,6 +87,12 @@ def test_valid_request_without_database_is_503_not_500(client: TestClient) -> No
     assert status == 503 and answer["error"] == "unavailable"
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_keys_postgres_cannot_store_are_not_found(client: TestClient) -> None:
+    assert client.get("/v1/providers/a%00b").status_code == 404
+    assert client.get("/v1/runs/a%00b").status_code == 404
+    assert client.get("/v1/hardware/a%00b").status_code == 404
 
 
 def test_openapi_lists_the_routes_with_body_schemas(client: TestClient) -> None:

@@ -50,6 +50,12 @@ def test_capacity_storage_signed_by_and_attributes() -> None:
     assert {"region": "us-west"} in params.values() and "host/" in params.values()
 
 
+def test_gpu_counts_bind_as_bigint_so_huge_requests_cannot_overflow() -> None:
+    sql, _ = compiled(BidScreeningFilter(total_gpu=2**40, max_node_gpu=2**40))
+    assert "total_available_gpu >= %(total_available_gpu_1)s::BIGINT" in sql
+    assert "max_node_free_gpu >= %(max_node_free_gpu_1)s::BIGINT" in sql
+
+
 def test_values_are_parameters_never_sql_text() -> None:
     evil = "x'); DROP TABLE provider_inventory; --"
     sql, params = compiled(BidScreeningFilter(
