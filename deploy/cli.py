@@ -14,6 +14,7 @@ from hwledger.deploy.commands import (
     CommandModule,
     bench,
     db,
+    demo,
     dev,
     produce,
     project,
@@ -24,7 +25,8 @@ from hwledger.deploy.config import Settings
 from hwledger.schemas.errors import UserError
 from hwledger.seeds import SeedError
 
-COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project, query, produce)
+COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project, query, produce,
+                                               demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

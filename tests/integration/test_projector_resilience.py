@@ -102,7 +102,7 @@ def test_sigkill_at_random_moments_converges(database_url: str, kafka_config: di
     reader.start()
     progress = [0]
     for _ in range(10):
-        proc = spawn(database_url, live, topic, kafka_config, "crash", "--batch-size", "500")
+        proc = spawn(database_url, live, topic, kafka_config, f"crash-{topic}", "--batch-size", "500")
         deadline = time.monotonic() + 20
         while (stored_total(database_url, live, topic) == progress[-1]
                and time.monotonic() < deadline):
@@ -112,7 +112,7 @@ def test_sigkill_at_random_moments_converges(database_url: str, kafka_config: di
         proc.wait()
         progress.append(stored_total(database_url, live, topic))
     flow.join()
-    last = spawn(database_url, live, topic, kafka_config, "crash", "--until-caught-up")
+    last = spawn(database_url, live, topic, kafka_config, f"crash-{topic}", "--until-caught-up")
     _, stderr = last.communicate(timeout=180)
     assert last.returncode == 0, stderr.decode()[-2000:]
     reader.done.set()
@@ -131,15 +131,15 @@ def test_three_projectors_joining_and_leaving_converge(
     flow.start()
     reader.start()
     args = ("--batch-size", "500")
-    first = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
+    first = spawn(database_url, live, topic, kafka_config, f"rebalance-{topic}", *args)
     time.sleep(1.5)
-    second = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
+    second = spawn(database_url, live, topic, kafka_config, f"rebalance-{topic}", *args)
     time.sleep(1.5)
-    third = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
+    third = spawn(database_url, live, topic, kafka_config, f"rebalance-{topic}", *args)
     time.sleep(2)
     first.send_signal(signal.SIGTERM)  # leaves: its partitions move to the others
     assert first.wait(timeout=30) == 0
-    again = spawn(database_url, live, topic, kafka_config, "rebalance", *args)
+    again = spawn(database_url, live, topic, kafka_config, f"rebalance-{topic}", *args)
     time.sleep(2)
     second.send_signal(signal.SIGKILL)  # dies without leaving
     second.wait()
@@ -161,7 +161,7 @@ def test_sigterm_finishes_the_batch_in_flight_and_exits_0(
         database_url: str, db_schema: str, kafka_config: dict[str, Any], topic: str,
         log_messages: list[tuple[str, bytes]]) -> None:
     publish(kafka_config, topic, log_messages[:5000])
-    proc = spawn(database_url, db_schema, topic, kafka_config, "term", "--batch-size", "200")
+    proc = spawn(database_url, db_schema, topic, kafka_config, f"term-{topic}", "--batch-size", "200")
     deadline = time.monotonic() + 60
     while stored_total(database_url, db_schema, topic) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)

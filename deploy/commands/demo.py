@@ -1,0 +1,109 @@
+"""`hwledger demo`: the whole system on this machine, answering a sample GPU request.
+
+Starts (or reuses) the servers, migrates and seeds, runs the projector and the query service,
+publishes this machine's snapshot plus the demo fleet from `seeds/`, prints the answer to
+`seeds/demo_request.json`, then keeps serving until Ctrl-C (`--once` exits after the answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import signal
+import threading
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hwledger.deploy.commands import Subparsers, add_command
+from hwledger.deploy.config import Settings
+from hwledger.deploy.live import LiveSystem, live_system
+from hwledger.producers.nvml import PynvmlBackend
+from hwledger.producers.probe import ProbeOptions, Prober, node_id
+from hwledger.producers.publisher import Publisher
+from hwledger.schemas.errors import UserError
+from hwledger.seeds.demo import demo_fleet_events
+
+console = Console()
+
+
+def register(subparsers: Subparsers) -> None:
+    demo = add_command(subparsers, "demo", _demo,
+                       "run everything locally and answer a sample GPU request")
+    demo.add_argument("--once", action="store_true", help="exit after printing the answer")
+    demo.add_argument("--request", type=Path,
+                      help="a GroupSpec JSON file (default: seeds/demo_request.json)")
+
+
+def _request(path: Path | None) -> Any:
+    try:
+        text = (path.read_text("utf-8") if path else
+                resources.files("hwledger.seeds").joinpath("demo_request.json").read_text())
+        return json.loads(text)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON: {exc}") from exc
+
+
+def _publish(system: LiveSystem) -> int:
+    settings = system.settings
+    provider_id = settings.provider_id or f"local-{platform.node() or 'host'}"
+    prober = Prober(provider_id, node_id(settings.node_id, settings.home),
+                    ProbeOptions.from_env(), open_nvml=PynvmlBackend)
+    probe = prober.probe()
+    prober.close()
+    for warning in probe.warnings:
+        console.print(f"[yellow]probe: {warning}[/]")
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("ProviderRegistered", {"provider_id": provider_id,
+                                "host_uri": f"https://{platform.node() or 'localhost'}:8443",
+                                "attributes": [{"key": "host", "value": "akash"}]}),
+        ("HardwareSnapshotted", probe.snapshot),
+        *demo_fleet_events(datetime.now(UTC)),
+    ]
+    with Publisher(settings.kafka_config(), settings.topic, settings.home / "spool") as publisher:
+        publisher.publish_many(events)
+        left = publisher.flush(30)
+    if left:
+        raise UserError(f"{left} demo events were not acknowledged by the broker within 30s; "
+                        "they stay spooled (`hwledger spool status`)")
+    return len(events)
+
+
+def _answer_table(answer: dict[str, Any]) -> Table:
+    table = Table(title=f"{len(answer['providers'])} provider(s) can host the request")
+    for column in ("owner", "gpu models", "audited by", "placement"):
+        table.add_column(column)
+    for p in answer["providers"]:
+        table.add_row(p["owner"], " ".join(m for m in p["gpuModels"] if "/" in m),
+                      f"{len(p['auditedBy'])} auditor(s)",
+                      ", ".join(f"{r['node']} gpus {r['gpuSlots']}"
+                                for r in p.get("placement", [])))
+    return table
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    request = _request(args.request)
+    console.print("starting the local stack, the projector and the query service ...")
+    with live_system(settings) as system:
+        published = _publish(system)
+        console.print(f"published {published} events; waiting for the projector ...")
+        system.wait_for_events(published)
+        answer = system.post("/v1/bid-screening?exact=true", request)
+        console.print(_answer_table(answer))
+        console.print(f"query service: {system.query_url}/docs   database: {system.schema}")
+        if args.once:
+            return 0
+        console.print("serving; Ctrl-C stops everything")
+        stopped = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stopped.wait()
+    return 0
