@@ -111,7 +111,8 @@ def live_system(settings: Settings, *, group_id: str = "hwledger-projector",
         port = resolved.http_port if _port_free(host, resolved.http_port) else free_port()
         engine = make_engine(resolved.query_database_url or database_url)
         server = uvicorn.Server(uvicorn.Config(
-            create_app(QueryService(engine, online_ttl_seconds=resolved.online_ttl_seconds)),
+            create_app(QueryService(engine, online_ttl_seconds=resolved.online_ttl_seconds,
+                                    schema=resolved.db_schema)),
             host=host, port=port, log_level="warning", access_log=False))
         with _thread(projector.run, "projector") as projector_thread, \
                 _thread(server.run, "query") as server_thread:

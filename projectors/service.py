@@ -89,6 +89,7 @@ class Projector:
         self.metrics = metrics or Metrics()
         self.stopping = False
         self.positions: dict[int, int | None] = {}
+        self.pending: list[Record] = []
         self.conn = connect(config.database_url, config.schema)
         self.writer = Writer(self.conn, config.park_ttl)
         self.consumer = Consumer(consumer_config(config))
@@ -109,6 +110,7 @@ class Projector:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self.positions.pop(p.partition, None)
+        self.pending.clear()
         consumer.unassign()
 
     def _reconnect(self) -> None:
@@ -137,18 +139,22 @@ class Projector:
         raise AssertionError("unreachable")
 
     def _poll_batch(self) -> list[Record]:
-        """Messages of assigned partitions, from their stored positions on, up to one batch."""
-        records: list[Record] = []
+        """Messages of assigned partitions, from their stored positions on, up to one batch.
+
+        A rebalance during the poll empties the batch (`_on_revoke`): after it, every
+        partition is re-read from its stored offset, so nothing is lost or taken twice.
+        """
+        self.pending = []
         deadline = time.monotonic() + self.config.batch_seconds
-        while len(records) < self.config.batch_size and not self.stopping:
+        while len(self.pending) < self.config.batch_size and not self.stopping:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             messages = self.consumer.consume(
-                min(500, self.config.batch_size - len(records)), timeout=left)
+                min(500, self.config.batch_size - len(self.pending)), timeout=left)
             for message in messages:
-                self._take(message, records)
-        return [r for r in records if r.partition in self.positions]
+                self._take(message, self.pending)
+        return self.pending
 
     def _take(self, message: Message, records: list[Record]) -> None:
         error = message.error()

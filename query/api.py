@@ -152,7 +152,7 @@ def answer_json(answer: Answer, explain: bool) -> dict[str, Any]:
     }
     if explain:
         found["filter"] = filter_to_json(answer.screen)
-        found["sql"] = compiled(answer.statement)[0]
+        found["sql"] = compiled(answer.prefilter.statement)[0]
         found["rejected"] = [{"owner": o, "reason": r} for o, r in answer.rejected]
     return found
 

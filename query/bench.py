@@ -215,8 +215,8 @@ def time_sql(conn: psycopg.Connection[Any], screens: Sequence[BidScreeningFilter
     execute + fetch) and its answers."""
     seconds, answers = [], []
     for screen in screens:
-        sql, params = repository.compiled(repository.with_position(
-            repository.prefilter_statement(screen, online_since, limit)))
+        query = repository.prefilter(screen, online_since, limit)
+        sql, params = repository.compiled(query.with_position, query.params)
         started = time.perf_counter()
         rows = conn.execute(sql, _params(params)).fetchall()
         seconds.append(time.perf_counter() - started)
@@ -230,8 +230,8 @@ def server_times(conn: psycopg.Connection[Any], screens: Sequence[BidScreeningFi
     ANALYZE): the statement's cost without client-side scheduling noise."""
     seconds = []
     for screen in screens:
-        sql, params = repository.compiled(repository.with_position(
-            repository.prefilter_statement(screen, online_since, limit)))
+        query = repository.prefilter(screen, online_since, limit)
+        sql, params = repository.compiled(query.with_position, query.params)
         row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, _params(params)).fetchone()
         plan = row[0][0] if row else {}
         seconds.append((plan.get("Planning Time", 0) + plan.get("Execution Time", 0)) / 1000)
@@ -256,7 +256,8 @@ def explain_selective(conn: psycopg.Connection[Any], online_since: datetime) -> 
     screen = screening_filter(parse_group_spec({"resources": [{"count": 1, "resource": {
         "cpu": {"units": {"val": "8000"}}, "gpu": {"units": {"val": "8"}, "attributes": [
             {"key": "vendor/nvidia/model/b200", "value": "true"}]}}}]}))
-    sql, params = repository.compiled(repository.prefilter_statement(screen, online_since, 1000))
+    query = repository.prefilter(screen, online_since, 1000)
+    sql, params = repository.compiled(query.statement, query.params)
     rows = conn.execute("EXPLAIN " + sql, _params(params)).fetchall()
     return "\n".join(str(r[0]) for r in rows)
 

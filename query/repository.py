@@ -1,17 +1,19 @@
 """SQL of the query service, composed with SQLAlchemy 2 Core; every value is a bound parameter.
 
-`prefilter_statement` turns a `BidScreeningFilter` into ONE statement over `provider_inventory`
-(DESIGN section 6). `node_statement` / `gpu_statement` read the candidates' per-node free
-capacity from the normalized tables for the bin-packer; `position_statement` reads the
+`prefilter` turns a `BidScreeningFilter` into ONE parameterized statement over
+`provider_inventory` (DESIGN section 6), built once per filter shape. `node_statement` /
+`gpu_statement` read the candidates' per-node free capacity from the normalized tables for the
+bin-packer; `position_statement` reads the
 projection position for `asOf`. Tables are declared without a schema: callers set the
 transaction's search_path to the active schema.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -117,10 +119,12 @@ TOTAL_COLUMNS = (
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
-def compiled(statement: Select[Any]) -> tuple[str, dict[str, Any]]:
-    """The statement's SQL text (placeholders, never values) and its parameters."""
+def compiled(statement: Select[Any], params: Mapping[str, Any] | None = None
+             ) -> tuple[str, dict[str, Any]]:
+    """The statement's SQL text (placeholders, never values) and its parameters: the values
+    bound inside the statement plus `params` (the values of a `Prefilter`)."""
     result = statement.compile(dialect=_DIALECT)
-    return str(result), dict(result.params)
+    return str(result), {**result.params, **(params or {})}
 
 
 def _text_array(values: Sequence[str]) -> ColumnElement[Any]:
@@ -128,46 +132,71 @@ def _text_array(values: Sequence[str]) -> ColumnElement[Any]:
     return bindparam(None, list(values), type_=ARRAY(Text))
 
 
-def glob_clause(pattern: str, value: str) -> ColumnElement[bool]:
-    """Some self attribute whose key matches `prefix*` (the `*` never crosses `/`) has `value`."""
-    prefix = pattern[:-1]
+def _text_array_param(name: str) -> ColumnElement[Any]:
+    return bindparam(name, type_=ARRAY(Text))
+
+
+def glob_clause(name: str) -> ColumnElement[bool]:
+    """Some self attribute whose key is `:<name>_prefix` plus characters other than `/`
+    (the trailing `*` never crosses `/`) has the value `:<name>_value`."""
+    prefix = bindparam(f"{name}_prefix", type_=Text)
     pairs = func.jsonb_each_text(provider_inventory.c.self_attributes).table_valued(
         "key", "value").alias()
-    rest = func.substr(pairs.c.key, len(prefix) + 1)
+    rest = func.substr(pairs.c.key, func.length(prefix) + 1)
     return exists(select(literal(1)).select_from(pairs).where(
         func.starts_with(pairs.c.key, prefix),
         func.strpos(rest, "/") == 0,
-        pairs.c.value == value,
+        pairs.c.value == bindparam(f"{name}_value", type_=Text),
     ))
 
 
-def filter_clauses(screen: BidScreeningFilter,
-                   online_since: datetime | None) -> list[ColumnElement[bool]]:
-    """Every condition of the prefilter, to be AND'd (DESIGN section 6)."""
-    inv = provider_inventory.c
-    clauses: list[ColumnElement[bool]] = []
+Condition = tuple[str, str, Any]  # (kind, parameter name, value)
+
+
+def conditions(screen: BidScreeningFilter, online_since: datetime | None) -> list[Condition]:
+    """Every condition of the prefilter (DESIGN section 6), to be AND'd: its kind, the name of
+    its parameter, and the value bound to it."""
+    found: list[Condition] = []
     if online_since is not None:
-        clauses.append(inv.last_seen_at >= online_since)
+        found.append(("online", "online_since", online_since))
     for field, column in TOTAL_COLUMNS:
-        needed = getattr(screen, field)
-        if needed > 0:
-            clauses.append(inv[column] >= needed)
-    for unit in screen.units:
+        if getattr(screen, field) > 0:
+            found.append((column, field, getattr(screen, field)))
+    for index, unit in enumerate(screen.units):
         if unit.gpu_tokens:
-            clauses.append(inv.gpu_models_free.overlap(_text_array(unit.gpu_tokens)))
+            found.append(("gpu", f"unit{index}_gpu_tokens", list(unit.gpu_tokens)))
         if unit.storage_classes:
-            clauses.append(inv.storage_classes.contains(_text_array(unit.storage_classes)))
+            found.append(("storage", f"unit{index}_storage_classes",
+                          list(unit.storage_classes)))
     if screen.signed_by_all_of:
-        clauses.append(inv.audited_by.contains(_text_array(screen.signed_by_all_of)))
+        found.append(("all_of", "signed_by_all_of", list(screen.signed_by_all_of)))
     if screen.signed_by_any_of:
-        clauses.append(inv.audited_by.overlap(_text_array(screen.signed_by_any_of)))
-    for attr in screen.attributes:
+        found.append(("any_of", "signed_by_any_of", list(screen.signed_by_any_of)))
+    for index, attr in enumerate(screen.attributes):
         if attr.key.endswith("*"):
-            clauses.append(glob_clause(attr.key, attr.value))
+            found.append(("glob", f"attribute{index}", (attr.key[:-1], attr.value)))
         else:
-            clauses.append(inv.self_attributes.contains(
-                bindparam(None, {attr.key: attr.value}, type_=JSONB)))
-    return clauses
+            found.append(("attribute", f"attribute{index}", {attr.key: attr.value}))
+    return found
+
+
+def _clause(kind: str, name: str) -> ColumnElement[bool]:
+    inv = provider_inventory.c
+    if kind == "online":
+        return inv.last_seen_at >= bindparam(name, type_=DateTime(timezone=True))
+    if kind == "gpu":
+        return inv.gpu_models_free.bool_op("&&")(_text_array_param(name))
+    if kind == "storage":
+        return inv.storage_classes.contains(_text_array_param(name))
+    if kind == "all_of":
+        return inv.audited_by.contains(_text_array_param(name))
+    if kind == "any_of":
+        return inv.audited_by.bool_op("&&")(_text_array_param(name))
+    if kind == "glob":
+        return glob_clause(name)
+    if kind == "attribute":
+        return inv.self_attributes.contains(bindparam(name, type_=JSONB))
+    return inv[kind] >= bindparam(name, type_=BigInteger)
 
 
 def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -176,32 +205,54 @@ def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
     return type_coerce(column, NullType()).label(column.name)
 
 
-def prefilter_statement(screen: BidScreeningFilter, online_since: datetime | None,
-                        limit: int | None = None) -> Select[Any]:
-    """One SELECT of the candidate providers. No ORDER BY: with a limit, the scan stops at the
-    first `limit` matches instead of sorting every match (callers sort what they keep)."""
+Shape = tuple[tuple[str, str], ...]
+
+
+@lru_cache(maxsize=4096)
+def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
+    """The prefilter, and the prefilter joined with the projection position, for one shape of
+    filter. Built once per shape: a request only binds values (and SQLAlchemy's cache key of
+    a reused statement is memoized)."""
     inv = provider_inventory.c
     statement = (
         select(inv.provider_id, inv.host_uri, _raw(inv.audited_by), _raw(inv.gpu_models),
                inv.last_seen_at)
-        .where(and_(true(), *filter_clauses(screen, online_since)))
+        .where(and_(true(), *(_clause(kind, name) for kind, name in shape)))
     )
-    return statement if limit is None else statement.limit(limit)
+    if limited:
+        statement = statement.limit(bindparam("limit", type_=Integer))
+    position = position_statement().subquery("position")
+    candidates = statement.subquery("candidate")
+    combined = select(position, candidates).select_from(position.outerjoin(candidates, true()))
+    return statement, combined
 
 
-@cache
-def _position_subquery() -> Any:
-    return position_statement().subquery("position")
+@dataclass(frozen=True)
+class Prefilter:
+    """The prefilter of one request: `statement` alone, `with_position` = the same joined with
+    the projection position as ONE statement (the position columns come first on every row;
+    with no candidate there is one row whose candidate columns are NULL), and the values."""
+
+    statement: Select[Any]
+    with_position: Select[Any]
+    params: dict[str, Any]
 
 
-def with_position(prefilter: Select[Any]) -> Select[Any]:
-    """The prefilter and the projection position as ONE statement (one snapshot, one round
-    trip): the position columns come first on every row; with no candidate there is one row
-    whose candidate columns are NULL."""
-    position = _position_subquery()
-    candidates = prefilter.subquery("candidate")
-    return select(position, candidates).select_from(
-        position.outerjoin(candidates, true()))
+def prefilter(screen: BidScreeningFilter, online_since: datetime | None,
+              limit: int | None = None) -> Prefilter:
+    """One parameterized SELECT of the candidate providers. No ORDER BY: with a limit, the scan
+    stops at the first `limit` matches instead of sorting every match."""
+    found = conditions(screen, online_since)
+    params: dict[str, Any] = {}
+    for kind, name, value in found:
+        if kind == "glob":
+            params[f"{name}_prefix"], params[f"{name}_value"] = value
+        else:
+            params[name] = value
+    if limit is not None:
+        params["limit"] = limit
+    statement, combined = _statements(tuple((k, n) for k, n, _ in found), limit is not None)
+    return Prefilter(statement, combined, params)
 
 
 def _unfinished_resources(provider_ids: Sequence[str]) -> Any:

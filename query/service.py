@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Select, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from hwledger.query import repository
@@ -90,7 +90,7 @@ class Answer:
     as_of: AsOf
     candidates: tuple[Candidate, ...]
     screen: BidScreeningFilter
-    statement: Select[Any]
+    prefilter: repository.Prefilter
     rejected: tuple[tuple[str, str], ...] = ()
     truncated: bool = False
 
@@ -241,9 +241,9 @@ class QueryService:
         """The prefilter with the projection position in one statement; with `request`, the
         bin-packer on the candidates' per-node inventory read in the same snapshot."""
         reached = None if min_position is None else self.wait_for_position(min_position)
-        prefilter = repository.prefilter_statement(screen, self.online_since(), limit + 1)
+        prefilter = repository.prefilter(screen, self.online_since(), limit + 1)
         with self.snapshot(single_statement=request is None) as (conn, schema):
-            rows = conn.execute(repository.with_position(prefilter)).all()
+            rows = conn.execute(prefilter.with_position, prefilter.params).all()
             truncated = len(rows) > limit
             candidates = sorted(
                 (Candidate(r[3], r[4], tuple(r[5] or ()), tuple(r[6] or ()), r[7])

@@ -102,7 +102,8 @@ def test_sigkill_at_random_moments_converges(database_url: str, kafka_config: di
     reader.start()
     progress = [0]
     for _ in range(10):
-        proc = spawn(database_url, live, topic, kafka_config, f"crash-{topic}", "--batch-size", "500")
+        proc = spawn(database_url, live, topic, kafka_config, f"crash-{topic}",
+                     "--batch-size", "500")
         deadline = time.monotonic() + 20
         while (stored_total(database_url, live, topic) == progress[-1]
                and time.monotonic() < deadline):
@@ -161,7 +162,8 @@ def test_sigterm_finishes_the_batch_in_flight_and_exits_0(
         database_url: str, db_schema: str, kafka_config: dict[str, Any], topic: str,
         log_messages: list[tuple[str, bytes]]) -> None:
     publish(kafka_config, topic, log_messages[:5000])
-    proc = spawn(database_url, db_schema, topic, kafka_config, f"term-{topic}", "--batch-size", "200")
+    proc = spawn(database_url, db_schema, topic, kafka_config, f"term-{topic}",
+                 "--batch-size", "200")
     deadline = time.monotonic() + 60
     while stored_total(database_url, db_schema, topic) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)

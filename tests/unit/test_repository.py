@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 
 from hwledger.query.aggregator import Attribute, BidScreeningFilter, UnitScreen
 from hwledger.query.repository import compiled as compiled_sql
-from hwledger.query.repository import gpu_statement, node_statement, prefilter_statement
+from hwledger.query.repository import gpu_statement, node_statement, prefilter
 
 ONLINE_SINCE = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def compiled(screen: BidScreeningFilter) -> tuple[str, dict[str, object]]:
-    return compiled_sql(prefilter_statement(screen, ONLINE_SINCE, 100))
+    query = prefilter(screen, ONLINE_SINCE, 100)
+    return compiled_sql(query.statement, query.params)
 
 
 def test_one_overlap_clause_per_unit_with_tokens_and_none_for_empty_units() -> None:
@@ -21,9 +22,10 @@ def test_one_overlap_clause_per_unit_with_tokens_and_none_for_empty_units() -> N
         UnitScreen()))
     sql, params = compiled(screen)
     assert sql.count("gpu_models_free &&") == 2
-    assert sql.count("::TEXT[]") == 2
-    token_lists = [v for v in params.values() if isinstance(v, list)]
-    assert token_lists == [["nvidia/a100", "nvidia/h100"], ["amd"]]
+    assert "gpu_models_free && %(unit0_gpu_tokens)s::TEXT[]" in sql
+    assert "gpu_models_free && %(unit2_gpu_tokens)s::TEXT[]" in sql
+    assert params["unit0_gpu_tokens"] == ["nvidia/a100", "nvidia/h100"]
+    assert params["unit2_gpu_tokens"] == ["amd"]
 
 
 def test_no_gpu_clause_without_gpu_units() -> None:
@@ -47,13 +49,14 @@ def test_capacity_storage_signed_by_and_attributes() -> None:
     assert "storage_classes @>" in sql
     assert "audited_by @>" in sql and "audited_by &&" in sql
     assert "self_attributes @>" in sql and "jsonb_each_text" in sql
-    assert {"region": "us-west"} in params.values() and "host/" in params.values()
+    assert params["attribute0"] == {"region": "us-west"}
+    assert (params["attribute1_prefix"], params["attribute1_value"]) == ("host/", "akash")
 
 
 def test_gpu_counts_bind_as_bigint_so_huge_requests_cannot_overflow() -> None:
     sql, _ = compiled(BidScreeningFilter(total_gpu=2**40, max_node_gpu=2**40))
-    assert "total_available_gpu >= %(total_available_gpu_1)s::BIGINT" in sql
-    assert "max_node_free_gpu >= %(max_node_free_gpu_1)s::BIGINT" in sql
+    assert "total_available_gpu >= %(total_gpu)s::BIGINT" in sql
+    assert "max_node_free_gpu >= %(max_node_gpu)s::BIGINT" in sql
 
 
 def test_values_are_parameters_never_sql_text() -> None:
@@ -63,6 +66,17 @@ def test_values_are_parameters_never_sql_text() -> None:
         attributes=(Attribute(evil, evil), Attribute(evil + "*", evil))))
     assert "DROP" not in sql
     assert any(evil in str(v) for v in params.values())
+
+
+def test_one_statement_per_shape_values_only_in_parameters() -> None:
+    first = prefilter(BidScreeningFilter(total_cpu=1, units=(UnitScreen(("amd",)),)), None, 5)
+    second = prefilter(BidScreeningFilter(total_cpu=9, units=(UnitScreen(("nvidia",)),)), None,
+                       7)
+    assert first.with_position is second.with_position
+    assert second.params == {"total_cpu": 9, "unit0_gpu_tokens": ["nvidia"], "limit": 7}
+    sql, _ = compiled_sql(first.with_position)
+    assert sql.count("FROM provider_inventory") == 2  # the candidates and newest last_seen_at
+    assert "projection_offsets" in sql
 
 
 def test_inventory_statements_take_the_candidates_as_one_array() -> None:
