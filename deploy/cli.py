@@ -19,6 +19,7 @@ from hwledger.deploy.commands import (
     produce,
     project,
     query,
+    rebuild,
     status,
 )
 from hwledger.deploy.config import Settings
@@ -26,7 +27,7 @@ from hwledger.schemas.errors import UserError
 from hwledger.seeds import SeedError
 
 COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project, query, produce,
-                                               demo)
+                                               demo, rebuild)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from hwledger.projectors.projection import Plan
+from hwledger.schemas.errors import UserError
 
 
 class Metrics:
@@ -47,5 +48,11 @@ class Metrics:
         self.batch_seconds.observe(seconds)
 
     def serve(self, port: int) -> None:
-        if port:
+        """Expose /metrics on `port` (0 = off); a busy port is a one-line UserError."""
+        if not port:
+            return
+        try:
             start_http_server(port, registry=self.registry)
+        except OSError as exc:
+            raise UserError(f"cannot serve metrics on port {port} (HWLEDGER_METRICS_PORT): "
+                            f"{exc.strerror}") from exc

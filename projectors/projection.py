@@ -195,6 +195,17 @@ def references(batch: Sequence[Decoded]) -> References:
                       frozenset(run_ids), frozenset(providers))
 
 
+def latest_event_times(batch: Sequence[Decoded]) -> dict[tuple[str, int], datetime]:
+    """(topic, partition) -> the newest occurred_at among the batch's decodable events."""
+    latest: dict[tuple[str, int], datetime] = {}
+    for item in batch:
+        if item.event is not None:
+            key = (item.record.topic, item.record.partition)
+            at = item.event.data["occurred_at"]
+            latest[key] = max(latest.get(key, at), at)
+    return latest
+
+
 @lru_cache(maxsize=65536)
 def _gpu(pci_vendor_id: str, pci_device_id: str, pci_subsystem_id: str | None, vram_bytes: int,
          name: str, interface: str) -> Row:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -30,6 +30,7 @@ from hwledger.projectors.projection import (
     State,
     decode,
     decode_all,
+    latest_event_times,
     project,
     references,
 )
@@ -295,6 +296,7 @@ class Writer:
         batch = decode_all(records)
         with self.conn.transaction():
             self._fence(fence)
+            self._event_times(fence, latest_event_times(batch))
             state = self.load_state(batch)
             plan = project(batch, state, self.park_ttl)
             self._write(plan)
@@ -315,6 +317,17 @@ class Writer:
                     (after, self.projection, topic, partition, expected))
             if cur.rowcount != 1:
                 raise Fenced(f"{topic}[{partition}] moved away from offset {expected}")
+
+    def _event_times(self, fence: Fence, latest: Mapping[tuple[str, int], datetime]) -> None:
+        """Record the newest event time seen per fenced partition (the read side's asOf)."""
+        keys = sorted(k for k in latest if k in fence)
+        if keys:
+            self.conn.execute(
+                "UPDATE projection_offsets o SET last_event_at = greatest(o.last_event_at, u.at) "
+                "FROM unnest(%s::text[], %s::int[], %s::timestamptz[]) AS u(topic, partition, at) "
+                "WHERE o.projection = %s AND (o.topic, o.partition) = (u.topic, u.partition)",
+                ([k[0] for k in keys], [k[1] for k in keys], [latest[k] for k in keys],
+                 self.projection))
 
     def _fresh(self, table: str, rows: Mapping[Any, Row]) -> list[Row]:
         return [rows[k] for k in sorted(rows) if (table, str(k)) not in self.known_ids]

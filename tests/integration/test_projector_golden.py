@@ -95,6 +95,8 @@ def test_golden_history_projects_to_the_expected_tables(
     assert count(db, "SELECT count(*) FROM parked_events") == 0
     assert count(db, INVENTORY_DISAGREES_WITH_NODES) == 0
     assert count(db, "SELECT sum(next_offset) FROM projection_offsets") == len(events)
+    newest = db.execute("SELECT max(last_event_at) FROM projection_offsets").fetchone()
+    assert newest == (max(d["occurred_at"] for _, d in events),)
 
     scraped = {(s.name, tuple(s.labels.values())): s.value
                for m in metrics.registry.collect() for s in m.samples}

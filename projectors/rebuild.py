@@ -1,0 +1,173 @@
+"""Rebuild: replay the whole log into a fresh versioned schema, then switch readers to it.
+
+`hwledger rebuild` creates `hwledger_v<N>` (migrated and seeded), projects the topic from offset
+0 into it with its own offsets and consumer group (the live schema is never touched), using big
+batches so the writer's COPY path carries the insert-only tables. After every batch it tries
+the switch: in ONE transaction that locks `hwledger_meta.active_schema`, if the new schema's
+offsets have reached the live schema's offsets on every partition, the pointer moves to the new
+schema. Query services read the pointer per request, so queries in flight finish on the old
+schema and the next ones use the new one: no error, no restart. After the switch the rebuild
+keeps projecting as a live projector until it is stopped or another projector writes the same
+offsets (the compare-and-set fence) and takes over: the hand-over of docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from hwledger.projectors.metrics import Metrics
+from hwledger.projectors.projection import Record
+from hwledger.projectors.service import Projector, ProjectorConfig
+from hwledger.projectors.writer import PROJECTION
+from hwledger.schemas.db import DEFAULT_SCHEMA, connect
+from hwledger.schemas.migrations import active_schema, ensure_meta, migrate
+from hwledger.seeds import seed_database
+
+SCHEMA_PREFIX = "hwledger_v"
+_VERSIONED = re.compile(rf"^{SCHEMA_PREFIX}(\d+)$")
+
+
+def next_schema(existing: Iterable[str]) -> str:
+    """The next free `hwledger_v<N>` name given the schemas that exist."""
+    versions = [int(m[1]) for name in existing if (m := _VERSIONED.match(name))]
+    return f"{SCHEMA_PREFIX}{max(versions, default=0) + 1}"
+
+
+def reached(new: Mapping[int, int], live: Mapping[int, int]) -> bool:
+    """True when the new schema is at or past the live schema on every live partition."""
+    return all(new.get(partition, 0) >= offset for partition, offset in live.items())
+
+
+def hwledger_schemas(conn: psycopg.Connection[Any]) -> list[str]:
+    """The live-or-rebuilt read-model schemas: `hwledger` and `hwledger_v<N>` that exist."""
+    rows = conn.execute("SELECT table_schema FROM information_schema.tables "
+                        "WHERE table_name = 'schema_migrations' ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows
+            if r[0] == DEFAULT_SCHEMA or _VERSIONED.match(str(r[0]))]
+
+
+def create_versioned_schema(database_url: str, name: str | None = None) -> str:
+    """Create, migrate and seed a fresh schema; returns its name."""
+    with connect(database_url, None) as conn:
+        schema = name or next_schema(hwledger_schemas(conn))
+        migrate(conn, schema)
+    with connect(database_url, schema) as conn:
+        seed_database(conn)
+        conn.commit()
+    return schema
+
+
+def stored_offsets(conn: psycopg.Connection[Any], schema: str, topic: str) -> dict[int, int]:
+    """partition -> next offset of the read-model projection in `schema`."""
+    rows = conn.execute(
+        sql.SQL("SELECT partition, next_offset FROM {}.projection_offsets "
+                        "WHERE projection = %s AND topic = %s")
+        .format(sql.Identifier(schema)), (PROJECTION, topic)).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def try_switch(conn: psycopg.Connection[Any], new_schema: str, topic: str) -> bool:
+    """Atomically point readers at `new_schema` if it has caught up with the active one."""
+    with conn.transaction():
+        ensure_meta(conn)
+        row = conn.execute("SELECT schema_name FROM hwledger_meta.active_schema "
+                           "FOR UPDATE").fetchone()
+        live = str(row[0]) if row else active_schema(conn)
+        if live == new_schema:
+            return True
+        exists = conn.execute("SELECT to_regclass(%s)",
+                              (f"{live}.projection_offsets",)).fetchone()
+        live_offsets = stored_offsets(conn, live, topic) if exists and exists[0] else {}
+        if not reached(stored_offsets(conn, new_schema, topic), live_offsets):
+            return False
+        conn.execute("UPDATE hwledger_meta.active_schema SET schema_name = %s, "
+                     "switched_at = now()", (new_schema,))
+    return True
+
+
+@dataclass
+class RebuildProgress:
+    """What the rebuild has done so far (fed to the progress bar and the final report)."""
+
+    schema: str
+    previous: str
+    events: int = 0
+    switched: bool = False
+    listeners: list[Callable[[RebuildProgress], None]] = field(default_factory=list)
+
+
+class Rebuilder(Projector):
+    """A projector into a new schema that switches readers once it has caught up."""
+
+    def __init__(self, config: ProjectorConfig, progress: RebuildProgress, *, switch: bool,
+                 keep_projecting: bool, metrics: Metrics | None = None) -> None:
+        super().__init__(config, metrics)
+        self.progress = progress
+        self.switch = switch
+        self.keep_projecting = keep_projecting
+        self.meta = connect(config.database_url, None, autocommit=False)
+
+    def _apply(self, records: list[Record]) -> None:
+        super()._apply(records)
+        self.progress.events += len(records)
+        self._maybe_switch()
+
+    def _maybe_switch(self) -> None:
+        if self.switch and not self.progress.switched and self.positions:
+            self.progress.switched = try_switch(self.meta, self.progress.schema,
+                                                self.config.topic)
+        for listener in self.progress.listeners:
+            listener(self.progress)
+
+    def _done(self, idle_since: float) -> bool:
+        if self._caught_up():
+            self._maybe_switch()
+            return (self.progress.switched or not self.switch) and not self.keep_projecting
+        return super()._done(idle_since)
+
+    def run(self) -> int:
+        try:
+            return super().run()
+        finally:
+            self.meta.close()
+
+
+def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: bool = True,
+            keep_projecting: bool = False, batch_size: int = 20_000,
+            listener: Callable[[RebuildProgress], None] | None = None,
+            schema: str | None = None) -> RebuildProgress:
+    """Replay `topic` into a new schema and (with `switch`) point readers at it once caught up.
+
+    Without `switch` it returns when the replay reached the end of the log (a scratch replay
+    for `hwledger verify`); with `keep_projecting` it goes on as a live projector.
+    """
+    with connect(database_url, None) as conn:
+        ensure_meta(conn)
+        conn.commit()
+        previous = active_schema(conn)
+    new_schema = create_versioned_schema(database_url, schema)
+    progress = RebuildProgress(new_schema, previous, listeners=[listener] if listener else [])
+    Rebuilder(ProjectorConfig(
+        database_url=database_url, schema=new_schema, topic=topic,
+        kafka={"session.timeout.ms": 6000, **kafka}, group_id=f"hwledger-rebuild-{new_schema}",
+        batch_size=batch_size, batch_seconds=1.0), progress,
+        switch=switch, keep_projecting=keep_projecting).run()
+    return progress
+
+
+def drop_old(database_url: str) -> list[str]:
+    """Drop every hwledger read-model schema except the active one; returns the dropped."""
+    with connect(database_url, None) as conn:
+        keep = active_schema(conn)
+        dropped = [s for s in hwledger_schemas(conn) if s != keep]
+        for schema in dropped:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(
+                sql.Identifier(schema)))
+        conn.commit()
+    return dropped
