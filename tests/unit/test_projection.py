@@ -12,6 +12,7 @@ from hwledger.projectors.projection import (
     State,
     decode_all,
     gpu_row,
+    latest_event_times,
     project,
     references,
 )
@@ -152,3 +153,10 @@ def test_fence_covers_each_partition_from_its_stored_offset() -> None:
 
 def test_backoff_grows_and_is_capped() -> None:
     assert [backoff(n, 0.5, 3) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]
+
+
+def test_latest_event_time_per_partition_ignores_undecodable_records() -> None:
+    items = batch(("HardwareSnapshotted", f.snapshot(minutes=9)),
+                  ("HardwareSnapshotted", f.snapshot(node_id="n2", minutes=3)))
+    items.append(decode_all([Record("t", 1, 0, b"junk")])[0])
+    assert latest_event_times(items) == {("t", 0): f.at(9)}

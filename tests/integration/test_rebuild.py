@@ -1,0 +1,126 @@
+"""Rebuild while serving: replay into a new schema, switch readers, verify equality."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from hwledger.deploy.config import Settings
+from hwledger.deploy.live import LiveSystem, live_system
+from hwledger.deploy.localstack import free_port
+from hwledger.projectors.rebuild import rebuild, stored_offsets
+from hwledger.projectors.synthetic import history
+from hwledger.projectors.verify import compare
+from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import active_schema
+from tests.integration.query_support import publish
+from tests.servers import Servers
+
+GPU_REQUEST = {"resources": [{"count": 1, "resource": {
+    "cpu": {"units": {"val": "100"}}, "memory": {"quantity": {"val": str(2**30)}},
+    "gpu": {"units": {"val": "1"}, "attributes": [{"key": "vendor/nvidia/model/*",
+                                                   "value": "true"}]}}}]}
+
+
+@pytest.fixture
+def own_database(database_url: str) -> Iterator[str]:
+    """A database of its own: the active-schema pointer is per database."""
+    name = f"rebuild_{uuid.uuid4().hex[:10]}"
+    with connect(database_url, None, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    with connect(database_url, None, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+class QueryLoop:
+    """Asks the HTTP service the same GPU question until stopped; counts what went wrong."""
+
+    def __init__(self, system: LiveSystem) -> None:
+        self.system = system
+        self.answers = 0
+        self.failures: list[str] = []
+        self.empty_after_data = 0
+        self.seen_data = False
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                providers = self.system.post("/v1/bid-screening", GPU_REQUEST)["providers"]
+            except (urllib.error.URLError, OSError) as exc:
+                self.failures.append(str(exc))
+                continue
+            self.answers += 1
+            if providers:
+                self.seen_data = True
+            elif self.seen_data:
+                self.empty_after_data += 1
+            time.sleep(0.01)
+
+
+def test_rebuild_switch_under_query_load_then_verify_equal(
+        own_database: str, servers: Servers, kafka_config: dict[str, Any], topic: str,
+        tmp_path: Path) -> None:
+    settings = Settings(database_url=own_database, kafka_bootstrap=servers.kafka_bootstrap,
+                        topic=topic, partitions=3, home=tmp_path, http_port=free_port(),
+                        online_ttl_seconds=10**9)
+    events = list(history(seed=11, providers=400, events=50_000))
+    with live_system(settings, group_id=f"live-{topic}") as system:
+        loop = QueryLoop(system)
+        loop.thread.start()
+        publish(kafka_config, topic, events)
+        system.wait_for_events(1, timeout=60)
+        result = rebuild(own_database, topic, kafka_config)
+        assert result.switched and result.previous == "hwledger"
+        with connect(own_database, None) as conn:
+            assert active_schema(conn) == result.schema
+        time.sleep(1.0)
+        loop.stop.set()
+        loop.thread.join(10)
+        deadline = time.monotonic() + 120
+        with connect(own_database, None) as conn:
+            while stored_offsets(conn, "hwledger", topic) != stored_offsets(
+                    conn, result.schema, topic):
+                assert time.monotonic() < deadline, "the live projector did not catch up"
+                conn.rollback()
+                time.sleep(0.2)
+    assert loop.failures == []
+    assert loop.seen_data and loop.empty_after_data == 0 and loop.answers > 20
+    assert result.events >= len(events)
+    diffs = compare(own_database, "hwledger", result.schema)
+    assert [d.table for d in diffs if not d.equal] == []
+    assert all(d.rows_a > 0 for d in diffs if d.table not in ("dead_letters",))
+
+
+def test_rebuild_of_an_empty_log_finishes_and_switches(
+        own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
+    result = rebuild(own_database, topic, kafka_config)
+    assert (result.events, result.switched, result.previous) == (0, True, "hwledger")
+    with connect(own_database, None) as conn:
+        assert active_schema(conn) == result.schema
+
+
+def test_rebuild_of_a_poisoned_log_rebuilds_the_dead_letters(
+        own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer(kafka_config)
+    for i in range(300):
+        producer.produce(topic, key=f"p{i % 7}".encode(),
+                         value=b"\xc3\x01garbage" + bytes([i % 256]))
+    assert producer.flush(30) == 0
+    result = rebuild(own_database, topic, kafka_config)
+    assert result.switched and result.events == 300
+    with connect(own_database, result.schema) as conn:
+        row = conn.execute("SELECT count(*), count(DISTINCT reason) FROM dead_letters").fetchone()
+    assert row is not None and row[0] == 300
