@@ -11,13 +11,14 @@ from hwledger.deploy.commands import (
     Subparsers,
     add_group,
     bench_project,
+    bench_rebuild,
     bench_soak,
     produce,
     query,
 )
 
 BENCHMARK_MODULES: tuple[CommandModule, ...] = (query.BENCHMARK, produce.BENCHMARK,
-                                                 bench_project, bench_soak)
+                                                 bench_project, bench_rebuild, bench_soak)
 
 
 def register(subparsers: Subparsers) -> None:
