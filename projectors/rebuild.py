@@ -13,9 +13,10 @@ offsets (the compare-and-set fence) and takes over: the hand-over of docs/operat
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -138,14 +139,21 @@ class Rebuilder(Projector):
             self.meta.close()
 
 
+def _helper(config: ProjectorConfig) -> None:
+    """A helper process of a parallel rebuild: same group, same schema, exits when caught up."""
+    Projector(config).run()
+
+
 def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: bool = True,
-            keep_projecting: bool = False, batch_size: int = 20_000,
+            keep_projecting: bool = False, batch_size: int = 20_000, workers: int = 1,
             listener: Callable[[RebuildProgress], None] | None = None,
             schema: str | None = None) -> RebuildProgress:
     """Replay `topic` into a new schema and (with `switch`) point readers at it once caught up.
 
     Without `switch` it returns when the replay reached the end of the log (a scratch replay
-    for `hwledger verify`); with `keep_projecting` it goes on as a live projector.
+    for `hwledger verify`); with `keep_projecting` it goes on as a live projector. `workers`
+    > 1 adds helper processes to the rebuild's consumer group: the partitions are shared out
+    and each process projects its own, as live projector replicas do.
     """
     with connect(database_url, None) as conn:
         ensure_meta(conn)
@@ -153,11 +161,22 @@ def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: boo
         previous = active_schema(conn)
     new_schema = create_versioned_schema(database_url, schema)
     progress = RebuildProgress(new_schema, previous, listeners=[listener] if listener else [])
-    Rebuilder(ProjectorConfig(
+    config = ProjectorConfig(
         database_url=database_url, schema=new_schema, topic=topic,
         kafka={"session.timeout.ms": 6000, **kafka}, group_id=f"hwledger-rebuild-{new_schema}",
-        batch_size=batch_size, batch_seconds=1.0), progress,
-        switch=switch, keep_projecting=keep_projecting).run()
+        batch_size=batch_size, batch_seconds=1.0)
+    spawn = multiprocessing.get_context("spawn")
+    helpers = [spawn.Process(target=_helper, args=(replace(config, exit_when_caught_up=True),),
+                             daemon=True) for _ in range(workers - 1)]
+    for helper in helpers:
+        helper.start()
+    try:
+        Rebuilder(config, progress, switch=switch, keep_projecting=keep_projecting).run()
+    finally:
+        for helper in helpers:
+            helper.join()
+    with connect(database_url, None) as conn:
+        progress.events = sum(stored_offsets(conn, new_schema, topic).values())
     return progress
 
 

@@ -22,7 +22,7 @@ LIVE_BATCH = 2000
 
 
 def run_rebuild_benchmark(database_url: str, kafka: dict[str, Any], events: int,
-                          live_seconds: float, batch_size: int) -> dict[str, Any]:
+                          live_seconds: float, batch_size: int, workers: int) -> dict[str, Any]:
     config = BenchConfig(database_url=database_url, kafka=kafka,
                          snapshots=int(events * SNAPSHOT_WEIGHT), batch_size=LIVE_BATCH,
                          naive_seconds=0)
@@ -36,14 +36,17 @@ def run_rebuild_benchmark(database_url: str, kafka: dict[str, Any], events: int,
         live = measure(config, topic, live_schema, total, LIVE_BATCH, live_seconds)
     finally:
         drop_schema(database_url, live_schema)
-    print(f"rebuild of {total:,} events (batch {batch_size}) ...", flush=True)
+    print(f"rebuild of {total:,} events (batch {batch_size}, {workers} processes) ...",
+          flush=True)
     started = time.monotonic()
-    result = rebuild(database_url, topic, kafka, switch=False, batch_size=batch_size)
+    result = rebuild(database_url, topic, kafka, switch=False, batch_size=batch_size,
+                     workers=workers)
     seconds = time.monotonic() - started
     drop_schema(database_url, result.schema)
     rate = result.events / seconds if seconds else 0.0
     return {
         "benchmark": "rebuild", "events": total, "rebuilt_events": result.events,
+        "workers": workers,
         "rebuild_seconds": round(seconds, 1), "rebuild_events_per_s": round(rate, 1),
         "live_events_per_s": round(live.rate, 1), "live_measured_events": live.events,
         "rebuild_to_live": round(rate / live.rate, 2) if live.rate else 0.0,

@@ -2,11 +2,10 @@
 
 - On assignment it seeks every partition to the next offset stored in Postgres (Kafka's
   committed offsets are only advisory, committed after each batch for lag tooling).
-- Batches close at `batch_size` messages or `batch_seconds`, whichever comes first. While one
-  batch is written (in a single writer thread), the next is polled and decoded, so at most two
-  batches are held in memory; a rebalance first waits for the batch in flight.
-- `Writer.apply_decoded` commits the rows and the offsets together; `Fenced` (the partition
-  moved on elsewhere) drops the batch and the next one and re-seeks to the stored offsets.
+- Batches close at `batch_size` messages or `batch_seconds`, whichever comes first; only one
+  batch is held in memory.
+- `Writer.apply` commits the rows and the offsets together; `Fenced` (the partition moved on
+  elsewhere) drops the batch and re-seeks to the stored offsets.
 - Transient Postgres failures (lost connection, serialization failure, deadlock) are retried
   with exponential backoff, reconnecting, up to `max_retries`; then the service exits 1.
 - SIGTERM/SIGINT: the batch in flight is written, the consumer leaves the group, exit 0.
@@ -18,7 +17,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
@@ -28,7 +26,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from hwledger.projectors.metrics import Metrics
-from hwledger.projectors.projection import Decoded, Plan, Record, decode_all
+from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Fenced, Writer
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
@@ -83,16 +81,6 @@ def fence_for(records: list[Record], positions: dict[int, int | None],
     return {(topic, p): (positions[p], o + 1) for p, o in last.items()}
 
 
-@dataclass(frozen=True)
-class InFlight:
-    """The batch the writer thread is committing."""
-
-    future: Future[Plan]
-    fence: dict[tuple[str, int], tuple[int | None, int]]
-    messages: int
-    started: float
-
-
 class Projector:
     """One projector instance: owns a consumer, a database connection and a Writer."""
 
@@ -102,8 +90,6 @@ class Projector:
         self.stopping = False
         self.positions: dict[int, int | None] = {}
         self.pending: list[Record] = []
-        self.inflight: InFlight | None = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         self.conn = connect(config.database_url, config.schema)
         self.writer = Writer(self.conn, config.park_ttl)
         self.consumer = Consumer(consumer_config(config))
@@ -112,7 +98,6 @@ class Projector:
         self.stopping = True
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._settle()
         stored = self._with_retries(lambda: self.writer.stored_offsets(
             self.config.topic, [p.partition for p in partitions]))
         for p in partitions:
@@ -123,7 +108,6 @@ class Projector:
         log.info("assigned %s", {p.partition: p.offset for p in partitions})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._settle()
         for p in partitions:
             self.positions.pop(p.partition, None)
         self.pending.clear()
@@ -188,46 +172,26 @@ class Projector:
         records.append(Record(message.topic() or self.config.topic, partition, offset,
                               message.value() or b""))
 
-    def _submit(self, batch: list[Decoded]) -> None:
-        """Start writing `batch` in the writer thread, fenced on the current positions."""
-        fence = fence_for([d.record for d in batch], self.positions, self.config.topic)
-        future = self.executor.submit(
-            self._with_retries, lambda: self.writer.apply_decoded(batch, fence))
-        self.inflight = InFlight(future, fence, len(batch), time.monotonic())
-
-    def _settle(self) -> bool:
-        """Wait for the batch in flight; False when it was fenced (positions were reloaded)."""
-        inflight, self.inflight = self.inflight, None
-        if inflight is None:
-            return True
+    def _apply(self, records: list[Record]) -> None:
+        fence = fence_for(records, self.positions, self.config.topic)
+        started = time.monotonic()
         try:
-            plan = inflight.future.result()
+            plan = self._with_retries(lambda: self.writer.apply(records, fence))
         except Fenced as exc:
             log.warning("fenced: %s; re-seeking to the stored offsets", exc)
             self.metrics.fenced.inc()
-            self._reseek(sorted(self.positions))
-            return False
-        self.metrics.observe_batch(plan, inflight.messages, time.monotonic() - inflight.started)
+            self._reseek(sorted({p for _, p in fence}))
+            return
+        self.metrics.observe_batch(plan, len(records), time.monotonic() - started)
         offsets = []
-        for (topic, partition), (_, after) in inflight.fence.items():
-            if partition in self.positions:
-                self.positions[partition] = after
+        for (topic, partition), (_, after) in fence.items():
+            self.positions[partition] = after
             offsets.append(TopicPartition(topic, partition, after))
             self._update_lag(topic, partition, after)
         try:
             self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:  # Kafka commits are advisory only
             log.debug("advisory commit failed: %s", exc)
-        return True
-
-    def _current(self, batch: list[Decoded]) -> list[Decoded]:
-        """The part of a polled batch still owned and not yet stored (after `_settle`)."""
-        kept = []
-        for item in batch:
-            partition, offset = item.record.partition, item.record.offset
-            if partition in self.positions and offset >= (self.positions[partition] or 0):
-                kept.append(item)
-        return kept
 
     def _update_lag(self, topic: str, partition: int, position: int) -> None:
         try:
@@ -279,18 +243,13 @@ class Projector:
         idle_since = time.monotonic()
         try:
             while not self.stopping:
-                batch = decode_all(self._poll_batch())  # overlaps the batch in flight
-                if not self._settle():
-                    continue
-                batch = self._current(batch)
-                if batch:
-                    self._submit(batch)
+                records = self._poll_batch()
+                if records:
+                    self._apply(records)
                     idle_since = time.monotonic()
                 elif self._done(idle_since):
                     break
-            self._settle()
         finally:
-            self.executor.shutdown(wait=True)
             self.consumer.close()
             self.conn.close()
         return 0

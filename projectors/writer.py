@@ -293,10 +293,7 @@ class Writer:
 
     def apply(self, records: Sequence[Record], fence: Fence) -> Plan:
         """Project and write `records` in one transaction, fenced on the partitions' offsets."""
-        return self.apply_decoded(decode_all(records), fence)
-
-    def apply_decoded(self, batch: Sequence[Decoded], fence: Fence) -> Plan:
-        """`apply` for records the caller has already decoded."""
+        batch = decode_all(records)
         with self.conn.transaction():
             self._fence(fence)
             self._event_times(fence, latest_event_times(batch))

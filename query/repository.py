@@ -33,6 +33,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     select,
     true,
     type_coerce,
@@ -181,8 +182,10 @@ def conditions(screen: BidScreeningFilter, online_since: datetime | None) -> lis
 
 def _clause(kind: str, name: str) -> ColumnElement[bool]:
     inv = provider_inventory.c
-    if kind == "online":
-        return inv.last_seen_at >= bindparam(name, type_=DateTime(timezone=True))
+    if kind == "online":  # coalesce: nearly every provider is online, so an index on
+        # last_seen_at would only add a useless bitmap to the plan (see _statements)
+        return func.coalesce(inv.last_seen_at, literal_column("'-infinity'::timestamptz")) >= \
+            bindparam(name, type_=DateTime(timezone=True))
     if kind == "gpu":
         return inv.gpu_models_free.bool_op("&&")(_text_array_param(name))
     if kind == "storage":

@@ -18,11 +18,14 @@ def register(subparsers: Subparsers) -> None:
     bench.add_argument("--live-seconds", type=float, default=60.0,
                        help="how long the live projector is measured (default 60)")
     bench.add_argument("--batch-size", type=positive, default=20_000)
+    bench.add_argument("--workers", type=positive, default=2,
+                       help="rebuild processes sharing the partitions (default 2)")
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     figures = run_rebuild_benchmark(settings.require_database_url(), settings.kafka_config(),
-                                    args.events, args.live_seconds, args.batch_size)
+                                    args.events, args.live_seconds, args.batch_size,
+                                    args.workers)
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value}")

@@ -35,6 +35,8 @@ def register(subparsers: Subparsers) -> None:
                         help="after the switch, go on as the live projector until stopped")
     parser.add_argument("--no-switch", action="store_true",
                         help="replay only; leave the active schema as it is")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the partitions (default 1)")
     parser.add_argument("--drop-old", action="store_true",
                         help="only drop the read-model schemas that are not active, then exit")
     verify = add_command(subparsers, "verify", _verify,
@@ -78,7 +80,8 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
                        total=max(total, progress.events, 1))
 
         result = rebuild(url, settings.topic, kafka, switch=not args.no_switch,
-                         keep_projecting=args.keep_projecting, listener=show)
+                         keep_projecting=args.keep_projecting, workers=args.workers,
+                         listener=show)
     console.print(f"replayed {result.events} events into {result.schema}")
     if args.no_switch:
         console.print(f"active schema unchanged: {result.previous}")

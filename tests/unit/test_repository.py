@@ -79,6 +79,15 @@ def test_one_statement_per_shape_values_only_in_parameters() -> None:
     assert "projection_offsets" in sql
 
 
+def test_glob_attributes_are_checked_behind_an_offset_fence() -> None:
+    plain, _ = compiled(BidScreeningFilter(attributes=(Attribute("region", "eu"),)))
+    globbed, _ = compiled(BidScreeningFilter(attributes=(Attribute("region", "eu"),
+                                                         Attribute("host/*", "x"))))
+    assert "OFFSET" not in plain and "jsonb_each_text" not in plain
+    assert "OFFSET" in globbed
+    assert "jsonb_each_text(screened.self_attributes)" in globbed
+
+
 def test_inventory_statements_take_the_candidates_as_one_array() -> None:
     for statement in (node_statement(["p1", "p2"]), gpu_statement(["p1", "p2"])):
         sql, params = compiled_sql(statement)
