@@ -155,12 +155,15 @@ WITH touched AS (
            sum(gpu) AS gpu, sum(ephemeral) AS ephemeral, sum(persistent) AS persistent,
            max(cpu) AS max_cpu, max(memory) AS max_memory, max(gpu) AS max_gpu
     FROM node_free GROUP BY provider_id
+), models AS (
+    SELECT provider_id, vendor, model, bool_or(free) AS free
+    FROM gpus GROUP BY provider_id, vendor, model
 ), tokens AS (
-    SELECT g.provider_id, array_agg(DISTINCT v.token ORDER BY v.token) AS installed,
-           array_agg(DISTINCT v.token ORDER BY v.token) FILTER (WHERE g.free) AS free
-    FROM gpus g CROSS JOIN LATERAL (VALUES (lower(g.vendor)),
-                                           (lower(g.vendor || '/' || g.model))) AS v(token)
-    GROUP BY g.provider_id
+    SELECT m.provider_id, array_agg(DISTINCT v.token ORDER BY v.token) AS installed,
+           array_agg(DISTINCT v.token ORDER BY v.token) FILTER (WHERE m.free) AS free
+    FROM models m CROSS JOIN LATERAL (VALUES (lower(m.vendor)),
+                                             (lower(m.vendor || '/' || m.model))) AS v(token)
+    GROUP BY m.provider_id
 ), classes AS (
     SELECT c.provider_id, array_agg(DISTINCT v ->> 'class' ORDER BY v ->> 'class') AS classes
     FROM cur c CROSS JOIN LATERAL jsonb_array_elements(c.storage) v GROUP BY c.provider_id

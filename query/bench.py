@@ -10,6 +10,7 @@ the SQL. EXPLAIN of a selective GPU request shows whether the GIN index is used.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psutil
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -33,6 +35,7 @@ from hwledger.query import repository
 from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect
+from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrate
 
 GiB = 2**30
@@ -263,7 +266,8 @@ def explain_selective(conn: psycopg.Connection[Any], online_since: datetime) -> 
 
 
 @contextmanager
-def http_server(database_url: str, schema: str, port: int, workers: int) -> Iterator[None]:
+def http_server(database_url: str, schema: str, port: int, workers: int
+                ) -> Iterator[psutil.Process]:
     """`hwledger serve` in its own process on the bench schema."""
     env = {**os.environ, "HWLEDGER_QUERY_DATABASE_URL": database_url,
            "HWLEDGER_DATABASE_URL": database_url, "HWLEDGER_DB_SCHEMA": schema}
@@ -281,12 +285,22 @@ def http_server(database_url: str, schema: str, port: int, workers: int) -> Iter
             except OSError:
                 pass
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the query service did not start")
+                raise UserError("the query service (`hwledger serve`) did not start")
             time.sleep(0.2)
-        yield
+        yield psutil.Process(process.pid)
     finally:
         process.terminate()
         process.wait(10)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU of a process and its children (the server's workers)."""
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = each.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def time_http(port: int, bodies: Sequence[bytes], clients: int, total: int
@@ -358,14 +372,19 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             f"{ms(statistics.median(server))} ms, p99 {ms(percentile(server, .99))} ms")
         say(f"naive baseline (load all rows, filter in Python) over {naive_sample} requests: "
             f"p50 {ms(statistics.median(naive_seconds))} ms; same answers as SQL: {agree}")
-        with http_server(database_url, setup.schema, port, workers):
+        with http_server(database_url, setup.schema, port, workers) as service_process:
             bodies = [json.dumps(d).encode() for d in documents]
             time_http(port, bodies[:50], clients, 100)  # warm up
+            server_cpu, client_cpu = cpu_seconds(service_process), time.process_time()
             rps, latencies, failures = time_http(port, bodies, clients, http_requests)
+            server_cpu = (cpu_seconds(service_process) - server_cpu) / http_requests
+            client_cpu = (time.process_time() - client_cpu) / http_requests
         say(f"HTTP POST /v1/bid-screening, {workers} server process(es), {clients} keep-alive "
             f"clients, {http_requests} "
             f"requests: {rps:.0f} req/s, p50 {ms(statistics.median(latencies))} ms, "
             f"p99 {ms(percentile(latencies, .99))} ms, non-200: {failures}")
+        say(f"  CPU per request: service {ms(server_cpu)} ms, load client {ms(client_cpu)} ms, "
+            f"Postgres ~{ms(statistics.median(server))} ms (its own execution time)")
     naive_rps = 1 / statistics.median(naive_seconds)
     figures = {
         "providers": providers, "requests": requests, "http_workers": workers,
@@ -378,6 +397,8 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
                                         / statistics.median(sql_seconds), 1),
         "http_rps": round(rps, 1), "http_p50_ms": ms(statistics.median(latencies)),
         "http_p99_ms": ms(percentile(latencies, .99)), "http_non_200": failures,
+        "http_service_cpu_ms_per_request": ms(server_cpu),
+        "http_client_cpu_ms_per_request": ms(client_cpu),
         "http_vs_naive_rps_ratio": round(rps / naive_rps, 1),
         "naive_agrees_with_sql": agree, "explain_uses_gin": gin,
     }

@@ -180,23 +180,27 @@ def conditions(screen: BidScreeningFilter, online_since: datetime | None) -> lis
     return found
 
 
-def _clause(kind: str, name: str) -> ColumnElement[bool]:
-    inv = provider_inventory.c
+def _clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
+            ) -> ColumnElement[bool]:
+    """One condition on `columns` (provider_inventory's, or the fenced subquery's)."""
     if kind == "online":  # coalesce: nearly every provider is online, so an index on
         # last_seen_at would only add a useless bitmap to the plan (see _statements)
-        return func.coalesce(inv.last_seen_at, literal_column("'-infinity'::timestamptz")) >= \
+        return func.coalesce(columns["last_seen_at"],
+                             literal_column("'-infinity'::timestamptz")) >= \
             bindparam(name, type_=DateTime(timezone=True))
     if kind == "gpu":
-        return inv.gpu_models_free.bool_op("&&")(_text_array_param(name))
+        return columns["gpu_models_free"].bool_op("&&")(_text_array_param(name))
     if kind == "storage":
-        return inv.storage_classes.contains(_text_array_param(name))
+        return columns["storage_classes"].bool_op("@>")(_text_array_param(name))
     if kind == "all_of":
-        return inv.audited_by.contains(_text_array_param(name))
+        return columns["audited_by"].bool_op("@>")(_text_array_param(name))
     if kind == "any_of":
-        return inv.audited_by.bool_op("&&")(_text_array_param(name))
+        return columns["audited_by"].bool_op("&&")(_text_array_param(name))
     if kind == "attribute":
-        return inv.self_attributes.contains(bindparam(name, type_=JSONB))
-    return inv[kind] >= bindparam(name, type_=BigInteger)
+        return columns["self_attributes"].bool_op("@>")(bindparam(name, type_=JSONB))
+    if kind == "glob":
+        return glob_clause(name, columns["self_attributes"])
+    return columns[kind] >= bindparam(name, type_=BigInteger)
 
 
 def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -208,27 +212,34 @@ def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
 Shape = tuple[tuple[str, str], ...]
 
 
+FENCED = frozenset({"glob", "all_of", "any_of"})
+
+
 @lru_cache(maxsize=4096)
 def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
     """The prefilter, and the prefilter joined with the projection position, for one shape of
     filter. Built once per shape: a request only binds values (and SQLAlchemy's cache key of
     a reused statement is memoized).
 
-    Glob attributes are checked outside an `OFFSET 0` subquery holding every other condition:
-    Postgres prices the `jsonb_each_text` sub-select per row as if it ran on every row, which
-    makes it prefer bitmap-ANDing huge GIN bitmaps (20+ ms at 100k providers) over a scan that
-    stops after `limit` rows (< 1 ms); behind the fence the inner scan is planned without it.
+    Glob attributes and signedBy are checked outside an `OFFSET 0` subquery holding the other
+    conditions. Postgres prices a glob's per-row `jsonb_each_text` as if it ran on every row,
+    and an auditor typically signed a large part of the fleet, yet (assuming independent
+    conditions) it would AND their 15-50k-row GIN bitmaps with the others' (10-25 ms at 100k
+    providers) where a scan stopping after `limit` rows takes ~1 ms (docs/decisions.md).
     """
     inv = provider_inventory.c
-    globs = [name for kind, name in shape if kind == "glob"]
-    others = [_clause(kind, name) for kind, name in shape if kind != "glob"]
-    columns = [inv.provider_id, inv.host_uri, _raw(inv.audited_by), _raw(inv.gpu_models),
-               inv.last_seen_at]
-    statement = select(*columns).where(and_(true(), *others))
-    if globs:
-        screened = statement.add_columns(inv.self_attributes).offset(0).subquery("screened")
-        statement = select(*(screened.c[c.name] for c in columns)).where(
-            *(glob_clause(name, screened.c.self_attributes) for name in globs))
+    inner = {c.name: c for c in inv}
+    fenced = [(kind, name) for kind, name in shape if kind in FENCED]
+    output = [inv.provider_id, inv.host_uri, _raw(inv.audited_by), _raw(inv.gpu_models),
+              inv.last_seen_at]
+    statement = select(*output).where(
+        and_(true(), *(_clause(k, n, inner) for k, n in shape if k not in FENCED)))
+    if fenced:
+        extra = [inv.storage_classes, inv.self_attributes]
+        screened = statement.add_columns(*extra).offset(0).subquery("screened")
+        outer = {c.name: c for c in screened.c}
+        statement = select(*(screened.c[c.name] for c in output)).where(
+            *(_clause(k, n, outer) for k, n in fenced))
     if limited:
         statement = statement.limit(bindparam("limit", type_=Integer))
     position = position_statement().subquery("position")

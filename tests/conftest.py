@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +26,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    with session_servers(tmp_path_factory.mktemp("servers")) as found:
-        yield found
+def servers() -> Iterator[Servers]:
+    """Real servers for the whole session. Their data lives outside pytest's numbered temp
+    folders, which a concurrent pytest session may clean up while this one still runs."""
+    workdir = Path(tempfile.mkdtemp(prefix="hwledger-test-servers-"))
+    try:
+        with session_servers(workdir) as found:
+            yield found
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from hwledger.deploy.commands import Subparsers, add_command, add_group
 from hwledger.deploy.config import Settings
+from hwledger.deploy.kafka_admin import check_broker
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.service import Projector, ProjectorConfig, install_signal_handlers
 from hwledger.projectors.writer import Writer, dead_letter_rows, parked_rows, to_json
@@ -67,6 +68,7 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
         kafka=settings.kafka_config(), group_id=args.group, batch_size=args.batch_size,
         batch_seconds=args.batch_seconds, park_ttl=timedelta(seconds=settings.park_ttl_seconds),
         idle_exit_seconds=args.exit_when_idle, exit_when_caught_up=args.until_caught_up)
+    check_broker(config.kafka)
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
     projector = Projector(config, metrics)

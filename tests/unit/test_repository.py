@@ -31,7 +31,7 @@ def test_one_overlap_clause_per_unit_with_tokens_and_none_for_empty_units() -> N
 def test_no_gpu_clause_without_gpu_units() -> None:
     sql, _ = compiled(BidScreeningFilter(total_cpu=1000, units=(UnitScreen(), UnitScreen())))
     assert "gpu_models_free" not in sql
-    assert "total_available_cpu >=" in sql and "last_seen_at >=" in sql
+    assert "total_available_cpu >=" in sql and "last_seen_at, " in sql and "online_since" in sql
 
 
 def test_capacity_storage_signed_by_and_attributes() -> None:
@@ -79,13 +79,16 @@ def test_one_statement_per_shape_values_only_in_parameters() -> None:
     assert "projection_offsets" in sql
 
 
-def test_glob_attributes_are_checked_behind_an_offset_fence() -> None:
-    plain, _ = compiled(BidScreeningFilter(attributes=(Attribute("region", "eu"),)))
+def test_globs_and_signed_by_are_checked_behind_an_offset_fence() -> None:
+    plain, _ = compiled(BidScreeningFilter(attributes=(Attribute("region", "eu"),),
+                                           units=(UnitScreen(("amd",), ("beta3",)),)))
     globbed, _ = compiled(BidScreeningFilter(attributes=(Attribute("region", "eu"),
                                                          Attribute("host/*", "x"))))
+    signed, _ = compiled(BidScreeningFilter(signed_by_any_of=("a",)))
     assert "OFFSET" not in plain and "jsonb_each_text" not in plain
-    assert "OFFSET" in globbed
-    assert "jsonb_each_text(screened.self_attributes)" in globbed
+    assert "OFFSET" in globbed and "jsonb_each_text(screened.self_attributes)" in globbed
+    assert "provider_inventory.self_attributes @>" in globbed
+    assert "OFFSET" in signed and "screened.audited_by &&" in signed
 
 
 def test_inventory_statements_take_the_candidates_as_one_array() -> None:
