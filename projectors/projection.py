@@ -243,7 +243,8 @@ def system_row(system: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> 
         for g in gpus))
     return (_system_id(key, config), system["cpu_model"], system["cpu_vendor"],
             int(system["cpu_cores"]), int(system["cpu_threads"]), int(system["ram_bytes"]),
-            system["architecture"], system.get("motherboard"), len(gpus))
+            system["architecture"], system.get("motherboard"), len(gpus),
+            sum(int(g["vram_bytes"]) for g in gpus))
 
 
 @lru_cache(maxsize=16384)

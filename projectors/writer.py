@@ -60,7 +60,7 @@ GPU_HARDWARE = _cols("gpu_hardware_id:uuid vendor:text model:text name:text pci_
                      "pci_device_id:text pci_subsystem_id:text vram_bytes:bigint interface:text")
 SYSTEM_HARDWARE = _cols("system_hardware_id:uuid cpu_model:text cpu_vendor:text cpu_cores:int "
                         "cpu_threads:int ram_bytes:bigint architecture:text motherboard:text "
-                        "gpu_count:int")
+                        "gpu_count:int total_vram_bytes:bigint")
 SYSTEM_GPU_LINK = _cols("system_hardware_id:uuid slot_index:int gpu_hardware_id:uuid "
                         "slot_native_interface_type_id:smallint actual_interface_type_id:smallint")
 SYSTEM_SOFTWARE = _cols("system_software_id:uuid os:text kernel_version:text python_version:text "

@@ -20,7 +20,8 @@ from hwledger.projectors.rebuild import rebuild, stored_offsets
 from hwledger.projectors.synthetic import history
 from hwledger.projectors.verify import compare
 from hwledger.schemas.db import connect
-from hwledger.schemas.migrations import active_schema
+from hwledger.schemas.migrations import active_schema, migrate
+from hwledger.seeds import seed_database
 from tests.integration.query_support import publish
 from tests.servers import Servers
 
@@ -124,3 +125,32 @@ def test_rebuild_of_a_poisoned_log_rebuilds_the_dead_letters(
     with connect(own_database, result.schema) as conn:
         row = conn.execute("SELECT count(*), count(DISTINCT reason) FROM dead_letters").fetchone()
     assert row is not None and row[0] == 300
+
+
+def test_rebuild_fills_a_new_derived_column_for_the_whole_history(
+        own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
+    from hwledger.projectors import catch_up
+
+    publish(kafka_config, topic, list(history(seed=5, providers=30, events=600)))
+    with connect(own_database, None) as conn:
+        migrate(conn, "hwledger")
+    with connect(own_database, "hwledger") as conn:
+        seed_database(conn)
+        conn.commit()
+    catch_up(own_database, "hwledger", kafka_config, topic)
+    with connect(own_database, "hwledger") as conn:
+        # The live schema as projected before migration 0002: the new column is empty.
+        conn.execute("UPDATE system_hardware SET total_vram_bytes = NULL")
+        conn.commit()
+    result = rebuild(own_database, topic, kafka_config)
+    with connect(own_database, result.schema) as conn:
+        rows = conn.execute(
+            "SELECT s.total_vram_bytes, coalesce(sum(g.vram_bytes), 0) FROM system_hardware s "
+            "LEFT JOIN system_gpu_link l USING (system_hardware_id) "
+            "LEFT JOIN gpu_hardware g USING (gpu_hardware_id) "
+            "GROUP BY s.system_hardware_id, s.total_vram_bytes").fetchall()
+    assert rows and all(total == expected for total, expected in rows)
+    assert any(total > 0 for total, _ in rows)
+    diffs = {d.table: d for d in compare(own_database, "hwledger", result.schema)}
+    assert [t for t, d in diffs.items() if not d.equal] == ["system_hardware"]
+    assert len(diffs["system_hardware"].only_in_b) > 0
