@@ -23,12 +23,12 @@ import uvicorn
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import LocalStack, free_port
-from hwledger.deploy.setup import prepare_database
 from hwledger.projectors.service import Projector, ProjectorConfig
 from hwledger.query.api import create_app
 from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.migrations import prepare_schema
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def live_system(settings: Settings, *, group_id: str = "hwledger-projector",
         database_url = resolved.require_database_url()
         schema = resolved.db_schema or DEFAULT_SCHEMA
         ensure_topic(resolved.kafka_config(), resolved.topic, resolved.partitions)
-        prepare_database(database_url, resolved)
+        prepare_schema(database_url, schema)
         projector = Projector(ProjectorConfig(
             database_url=database_url, schema=schema, topic=resolved.topic,
             kafka=resolved.kafka_config(**(projector_kafka or {})), group_id=group_id,

@@ -4,10 +4,7 @@
 # they start the embedded PostgreSQL and Kafka-protocol broker themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${HWLEDGER_VENV:-.venv}
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+. deploy/venv.sh
 set +e
 "$VENV/bin/python" -m pytest "$@"
 status=$?

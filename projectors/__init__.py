@@ -3,7 +3,8 @@
 - `projection`: the pure part (records -> row changes, duplicates, parking, dead letters);
 - `writer`: one transaction per batch with the offset compare-and-set fence;
 - `service`: the consumer-group loop (`hwledger project`); `metrics`: Prometheus;
-- `checksums`: per-table checksums; `synthetic`: generated histories; `benchmark`.
+- `checksums`: per-table checksums; `synthetic`: generated histories; `rebuild`, `verify`:
+  replay into a fresh schema, switch readers, compare schemas.
 
 Two conveniences for other parts and their tests: `apply_events` projects events straight into
 a connection's schema (no broker), `catch_up` projects a topic until it is caught up.

@@ -27,8 +27,7 @@ from hwledger.projectors.projection import Record
 from hwledger.projectors.service import Projector, ProjectorConfig
 from hwledger.projectors.writer import PROJECTION
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect
-from hwledger.schemas.migrations import active_schema, ensure_meta, migrate
-from hwledger.seeds import seed_database
+from hwledger.schemas.migrations import active_schema, ensure_meta, prepare_schema
 
 SCHEMA_PREFIX = "hwledger_v"
 _VERSIONED = re.compile(rf"^{SCHEMA_PREFIX}(\d+)$")
@@ -57,10 +56,7 @@ def create_versioned_schema(database_url: str, name: str | None = None) -> str:
     """Create, migrate and seed a fresh schema; returns its name."""
     with connect(database_url, None) as conn:
         schema = name or next_schema(hwledger_schemas(conn))
-        migrate(conn, schema)
-    with connect(database_url, schema) as conn:
-        seed_database(conn)
-        conn.commit()
+    prepare_schema(database_url, schema)
     return schema
 
 

@@ -9,6 +9,9 @@ already at a newer version than this code knows is refused with a clear error. T
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -16,8 +19,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hwledger.schemas.db import DEFAULT_SCHEMA, check_schema_name, use_schema
+from hwledger.schemas.db import DEFAULT_SCHEMA, check_schema_name, connect, use_schema
 from hwledger.schemas.errors import UserError
+from hwledger.seeds import seed_database
 
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x68776C6467  # "hwldg": serializes concurrent migrators
@@ -110,3 +114,31 @@ def migrate(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> list
                          (migration.version, migration.name))
             applied.append(migration)
     return applied
+
+
+def prepare_schema(database_url: str, schema: str = DEFAULT_SCHEMA) -> tuple[int, int]:
+    """Migrate and seed `schema` (created when missing); returns (migrations, seed rows) changed."""
+    with connect(database_url, None) as conn:
+        applied = migrate(conn, schema)
+        use_schema(conn, schema)
+        changed = seed_database(conn)
+        conn.commit()
+    return len(applied), changed
+
+
+def drop_schema(database_url: str, schema: str) -> None:
+    """Drop a schema and everything in it."""
+    with connect(database_url, None, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(
+            sql.Identifier(check_schema_name(schema))))
+
+
+@contextmanager
+def scratch_schema(database_url: str, prefix: str = "scratch") -> Iterator[str]:
+    """A fresh migrated and seeded schema with a random name, dropped afterwards."""
+    schema = check_schema_name(f"{prefix}_{uuid.uuid4().hex[:12]}")
+    prepare_schema(database_url, schema)
+    try:
+        yield schema
+    finally:
+        drop_schema(database_url, schema)

@@ -14,8 +14,7 @@ import pytest
 
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.schemas.db import connect
-from hwledger.schemas.migrations import migrate
-from hwledger.seeds import seed_database
+from hwledger.schemas.migrations import scratch_schema
 from tests.servers import Servers, session_servers
 
 
@@ -51,15 +50,8 @@ def kafka_config(servers: Servers) -> dict[str, Any]:
 @pytest.fixture
 def db_schema(database_url: str) -> Iterator[str]:
     """A fresh, migrated and seeded Postgres schema, dropped after the test."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with connect(database_url, None) as conn:
-        migrate(conn, schema)
-        with connect(database_url, schema) as seeded:
-            seed_database(seeded)
-            seeded.commit()
-    yield schema
-    with connect(database_url, None, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with scratch_schema(database_url, "t") as schema:
+        yield schema
 
 
 @pytest.fixture

@@ -7,6 +7,9 @@ thin: they parse, call the library, and print.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -36,3 +39,11 @@ def add_group(subparsers: Subparsers, name: str, help_text: str) -> Subparsers:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     group = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
     return group
+
+
+def wait_until_stopped() -> None:
+    """Block until Ctrl-C or SIGTERM (for foreground commands that serve until stopped)."""
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopped.wait()

@@ -1,5 +1,5 @@
 """`hwledger bench project`: projector throughput vs a plain-upsert ceiling and a naive
-one-transaction-per-event projector (see projectors/benchmark.py)."""
+one-transaction-per-event projector (see deploy/project_bench.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.commands.project import positive
 from hwledger.deploy.config import Settings
-from hwledger.projectors.benchmark import BenchConfig, run_benchmark
+from hwledger.deploy.project_bench import BenchConfig, run_benchmark
 
 
 def register(subparsers: Subparsers) -> None:

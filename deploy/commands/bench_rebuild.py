@@ -8,7 +8,7 @@ import json
 from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.commands.project import positive
 from hwledger.deploy.config import Settings
-from hwledger.projectors.rebuild_bench import run_rebuild_benchmark
+from hwledger.deploy.rebuild_bench import run_rebuild_benchmark
 
 
 def register(subparsers: Subparsers) -> None:

@@ -8,11 +8,8 @@ publishes this machine's snapshot plus the demo fleet from `seeds/`, prints the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
-import signal
-import threading
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -21,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hwledger.deploy.commands import Subparsers, add_command
+from hwledger.deploy.commands import Subparsers, add_command, wait_until_stopped
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
 from hwledger.producers.nvml import PynvmlBackend
@@ -102,8 +99,5 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         if args.once:
             return 0
         console.print("serving; Ctrl-C stops everything")
-        stopped = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-        with contextlib.suppress(KeyboardInterrupt):
-            stopped.wait()
+        wait_until_stopped()
     return 0

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
-import threading
 
 from rich.console import Console
 
-from hwledger.deploy.commands import Subparsers, add_command, add_group
+from hwledger.deploy.commands import Subparsers, add_command, add_group, wait_until_stopped
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import LocalStack
-from hwledger.deploy.setup import prepare_database
+from hwledger.schemas.db import DEFAULT_SCHEMA
+from hwledger.schemas.migrations import prepare_schema
 
 console = Console()
 
@@ -35,7 +33,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     try:
         ensure_topic({"bootstrap.servers": info.kafka_bootstrap}, settings.topic,
                      settings.partitions)
-        prepare_database(info.database_url, settings)
+        prepare_schema(info.database_url, settings.db_schema or DEFAULT_SCHEMA)
     except BaseException:
         stack.down()
         raise
@@ -46,10 +44,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
         console.print("running in the background; stop with `hwledger dev down`")
         return 0
     console.print("running; Ctrl-C stops the stack")
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stopped.wait()
+    wait_until_stopped()
     stack.down()
     console.print("stopped")
     return 0

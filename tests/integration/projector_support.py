@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,7 @@ from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.service import Projector, ProjectorConfig
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
-from hwledger.schemas.migrations import migrate
-from hwledger.seeds import seed_database
+from hwledger.schemas.migrations import scratch_schema
 
 FAST_GROUP = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500}
 Event = tuple[str, dict[str, Any]]
@@ -99,20 +98,9 @@ def spawn(database_url: str, schema: str, topic: str, kafka_config: dict[str, An
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-@contextlib.contextmanager
-def fresh_schema(database_url: str) -> Iterator[str]:
+def fresh_schema(database_url: str) -> contextlib.AbstractContextManager[str]:
     """A migrated, seeded schema of its own, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with connect(database_url, None) as conn:
-        migrate(conn, schema)
-        with connect(database_url, schema) as seeded:
-            seed_database(seeded)
-            seeded.commit()
-    try:
-        yield schema
-    finally:
-        with connect(database_url, None, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return scratch_schema(database_url, "t")
 
 
 def checksums(database_url: str, schema: str) -> dict[str, tuple[int, str]]:

@@ -8,9 +8,8 @@ is fixed at event time so the online TTL is deterministic.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -20,9 +19,7 @@ from fastapi.testclient import TestClient
 from hwledger.query.api import create_app
 from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas.codec import encode
-from hwledger.schemas.db import connect
-from hwledger.schemas.migrations import migrate
-from hwledger.seeds import seed_database
+from hwledger.schemas.migrations import scratch_schema
 
 Event = tuple[str, dict[str, Any]]
 GiB = 2**30
@@ -54,20 +51,9 @@ def load(database_url: str, schema: str, kafka_config: dict[str, Any], topic: st
     catch_up(database_url, schema, kafka_config, topic)
 
 
-@contextmanager
-def fresh_schema(database_url: str) -> Iterator[str]:
+def fresh_schema(database_url: str) -> AbstractContextManager[str]:
     """A migrated and seeded schema, dropped afterwards (for module-scoped data sets)."""
-    schema = f"q_{uuid.uuid4().hex[:12]}"
-    with connect(database_url, None) as conn:
-        migrate(conn, schema)
-    with connect(database_url, schema) as conn:
-        seed_database(conn)
-        conn.commit()
-    try:
-        yield schema
-    finally:
-        with connect(database_url, None, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return scratch_schema(database_url, "q")
 
 
 @contextmanager

@@ -26,8 +26,7 @@ from hwledger.projectors.synthetic import Event, history
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
-from hwledger.schemas.migrations import migrate
-from hwledger.seeds import seed_database
+from hwledger.schemas.migrations import drop_schema, prepare_schema
 
 SNAPSHOT_WEIGHT = 0.8
 FAST_GROUP = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500}
@@ -65,18 +64,10 @@ def events_for(config: BenchConfig) -> Iterator[Event]:
 
 
 def create_schema(database_url: str) -> str:
+    """A fresh migrated and seeded schema for one measured run."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
-    with connect(database_url, None) as conn:
-        migrate(conn, schema)
-        with connect(database_url, schema) as seeded:
-            seed_database(seeded)
-            seeded.commit()
+    prepare_schema(database_url, schema)
     return schema
-
-
-def drop_schema(database_url: str, schema: str) -> None:
-    with connect(database_url, None, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def publish_all(config: BenchConfig, topic: str) -> tuple[int, int]:

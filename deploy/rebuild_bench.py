@@ -8,15 +8,15 @@ import uuid
 from typing import Any
 
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.projectors.benchmark import (
+from hwledger.deploy.project_bench import (
     SNAPSHOT_WEIGHT,
     BenchConfig,
     create_schema,
-    drop_schema,
     measure,
     publish_all,
 )
 from hwledger.projectors.rebuild import rebuild
+from hwledger.schemas.migrations import drop_schema
 
 LIVE_BATCH = 2000
 
