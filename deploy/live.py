@@ -42,9 +42,16 @@ class LiveSystem:
 
     def post(self, path: str, body: Any, timeout: float = 10.0) -> Any:
         """POST JSON to the query service and return the decoded answer."""
-        request = urllib.request.Request(
+        return self._call(urllib.request.Request(
             self.query_url + path, data=json.dumps(body).encode(), method="POST",
-            headers={"content-type": "application/json"})
+            headers={"content-type": "application/json"}), timeout)
+
+    def get(self, path: str, timeout: float = 5.0) -> Any:
+        """GET from the query service and return the decoded answer."""
+        return self._call(urllib.request.Request(self.query_url + path), timeout)
+
+    @staticmethod
+    def _call(request: urllib.request.Request, timeout: float) -> Any:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 

@@ -12,7 +12,6 @@ import json
 import statistics
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -107,8 +106,8 @@ class _Soak:
         batch = max(1, self.rate // 100)
 
         def step(tick: int) -> None:
-            now = datetime.now(UTC).replace(microsecond=datetime.now(UTC).microsecond // 1000
-                                            * 1000)
+            clock = datetime.now(UTC)
+            now = clock.replace(microsecond=clock.microsecond // 1000 * 1000)  # Avro millis
             events = []
             for i in range(batch):
                 template = self.templates[(tick * batch + i) % len(self.templates)]
@@ -125,9 +124,7 @@ class _Soak:
         _every(0.01, self.stop, step)
 
     def _last_seen(self, owner: str) -> datetime | None:
-        with urllib.request.urlopen(f"{self.system.query_url}/v1/providers/{owner}",
-                                    timeout=5) as response:
-            seen = json.loads(response.read()).get("lastSeenAt")
+        seen = self.system.get(f"/v1/providers/{owner}").get("lastSeenAt")
         return None if seen is None else datetime.fromisoformat(seen)
 
     def check_latency(self) -> None:
