@@ -36,7 +36,7 @@ from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, scre
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
-from hwledger.schemas.migrations import migrate
+from hwledger.schemas.migrations import drop_schema, migrate
 
 GiB = 2**30
 GPU_MIX = (  # (vendor, model, weight, GPUs per node choices)
@@ -204,8 +204,7 @@ def bench_schema(database_url: str, providers: int, seed: int) -> Iterator[Setup
             conn.execute("VACUUM ANALYZE provider_inventory")
         yield Setup(database_url, schema, now)
     finally:
-        with connect(database_url, None, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        drop_schema(database_url, schema)
 
 
 def _params(params: Mapping[str, Any]) -> dict[str, Any]:

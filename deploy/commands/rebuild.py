@@ -23,7 +23,7 @@ from hwledger.projectors.rebuild import RebuildProgress, drop_old, rebuild
 from hwledger.projectors.verify import TableDiff, compare
 from hwledger.schemas.db import check_schema_name, connect
 from hwledger.schemas.errors import UserError
-from hwledger.schemas.migrations import active_schema
+from hwledger.schemas.migrations import active_schema, drop_schema
 
 console = Console()
 
@@ -120,8 +120,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         try:
             diffs = compare(url, live, other)
         finally:
-            with connect(url, None, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA "{check_schema_name(other)}" CASCADE')
+            drop_schema(url, other)
     console.print(_diff_table(live, other, diffs))
     different = [d.table for d in diffs if not d.equal]
     if different:
