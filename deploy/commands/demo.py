@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hwledger.deploy.commands import Subparsers, add_command, wait_until_stopped
@@ -76,13 +77,14 @@ def _publish(system: LiveSystem) -> int:
 
 def _answer_table(answer: dict[str, Any]) -> Table:
     table = Table(title=f"{len(answer['providers'])} provider(s) can host the request")
-    for column in ("owner", "gpu models", "audited by", "placement"):
-        table.add_column(column)
+    table.add_column("owner", no_wrap=True)
+    for column in ("gpu models", "auditors", "placement (node, GPU slots)"):
+        table.add_column(column, overflow="fold")
     for p in answer["providers"]:
         table.add_row(p["owner"], " ".join(m for m in p["gpuModels"] if "/" in m),
-                      f"{len(p['auditedBy'])} auditor(s)",
-                      ", ".join(f"{r['node']} gpus {r['gpuSlots']}"
-                                for r in p.get("placement", [])))
+                      str(len(p["auditedBy"])),
+                      escape(" ".join(f"{r['node']}{r['gpuSlots']}"
+                                      for r in p.get("placement", []))))
     return table
 
 
