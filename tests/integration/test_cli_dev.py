@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -74,3 +75,21 @@ def test_malformed_seed_file_is_one_line(home: Path, tmp_path: Path, database_ur
     assert result.returncode == 1
     assert result.stderr.strip() == f"hwledger: error: {bad}: not valid JSON at line 1: " \
         "Expecting property name enclosed in double quotes"
+
+
+def test_dev_up_in_the_foreground_stops_the_stack_on_sigterm(home: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HWLEDGER_")}
+    process = subprocess.Popen([*HWLEDGER, "dev", "up"], stdout=subprocess.PIPE, text=True,
+                               env=clean | {"HWLEDGER_HOME": str(home)})
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("running;"):
+            break
+    assert any("HWLEDGER_KAFKA_BOOTSTRAP=127.0.0.1:" in line for line in lines), lines
+    assert run(["dev", "status"], home).returncode == 0
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and "stopped" in out
+    assert run(["dev", "status"], home).returncode == 3
