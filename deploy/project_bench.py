@@ -21,7 +21,12 @@ from confluent_kafka import Producer
 
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors.projection import Record, State, decode_all, project
-from hwledger.projectors.service import Projector, ProjectorConfig
+from hwledger.projectors.service import (
+    Projector,
+    ProjectorConfig,
+    start_replicas,
+    stop_replicas,
+)
 from hwledger.projectors.synthetic import Event, history
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
@@ -39,6 +44,7 @@ class BenchConfig:
     snapshots: int
     batch_size: int
     naive_seconds: float
+    processes: int = 2
     providers: int = 2000
     seed: int = 42
 
@@ -97,15 +103,18 @@ def _stored(conn: Any, topic: str) -> int:
 
 
 def measure(config: BenchConfig, topic: str, schema: str, total: int, batch_size: int,
-            budget: float | None) -> Run:
-    """Run a projector in-process from the first commit until `total` or `budget` seconds."""
-    projector = Projector(ProjectorConfig(
+            budget: float | None, processes: int = 1) -> Run:
+    """Run a projector in-process (plus `processes` - 1 replica processes in its group) from
+    the first commit until `total` or `budget` seconds; memory is the sum over the processes."""
+    projector_config = ProjectorConfig(
         database_url=config.database_url, schema=schema, topic=topic,
         kafka={**config.kafka, **FAST_GROUP}, group_id=f"bench-{schema}",
-        batch_size=batch_size, park_ttl=timedelta(hours=6)))
+        batch_size=batch_size, park_ttl=timedelta(hours=6))
+    replicas = start_replicas(projector_config, processes - 1)
+    projector = Projector(projector_config)
     worker = threading.Thread(target=projector.run, daemon=True)
     worker.start()
-    process = psutil.Process()
+    tracked = [psutil.Process(), *(psutil.Process(r.pid) for r in replicas)]
     rates, rss = [], []
     with connect(config.database_url, schema) as conn:
         first = 0
@@ -118,11 +127,12 @@ def measure(config: BenchConfig, topic: str, schema: str, total: int, batch_size
             time.sleep(1.0)
             done, now = _stored(conn, topic), time.monotonic()
             rates.append((done - last) / (now - last_time))
-            rss.append(process.memory_info().rss / 2**20)
+            rss.append(sum(p.memory_info().rss for p in tracked) / 2**20)
             last, last_time = done, now
         elapsed = time.monotonic() - started
     projector.stop()
     worker.join()
+    stop_replicas(replicas)
     return Run(done - first, elapsed, rates, rss)
 
 
@@ -155,10 +165,14 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     ensure_topic(config.kafka, topic, 6)
     print(f"publishing ~{config.snapshots:,} snapshots plus runs to {topic} ...", flush=True)
     total, snapshots = publish_all(config, topic)
-    schemas = [create_schema(config.database_url) for _ in range(3)]
+    schemas = [create_schema(config.database_url) for _ in range(4)]
     try:
-        print(f"projecting {total:,} events ({snapshots:,} HardwareSnapshotted) ...", flush=True)
-        fast = measure(config, topic, schemas[0], total, config.batch_size, None)
+        print(f"projecting {total:,} events ({snapshots:,} HardwareSnapshotted), "
+              "one process ...", flush=True)
+        single = measure(config, topic, schemas[0], total, config.batch_size, None)
+        print(f"the same with {config.processes} processes ...", flush=True)
+        fast = measure(config, topic, schemas[3], total, config.batch_size, None,
+                       config.processes)
         print(f"naive projector for {config.naive_seconds:g}s ...", flush=True)
         naive = measure(config, topic, schemas[1], total, 1, config.naive_seconds)
         print("ceiling: plain batched upserts of the same rows ...", flush=True)
@@ -169,7 +183,9 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     quarter = fast.rss_mb[len(fast.rss_mb) // 4] if fast.rss_mb else 0.0
     figures = {
         "events": total, "snapshots": snapshots, "batch_size": config.batch_size,
+        "processes": config.processes,
         "projector_events_per_s": round(fast.rate, 1),
+        "one_process_events_per_s": round(single.rate, 1),
         "projector_median_window_events_per_s": round(statistics.median(fast.window_rates), 1)
         if fast.window_rates else 0.0,
         "ceiling_events_per_s": round(top.rate, 1),

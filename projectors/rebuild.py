@@ -9,11 +9,16 @@ schema. Query services read the pointer per request, so queries in flight finish
 schema and the next ones use the new one: no error, no restart. After the switch the rebuild
 keeps projecting as a live projector until it is stopped or another projector writes the same
 offsets (the compare-and-set fence) and takes over: the hand-over of docs/operations.md.
+
+No reader looks at the new schema before the switch, so its `provider_inventory` is deferred
+(`hwledger_meta.deferred_inventory`): batches only record each provider's last event time, and
+the switch transaction computes every provider's row once before moving the pointer (a replay
+without a switch does it when it ends). This takes the per-batch recompute, the largest cost
+of the live projector in Postgres, off the replay.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -24,8 +29,8 @@ from psycopg import sql
 
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.projection import Record
-from hwledger.projectors.service import Projector, ProjectorConfig
-from hwledger.projectors.writer import PROJECTION
+from hwledger.projectors.service import Projector, ProjectorConfig, start_replicas, stop_replicas
+from hwledger.projectors.writer import PROJECTION, build_deferred_inventory
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect
 from hwledger.schemas.migrations import active_schema, ensure_meta, prepare_schema
 
@@ -53,11 +58,22 @@ def hwledger_schemas(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 def create_versioned_schema(database_url: str, name: str | None = None) -> str:
-    """Create, migrate and seed a fresh schema; returns its name."""
+    """Create, migrate and seed a fresh schema with its inventory deferred; returns its name."""
     with connect(database_url, None) as conn:
         schema = name or next_schema(hwledger_schemas(conn))
     prepare_schema(database_url, schema)
+    with connect(database_url, None) as conn:
+        ensure_meta(conn)
+        conn.execute("INSERT INTO hwledger_meta.deferred_inventory (schema_name) VALUES (%s) "
+                     "ON CONFLICT DO NOTHING", (schema,))
+        conn.commit()
     return schema
+
+
+def finish_inventory(database_url: str, schema: str) -> None:
+    """Build the deferred provider_inventory of `schema` (no-op once built)."""
+    with connect(database_url, schema) as conn, conn.transaction():
+        build_deferred_inventory(conn)
 
 
 def stored_offsets(conn: psycopg.Connection[Any], schema: str, topic: str) -> dict[int, int]:
@@ -83,6 +99,8 @@ def try_switch(conn: psycopg.Connection[Any], new_schema: str, topic: str) -> bo
         live_offsets = stored_offsets(conn, live, topic) if exists and exists[0] else {}
         if not reached(stored_offsets(conn, new_schema, topic), live_offsets):
             return False
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(new_schema)))
+        build_deferred_inventory(conn)
         conn.execute("UPDATE hwledger_meta.active_schema SET schema_name = %s, "
                      "switched_at = now()", (new_schema,))
     return True
@@ -135,11 +153,6 @@ class Rebuilder(Projector):
             self.meta.close()
 
 
-def _helper(config: ProjectorConfig) -> None:
-    """A helper process of a parallel rebuild: same group, same schema, exits when caught up."""
-    Projector(config).run()
-
-
 def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: bool = True,
             keep_projecting: bool = False, batch_size: int = 20_000, workers: int = 1,
             listener: Callable[[RebuildProgress], None] | None = None,
@@ -160,17 +173,13 @@ def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: boo
     config = ProjectorConfig(
         database_url=database_url, schema=new_schema, topic=topic,
         kafka={"session.timeout.ms": 6000, **kafka}, group_id=f"hwledger-rebuild-{new_schema}",
-        batch_size=batch_size, batch_seconds=1.0)
-    spawn = multiprocessing.get_context("spawn")
-    helpers = [spawn.Process(target=_helper, args=(replace(config, exit_when_caught_up=True),),
-                             daemon=True) for _ in range(workers - 1)]
-    for helper in helpers:
-        helper.start()
+        batch_size=batch_size, batch_seconds=1.0, defer_inventory=True)
+    helpers = start_replicas(replace(config, exit_when_caught_up=True), workers - 1)
     try:
         Rebuilder(config, progress, switch=switch, keep_projecting=keep_projecting).run()
     finally:
-        for helper in helpers:
-            helper.join()
+        stop_replicas(helpers, terminate=False)
+    finish_inventory(database_url, new_schema)
     with connect(database_url, None) as conn:
         progress.events = sum(stored_offsets(conn, new_schema, topic).values())
     return progress
@@ -179,10 +188,13 @@ def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: boo
 def drop_old(database_url: str) -> list[str]:
     """Drop every hwledger read-model schema except the active one; returns the dropped."""
     with connect(database_url, None) as conn:
+        ensure_meta(conn)
         keep = active_schema(conn)
         dropped = [s for s in hwledger_schemas(conn) if s != keep]
         for schema in dropped:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(
                 sql.Identifier(schema)))
+        conn.execute("DELETE FROM hwledger_meta.deferred_inventory "
+                     "WHERE schema_name = ANY(%s)", (dropped,))
         conn.commit()
     return dropped

@@ -3,9 +3,11 @@
 One `Writer.apply` call is ONE transaction holding, in this order: the offset fence (a
 compare-and-set on `projection_offsets` for every partition in the batch), every row change of
 the batch, dead letters, parked events, and the recomputed `provider_inventory` rows of the
-providers the batch touched. An instance that lost a partition finds the stored offset moved
-and raises `Fenced`, writing nothing. Statements are bulk: COPY for append-only tables of
-already-deduplicated rows, one `unnest` INSERT ... ON CONFLICT per upserted table.
+providers the batch touched (while a rebuild defers the inventory, only their last event time:
+`build_deferred_inventory` computes every row once before readers switch). An instance that
+lost a partition finds the stored offset moved and raises `Fenced`, writing nothing.
+Statements are bulk: COPY for append-only tables of already-deduplicated rows, one `unnest`
+INSERT ... ON CONFLICT per upserted table, with arrays sent in binary.
 """
 
 from __future__ import annotations
@@ -131,15 +133,25 @@ WITH touched AS (
 ), held_slots AS (
     SELECT DISTINCT o.provider_id, o.node_id, u.slot_index
     FROM open_runs o JOIN run_gpu_usage u USING (run_id)
-), gpus AS (
-    SELECT c.provider_id, c.node_id, g.vendor, g.model, hs.slot_index IS NULL AS free
-    FROM cur c JOIN system_gpu_link l USING (system_hardware_id)
+), system_models AS (
+    SELECT l.system_hardware_id, g.vendor, g.model, count(*) AS slots
+    FROM system_gpu_link l JOIN gpu_hardware g USING (gpu_hardware_id)
+    WHERE l.system_hardware_id IN (SELECT system_hardware_id FROM cur)
+    GROUP BY l.system_hardware_id, g.vendor, g.model
+), busy_models AS (
+    SELECT c.provider_id, c.node_id, g.vendor, g.model, count(*) AS busy
+    FROM held_slots h JOIN cur c USING (provider_id, node_id)
+    JOIN system_gpu_link l ON (l.system_hardware_id, l.slot_index)
+                            = (c.system_hardware_id, h.slot_index)
     JOIN gpu_hardware g USING (gpu_hardware_id)
-    LEFT JOIN held_slots hs ON (hs.provider_id, hs.node_id, hs.slot_index)
-                             = (c.provider_id, c.node_id, l.slot_index)
+    GROUP BY c.provider_id, c.node_id, g.vendor, g.model
+), node_models AS (
+    SELECT c.provider_id, c.node_id, m.vendor, m.model, m.slots - coalesce(b.busy, 0) AS free
+    FROM cur c JOIN system_models m USING (system_hardware_id)
+    LEFT JOIN busy_models b USING (provider_id, node_id, vendor, model)
 ), free_gpus AS (
-    SELECT provider_id, node_id, count(*) FILTER (WHERE free) AS gpu
-    FROM gpus GROUP BY provider_id, node_id
+    SELECT provider_id, node_id, sum(free)::bigint AS gpu
+    FROM node_models GROUP BY provider_id, node_id
 ), node_free AS (
     SELECT c.provider_id,
            greatest(0, c.cpu - coalesce(h.cpu, 0)) AS cpu,
@@ -156,8 +168,8 @@ WITH touched AS (
            max(cpu) AS max_cpu, max(memory) AS max_memory, max(gpu) AS max_gpu
     FROM node_free GROUP BY provider_id
 ), models AS (
-    SELECT provider_id, vendor, model, bool_or(free) AS free
-    FROM gpus GROUP BY provider_id, vendor, model
+    SELECT provider_id, vendor, model, bool_or(free > 0) AS free
+    FROM node_models GROUP BY provider_id, vendor, model
 ), tokens AS (
     SELECT m.provider_id, array_agg(DISTINCT v.token ORDER BY v.token) AS installed,
            array_agg(DISTINCT v.token ORDER BY v.token) FILTER (WHERE m.free) AS free
@@ -209,6 +221,37 @@ ON CONFLICT (provider_id) DO UPDATE SET
 """
 
 
+TOUCH_INVENTORY = """
+INSERT INTO provider_inventory AS i (provider_id, last_seen_at)
+SELECT * FROM unnest(%(providers)s::text[], %(seen)s::timestamptz[])
+ON CONFLICT (provider_id) DO UPDATE SET last_seen_at = greatest(i.last_seen_at,
+                                                                excluded.last_seen_at)
+"""
+"""While a rebuild defers the inventory: only remember each provider's last event time."""
+
+INVENTORY_CHUNK = 5000
+
+
+def build_deferred_inventory(conn: psycopg.Connection[Any]) -> bool:
+    """Compute provider_inventory of the current schema for every provider, once, and end
+    the deferral; False when the schema's inventory was not deferred (nothing done).
+
+    Runs inside the caller's transaction. Deleting the deferral row waits for every batch
+    that read it (`FOR SHARE`), and batches after it compute their providers' rows again.
+    """
+    deleted = conn.execute("DELETE FROM hwledger_meta.deferred_inventory "
+                           "WHERE schema_name = current_schema()").rowcount
+    if not deleted:
+        return False
+    rows = conn.execute("SELECT provider_id, last_seen_at FROM provider_inventory "
+                        "ORDER BY provider_id").fetchall()
+    for start in range(0, len(rows), INVENTORY_CHUNK):
+        chunk = rows[start:start + INVENTORY_CHUNK]
+        conn.execute(INVENTORY, {"providers": [r[0] for r in chunk],
+                                 "seen": [r[1] for r in chunk]})
+    return True
+
+
 def bulk_insert(conn: psycopg.Connection[Any], table: str, columns: Sequence[Column],
                 rows: Sequence[Row], tail: str = "ON CONFLICT DO NOTHING") -> int:
     """INSERT ... SELECT FROM unnest(one array per column) [tail]; returns the rows written."""
@@ -216,7 +259,7 @@ def bulk_insert(conn: psycopg.Connection[Any], table: str, columns: Sequence[Col
         return 0
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     arrays = sql.SQL(", ").join(
-        sql.SQL("%s::{}[]").format(sql.SQL("text" if c.type == "jsonb" else c.type))
+        sql.SQL("%b::{}[]").format(sql.SQL("text" if c.type == "jsonb" else c.type))
         for c in columns)
     selected = sql.SQL(", ").join(
         sql.SQL("u.{}::jsonb" if c.type == "jsonb" else "u.{}").format(sql.Identifier(c.name))
@@ -246,10 +289,11 @@ class Writer:
     """Applies batches to one schema over one connection (the caller owns the connection)."""
 
     def __init__(self, conn: psycopg.Connection[Any], park_ttl: timedelta,
-                 projection: str = PROJECTION) -> None:
+                 projection: str = PROJECTION, *, defer_inventory: bool = False) -> None:
         self.conn = conn
         self.park_ttl = park_ttl
         self.projection = projection
+        self.defer_inventory = defer_inventory
         self.known_ids: set[tuple[str, str]] = set()
 
     def stored_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
@@ -384,8 +428,20 @@ class Writer:
             for p in plan.newly_parked])
         if plan.last_seen:
             providers = sorted(plan.last_seen)
-            conn.execute(INVENTORY, {"providers": providers,
-                                     "seen": [plan.last_seen[p] for p in providers]})
+            conn.execute(TOUCH_INVENTORY if self._inventory_deferred() else INVENTORY,
+                         {"providers": providers, "seen": [plan.last_seen[p] for p in providers]})
+
+    def _inventory_deferred(self) -> bool:
+        """Is this schema's inventory still deferred (a rebuild before its switch)?
+
+        Locks the deferral row for the transaction, so `build_deferred_inventory` cannot run
+        between this check and the commit. Once the row is gone it never comes back.
+        """
+        if self.defer_inventory:
+            self.defer_inventory = self.conn.execute(
+                "SELECT 1 FROM hwledger_meta.deferred_inventory "
+                "WHERE schema_name = current_schema() FOR SHARE").fetchone() is not None
+        return self.defer_inventory
 
     def remember(self, plan: Plan) -> None:
         """After commit: content-addressed rows now exist and need no further inserts."""

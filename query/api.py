@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import orjson
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -144,9 +146,10 @@ async def read_json(request: Request) -> Any:
         raise InvalidRequest("body", "JSON nested too deeply") from None
 
 
-def answer_json(answer: Answer, explain: bool) -> dict[str, Any]:
+def answer_json(answer: Answer, explain: bool) -> bytes:
+    """The answer's JSON document; the providers' JSON text goes in as it is."""
     found: dict[str, Any] = {
-        "providers": [c.to_json() for c in answer.candidates],
+        "providers": orjson.Fragment(answer.providers_json),
         "asOf": {"schema": answer.schema, **answer.as_of.to_json()},
         "truncated": answer.truncated,
     }
@@ -154,7 +157,11 @@ def answer_json(answer: Answer, explain: bool) -> dict[str, Any]:
         found["filter"] = filter_to_json(answer.screen)
         found["sql"] = compiled(answer.prefilter.statement)[0]
         found["rejected"] = [{"owner": o, "reason": r} for o, r in answer.rejected]
-    return found
+    return orjson.dumps(found)
+
+
+def json_bytes(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 class Metrics:
@@ -197,7 +204,12 @@ MinPositionParam = Annotated[int | None, Query(
 
 def create_app(service: QueryService) -> FastAPI:
     """The ASGI app over one QueryService."""
-    app = FastAPI(title="hwledger query service", version="1",
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await service.connections.close()
+
+    app = FastAPI(title="hwledger query service", version="1", lifespan=lifespan,
                   description="Which providers could host this deployment request?")
     metrics = Metrics()
 
@@ -223,23 +235,22 @@ def create_app(service: QueryService) -> FastAPI:
               responses=_SCREENING_RESPONSES)
     async def bid_screening(request: Request, exact: bool = False, explain: ExplainParam = False,
                             limit: LimitParam = DEFAULT_LIMIT,
-                            min_position: MinPositionParam = None) -> JSONResponse:
+                            min_position: MinPositionParam = None) -> Response:
         """Candidates for a GroupSpec; `exact=true` keeps only placeable ones (with placement)."""
         group = parse_group_spec(await read_json(request))
-        answer = await run_in_threadpool(service.bid_screening, group, exact=exact, limit=limit,
-                                         min_position=min_position)
-        return JSONResponse(answer_json(answer, explain))
+        answer = await service.bid_screening(group, exact=exact, limit=limit,
+                                             min_position=min_position)
+        return json_bytes(answer_json(answer, explain))
 
     @app.post("/v1/prefilter", openapi_extra=_body_schema(FILTER_SCHEMA),
               responses=_SCREENING_RESPONSES)
     async def prefilter(request: Request, explain: ExplainParam = False,
                         limit: LimitParam = DEFAULT_LIMIT,
-                        min_position: MinPositionParam = None) -> JSONResponse:
+                        min_position: MinPositionParam = None) -> Response:
         """Candidates for a BidScreeningFilter (the prefilter alone)."""
         screen = filter_from_json(await read_json(request))
-        answer = await run_in_threadpool(service.screen, screen, limit=limit,
-                                         min_position=min_position)
-        return JSONResponse(answer_json(answer, explain))
+        answer = await service.screen(screen, limit=limit, min_position=min_position)
+        return json_bytes(answer_json(answer, explain))
 
     def found_or_404(what: str, key: str, value: dict[str, Any] | None) -> JSONResponse:
         if value is None:

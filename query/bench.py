@@ -207,34 +207,30 @@ def bench_schema(database_url: str, providers: int, seed: int) -> Iterator[Setup
         drop_schema(database_url, schema)
 
 
-def _params(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items()}
-
-
-def time_sql(conn: psycopg.Connection[Any], screens: Sequence[BidScreeningFilter],
-             online_since: datetime, limit: int) -> tuple[list[float], list[set[str]]]:
-    """Per-request seconds of the service's one statement (prefilter + projection position,
-    execute + fetch) and its answers."""
+def time_sql(conn: psycopg.Connection[Any], schema: str, screens: Sequence[BidScreeningFilter],
+             online_since: datetime, probe: int | None) -> tuple[list[float], list[set[str]]]:
+    """Per-request seconds of the service's one statement (projection position + candidates as
+    JSON, `probe` = the service's limit + 1 or None for no limit; execute + fetch) and its
+    answers."""
     seconds, answers = [], []
     for screen in screens:
-        query = repository.prefilter(screen, online_since, limit)
-        sql, params = repository.compiled(query.with_position, query.params)
+        sql, params = repository.prefilter(screen, online_since, probe).answer_sql(schema)
         started = time.perf_counter()
-        rows = conn.execute(sql, _params(params)).fetchall()
+        row = conn.execute(sql, params).fetchone()
         seconds.append(time.perf_counter() - started)
-        answers.append({r[3] for r in rows if r[3] is not None})
+        answers.append({p["owner"] for p in json.loads(row[3])} if row else set())
     return seconds, answers
 
 
-def server_times(conn: psycopg.Connection[Any], screens: Sequence[BidScreeningFilter],
-                 online_since: datetime, limit: int) -> list[float]:
+def server_times(conn: psycopg.Connection[Any], schema: str,
+                 screens: Sequence[BidScreeningFilter], online_since: datetime, probe: int
+                 ) -> list[float]:
     """Per-request planning + execution seconds as Postgres itself reports them (EXPLAIN
     ANALYZE): the statement's cost without client-side scheduling noise."""
     seconds = []
     for screen in screens:
-        query = repository.prefilter(screen, online_since, limit)
-        sql, params = repository.compiled(query.with_position, query.params)
-        row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, _params(params)).fetchone()
+        sql, params = repository.prefilter(screen, online_since, probe).answer_sql(schema)
+        row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()
         plan = row[0][0] if row else {}
         seconds.append((plan.get("Planning Time", 0) + plan.get("Execution Time", 0)) / 1000)
     return seconds
@@ -260,7 +256,7 @@ def explain_selective(conn: psycopg.Connection[Any], online_since: datetime) -> 
             {"key": "vendor/nvidia/model/b200", "value": "true"}]}}}]}))
     query = repository.prefilter(screen, online_since, 1000)
     sql, params = repository.compiled(query.statement, query.params)
-    rows = conn.execute("EXPLAIN " + sql, _params(params)).fetchall()
+    rows = conn.execute("EXPLAIN " + sql, repository.driver_params(params)).fetchall()
     return "\n".join(str(r[0]) for r in rows)
 
 
@@ -356,10 +352,12 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             explain = explain_selective(conn, online_since)
             gin = "provider_inventory_gpu_models_free" in explain
             say("EXPLAIN of a selective GPU request (nvidia/b200):\n" + explain)
-            time_sql(conn, screens[:20], online_since, DEFAULT_LIMIT)  # warm caches
-            sql_seconds, sql_answers = time_sql(conn, screens, online_since, DEFAULT_LIMIT)
-            server = server_times(conn, screens, online_since, DEFAULT_LIMIT)
-            unlimited = time_sql(conn, screens[:naive_sample], online_since, providers)[1]
+            probe = DEFAULT_LIMIT + 1  # as the service asks
+            time_sql(conn, setup.schema, screens[:20], online_since, probe)  # warm caches
+            sql_seconds, sql_answers = time_sql(conn, setup.schema, screens, online_since, probe)
+            server = server_times(conn, setup.schema, screens, online_since, probe)
+            unlimited = time_sql(conn, setup.schema, screens[:naive_sample], online_since,
+                                 None)[1]
             naive_seconds, naive_answers = time_naive(conn, screens[:naive_sample],
                                                       online_since)
         agree = unlimited == naive_answers

@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -31,16 +32,15 @@ from sqlalchemy import (
     bindparam,
     cast,
     exists,
+    false,
     func,
     literal,
     literal_column,
     select,
     true,
-    type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, aggregate_order_by
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.types import NullType
 
 from hwledger.query.aggregator import BidScreeningFilter
 
@@ -120,11 +120,14 @@ TOTAL_COLUMNS = (
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
-def compiled(statement: Select[Any], params: Mapping[str, Any] | None = None
-             ) -> tuple[str, dict[str, Any]]:
+def compiled(statement: Select[Any], params: Mapping[str, Any] | None = None, *,
+             schema: str | None = None) -> tuple[str, dict[str, Any]]:
     """The statement's SQL text (placeholders, never values) and its parameters: the values
-    bound inside the statement plus `params` (the values of a `Prefilter`)."""
-    result = statement.compile(dialect=_DIALECT)
+    bound inside the statement plus `params` (the values of a `Prefilter`). With `schema`, the
+    tables are qualified with it (else they follow the search_path)."""
+    result = statement.compile(
+        dialect=_DIALECT, schema_translate_map=None if schema is None else {None: schema},
+        render_schema_translate=schema is not None)
     return str(result), {**result.params, **(params or {})}
 
 
@@ -203,23 +206,51 @@ def _clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
     return columns[kind] >= bindparam(name, type_=BigInteger)
 
 
-def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The column as psycopg returns it (a list for text[]): skips per-item result processing
-    on the hot path."""
-    return type_coerce(column, NullType()).label(column.name)
-
-
 Shape = tuple[tuple[str, str], ...]
 
 
 FENCED = frozenset({"glob", "all_of", "any_of"})
+EMPTY_TEXT_ARRAY = literal_column("'{}'::text[]")
+
+
+def _key(name: str) -> ColumnElement[Any]:
+    """A JSON key, as SQL text (keys are this module's constants, never request values)."""
+    return literal_column(f"'{name}'")
+
+
+def _answer(candidates: Select[Any], limited: bool) -> Select[Any]:
+    """ONE row: the projection position, the candidates as the JSON array of the HTTP answer
+    (ordered by owner) and whether the limit cut the answer short.
+
+    With a limit, `:limit` is the probe size (the answer's limit plus one): the candidates are
+    numbered in scan order and the first `:limit - 1` are shown, exactly the rows a client
+    fetching `:limit` rows would keep. Postgres writes the JSON (timestamps with the session's
+    UTC offset), so the service passes the text through instead of building Python objects.
+    """
+    found = candidates.add_columns(func.row_number().over().label("n")).subquery("candidate")
+    c = found.c
+    provider = func.json_build_object(
+        _key("owner"), c.provider_id, _key("hostUri"), c.host_uri,
+        _key("auditedBy"), func.coalesce(c.audited_by, EMPTY_TEXT_ARRAY),
+        _key("gpuModels"), func.coalesce(c.gpu_models, EMPTY_TEXT_ARRAY),
+        _key("lastSeenAt"), c.last_seen_at)
+    providers = func.json_agg(aggregate_order_by(provider, c.provider_id))
+    truncated: ColumnElement[bool] = false()
+    if limited:
+        probe = bindparam("limit", type_=Integer)
+        providers = providers.filter(c.n < probe)  # type: ignore[assignment]
+        truncated = func.count() >= probe
+    answer = select(
+        cast(func.coalesce(providers, literal_column("'[]'::json")), Text).label("providers"),
+        truncated.label("truncated")).select_from(found).subquery("answer")
+    position = position_statement().subquery("position")
+    return select(position, answer).select_from(position.join(answer, true()))
 
 
 @lru_cache(maxsize=4096)
 def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
-    """The prefilter, and the prefilter joined with the projection position, for one shape of
-    filter. Built once per shape: a request only binds values (and SQLAlchemy's cache key of
-    a reused statement is memoized).
+    """The prefilter, and the answer statement over it (`_answer`), for one shape of filter.
+    Built once per shape: a request only binds values.
 
     Glob attributes and signedBy are checked outside an `OFFSET 0` subquery holding the other
     conditions. Postgres prices a glob's per-row `jsonb_each_text` as if it ran on every row,
@@ -230,8 +261,7 @@ def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
     inv = provider_inventory.c
     inner = {c.name: c for c in inv}
     fenced = [(kind, name) for kind, name in shape if kind in FENCED]
-    output = [inv.provider_id, inv.host_uri, _raw(inv.audited_by), _raw(inv.gpu_models),
-              inv.last_seen_at]
+    output = [inv.provider_id, inv.host_uri, inv.audited_by, inv.gpu_models, inv.last_seen_at]
     statement = select(*output).where(
         and_(true(), *(_clause(k, n, inner) for k, n in shape if k not in FENCED)))
     if fenced:
@@ -242,21 +272,43 @@ def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
             *(_clause(k, n, outer) for k, n in fenced))
     if limited:
         statement = statement.limit(bindparam("limit", type_=Integer))
-    position = position_statement().subquery("position")
-    candidates = statement.subquery("candidate")
-    combined = select(position, candidates).select_from(position.outerjoin(candidates, true()))
-    return statement, combined
+    return statement, _answer(statement, limited)
+
+
+@lru_cache(maxsize=4096)
+def _answer_sql(shape: Shape, limited: bool, schema: str) -> tuple[str, dict[str, Any]]:
+    """The answer statement compiled once per shape and schema: its SQL text (tables qualified
+    with `schema`) and the constants bound inside it."""
+    return compiled(_statements(shape, limited)[1], schema=schema)
+
+
+def driver_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Values as psycopg binds them: JSON objects (self attributes) wrapped as jsonb."""
+    return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items()}
 
 
 @dataclass(frozen=True)
 class Prefilter:
-    """The prefilter of one request: `statement` alone, `with_position` = the same joined with
-    the projection position as ONE statement (the position columns come first on every row;
-    with no candidate there is one row whose candidate columns are NULL), and the values."""
+    """The prefilter of one request: its filter shape, whether it has a limit, and the values.
+    `statement` is the prefilter alone, `answer` the ONE statement the service runs (`_answer`:
+    the projection position, the candidates as JSON, truncated)."""
 
-    statement: Select[Any]
-    with_position: Select[Any]
+    shape: Shape
+    limited: bool
     params: dict[str, Any]
+
+    @property
+    def statement(self) -> Select[Any]:
+        return _statements(self.shape, self.limited)[0]
+
+    @property
+    def answer(self) -> Select[Any]:
+        return _statements(self.shape, self.limited)[1]
+
+    def answer_sql(self, schema: str) -> tuple[str, dict[str, Any]]:
+        """The answer statement's SQL for `schema` and every value it binds, driver-ready."""
+        sql, constants = _answer_sql(self.shape, self.limited, schema)
+        return sql, {**constants, **driver_params(self.params)}
 
 
 def prefilter(screen: BidScreeningFilter, online_since: datetime | None,
@@ -272,8 +324,7 @@ def prefilter(screen: BidScreeningFilter, online_since: datetime | None,
             params[name] = value
     if limit is not None:
         params["limit"] = limit
-    statement, combined = _statements(tuple((k, n) for k, n, _ in found), limit is not None)
-    return Prefilter(statement, combined, params)
+    return Prefilter(tuple((k, n) for k, n, _ in found), limit is not None, params)
 
 
 def _unfinished_resources(provider_ids: Sequence[str]) -> Any:

@@ -1,25 +1,30 @@
 """The query service's reads: one snapshot per answer over the active schema.
 
-`QueryService` owns a SQLAlchemy engine (pooled psycopg connections) and the briefly cached
-active schema. `screen` / `bid_screening` run the prefilter and the `asOf` projection position
-as ONE statement; with `exact`, a REPEATABLE READ read-only transaction also reads the
-candidates' per-node inventory for the bin-packer. The detail reads (`provider`, `run`,
-`hardware`) return plain JSON-ready dicts or None. Database trouble raises `Unavailable`.
+`QueryService` owns a SQLAlchemy engine (pooled psycopg connections), the async psycopg
+`Connections` of the screening reads and the briefly cached active schema. `screen` /
+`bid_screening` (async) run ONE statement per answer, compiled once per filter shape: the
+`asOf` projection position and the candidates as the answer's JSON text, written by Postgres;
+with `exact`, a REPEATABLE READ read-only transaction also reads the candidates' per-node
+inventory for the bin-packer. The detail reads (`provider`, `run`, `hardware`) return plain
+JSON-ready dicts or None. Database trouble raises `Unavailable`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -38,6 +43,7 @@ from hwledger.schemas.migrations import active_schema
 
 DEFAULT_LIMIT = 100
 SCHEMA_CACHE_SECONDS = 1.0
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 class Unavailable(Exception):
@@ -64,35 +70,21 @@ class AsOf:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    owner: str
-    host_uri: str | None
-    audited_by: tuple[str, ...]
-    gpu_models: tuple[str, ...]
-    last_seen_at: datetime | None
-    placement: Placement | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        found: dict[str, Any] = {
-            "owner": self.owner, "hostUri": self.host_uri, "auditedBy": list(self.audited_by),
-            "gpuModels": list(self.gpu_models), "lastSeenAt": _iso(self.last_seen_at),
-        }
-        if self.placement is not None:
-            found["placement"] = [
-                {"unit": r.unit, "replica": r.replica, "node": r.node_id,
-                 "gpuSlots": list(r.gpu_slots)} for r in self.placement.replicas]
-        return found
-
-
-@dataclass(frozen=True)
 class Answer:
+    """`providers_json` is the JSON array of the answer's providers ({"owner", "hostUri",
+    "auditedBy", "gpuModels", "lastSeenAt", "placement"?}, ordered by owner) as text."""
+
     schema: str
     as_of: AsOf
-    candidates: tuple[Candidate, ...]
+    providers_json: str
     screen: BidScreeningFilter
     prefilter: repository.Prefilter
     rejected: tuple[tuple[str, str], ...] = ()
     truncated: bool = False
+
+    def providers(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = orjson.loads(self.providers_json)
+        return found
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -110,21 +102,57 @@ def sqlalchemy_url(url: str) -> str:
 def make_engine(url: str, pool_size: int = 8) -> Engine:
     return create_engine(
         sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
-        pool_recycle=600, connect_args={"connect_timeout": 5},
+        pool_recycle=600, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
     ).execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
 
-def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, ProviderNodes]:
-    """The candidates' per-node free capacity, free GPUs and persistent pools."""
+class Connections:
+    """The async psycopg connections of the screening reads (no thread hop): autocommit, so a
+    one-statement answer is one round trip; read-only; UTC (Postgres writes the answer's
+    timestamps); REPEATABLE READ for the transactions `exact` opens. At most `size` at a time;
+    a connection that broke is dropped, and a failed connect fails the request at once."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self.url = url
+        self.size = size
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        await conn.execute("SET default_transaction_read_only = on; SET TIME ZONE 'UTC'")
+        await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        return conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._connect()
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.close()
+                else:
+                    self._idle.append(conn)
+
+    async def close(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
+
+
+def inventories(node_rows: Iterable[Sequence[Any]], gpu_rows: Iterable[Sequence[Any]]
+                ) -> dict[str, ProviderNodes]:
+    """Per-node free capacity, free GPUs and persistent pools from the rows of
+    `repository.node_statement` and `repository.gpu_statement`."""
     gpus: dict[tuple[str, str], list[GpuSlot]] = {}
-    for provider, node, slot, vendor, model, vram, interface in conn.execute(
-            repository.gpu_statement(provider_ids)):
+    for provider, node, slot, vendor, model, vram, interface in gpu_rows:
         gpus.setdefault((provider, node), []).append(
             GpuSlot(int(slot), str(vendor), str(model), int(vram), str(interface)))
     found: dict[str, list[NodeInventory]] = {}
     pools: dict[str, dict[str, int]] = {}
-    for provider, node, cpu, memory, ephemeral, storage in conn.execute(
-            repository.node_statement(provider_ids)):
+    for provider, node, cpu, memory, ephemeral, storage in node_rows:
         found.setdefault(provider, []).append(NodeInventory(
             str(node), int(cpu), int(memory), int(ephemeral), tuple(gpus.get((provider, node),
                                                                              ()))))
@@ -132,6 +160,23 @@ def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, P
         for volume in storage or []:
             pool[str(volume["class"])] = pool.get(str(volume["class"]), 0) + int(volume["bytes"])
     return {p: ProviderNodes(p, tuple(n), pools.get(p, {})) for p, n in found.items()}
+
+
+def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, ProviderNodes]:
+    """The providers' per-node inventory (see `inventories`), read on a SQLAlchemy connection."""
+    return inventories(conn.execute(repository.node_statement(provider_ids)),
+                       conn.execute(repository.gpu_statement(provider_ids)))
+
+
+async def read_inventories(conn: psycopg.AsyncConnection[Any], schema: str,
+                           provider_ids: Sequence[str]) -> dict[str, ProviderNodes]:
+    """`provider_nodes` on an async psycopg connection."""
+    rows = []
+    for statement in (repository.node_statement(provider_ids),
+                      repository.gpu_statement(provider_ids)):
+        cursor = await conn.execute(*repository.compiled(statement, schema=schema))
+        rows.append(await cursor.fetchall())
+    return inventories(*rows)
 
 
 def as_of_from(position: Any, last_event_at: datetime | None, partitions: Any) -> AsOf:
@@ -144,28 +189,45 @@ def read_as_of(conn: Connection) -> AsOf:
     return as_of_from(*conn.execute(repository.position_statement()).one())
 
 
-def exact_placements(request: GroupRequest, candidates: Sequence[Candidate],
-                     inventories: Mapping[str, ProviderNodes]
-                     ) -> tuple[list[Candidate], list[tuple[str, str]]]:
-    """Candidates the bin-packer can place (with their placement) and why the others fail."""
+def exact_placements(request: GroupRequest, providers: Sequence[dict[str, Any]],
+                     found: Mapping[str, ProviderNodes]
+                     ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The providers (JSON objects) the bin-packer can place, with their placement, and why the
+    others fail."""
     kept, rejected = [], []
-    for candidate in candidates:
-        inventory = inventories.get(candidate.owner, ProviderNodes(candidate.owner, ()))
-        outcome = place(request, inventory)
+    for provider in providers:
+        owner = provider["owner"]
+        outcome = place(request, found.get(owner, ProviderNodes(owner, ())))
         if isinstance(outcome, Placement):
-            kept.append(replace(candidate, placement=outcome))
+            kept.append({**provider, "placement": [
+                {"unit": r.unit, "replica": r.replica, "node": r.node_id,
+                 "gpuSlots": list(r.gpu_slots)} for r in outcome.replicas]})
         else:
-            rejected.append((candidate.owner, outcome.reason))
+            rejected.append((owner, outcome.reason))
     return kept, rejected
 
 
+@contextmanager
+def unavailable_on_database_errors() -> Iterator[None]:
+    """Database trouble (or a bad active schema name) as `Unavailable`."""
+    try:
+        yield
+    except (DBAPIError, psycopg.Error, UserError) as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise Unavailable(first[0] if first else type(exc).__name__) from exc
+
+
 class QueryService:
-    """Answers for the HTTP routes and the `screen` command."""
+    """Answers for the HTTP routes and the `screen` command. Screening is async over
+    `connections`; the detail reads are blocking, over the SQLAlchemy engine."""
 
     def __init__(self, engine: Engine, *, online_ttl_seconds: int = 900,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  schema: str | None = None, max_wait_seconds: float = 5.0) -> None:
         self.engine = engine
+        self.connections = Connections(
+            engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+            engine.pool.size())  # type: ignore[attr-defined]
         self.online_ttl = timedelta(seconds=online_ttl_seconds)
         self.clock = clock
         self.fixed_schema = None if schema is None else check_schema_name(schema)
@@ -173,17 +235,27 @@ class QueryService:
         self._schema_cache: tuple[float, str] | None = None
         self._lock = threading.Lock()
 
+    async def close(self) -> None:
+        await self.connections.close()
+        self.engine.dispose()
+
     # -- plumbing ----------------------------------------------------------------------
+
+    def _cached_schema(self) -> str | None:
+        if self.fixed_schema is not None:
+            return self.fixed_schema
+        cached = self._schema_cache
+        if cached is not None and time.monotonic() - cached[0] < SCHEMA_CACHE_SECONDS:
+            return cached[1]
+        return None
 
     def active_schema(self) -> str:
         """The schema to read, cached for a second so a rebuild switch needs no restart."""
-        if self.fixed_schema is not None:
-            return self.fixed_schema
-        now = time.monotonic()
-        cached = self._schema_cache
-        if cached is not None and now - cached[0] < SCHEMA_CACHE_SECONDS:
-            return cached[1]
+        cached = self._cached_schema()
+        if cached is not None:
+            return cached
         with self._lock:
+            now = time.monotonic()
             raw = self.engine.raw_connection()
             try:
                 driver = raw.driver_connection
@@ -195,12 +267,16 @@ class QueryService:
             self._schema_cache = (now, schema)
             return schema
 
+    async def current_schema(self) -> str:
+        """`active_schema()` without blocking the event loop (a thread once a second)."""
+        return self._cached_schema() or await asyncio.to_thread(self.active_schema)
+
     @contextmanager
     def snapshot(self, *, single_statement: bool = False
                  ) -> Iterator[tuple[Connection, str]]:
         """A connection reading the active schema in one snapshot: a REPEATABLE READ, read-only
         transaction, or autocommit for callers that read with one statement."""
-        try:
+        with unavailable_on_database_errors():
             schema = self.active_schema()
             with self.engine.connect() as plain:
                 conn = plain.execution_options(schema_translate_map={None: schema})
@@ -208,9 +284,6 @@ class QueryService:
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn, schema
                 conn.rollback()
-        except (DBAPIError, psycopg.Error, UserError) as exc:
-            first = str(getattr(exc, "orig", exc)).strip().splitlines()
-            raise Unavailable(first[0] if first else type(exc).__name__) from exc
 
     @contextmanager
     def search_path_snapshot(self) -> Iterator[Connection]:
@@ -220,47 +293,58 @@ class QueryService:
                          {"s": f"{schema}, public"})
             yield conn
 
-    def wait_for_position(self, min_position: int) -> bool:
+    async def wait_for_position(self, min_position: int) -> bool:
         """Poll (bounded) until the projection reached `min_position`; True if it did."""
         deadline = time.monotonic() + self.max_wait_seconds
         while True:
-            with self.snapshot(single_statement=True) as (conn, _):
-                if read_as_of(conn).position >= min_position:
-                    return True
+            with unavailable_on_database_errors():
+                schema = await self.current_schema()
+                async with self.connections.connection() as conn:
+                    cursor = await conn.execute(*repository.compiled(
+                        repository.position_statement(), schema=schema))
+                    row = await cursor.fetchone()
+            if row is not None and as_of_from(*row).position >= min_position:
+                return True
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
 
     # -- screening ---------------------------------------------------------------------
 
     def online_since(self) -> datetime:
         return self.clock() - self.online_ttl
 
-    def screen(self, screen: BidScreeningFilter, request: GroupRequest | None = None, *,
-               limit: int = DEFAULT_LIMIT, min_position: int | None = None) -> Answer:
+    async def screen(self, screen: BidScreeningFilter, request: GroupRequest | None = None, *,
+                     limit: int = DEFAULT_LIMIT, min_position: int | None = None) -> Answer:
         """The prefilter with the projection position in one statement; with `request`, the
-        bin-packer on the candidates' per-node inventory read in the same snapshot."""
-        reached = None if min_position is None else self.wait_for_position(min_position)
+        bin-packer on the candidates' per-node inventory read in the same REPEATABLE READ
+        snapshot."""
+        reached = None if min_position is None else await self.wait_for_position(min_position)
         prefilter = repository.prefilter(screen, self.online_since(), limit + 1)
-        with self.snapshot(single_statement=request is None) as (conn, schema):
-            rows = conn.execute(prefilter.with_position, prefilter.params).all()
-            truncated = len(rows) > limit
-            candidates = sorted(
-                (Candidate(r[3], r[4], tuple(r[5] or ()), tuple(r[6] or ()), r[7])
-                 for r in rows[:limit] if r[3] is not None), key=lambda c: c.owner)
-            rejected: list[tuple[str, str]] = []
-            if request is not None and candidates:
-                inventories = provider_nodes(conn, [c.owner for c in candidates])
-                candidates, rejected = exact_placements(request, candidates, inventories)
-        position, last_event_at, partitions = rows[0][:3]
-        as_of = as_of_from(position, last_event_at, partitions)
-        return Answer(schema, replace(as_of, min_position_reached=reached), tuple(candidates),
-                      screen, prefilter, tuple(rejected), truncated)
+        rejected: list[tuple[str, str]] = []
+        with unavailable_on_database_errors():
+            schema = await self.current_schema()
+            async with self.connections.connection() as conn, \
+                    conn.transaction() if request is not None else nullcontext():
+                cursor = await conn.execute(*prefilter.answer_sql(schema))
+                row = await cursor.fetchone()
+                assert row is not None  # aggregates: always one row
+                position, last_event_at, partitions, providers_json, truncated = row
+                if request is not None:
+                    providers = orjson.loads(providers_json)
+                    found = await read_inventories(conn, schema, [p["owner"] for p in providers])
+                    kept, rejected = exact_placements(request, providers, found)
+                    providers_json = orjson.dumps(kept).decode()
+        as_of = replace(as_of_from(position, last_event_at, partitions),
+                        min_position_reached=reached)
+        return Answer(schema, as_of, providers_json, screen, prefilter, tuple(rejected),
+                      truncated)
 
-    def bid_screening(self, request: GroupRequest, *, exact: bool = False,
-                      limit: int = DEFAULT_LIMIT, min_position: int | None = None) -> Answer:
-        return self.screen(screening_filter(request), request if exact else None, limit=limit,
-                           min_position=min_position)
+    async def bid_screening(self, request: GroupRequest, *, exact: bool = False,
+                            limit: int = DEFAULT_LIMIT, min_position: int | None = None
+                            ) -> Answer:
+        return await self.screen(screening_filter(request), request if exact else None,
+                                 limit=limit, min_position=min_position)
 
     # -- detail reads ------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Wire format: marker `C3 01`, the writer schema's 8-byte little-endian CRC-64-AVRO fingerprint,
 then the Avro binary body. Decoding resolves the writer schema by fingerprint and reads with the
-newest (reader) schema of the same event. Any bytes that cannot be decoded raise `DecodeError`
-with a reason; callers dead-letter them instead of crashing.
+newest (reader) schema of the same event; when the writer is the newest, no resolution is
+needed and fastavro reads it directly. Any bytes that cannot be decoded raise `DecodeError` with
+a reason; callers dead-letter them instead of crashing.
 """
 
 from __future__ import annotations
@@ -74,12 +75,14 @@ def decode(raw: bytes) -> Event:
     if writer is None:
         raise DecodeError(f"unknown schema fingerprint {raw[2:HEADER_LEN].hex()}")
     reader = latest(writer.event_type)
-    body = io.BytesIO(raw[HEADER_LEN:])
+    body = io.BytesIO(raw)
+    body.seek(HEADER_LEN)
     try:
-        data = schemaless_reader(body, writer.parsed, reader.parsed)
+        data = schemaless_reader(body, writer.parsed,
+                                 None if reader is writer else reader.parsed)
     except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
         raise DecodeError(f"corrupt {writer.event_type} body: {type(exc).__name__}: {exc}") from exc
-    if body.tell() != len(raw) - HEADER_LEN:
+    if body.tell() != len(raw):
         raise DecodeError(f"trailing bytes after a {writer.event_type} body")
     if not isinstance(data, dict):
         raise DecodeError(f"{writer.event_type} body is not a record")

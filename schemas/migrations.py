@@ -3,7 +3,9 @@
 Files `schemas/sql/NNNN_name.sql` are applied in order inside one transaction each and recorded
 in that schema's `schema_migrations` table, so `hwledger db migrate` is idempotent. A database
 already at a newer version than this code knows is refused with a clear error. The
-`hwledger_meta.active_schema` row tells the query service which schema is live.
+`hwledger_meta.active_schema` row tells the query service which schema is live;
+`hwledger_meta.deferred_inventory` lists schemas being rebuilt whose provider_inventory is
+built once at the end (projectors/rebuild.py).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def migrations() -> list[Migration]:
 
 
 def ensure_meta(conn: psycopg.Connection[Any]) -> None:
-    """Create the `hwledger_meta` schema with its active-schema pointer when missing."""
+    """Create the `hwledger_meta` schema and its tables when missing."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS hwledger_meta")
     conn.execute(
         """
@@ -60,6 +62,14 @@ def ensure_meta(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
         "INSERT INTO hwledger_meta.active_schema (schema_name) VALUES (%s) "
         "ON CONFLICT DO NOTHING", (DEFAULT_SCHEMA,))
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS hwledger_meta.deferred_inventory (
+            schema_name  text PRIMARY KEY,
+            since        timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
 
 
 def active_schema(conn: psycopg.Connection[Any]) -> str:

@@ -22,7 +22,9 @@ def _negative(prefix: str, record: Mapping[str, Any], names: Iterable[str]) -> l
     ]
 
 
-def _duplicates(values: Iterable[Any]) -> list[Any]:
+def _duplicates(values: list[Any]) -> list[Any]:
+    if len(set(values)) == len(values):
+        return []
     seen: set[Any] = set()
     dupes = []
     for v in values:
@@ -33,11 +35,12 @@ def _duplicates(values: Iterable[Any]) -> list[Any]:
 
 
 def _gpu_problems(gpus: list[Mapping[str, Any]]) -> list[str]:
-    found = []
+    slots = [g["slot_index"] for g in gpus]
+    found = [f"gpus: duplicate slot_index {dupe}" for dupe in _duplicates(slots)]
     known_links = interface_type_ids()
-    for dupe in _duplicates(g["slot_index"] for g in gpus):
-        found.append(f"gpus: duplicate slot_index {dupe}")
     for g in gpus:
+        if _gpu_plausible(g, known_links):
+            continue
         where = f"gpus[slot {g['slot_index']}]."
         if g["slot_index"] < 0:
             found.append(f"{where}slot_index must not be negative")
@@ -53,6 +56,16 @@ def _gpu_problems(gpus: list[Mapping[str, Any]]) -> list[str]:
     return found
 
 
+def _gpu_plausible(g: Mapping[str, Any], known_links: Mapping[str, int]) -> bool:
+    """The fast path of `_gpu_problems`: True when none of its checks can fail for `g`."""
+    native, actual = g.get("slot_native_interface"), g.get("actual_interface")
+    power = g.get("power_limit_w")
+    return (g["slot_index"] >= 0 and g["vram_bytes"] > 0 and g["interface"] in GPU_INTERFACES
+            and (native is None or native in known_links)
+            and (actual is None or actual in known_links)
+            and (power is None or power >= 0))
+
+
 def _snapshot_problems(data: Mapping[str, Any]) -> list[str]:
     system = data["system"]
     found = _negative("system.", system, ["ram_bytes"])
@@ -63,8 +76,9 @@ def _snapshot_problems(data: Mapping[str, Any]) -> list[str]:
     for volume in data["storage"]:
         found += _negative(f"storage[{volume['class']}].", volume, ["bytes"])
     found += [f"storage: duplicate class {c!r}"
-              for c in _duplicates(v["class"] for v in data["storage"])]
+              for c in _duplicates([v["class"] for v in data["storage"]])]
     return found + _gpu_problems(data["gpus"])
+
 
 
 def _run_started_problems(data: Mapping[str, Any]) -> list[str]:
@@ -86,7 +100,7 @@ def _run_finished_problems(data: Mapping[str, Any]) -> list[str]:
 
 def _attribute_problems(data: Mapping[str, Any]) -> list[str]:
     return [f"attributes: duplicate key {k!r}"
-            for k in _duplicates(a["key"] for a in data["attributes"])]
+            for k in _duplicates([a["key"] for a in data["attributes"]])]
 
 
 _CHECKS = {

@@ -11,7 +11,14 @@ from hwledger.deploy.commands import Subparsers, add_command, add_group
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
 from hwledger.projectors.metrics import Metrics
-from hwledger.projectors.service import Projector, ProjectorConfig, install_signal_handlers
+from hwledger.projectors.service import (
+    Projector,
+    ProjectorConfig,
+    install_signal_handlers,
+    start_replicas,
+    stop_replicas,
+    tune_gc,
+)
 from hwledger.projectors.writer import Writer, dead_letter_rows, parked_rows, to_json
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
@@ -30,6 +37,9 @@ def register(subparsers: Subparsers) -> None:
                          help="exit 0 after this long without messages")
     project.add_argument("--until-caught-up", action="store_true",
                          help="exit 0 once every assigned partition is projected to its end")
+    project.add_argument("--processes", type=positive, default=1,
+                         help="projector processes in the consumer group, one per core "
+                              "(default 1; metrics of process i on HWLEDGER_METRICS_PORT + i)")
     dlq = add_group(subparsers, "dlq", "dead letters and parked events")
     listing = add_command(dlq, "list", _list, "newest dead letters as JSON lines")
     listing.add_argument("--limit", type=positive, default=50)
@@ -69,11 +79,19 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
         batch_seconds=args.batch_seconds, park_ttl=timedelta(seconds=settings.park_ttl_seconds),
         idle_exit_seconds=args.exit_when_idle, exit_when_caught_up=args.until_caught_up)
     check_broker(config.kafka)
+    tune_gc()
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
     projector = Projector(config, metrics)
     install_signal_handlers(projector)
-    return projector.run()
+    replicas = start_replicas(config, args.processes - 1, settings.metrics_port)
+    try:
+        code = projector.run()
+    except BaseException:
+        stop_replicas(replicas)
+        raise
+    # Stopped by a signal: stop the replicas too; caught up or idle: they end on their own.
+    return code or stop_replicas(replicas, terminate=projector.stopping)
 
 
 def _writer(settings: Settings) -> Writer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -47,17 +48,16 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _table(answer: Answer) -> Table:
-    table = Table(title=f"{len(answer.candidates)} candidate(s), schema {answer.schema}, "
+    table = Table(title=f"{len(answer.providers())} candidate(s), schema {answer.schema}, "
                         f"position {answer.as_of.position}")
     for column in ("owner", "host uri", "gpu models", "audited by", "last seen", "placement"):
         table.add_column(column)
-    for c in answer.candidates:
-        placement = "" if c.placement is None else ", ".join(
-            f"{r.unit}.{r.replica}@{r.node_id}" + (f"{list(r.gpu_slots)}" if r.gpu_slots else "")
-            for r in c.placement.replicas)
-        table.add_row(c.owner, c.host_uri or "", " ".join(c.gpu_models),
-                      " ".join(c.audited_by),
-                      "" if c.last_seen_at is None else c.last_seen_at.isoformat(), placement)
+    for p in answer.providers():
+        placement = ", ".join(f"{r['unit']}.{r['replica']}@{r['node']}"
+                              + (f"{r['gpuSlots']}" if r["gpuSlots"] else "")
+                              for r in p.get("placement", ()))
+        table.add_row(p["owner"], p["hostUri"] or "", " ".join(p["gpuModels"]),
+                      " ".join(p["auditedBy"]), p["lastSeenAt"] or "", placement)
     return table
 
 
@@ -76,14 +76,19 @@ def screen(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidRequest as exc:
         raise UserError(f"{path}: {exc}") from exc
     service = service_for(settings)
+
+    async def ask() -> Answer:
+        try:
+            return await service.bid_screening(request, exact=args.exact, limit=args.limit)
+        finally:
+            await service.close()
+
     try:
-        answer = service.bid_screening(request, exact=args.exact, limit=args.limit)
+        answer = asyncio.run(ask())
     except Unavailable as exc:
         raise UserError(f"database: {exc}") from exc
-    finally:
-        service.engine.dispose()
     if args.json:
-        print(json.dumps(answer_json(answer, explain=True), indent=2))
+        print(json.dumps(json.loads(answer_json(answer, explain=True)), indent=2))
     else:
         console = Console()
         console.print(_table(answer))

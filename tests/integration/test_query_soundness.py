@@ -7,6 +7,7 @@ Histories are applied with the projector's `apply_events` (no Kafka, for speed).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -104,7 +105,7 @@ def sound(database_url: str) -> Iterator[tuple[str, QueryService]]:
         service = QueryService(make_engine(database_url, pool_size=1),
                                online_ttl_seconds=10**9, schema=schema)
         yield schema, service
-        service.engine.dispose()
+        asyncio.run(service.close())
 
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -121,8 +122,8 @@ def test_prefilter_never_drops_a_placeable_provider(
         apply_events(conn, events)
         conn.commit()
     group = parse_group_spec(request)
-    candidates = {c.owner for c in service.screen(screening_filter(group), limit=10_000)
-                  .candidates}
+    answer = asyncio.run(service.screen(screening_filter(group), limit=10_000))
+    candidates = {p["owner"] for p in answer.providers()}
     with service.snapshot() as (conn, _):
         inventories = provider_nodes(conn, providers)
     for provider in providers:

@@ -7,6 +7,7 @@ import time
 import urllib.error
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,11 +17,20 @@ import pytest
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
 from hwledger.deploy.localstack import free_port
-from hwledger.projectors.rebuild import rebuild, stored_offsets
+from hwledger.projectors.checksums import table_checksums
+from hwledger.projectors.projection import Record
+from hwledger.projectors.rebuild import (
+    create_versioned_schema,
+    finish_inventory,
+    rebuild,
+    stored_offsets,
+)
 from hwledger.projectors.synthetic import history
 from hwledger.projectors.verify import compare
+from hwledger.projectors.writer import Writer
+from hwledger.schemas import codec
 from hwledger.schemas.db import connect
-from hwledger.schemas.migrations import active_schema, migrate
+from hwledger.schemas.migrations import active_schema, drop_schema, migrate, scratch_schema
 from hwledger.seeds import seed_database
 from tests.integration.query_support import publish
 from tests.servers import Servers
@@ -154,3 +164,32 @@ def test_rebuild_fills_a_new_derived_column_for_the_whole_history(
     diffs = {d.table: d for d in compare(own_database, "hwledger", result.schema)}
     assert [t for t, d in diffs.items() if not d.equal] == ["system_hardware"]
     assert len(diffs["system_hardware"].only_in_b) > 0
+
+
+def test_deferred_inventory_is_built_once_and_equals_the_live_one(database_url: str) -> None:
+    records = [Record("deferred", 0, i, codec.encode(kind, data)) for i, (kind, data)
+               in enumerate(history(seed=3, providers=40, events=2000))]
+    first, rest = records[:1500], records[1500:]
+    deferred = create_versioned_schema(database_url, f"deferred_{uuid.uuid4().hex[:8]}")
+    try:
+        with scratch_schema(database_url, "live") as live, \
+                connect(database_url, live) as live_conn, \
+                connect(database_url, deferred) as conn:
+            live_writer = Writer(live_conn, timedelta(hours=6))
+            writer = Writer(conn, timedelta(hours=6), defer_inventory=True)
+            for batch in (first, rest):
+                live_writer.apply(batch, {})
+            writer.apply(first, {})
+            row = conn.execute("SELECT count(*), count(last_seen_at), sum(node_count), "
+                               "max(cardinality(gpu_models)) FROM provider_inventory").fetchone()
+            assert row == (40, 40, 0, 0)  # only the last event times while deferred
+            conn.commit()
+            finish_inventory(database_url, deferred)
+            writer.apply(rest, {})
+            assert not writer.defer_inventory
+            assert conn.execute("SELECT count(*) FROM hwledger_meta.deferred_inventory "
+                                "WHERE schema_name = %s", (deferred,)).fetchone() == (0,)
+            conn.commit()
+            assert table_checksums(conn) == table_checksums(live_conn)
+    finally:
+        drop_schema(database_url, deferred)

@@ -72,11 +72,15 @@ def test_one_statement_per_shape_values_only_in_parameters() -> None:
     first = prefilter(BidScreeningFilter(total_cpu=1, units=(UnitScreen(("amd",)),)), None, 5)
     second = prefilter(BidScreeningFilter(total_cpu=9, units=(UnitScreen(("nvidia",)),)), None,
                        7)
-    assert first.with_position is second.with_position
+    assert first.answer is second.answer
     assert second.params == {"total_cpu": 9, "unit0_gpu_tokens": ["nvidia"], "limit": 7}
-    sql, _ = compiled_sql(first.with_position)
+    sql, _ = compiled_sql(first.answer)
     assert sql.count("FROM provider_inventory") == 2  # the candidates and newest last_seen_at
-    assert "projection_offsets" in sql
+    assert "projection_offsets" in sql and "json_agg(json_build_object(" in sql
+    assert first.answer_sql("s1")[0] is first.answer_sql("s1")[0]  # compiled once per schema
+    qualified, values = second.answer_sql("s1")
+    assert "FROM s1.provider_inventory" in qualified and "FROM provider_inventory" not in qualified
+    assert values["total_cpu"] == 9 and values["limit"] == 7
 
 
 def test_globs_and_signed_by_are_checked_behind_an_offset_fence() -> None:
