@@ -10,6 +10,7 @@ from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.commands.project import positive
 from hwledger.deploy.config import Settings
 from hwledger.deploy.project_bench import BenchConfig, run_benchmark
+from hwledger.projectors.service import tune_gc
 
 
 def register(subparsers: Subparsers) -> None:
@@ -26,6 +27,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    tune_gc()
     figures = run_benchmark(BenchConfig(
         database_url=settings.require_database_url(), kafka=settings.kafka_config(),
         snapshots=args.snapshots, batch_size=args.batch_size, naive_seconds=args.naive_seconds,

@@ -9,6 +9,7 @@ from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.commands.project import positive
 from hwledger.deploy.config import Settings
 from hwledger.deploy.rebuild_bench import run_rebuild_benchmark
+from hwledger.projectors.service import tune_gc
 
 
 def register(subparsers: Subparsers) -> None:
@@ -23,6 +24,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    tune_gc()
     figures = run_rebuild_benchmark(settings.require_database_url(), settings.kafka_config(),
                                     args.events, args.live_seconds, args.batch_size,
                                     args.workers)

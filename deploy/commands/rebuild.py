@@ -20,6 +20,7 @@ from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
 from hwledger.projectors.rebuild import RebuildProgress, drop_old, rebuild
+from hwledger.projectors.service import tune_gc
 from hwledger.projectors.verify import TableDiff, compare
 from hwledger.schemas.db import check_schema_name, connect
 from hwledger.schemas.errors import UserError
@@ -61,6 +62,7 @@ def log_size(kafka: dict[str, object], topic: str) -> int:
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    tune_gc()
     url = settings.require_database_url()
     if args.drop_old:
         dropped = drop_old(url)
