@@ -19,6 +19,7 @@ Rules (DESIGN sections 4 and 5):
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,7 +37,7 @@ METRIC_FIELDS = ("wall_clock_seconds", "seconds_to_first_token", "tokens_per_sec
                  "gpu_sm_utilization_pct", "energy_wh")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """One message of the log (or one parked / dead-lettered copy of it)."""
 
@@ -47,7 +48,7 @@ class Record:
     parked_id: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decoded:
     """A record with its decoded event, or the reason it cannot be decoded."""
 
@@ -169,7 +170,13 @@ def decode_all(records: Iterable[Record]) -> list[Decoded]:
     return [decode(r) for r in records]
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _is_uuid(value: str) -> bool:
+    """Any spelling `uuid.UUID` accepts; the canonical one is checked without parsing."""
+    if _CANONICAL_UUID.fullmatch(value):
+        return True
     try:
         uuid.UUID(value)
     except ValueError:

@@ -15,11 +15,12 @@ GPU_INTERFACES = ("pcie", "sxm")
 
 
 def _negative(prefix: str, record: Mapping[str, Any], names: Iterable[str]) -> list[str]:
-    return [
-        f"{prefix}{name} must not be negative (got {record[name]})"
-        for name in names
-        if isinstance(record.get(name), int | float) and record[name] < 0
-    ]
+    found = []
+    for name in names:
+        value = record.get(name)
+        if value is not None and value < 0:
+            found.append(f"{prefix}{name} must not be negative (got {value})")
+    return found
 
 
 def _duplicates(values: list[Any]) -> list[Any]:
