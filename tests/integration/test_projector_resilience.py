@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 from hwledger.projectors.service import Projector
@@ -215,3 +216,27 @@ def test_lost_database_connection_is_retried_without_loss(
     with connect(database_url, db_schema) as conn:
         row = conn.execute("SELECT count(*) FROM applied_events").fetchone()
     assert row is not None and row[0] == 6000
+
+
+def test_processes_share_the_partitions_and_sigterm_stops_them_all(
+        database_url: str, kafka_config: dict[str, Any], topic: str, schemas: tuple[str, str],
+        log_messages: list[tuple[str, bytes]]) -> None:
+    live, clean = schemas
+    publish(kafka_config, topic, log_messages)
+    proc = spawn(database_url, live, topic, kafka_config, f"processes-{topic}",
+                 "--batch-size", "500", "--processes", "2")
+    deadline = time.monotonic() + 120
+    while stored_total(database_url, live, topic) < EVENTS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    replicas = psutil.Process(proc.pid).children()
+    with connect(database_url, live) as conn:
+        backends = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()[-1500:]
+    assert replicas and not any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE
+                                for r in replicas)
+    assert backends is not None and backends[0] >= 2  # one connection per process
+    assert_equals_clean_pass(database_url, live, clean, topic, kafka_config)
