@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ from confluent_kafka import Producer
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors.projection import Record, State, decode_all, project
 from hwledger.projectors.service import (
-    Projector,
     ProjectorConfig,
     start_replicas,
     stop_replicas,
@@ -104,35 +102,32 @@ def _stored(conn: Any, topic: str) -> int:
 
 def measure(config: BenchConfig, topic: str, schema: str, total: int, batch_size: int,
             budget: float | None, processes: int = 1) -> Run:
-    """Run a projector in-process (plus `processes` - 1 replica processes in its group) from
-    the first commit until `total` or `budget` seconds; memory is the sum over the processes."""
-    projector_config = ProjectorConfig(
+    """Run `processes` projector processes (one consumer group, started together so the group
+    forms once) from the first commit until `total` or `budget` seconds; memory is the sum of
+    their resident sets."""
+    replicas = start_replicas(ProjectorConfig(
         database_url=config.database_url, schema=schema, topic=topic,
         kafka={**config.kafka, **FAST_GROUP}, group_id=f"bench-{schema}",
-        batch_size=batch_size, park_ttl=timedelta(hours=6))
-    replicas = start_replicas(projector_config, processes - 1)
-    projector = Projector(projector_config)
-    worker = threading.Thread(target=projector.run, daemon=True)
-    worker.start()
-    tracked = [psutil.Process(), *(psutil.Process(r.pid) for r in replicas)]
+        batch_size=batch_size, park_ttl=timedelta(hours=6)), processes)
+    tracked = [psutil.Process(r.pid) for r in replicas]
     rates, rss = [], []
-    with connect(config.database_url, schema) as conn:
-        first = 0
-        while first == 0:
-            time.sleep(0.05)
-            first = _stored(conn, topic)
-        started = last_time = time.monotonic()
-        last = done = first
-        while done < total and (budget is None or time.monotonic() - started < budget):
-            time.sleep(1.0)
-            done, now = _stored(conn, topic), time.monotonic()
-            rates.append((done - last) / (now - last_time))
-            rss.append(sum(p.memory_info().rss for p in tracked) / 2**20)
-            last, last_time = done, now
-        elapsed = time.monotonic() - started
-    projector.stop()
-    worker.join()
-    stop_replicas(replicas)
+    try:
+        with connect(config.database_url, schema) as conn:
+            first = 0
+            while first == 0:
+                time.sleep(0.05)
+                first = _stored(conn, topic)
+            started = last_time = time.monotonic()
+            last = done = first
+            while done < total and (budget is None or time.monotonic() - started < budget):
+                time.sleep(1.0)
+                done, now = _stored(conn, topic), time.monotonic()
+                rates.append((done - last) / (now - last_time))
+                rss.append(sum(p.memory_info().rss for p in tracked) / 2**20)
+                last, last_time = done, now
+            elapsed = time.monotonic() - started
+    finally:
+        stop_replicas(replicas)
     return Run(done - first, elapsed, rates, rss)
 
 
