@@ -300,9 +300,10 @@ def start_replicas(config: ProjectorConfig, count: int,
     (none when 0). `stop_replicas` sends SIGTERM (each finishes its batch) and waits.
     """
     spawn = multiprocessing.get_context("spawn")
-    replicas = [spawn.Process(target=_replica, name=f"hwledger-projector-{i}",
-                              args=(config, metrics_port + i if metrics_port else 0))
-                for i in range(1, count + 1)]
+    replicas: list[BaseProcess] = [
+        spawn.Process(target=_replica, name=f"hwledger-projector-{i}",
+                      args=(config, metrics_port + i if metrics_port else 0))
+        for i in range(1, count + 1)]
     for replica in replicas:
         replica.start()
     return replicas
