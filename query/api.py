@@ -12,10 +12,11 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -195,11 +196,74 @@ class Metrics:
         return observed
 
 
-LimitParam = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="most providers returned")]
-ExplainParam = Annotated[bool, Query(description="add the computed filter, SQL and rejections")]
-MinPositionParam = Annotated[int | None, Query(
-    alias="minPosition", ge=0, le=2**62,
-    description="wait (bounded) until the projection position reaches this value")]
+_BOOLEANS = {**dict.fromkeys(("true", "1", "yes", "on", "t", "y"), True),
+             **dict.fromkeys(("false", "0", "no", "off", "f", "n"), False)}
+
+
+@dataclass(frozen=True)
+class ScreeningQuery:
+    """The screening routes' query parameters but bid screening's own `exact`. Read by hand:
+    FastAPI's per-request parameter resolution cost a fifth of the route's CPU
+    (docs/decisions.md); `_screening_openapi` documents them in the OpenAPI document, and a
+    bad value is 422 `{"error", "message"}` naming it, as FastAPI's would be."""
+
+    explain: bool = False
+    limit: int = DEFAULT_LIMIT
+    min_position: int | None = None
+
+    @classmethod
+    def parse(cls, request: Request) -> ScreeningQuery:
+        query = request.query_params
+        limit = _bounded(query.get("limit"), "limit", 1, MAX_LIMIT)
+        return cls(explain=_flag(query.get("explain"), "explain"),
+                   limit=DEFAULT_LIMIT if limit is None else limit,
+                   min_position=_bounded(query.get("minPosition"), "minPosition", 0, 2**62))
+
+
+def _bad_parameter(name: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("query", name), "msg": message}])
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value is None:
+        return False
+    try:
+        return _BOOLEANS[value.strip().lower()]
+    except KeyError:
+        raise _bad_parameter(name, "expected a boolean (true or false)") from None
+
+
+def _bounded(value: str | None, name: str, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise _bad_parameter(name, "expected an integer") from None
+    if not low <= number <= high:
+        raise _bad_parameter(name, f"must be between {low} and {high}")
+    return number
+
+
+def _parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+_EXPLAIN = _parameter("explain", "add the computed filter, SQL and rejections",
+                      {"type": "boolean", "default": False})
+_LIMIT = _parameter("limit", "most providers returned",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                     "default": DEFAULT_LIMIT})
+_MIN_POSITION = _parameter("minPosition",
+                           "wait (bounded) until the projection position reaches this value",
+                           {"type": "integer", "minimum": 0, "maximum": 2**62})
+_EXACT = _parameter("exact", "run the bin-packer and keep only placeable providers",
+                    {"type": "boolean", "default": False})
+
+
+def _screening_openapi(body: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any]:
+    return {**_body_schema(body), "parameters": list(parameters)}
 
 
 def create_app(service: QueryService) -> FastAPI:
@@ -231,26 +295,27 @@ def create_app(service: QueryService) -> FastAPI:
     async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
         return error(503, "unavailable", f"database: {exc}")
 
-    @app.post("/v1/bid-screening", openapi_extra=_body_schema(GROUP_SPEC_SCHEMA),
-              responses=_SCREENING_RESPONSES)
-    async def bid_screening(request: Request, exact: bool = False, explain: ExplainParam = False,
-                            limit: LimitParam = DEFAULT_LIMIT,
-                            min_position: MinPositionParam = None) -> Response:
+    @app.post("/v1/bid-screening", responses=_SCREENING_RESPONSES,
+              openapi_extra=_screening_openapi(GROUP_SPEC_SCHEMA, _EXACT, _EXPLAIN, _LIMIT,
+                                               _MIN_POSITION))
+    async def bid_screening(request: Request) -> Response:
         """Candidates for a GroupSpec; `exact=true` keeps only placeable ones (with placement)."""
+        exact = _flag(request.query_params.get("exact"), "exact")
+        query = ScreeningQuery.parse(request)
         group = parse_group_spec(await read_json(request))
-        answer = await service.bid_screening(group, exact=exact, limit=limit,
-                                             min_position=min_position)
-        return json_bytes(answer_json(answer, explain))
+        answer = await service.bid_screening(group, exact=exact, limit=query.limit,
+                                             min_position=query.min_position)
+        return json_bytes(answer_json(answer, query.explain))
 
-    @app.post("/v1/prefilter", openapi_extra=_body_schema(FILTER_SCHEMA),
-              responses=_SCREENING_RESPONSES)
-    async def prefilter(request: Request, explain: ExplainParam = False,
-                        limit: LimitParam = DEFAULT_LIMIT,
-                        min_position: MinPositionParam = None) -> Response:
-        """Candidates for a BidScreeningFilter (the prefilter alone)."""
+    @app.post("/v1/prefilter", responses=_SCREENING_RESPONSES,
+              openapi_extra=_screening_openapi(FILTER_SCHEMA, _EXPLAIN, _LIMIT, _MIN_POSITION))
+    async def prefilter(request: Request) -> Response:
+        """Candidates for a BidScreeningFilter (the prefilter alone); `exact` does not apply."""
+        query = ScreeningQuery.parse(request)
         screen = filter_from_json(await read_json(request))
-        answer = await service.screen(screen, limit=limit, min_position=min_position)
-        return json_bytes(answer_json(answer, explain))
+        answer = await service.screen(screen, limit=query.limit,
+                                      min_position=query.min_position)
+        return json_bytes(answer_json(answer, query.explain))
 
     def found_or_404(what: str, key: str, value: dict[str, Any] | None) -> JSONResponse:
         if value is None:

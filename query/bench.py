@@ -207,14 +207,37 @@ def bench_schema(database_url: str, providers: int, seed: int) -> Iterator[Setup
         drop_schema(database_url, schema)
 
 
-def time_sql(conn: psycopg.Connection[Any], schema: str, screens: Sequence[BidScreeningFilter],
-             online_since: datetime, probe: int | None) -> tuple[list[float], list[set[str]]]:
+@dataclass(frozen=True)
+class Statements:
+    """Builds the service's statements as the service does: on `schema`, with its statistics'
+    shares and the online TTL."""
+
+    schema: str
+    shares: repository.Shares
+    online_since: datetime
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection[Any], schema: str, online_since: datetime
+             ) -> Statements:
+        row = conn.execute(repository.SHARES_SQL, {"schema": schema}).fetchone()
+        return cls(schema, repository.shares_from(row), online_since)
+
+    def prefilter(self, screen: BidScreeningFilter, limit: int | None) -> repository.Prefilter:
+        return repository.prefilter(screen, self.online_since, limit, self.shares)
+
+    def answer(self, screen: BidScreeningFilter, probe: int | None) -> tuple[str, dict[str, Any]]:
+        return self.prefilter(screen, probe).answer_sql(self.schema)
+
+
+def time_sql(conn: psycopg.Connection[Any], statements: Statements,
+             screens: Sequence[BidScreeningFilter], probe: int | None
+             ) -> tuple[list[float], list[set[str]]]:
     """Per-request seconds of the service's one statement (projection position + candidates as
     JSON, `probe` = the service's limit + 1 or None for no limit; execute + fetch) and its
     answers."""
     seconds, answers = [], []
     for screen in screens:
-        sql, params = repository.prefilter(screen, online_since, probe).answer_sql(schema)
+        sql, params = statements.answer(screen, probe)
         started = time.perf_counter()
         row = conn.execute(sql, params).fetchone()
         seconds.append(time.perf_counter() - started)
@@ -222,14 +245,13 @@ def time_sql(conn: psycopg.Connection[Any], schema: str, screens: Sequence[BidSc
     return seconds, answers
 
 
-def server_times(conn: psycopg.Connection[Any], schema: str,
-                 screens: Sequence[BidScreeningFilter], online_since: datetime, probe: int
-                 ) -> list[float]:
+def server_times(conn: psycopg.Connection[Any], statements: Statements,
+                 screens: Sequence[BidScreeningFilter], probe: int) -> list[float]:
     """Per-request planning + execution seconds as Postgres itself reports them (EXPLAIN
     ANALYZE): the statement's cost without client-side scheduling noise."""
     seconds = []
     for screen in screens:
-        sql, params = repository.prefilter(screen, online_since, probe).answer_sql(schema)
+        sql, params = statements.answer(screen, probe)
         row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()
         plan = row[0][0] if row else {}
         seconds.append((plan.get("Planning Time", 0) + plan.get("Execution Time", 0)) / 1000)
@@ -249,12 +271,12 @@ def time_naive(conn: psycopg.Connection[Any], screens: Sequence[BidScreeningFilt
     return seconds, answers
 
 
-def explain_selective(conn: psycopg.Connection[Any], online_since: datetime) -> str:
+def explain_selective(conn: psycopg.Connection[Any], statements: Statements) -> str:
     """EXPLAIN of a request for a rare GPU model."""
     screen = screening_filter(parse_group_spec({"resources": [{"count": 1, "resource": {
         "cpu": {"units": {"val": "8000"}}, "gpu": {"units": {"val": "8"}, "attributes": [
             {"key": "vendor/nvidia/model/b200", "value": "true"}]}}}]}))
-    query = repository.prefilter(screen, online_since, 1000)
+    query = statements.prefilter(screen, 1000)
     sql, params = repository.compiled(query.statement, query.params)
     rows = conn.execute("EXPLAIN " + sql, repository.driver_params(params)).fetchall()
     return "\n".join(str(r[0]) for r in rows)
@@ -349,15 +371,15 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             f"(schema {setup.schema})")
         online_since = setup.now - timedelta(seconds=900)
         with connect(database_url, setup.schema, autocommit=True) as conn:
-            explain = explain_selective(conn, online_since)
+            statements = Statements.read(conn, setup.schema, online_since)
+            explain = explain_selective(conn, statements)
             gin = "provider_inventory_gpu_models_free" in explain
             say("EXPLAIN of a selective GPU request (nvidia/b200):\n" + explain)
             probe = DEFAULT_LIMIT + 1  # as the service asks
-            time_sql(conn, setup.schema, screens[:20], online_since, probe)  # warm caches
-            sql_seconds, sql_answers = time_sql(conn, setup.schema, screens, online_since, probe)
-            server = server_times(conn, setup.schema, screens, online_since, probe)
-            unlimited = time_sql(conn, setup.schema, screens[:naive_sample], online_since,
-                                 None)[1]
+            time_sql(conn, statements, screens[:20], probe)  # warm caches
+            sql_seconds, sql_answers = time_sql(conn, statements, screens, probe)
+            server = server_times(conn, statements, screens, probe)
+            unlimited = time_sql(conn, statements, screens[:naive_sample], None)[1]
             naive_seconds, naive_answers = time_naive(conn, screens[:naive_sample],
                                                       online_since)
         agree = unlimited == naive_answers

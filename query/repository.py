@@ -11,7 +11,7 @@ transaction's search_path to the active schema.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
@@ -156,18 +156,65 @@ def glob_clause(name: str, attributes: ColumnElement[Any]) -> ColumnElement[bool
 Condition = tuple[str, str, Any]  # (kind, parameter name, value)
 
 
-def conditions(screen: BidScreeningFilter, online_since: datetime | None) -> list[Condition]:
+COMMON_SHARE = 0.2  # a condition this common stays off the GIN path (docs/decisions.md)
+SHARES_SQL = (
+    "SELECT g.most_common_elems::text::text[], g.most_common_elem_freqs, "
+    "a.most_common_vals::text::jsonb[], a.most_common_freqs FROM (SELECT) AS one "
+    "LEFT JOIN pg_stats g ON g.schemaname = %(schema)s "
+    "AND g.tablename = 'provider_inventory' AND g.attname = 'gpu_models_free' "
+    "LEFT JOIN pg_stats a ON a.schemaname = %(schema)s "
+    "AND a.tablename = 'provider_inventory' AND a.attname = 'self_attributes'")
+
+
+@dataclass(frozen=True)
+class Shares:
+    """The share of providers with each GPU token free and with each self attribute, as the
+    planner's statistics (ANALYZE) count them: a token or attribute they do not list is taken
+    as rare. Read with SHARES_SQL (see `shares_from`)."""
+
+    gpu_tokens: Mapping[str, float] = field(default_factory=dict)
+    attributes: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+    def common_gpu(self, tokens: Sequence[str]) -> bool:
+        return sum(self.gpu_tokens.get(t, 0.0) for t in tokens) >= COMMON_SHARE
+
+    def common_attribute(self, key: str, value: str) -> bool:
+        return self.attributes.get((key, value), 0.0) >= COMMON_SHARE
+
+
+def shares_from(row: Sequence[Any] | None) -> Shares:
+    """`Shares` from the row of SHARES_SQL: the GPU tokens' element frequencies, and each
+    attribute's share summed over the most common whole `self_attributes` documents (a lower
+    bound, exact when they cover the fleet)."""
+    if row is None:
+        return Shares()
+    tokens, token_freqs, documents, document_freqs = row
+    attributes: dict[tuple[str, str], float] = {}
+    for document, freq in zip(documents or (), document_freqs or (), strict=True):
+        for key, value in (document.items() if isinstance(document, dict) else ()):
+            if isinstance(value, str):
+                attributes[(key, value)] = attributes.get((key, value), 0.0) + freq
+    # most_common_elem_freqs ends with three more numbers (min, max, null share): zip drops them
+    return Shares(dict(zip(tokens or (), token_freqs or (), strict=False)), attributes)
+
+
+def conditions(screen: BidScreeningFilter, online_since: datetime | None,
+               shares: Shares = Shares()) -> list[Condition]:
     """Every condition of the prefilter (DESIGN section 6), to be AND'd: its kind, the name of
-    its parameter, and the value bound to it."""
+    its parameter, and the value bound to it. A unit's GPU tokens that together are free at
+    COMMON_SHARE of the providers or more, and an attribute at least that common (per
+    `shares`), are `common_gpu` / `common_attribute` conditions, checked behind the fence
+    (`_statements`) instead of through a GIN index."""
     found: list[Condition] = []
     if online_since is not None:
         found.append(("online", "online_since", online_since))
-    for field, column in TOTAL_COLUMNS:
-        if getattr(screen, field) > 0:
-            found.append((column, field, getattr(screen, field)))
+    for name, column in TOTAL_COLUMNS:
+        if getattr(screen, name) > 0:
+            found.append((column, name, getattr(screen, name)))
     for index, unit in enumerate(screen.units):
         if unit.gpu_tokens:
-            found.append(("gpu", f"unit{index}_gpu_tokens", list(unit.gpu_tokens)))
+            found.append(("common_gpu" if shares.common_gpu(unit.gpu_tokens) else "gpu",
+                          f"unit{index}_gpu_tokens", list(unit.gpu_tokens)))
         if unit.storage_classes:
             found.append(("storage", f"unit{index}_storage_classes",
                           list(unit.storage_classes)))
@@ -179,7 +226,9 @@ def conditions(screen: BidScreeningFilter, online_since: datetime | None) -> lis
         if attr.key.endswith("*"):
             found.append(("glob", f"attribute{index}", (attr.key[:-1], attr.value)))
         else:
-            found.append(("attribute", f"attribute{index}", {attr.key: attr.value}))
+            kind = "common_attribute" if shares.common_attribute(attr.key, attr.value) \
+                else "attribute"
+            found.append((kind, f"attribute{index}", {attr.key: attr.value}))
     return found
 
 
@@ -191,7 +240,7 @@ def _clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
         return func.coalesce(columns["last_seen_at"],
                              literal_column("'-infinity'::timestamptz")) >= \
             bindparam(name, type_=DateTime(timezone=True))
-    if kind == "gpu":
+    if kind in ("gpu", "common_gpu"):
         return columns["gpu_models_free"].bool_op("&&")(_text_array_param(name))
     if kind == "storage":
         return columns["storage_classes"].bool_op("@>")(_text_array_param(name))
@@ -199,7 +248,7 @@ def _clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
         return columns["audited_by"].bool_op("@>")(_text_array_param(name))
     if kind == "any_of":
         return columns["audited_by"].bool_op("&&")(_text_array_param(name))
-    if kind == "attribute":
+    if kind in ("attribute", "common_attribute"):
         return columns["self_attributes"].bool_op("@>")(bindparam(name, type_=JSONB))
     if kind == "glob":
         return glob_clause(name, columns["self_attributes"])
@@ -209,8 +258,8 @@ def _clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
 Shape = tuple[tuple[str, str], ...]
 
 
-FENCED = frozenset({"glob", "all_of", "any_of"})
-EMPTY_TEXT_ARRAY = literal_column("'{}'::text[]")
+FENCED = frozenset({"glob", "all_of", "any_of", "common_gpu", "common_attribute"})
+EMPTY_TEXT_ARRAY: ColumnElement[Any] = literal_column("'{}'::text[]")
 
 
 def _key(name: str) -> ColumnElement[Any]:
@@ -252,11 +301,12 @@ def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
     """The prefilter, and the answer statement over it (`_answer`), for one shape of filter.
     Built once per shape: a request only binds values.
 
-    Glob attributes and signedBy are checked outside an `OFFSET 0` subquery holding the other
-    conditions. Postgres prices a glob's per-row `jsonb_each_text` as if it ran on every row,
-    and an auditor typically signed a large part of the fleet, yet (assuming independent
-    conditions) it would AND their 15-50k-row GIN bitmaps with the others' (10-25 ms at 100k
-    providers) where a scan stopping after `limit` rows takes ~1 ms (docs/decisions.md).
+    Glob attributes, signedBy and common GPU tokens are checked outside an `OFFSET 0` subquery
+    holding the other conditions. Postgres prices a glob's per-row `jsonb_each_text` as if it
+    ran on every row, and an auditor typically signed a large part of the fleet, as a common
+    GPU model is free at 20-45% of it, yet (assuming independent conditions) it would AND
+    their 15-50k-row GIN bitmaps with the others' (10-25 ms at 100k providers) where a scan
+    stopping after `limit` rows takes ~1 ms (docs/decisions.md).
     """
     inv = provider_inventory.c
     inner = {c.name: c for c in inv}
@@ -265,7 +315,7 @@ def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
     statement = select(*output).where(
         and_(true(), *(_clause(k, n, inner) for k, n in shape if k not in FENCED)))
     if fenced:
-        extra = [inv.storage_classes, inv.self_attributes]
+        extra = [inv.storage_classes, inv.self_attributes, inv.gpu_models_free]
         screened = statement.add_columns(*extra).offset(0).subquery("screened")
         outer = {c.name: c for c in screened.c}
         statement = select(*(screened.c[c.name] for c in output)).where(
@@ -312,10 +362,10 @@ class Prefilter:
 
 
 def prefilter(screen: BidScreeningFilter, online_since: datetime | None,
-              limit: int | None = None) -> Prefilter:
+              limit: int | None = None, shares: Shares = Shares()) -> Prefilter:
     """One parameterized SELECT of the candidate providers. No ORDER BY: with a limit, the scan
     stops at the first `limit` matches instead of sorting every match."""
-    found = conditions(screen, online_since)
+    found = conditions(screen, online_since, shares)
     params: dict[str, Any] = {}
     for kind, name, value in found:
         if kind == "glob":

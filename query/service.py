@@ -51,6 +51,14 @@ class Unavailable(Exception):
 
 
 @dataclass(frozen=True)
+class ReadModel:
+    """The schema the service reads and its statistics' `repository.Shares`."""
+
+    schema: str
+    shares: repository.Shares
+
+
+@dataclass(frozen=True)
 class AsOf:
     position: int
     last_event_at: datetime | None
@@ -114,7 +122,6 @@ class Connections:
 
     def __init__(self, url: str, size: int) -> None:
         self.url = url
-        self.size = size
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(size)
 
@@ -232,7 +239,7 @@ class QueryService:
         self.clock = clock
         self.fixed_schema = None if schema is None else check_schema_name(schema)
         self.max_wait_seconds = max_wait_seconds
-        self._schema_cache: tuple[float, str] | None = None
+        self._read_model: tuple[float, ReadModel] | None = None
         self._lock = threading.Lock()
 
     async def close(self) -> None:
@@ -241,17 +248,16 @@ class QueryService:
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _cached_schema(self) -> str | None:
-        if self.fixed_schema is not None:
-            return self.fixed_schema
-        cached = self._schema_cache
+    def _cached_read_model(self) -> ReadModel | None:
+        cached = self._read_model
         if cached is not None and time.monotonic() - cached[0] < SCHEMA_CACHE_SECONDS:
             return cached[1]
         return None
 
-    def active_schema(self) -> str:
-        """The schema to read, cached for a second so a rebuild switch needs no restart."""
-        cached = self._cached_schema()
+    def read_model(self) -> ReadModel:
+        """The schema to read (the pinned one, else the active one) and its shares, cached for
+        a second so a rebuild switch needs no restart."""
+        cached = self._cached_read_model()
         if cached is not None:
             return cached
         with self._lock:
@@ -260,28 +266,32 @@ class QueryService:
             try:
                 driver = raw.driver_connection
                 assert isinstance(driver, psycopg.Connection)
-                schema = check_schema_name(active_schema(driver))
+                schema = self.fixed_schema or check_schema_name(active_schema(driver))
+                shares = repository.shares_from(driver.execute(
+                    repository.SHARES_SQL, {"schema": schema}).fetchone())
                 raw.rollback()
             finally:
                 raw.close()
-            self._schema_cache = (now, schema)
-            return schema
+            found = ReadModel(schema, shares)
+            self._read_model = (now, found)
+            return found
 
-    async def current_schema(self) -> str:
-        """`active_schema()` without blocking the event loop (a thread once a second)."""
-        return self._cached_schema() or await asyncio.to_thread(self.active_schema)
+    def active_schema(self) -> str:
+        return self.read_model().schema
+
+    async def current_read_model(self) -> ReadModel:
+        """`read_model()` without blocking the event loop (a thread once a second)."""
+        cached = self._cached_read_model()
+        return cached if cached is not None else await asyncio.to_thread(self.read_model)
 
     @contextmanager
-    def snapshot(self, *, single_statement: bool = False
-                 ) -> Iterator[tuple[Connection, str]]:
+    def snapshot(self) -> Iterator[tuple[Connection, str]]:
         """A connection reading the active schema in one snapshot: a REPEATABLE READ, read-only
-        transaction, or autocommit for callers that read with one statement."""
+        transaction (the detail reads)."""
         with unavailable_on_database_errors():
             schema = self.active_schema()
             with self.engine.connect() as plain:
                 conn = plain.execution_options(schema_translate_map={None: schema})
-                if single_statement:
-                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn, schema
                 conn.rollback()
 
@@ -298,7 +308,7 @@ class QueryService:
         deadline = time.monotonic() + self.max_wait_seconds
         while True:
             with unavailable_on_database_errors():
-                schema = await self.current_schema()
+                schema = (await self.current_read_model()).schema
                 async with self.connections.connection() as conn:
                     cursor = await conn.execute(*repository.compiled(
                         repository.position_statement(), schema=schema))
@@ -320,10 +330,12 @@ class QueryService:
         bin-packer on the candidates' per-node inventory read in the same REPEATABLE READ
         snapshot."""
         reached = None if min_position is None else await self.wait_for_position(min_position)
-        prefilter = repository.prefilter(screen, self.online_since(), limit + 1)
         rejected: list[tuple[str, str]] = []
         with unavailable_on_database_errors():
-            schema = await self.current_schema()
+            model = await self.current_read_model()
+            schema = model.schema
+            prefilter = repository.prefilter(screen, self.online_since(), limit + 1,
+                                             model.shares)
             async with self.connections.connection() as conn, \
                     conn.transaction() if request is not None else nullcontext():
                 cursor = await conn.execute(*prefilter.answer_sql(schema))

@@ -48,11 +48,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _table(answer: Answer) -> Table:
-    table = Table(title=f"{len(answer.providers())} candidate(s), schema {answer.schema}, "
+    providers = answer.providers()
+    table = Table(title=f"{len(providers)} candidate(s), schema {answer.schema}, "
                         f"position {answer.as_of.position}")
     for column in ("owner", "host uri", "gpu models", "audited by", "last seen", "placement"):
         table.add_column(column)
-    for p in answer.providers():
+    for p in providers:
         placement = ", ".join(f"{r['unit']}.{r['replica']}@{r['node']}"
                               + (f"{r['gpuSlots']}" if r["gpuSlots"] else "")
                               for r in p.get("placement", ()))
@@ -122,8 +123,9 @@ class _Benchmark:
         parser.add_argument("--http-requests", type=int, default=3000)
         parser.add_argument("--clients", type=int, default=4, help="keep-alive HTTP clients")
         parser.add_argument("--port", type=int, help="port for the service (default: free)")
-        parser.add_argument("--workers", type=int, default=2,
-                            help="`hwledger serve --workers` processes")
+        parser.add_argument("--workers", type=int, default=1,
+                            help="`hwledger serve --workers` processes (1: Postgres and the "
+                                 "load client share the cores; see docs/performance.md)")
         parser.add_argument("--seed", type=int, default=7)
 
 

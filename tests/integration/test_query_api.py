@@ -6,14 +6,19 @@ assertion checks that specific providers are in or out of the answer.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from hwledger.deploy.kafka_admin import ensure_topic
+from hwledger.query.aggregator import parse_group_spec, screening_filter
+from hwledger.query.repository import Shares, compiled, prefilter
+from hwledger.schemas.db import connect
 from tests.factories import (
     GiB,
     at,
@@ -229,6 +234,41 @@ def test_as_of_tells_the_projection_position_and_min_position_waits(screen: Scre
     assert reached["asOf"]["minPositionReached"] is True
     ahead = screen(group_spec(cpu_unit(1000)), minPosition=as_of["position"] + 1)
     assert ahead["asOf"]["minPositionReached"] is False
+
+
+def test_limit_truncates_and_the_answer_is_ordered_json(screen: Screen) -> None:
+    full = screen(group_spec(cpu_unit(1000)))
+    assert full["truncated"] is False and len(full["providers"]) >= 3
+    assert [p["owner"] for p in full["providers"]] == sorted(owners(full))
+    first = full["providers"][0]
+    assert set(first) == {"owner", "hostUri", "auditedBy", "gpuModels", "lastSeenAt"}
+    assert datetime.fromisoformat(first["lastSeenAt"]).utcoffset() == timedelta(0)
+    cut = screen(group_spec(cpu_unit(1000)), limit=2)
+    assert cut["truncated"] is True and len(cut["providers"]) == 2
+    assert owners(cut) <= owners(full)
+
+
+def test_common_conditions_behind_the_fence_give_the_same_answers(
+        database_url: str, loaded: str) -> None:
+    """Statistics decide which conditions use a GIN index; never what the answer is."""
+    requests = [group_spec(gpu_unit(1, "vendor/nvidia/model/h100", "vendor/amd/model/mi300x"),
+                           attributes={"region": "us-west"}),
+                group_spec(gpu_unit(1, "vendor/nvidia/model/h100"),
+                           gpu_unit(1, "vendor/amd/model/mi300x")),
+                group_spec(cpu_unit(1000), any_of=[AUDITOR_A], attributes={"host/*": "akash"})]
+    common = Shares(gpu_tokens=dict.fromkeys(("nvidia/h100", "amd/mi300x"), 1.0),
+                    attributes={("region", "us-west"): 1.0})
+    with connect(database_url, loaded, autocommit=True) as conn:
+        for request in requests:
+            screen = screening_filter(parse_group_spec(request))
+            answers = []
+            for shares in (Shares(), common):
+                query = prefilter(screen, NOW - timedelta(seconds=900), 101, shares)
+                row = conn.execute(*query.answer_sql(loaded)).fetchone()
+                assert row is not None
+                answers.append(json.loads(row[3]))
+            assert answers[0] == answers[1] and answers[0]
+            assert "OFFSET" in compiled(prefilter(screen, None, 101, common).statement)[0]
 
 
 def test_prefilter_route_takes_the_filter(http: TestClient) -> None:

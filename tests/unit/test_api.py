@@ -68,12 +68,21 @@ def test_bad_filter_bodies_are_422(client: TestClient) -> None:
     assert status == 422 and answer["message"].startswith("total_gpu:")
 
 
-def test_bad_query_parameters_keep_the_error_shape(client: TestClient) -> None:
-    response = client.post("/v1/bid-screening?exact=maybe&limit=5",
-                           content=json.dumps({"resources": [GPU_UNIT]}))
+@pytest.mark.parametrize(("path", "query", "field"), [
+    ("/v1/bid-screening", "exact=maybe&limit=5", "query.exact"),
+    ("/v1/bid-screening", "explain=2", "query.explain"),
+    ("/v1/bid-screening", "limit=0", "query.limit"),
+    ("/v1/bid-screening", "limit=" + "9" * 5000, "query.limit"),
+    ("/v1/prefilter", "limit=10001", "query.limit"),
+    ("/v1/prefilter", "minPosition=-1", "query.minPosition"),
+    ("/v1/prefilter", "minPosition=1.5", "query.minPosition"),
+])
+def test_bad_query_parameters_keep_the_error_shape(client: TestClient, path: str, query: str,
+                                                   field: str) -> None:
+    response = client.post(f"{path}?{query}", content=json.dumps({"resources": [GPU_UNIT]}))
     assert response.status_code == 422
-    assert set(response.json()) == {"error", "message"}
-    assert response.json()["message"].startswith("query.exact:")
+    assert response.json()["error"] == "invalid_parameter"
+    assert response.json()["message"].startswith(f"{field}:")
 
 
 def test_bodies_over_64_kib_are_413(client: TestClient) -> None:
@@ -100,8 +109,11 @@ def test_openapi_lists_the_routes_with_body_schemas(client: TestClient) -> None:
     assert {"/v1/bid-screening", "/v1/prefilter", "/v1/providers/{owner}", "/v1/runs/{run_id}",
             "/v1/hardware/{system_hardware_id}", "/healthz", "/readyz",
             "/metrics"} <= set(document["paths"])
-    body = document["paths"]["/v1/bid-screening"]["post"]["requestBody"]
+    operation = document["paths"]["/v1/bid-screening"]["post"]
+    body = operation["requestBody"]
     assert body["content"]["application/json"]["schema"]["title"] == "GroupSpec"
+    assert {p["name"] for p in operation["parameters"]} == {"exact", "explain", "limit",
+                                                           "minPosition"}
     assert client.get("/docs").status_code == 200
 
 

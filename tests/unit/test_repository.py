@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from hwledger.query.aggregator import Attribute, BidScreeningFilter, UnitScreen
+from hwledger.query.repository import (
+    Shares,
+    gpu_statement,
+    node_statement,
+    prefilter,
+    shares_from,
+)
 from hwledger.query.repository import compiled as compiled_sql
-from hwledger.query.repository import gpu_statement, node_statement, prefilter
 
 ONLINE_SINCE = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -100,3 +106,24 @@ def test_inventory_statements_take_the_candidates_as_one_array() -> None:
         sql, params = compiled_sql(statement)
         assert "= ANY (" in sql
         assert ["p1", "p2"] in params.values()
+
+
+def test_common_gpu_tokens_and_attributes_go_behind_the_fence() -> None:
+    shares = shares_from((["nvidia", "nvidia/h100", "nvidia/b200"], [0.9, 0.45, 0.03],
+                          [{"region": "us-west", "tier": "a"}, {"region": "eu", "tier": "a"}],
+                          [0.3, 0.1]))
+    assert shares.common_gpu(["nvidia/h100"]) and not shares.common_gpu(["nvidia/b200"])
+    assert shares.common_gpu(["nvidia/b200", "nvidia/h100"])
+    assert shares.common_attribute("region", "us-west") and shares.common_attribute("tier", "a")
+    assert not shares.common_attribute("region", "eu") and not shares.common_attribute("x", "y")
+    screen = BidScreeningFilter(units=(UnitScreen(("nvidia/h100",)), UnitScreen(("nvidia/b200",))),
+                                attributes=(Attribute("region", "us-west"),
+                                            Attribute("region", "eu")))
+    sql, _ = compiled_sql(prefilter(screen, ONLINE_SINCE, 100, shares).statement)
+    inner, outer = sql.split("OFFSET")
+    assert "gpu_models_free && %(unit1_gpu_tokens)s" in inner
+    assert "self_attributes @> %(attribute1)s" in inner
+    assert "screened.gpu_models_free && %(unit0_gpu_tokens)s" in outer
+    assert "screened.self_attributes @> %(attribute0)s" in outer
+    assert shares_from(None) == Shares() and shares_from((None, None, None, None)) == Shares()
+    assert "OFFSET" not in compiled(screen)[0]  # no statistics: every index stays usable
