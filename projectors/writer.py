@@ -426,10 +426,15 @@ class Writer:
              p.decoded.record.raw, p.decoded.event.type if p.decoded.event else "",
              p.decoded.event_id, p.decoded.provider_id, p.waiting_for, p.occurred_at)
             for p in plan.newly_parked])
+        self.write_inventory(plan)
+
+    def write_inventory(self, plan: Plan) -> None:
+        """Recompute the provider_inventory rows of the providers `plan` touched."""
         if plan.last_seen:
             providers = sorted(plan.last_seen)
-            conn.execute(TOUCH_INVENTORY if self._inventory_deferred() else INVENTORY,
-                         {"providers": providers, "seen": [plan.last_seen[p] for p in providers]})
+            self.conn.execute(
+                TOUCH_INVENTORY if self._inventory_deferred() else INVENTORY,
+                {"providers": providers, "seen": [plan.last_seen[p] for p in providers]})
 
     def _inventory_deferred(self) -> bool:
         """Is this schema's inventory still deferred (a rebuild before its switch)?
