@@ -13,10 +13,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from confluent_kafka import Producer
 
+from hwledger.deploy.cli import main
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
 from hwledger.deploy.localstack import free_port
+from hwledger.projectors import catch_up
 from hwledger.projectors.checksums import table_checksums
 from hwledger.projectors.projection import Record
 from hwledger.projectors.rebuild import (
@@ -123,8 +126,6 @@ def test_rebuild_of_an_empty_log_finishes_and_switches(
 
 def test_rebuild_of_a_poisoned_log_rebuilds_the_dead_letters(
         own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
-    from confluent_kafka import Producer
-
     producer = Producer(kafka_config)
     for i in range(300):
         producer.produce(topic, key=f"p{i % 7}".encode(),
@@ -139,8 +140,6 @@ def test_rebuild_of_a_poisoned_log_rebuilds_the_dead_letters(
 
 def test_rebuild_fills_a_new_derived_column_for_the_whole_history(
         own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
-    from hwledger.projectors import catch_up
-
     publish(kafka_config, topic, list(history(seed=5, providers=30, events=600)))
     with connect(own_database, None) as conn:
         migrate(conn, "hwledger")
@@ -193,3 +192,27 @@ def test_deferred_inventory_is_built_once_and_equals_the_live_one(database_url: 
             assert table_checksums(conn) == table_checksums(live_conn)
     finally:
         drop_schema(database_url, deferred)
+
+
+def test_verify_replays_into_a_scratch_schema_and_finds_a_changed_inventory_row(
+        own_database: str, servers: Servers, kafka_config: dict[str, Any], topic: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(kafka_config, topic, list(history(seed=8, providers=25, events=800)))
+    with connect(own_database, None) as conn:
+        migrate(conn, "hwledger")
+    with connect(own_database, "hwledger") as conn:
+        seed_database(conn)
+        conn.commit()
+    catch_up(own_database, "hwledger", kafka_config, topic)
+    monkeypatch.setenv("HWLEDGER_DATABASE_URL", own_database)
+    monkeypatch.setenv("HWLEDGER_KAFKA_BOOTSTRAP", servers.kafka_bootstrap)
+    monkeypatch.setenv("HWLEDGER_TOPIC", topic)
+    assert main(["verify"]) == 0  # the replay's deferred inventory equals the live one
+    with connect(own_database, "hwledger") as conn:
+        conn.execute("UPDATE provider_inventory SET gpu_models_free = '{}' "
+                     "WHERE cardinality(gpu_models_free) > 0")
+        conn.commit()
+    assert main(["verify"]) == 1
+    with connect(own_database, None) as conn:
+        assert conn.execute("SELECT count(*) FROM hwledger_meta.deferred_inventory"
+                            ).fetchone() == (0,)
