@@ -8,17 +8,21 @@ provider_inventory row that disagrees with its nodes' GPUs.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from hwledger.deploy.kafka_admin import ensure_topic
+from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
 from hwledger.projectors.service import Projector
 from hwledger.projectors.synthetic import history
 from hwledger.schemas.db import connect
@@ -240,3 +244,43 @@ def test_processes_share_the_partitions_and_sigterm_stops_them_all(
     assert replicas and alive == []
     assert backends is not None and backends[0] >= 2  # one connection per process
     assert_equals_clean_pass(database_url, live, clean, topic, kafka_config)
+
+
+def test_broker_outage_is_ridden_out_without_loss(
+        database_url: str, schemas: tuple[str, str], tmp_path: Path,
+        log_messages: list[tuple[str, bytes]]) -> None:
+    """The broker process is frozen for 8 s (SIGSTOP) while the projector runs and a producer
+    keeps sending: the projector neither exits nor loses or repeats an event. A frozen process
+    stands in for a restart because the embedded broker keeps its log in memory only."""
+    live, clean = schemas
+    port = free_port()
+    broker = EmbeddedBroker(tmp_path / "broker.log").start(port)
+    kafka_config = {"bootstrap.servers": f"127.0.0.1:{port}"}
+    try:
+        topic = f"hwledger.outage.{port}"
+        ensure_topic(kafka_config, topic, 3)
+        publish(kafka_config, topic, log_messages[:EVENTS // 2])
+        proc = spawn(database_url, live, topic, kafka_config, f"outage-{topic}",
+                     "--batch-size", "500")
+        deadline = time.monotonic() + 60
+        while stored_total(database_url, live, topic) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(broker, signal.SIGSTOP)
+        later = threading.Thread(target=publish, daemon=True,
+                                 args=(kafka_config, topic, log_messages[EVENTS // 2:]))
+        later.start()
+        time.sleep(8)
+        assert proc.poll() is None
+        os.kill(broker, signal.SIGCONT)
+        later.join(60)
+        deadline = time.monotonic() + 120
+        while stored_total(database_url, live, topic) < EVENTS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None  # rode the outage out
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr.decode()[-1500:]
+        assert_equals_clean_pass(database_url, live, clean, topic, kafka_config)
+    finally:
+        os.kill(broker, signal.SIGCONT)
+        stop_pid(broker)
