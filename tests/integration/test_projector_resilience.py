@@ -14,7 +14,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from hwledger.projectors.synthetic import history
 from hwledger.schemas.db import connect
 from tests.integration.projector_support import (
     INVENTORY_DISAGREES_WITH_NODES,
+    RestartingProxy,
     checksums,
     encoded,
     fresh_schema,
@@ -246,41 +248,65 @@ def test_processes_share_the_partitions_and_sigterm_stops_them_all(
     assert_equals_clean_pass(database_url, live, clean, topic, kafka_config)
 
 
-def test_broker_outage_is_ridden_out_without_loss(
+def ride_out_outage(database_url: str, schemas: tuple[str, str], kafka_config: dict[str, Any],
+                    log_messages: list[tuple[str, bytes]], outage: Callable[[], None],
+                    recover: Callable[[], None]) -> None:
+    """Half the log is projecting when `outage` starts; a producer sends the other half
+    during it; after 8 s `recover`. The projector must neither exit nor lose or repeat one."""
+    live, clean = schemas
+    topic = f"hwledger.outage.{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka_config, topic, 3)
+    publish(kafka_config, topic, log_messages[:EVENTS // 2])
+    proc = spawn(database_url, live, topic, kafka_config, f"outage-{topic}", "--batch-size", "500")
+    deadline = time.monotonic() + 60
+    while stored_total(database_url, live, topic) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    outage()
+    later = threading.Thread(target=publish, daemon=True,
+                             args=(kafka_config, topic, log_messages[EVENTS // 2:]))
+    later.start()
+    time.sleep(8)
+    assert proc.poll() is None
+    recover()
+    later.join(60)
+    deadline = time.monotonic() + 120
+    while stored_total(database_url, live, topic) < EVENTS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None  # rode the outage out
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr.decode()[-1500:]
+    assert_equals_clean_pass(database_url, live, clean, topic, kafka_config)
+
+
+def test_frozen_broker_is_ridden_out_without_loss(
         database_url: str, schemas: tuple[str, str], tmp_path: Path,
         log_messages: list[tuple[str, bytes]]) -> None:
-    """The broker process is frozen for 8 s (SIGSTOP) while the projector runs and a producer
-    keeps sending: the projector neither exits nor loses or repeats an event. A frozen process
-    stands in for a restart because the embedded broker keeps its log in memory only."""
-    live, clean = schemas
+    """The broker process stops answering for 8 s (SIGSTOP), connections stay open."""
     port = free_port()
     broker = EmbeddedBroker(tmp_path / "broker.log").start(port)
-    kafka_config = {"bootstrap.servers": f"127.0.0.1:{port}"}
     try:
-        topic = f"hwledger.outage.{port}"
-        ensure_topic(kafka_config, topic, 3)
-        publish(kafka_config, topic, log_messages[:EVENTS // 2])
-        proc = spawn(database_url, live, topic, kafka_config, f"outage-{topic}",
-                     "--batch-size", "500")
-        deadline = time.monotonic() + 60
-        while stored_total(database_url, live, topic) == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(broker, signal.SIGSTOP)
-        later = threading.Thread(target=publish, daemon=True,
-                                 args=(kafka_config, topic, log_messages[EVENTS // 2:]))
-        later.start()
-        time.sleep(8)
-        assert proc.poll() is None
-        os.kill(broker, signal.SIGCONT)
-        later.join(60)
-        deadline = time.monotonic() + 120
-        while stored_total(database_url, live, topic) < EVENTS and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert proc.poll() is None  # rode the outage out
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-        assert proc.returncode == 0, stderr.decode()[-1500:]
-        assert_equals_clean_pass(database_url, live, clean, topic, kafka_config)
+        ride_out_outage(database_url, schemas, {"bootstrap.servers": f"127.0.0.1:{port}"},
+                        log_messages, lambda: os.kill(broker, signal.SIGSTOP),
+                        lambda: os.kill(broker, signal.SIGCONT))
     finally:
         os.kill(broker, signal.SIGCONT)
+        stop_pid(broker)
+
+
+def test_broker_restart_is_ridden_out_without_loss(
+        database_url: str, schemas: tuple[str, str], tmp_path: Path,
+        log_messages: list[tuple[str, bytes]]) -> None:
+    """Every connection to the broker drops and new ones are turned away for 8 s, as in a
+    restart (through `RestartingProxy`: the embedded broker itself would lose its log)."""
+    port, proxy_port = free_port(), free_port()
+    broker = EmbeddedBroker(tmp_path / "broker.log").start(port, advertised_port=proxy_port)
+    proxy = RestartingProxy(proxy_port, port)
+    proxy.start()
+    try:
+        ride_out_outage(database_url, schemas, {"bootstrap.servers": f"127.0.0.1:{proxy_port}"},
+                        log_messages, lambda: proxy.restart(8), lambda: None)
+        assert proxy.restarts == 1 and proxy.reconnects > 0  # clients did reconnect
+    finally:
+        proxy.close()
         stop_pid(broker)
