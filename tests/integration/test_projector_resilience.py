@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -23,10 +25,11 @@ import psutil
 import pytest
 
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
+from hwledger.deploy.localstack import EmbeddedBroker, EmbeddedPostgres, free_port, stop_pid
 from hwledger.projectors.service import Projector
 from hwledger.projectors.synthetic import history
 from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import prepare_schema
 from tests.integration.projector_support import (
     INVENTORY_DISAGREES_WITH_NODES,
     RestartingProxy,
@@ -310,3 +313,36 @@ def test_broker_restart_is_ridden_out_without_loss(
     finally:
         proxy.close()
         stop_pid(broker)
+
+
+def test_postgres_restart_is_retried_without_loss(
+        kafka_config: dict[str, Any], topic: str, log_messages: list[tuple[str, bytes]]) -> None:
+    """A PostgreSQL server of its own is stopped for 3 s and started again while the
+    projector runs: it retries with backoff, reconnects and resumes; every event once."""
+    workdir = Path(tempfile.mkdtemp(prefix="hwledger-test-pg-restart-"))
+    server, port = EmbeddedPostgres(workdir / "data"), free_port()
+    try:
+        url = server.start(port)
+        prepare_schema(url, "hwledger")
+        publish(kafka_config, topic, log_messages[:6000])
+        projector = Projector(projector_config(url, "hwledger", topic, kafka_config,
+                                               batch_size=200, backoff_seconds=0.2))
+        worker = threading.Thread(target=projector.run)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while stored_total(url, "hwledger", topic) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.stop()
+        time.sleep(3)
+        server.start(port)
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+        assert (projector.metrics.registry.get_sample_value("hwledger_projector_retries_total")
+                or 0) >= 1
+        assert stored_total(url, "hwledger", topic) == 6000
+        with connect(url, "hwledger") as conn:
+            row = conn.execute("SELECT count(*) FROM applied_events").fetchone()
+        assert row is not None and row[0] == 6000
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
