@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 import pytest
 
 from hwledger.deploy.kafka_admin import ensure_topic
@@ -346,3 +347,45 @@ def test_postgres_restart_is_retried_without_loss(
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_serialization_failures_and_deadlocks_are_retried_then_given_up(
+        database_url: str, db_schema: str, kafka_config: dict[str, Any], topic: str) -> None:
+    """Postgres raises these under concurrent writers; they are injected here (the projector's
+    READ COMMITTED batches rarely meet them) to check the policy: retried with backoff on a
+    fresh connection, `max_retries` attempts at most, other errors not retried."""
+    projector = Projector(projector_config(database_url, db_schema, topic, kafka_config,
+                                           backoff_seconds=0.01, max_retries=3))
+    try:
+        failures: list[Exception] = [psycopg.errors.SerializationFailure("could not serialize"),
+                                     psycopg.errors.DeadlockDetected("deadlock detected")]
+        first_backend = projector.conn.info.backend_pid
+
+        def flaky() -> str:
+            if failures:
+                raise failures.pop(0)
+            return "applied"
+
+        assert projector._with_retries(flaky) == "applied"
+        assert projector.metrics.registry.get_sample_value(
+            "hwledger_projector_retries_total") == 2
+        assert projector.conn.info.backend_pid != first_backend  # reconnected
+
+        def always() -> None:
+            raise psycopg.errors.SerializationFailure("could not serialize")
+
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            projector._with_retries(always)
+        assert projector.metrics.registry.get_sample_value(
+            "hwledger_projector_retries_total") == 4  # 2 more, then the 3rd attempt gave up
+
+        def broken() -> None:
+            raise ValueError("not transient")
+
+        with pytest.raises(ValueError):
+            projector._with_retries(broken)
+        assert projector.metrics.registry.get_sample_value(
+            "hwledger_projector_retries_total") == 4
+    finally:
+        projector.consumer.close()
+        projector.conn.close()
