@@ -109,10 +109,10 @@ def measure(config: BenchConfig, topic: str, schema: str, total: int, batch_size
     """Run `processes` projector processes (one consumer group, started together so the group
     forms once) from the first commit until `total` or `budget` seconds; memory is the sum of
     their resident sets."""
-    replicas = start_replicas(ProjectorConfig(
+    replicas = start_replicas([ProjectorConfig(
         database_url=config.database_url, schema=schema, topic=topic,
         kafka={**config.kafka, **FAST_GROUP}, group_id=f"bench-{schema}",
-        batch_size=batch_size, park_ttl=timedelta(hours=6)), processes)
+        batch_size=batch_size, park_ttl=timedelta(hours=6))] * processes)
     tracked = [psutil.Process(r.pid) for r in replicas]
     rates, rss = [], []
     try:

@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from hwledger.schemas import codec, identity, tokens, validation
+from hwledger.schemas.cache import BoundedCache
 from hwledger.seeds import interface_type_ids
 
 Row = tuple[Any, ...]
@@ -268,6 +269,69 @@ def _attributes(items: Iterable[Mapping[str, str]]) -> str:
     return json.dumps({a["key"]: a["value"] for a in items}, sort_keys=True)
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotContent:
+    """What a snapshot's content (its fields after the envelope) projects to: its problems, or
+    its rows (system, software, GPUs, slot links, allocatable, storage and power JSON). The
+    same for every heartbeat of unchanged hardware, so `snapshot_content` computes it once per
+    distinct content."""
+
+    problems: tuple[str, ...]
+    system: Row = ()
+    software: Row = ()
+    gpus: tuple[Row, ...] = ()
+    links: tuple[Row, ...] = ()
+    slots: frozenset[int] = frozenset()
+    allocatable: Row = ()
+    storage: str = "[]"
+    power: str = "{}"
+
+
+_snapshot_contents: BoundedCache[bytes, SnapshotContent] = BoundedCache(
+    codec.CONTENT_CACHE_SIZE)
+
+
+def snapshot_content(event: codec.Event) -> SnapshotContent:
+    """The content rows of a HardwareSnapshotted, memoized by its encoded content."""
+    key = event.content
+    found = None if key is None else _snapshot_contents.get(key)
+    if found is None:
+        found = _snapshot_content(event.data)
+        if key is not None:
+            _snapshot_contents.put(key, found)
+    return found
+
+
+def _snapshot_content(data: Mapping[str, Any]) -> SnapshotContent:
+    found = validation.content_problems("HardwareSnapshotted", data)
+    if found:
+        return SnapshotContent(tuple(found))
+    gpus = data["gpus"]
+    system = system_row(data["system"], gpus)
+    gpu_rows = tuple(gpu_row(g) for g in gpus)
+    links = interface_type_ids()
+    alloc = data["allocatable"]
+    power = {str(g["slot_index"]): g["power_limit_w"] for g in gpus
+             if g.get("power_limit_w") is not None}
+    storage = [{"class": v["class"], "bytes": v["bytes"]} for v in data["storage"]]
+    return SnapshotContent(
+        (), system, software_row(data["software"]), gpu_rows,
+        tuple((system[0], g["slot_index"], row[0],
+               links.get(g.get("slot_native_interface") or ""),
+               links.get(g.get("actual_interface") or "")) for g, row in zip(gpus, gpu_rows,
+                                                                              strict=True)),
+        frozenset(g["slot_index"] for g in gpus),
+        (alloc["cpu_millicores"], alloc["memory_bytes"], alloc["ephemeral_storage_bytes"]),
+        json.dumps(storage, sort_keys=True), json.dumps(power, sort_keys=True))
+
+
+def problems(event: codec.Event) -> list[str]:
+    """`validation.problems` of an event; a snapshot's content checks come from its memo."""
+    if event.type == "HardwareSnapshotted":
+        return validation.envelope_problems(event.data) + list(snapshot_content(event).problems)
+    return validation.problems(event.type, event.data)
+
+
 class _Projector:
     """Walks one batch in order; a class only to share the plan and state between handlers."""
 
@@ -275,7 +339,6 @@ class _Projector:
         self.state = state
         self.plan = plan
         self.park_ttl = park_ttl
-        self.links = interface_type_ids()
         self.parked_ids = state.parked_event_ids()
 
     def dead(self, item: Decoded, reason: str) -> None:
@@ -337,7 +400,7 @@ class _Projector:
                 item.record.parked_id is None and event_id in self.parked_ids):
             self.plan.duplicates += 1
             return
-        found = validation.problems(item.event.type, data)
+        found = problems(item.event)
         if found:
             self.dead(item, "; ".join(found))
             return
@@ -367,29 +430,20 @@ class _Projector:
             self.release(provider, f"run {item.event.data['run_id']}")
 
     def on_HardwareSnapshotted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+        assert item.event is not None
         plan = self.plan
         event_id, at = str(data["event_id"]), data["occurred_at"]
         provider, node = str(data["provider_id"]), str(data["node_id"])
-        gpus = data["gpus"]
-        system = system_row(data["system"], gpus)
-        software = software_row(data["software"])
-        plan.system_hardware[system[0]] = system
-        plan.system_software[software[0]] = software
-        for gpu in gpus:
-            row = gpu_row(gpu)
+        content = snapshot_content(item.event)
+        system_id, software_id = content.system[0], content.software[0]
+        plan.system_hardware[system_id] = content.system
+        plan.system_software[software_id] = content.software
+        for row in content.gpus:
             plan.gpu_hardware[row[0]] = row
-            plan.system_gpu_links[(system[0], gpu["slot_index"])] = (
-                system[0], gpu["slot_index"], row[0],
-                self.links.get(gpu.get("slot_native_interface") or ""),
-                self.links.get(gpu.get("actual_interface") or ""))
-        alloc = data["allocatable"]
-        power = {str(g["slot_index"]): g["power_limit_w"] for g in gpus
-                 if g.get("power_limit_w") is not None}
-        storage = [{"class": v["class"], "bytes": v["bytes"]} for v in data["storage"]]
-        plan.snapshots.append((
-            event_id, provider, node, system[0], software[0], at, alloc["cpu_millicores"],
-            alloc["memory_bytes"], alloc["ephemeral_storage_bytes"],
-            json.dumps(storage, sort_keys=True), json.dumps(power, sort_keys=True)))
+        for link in content.links:
+            plan.system_gpu_links[(system_id, link[1])] = link
+        plan.snapshots.append((event_id, provider, node, system_id, software_id, at,
+                               *content.allocatable, content.storage, content.power))
         key = (provider, node)
         current = plan.nodes.get(key)
         if current is None:
@@ -401,7 +455,7 @@ class _Projector:
             current.first_seen_at = min(current.first_seen_at, at)
             current.last_seen_at = max(current.last_seen_at, at)
         self.state.snapshots[event_id] = KnownSnapshot(
-            provider, node, frozenset(g["slot_index"] for g in gpus), system[0], software[0])
+            provider, node, content.slots, system_id, software_id)
         return None
 
     def on_RunStarted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:

@@ -1,14 +1,19 @@
 """Rebuild: replay the whole log into a fresh versioned schema, then switch readers to it.
 
-`hwledger rebuild` creates `hwledger_v<N>` (migrated and seeded), projects the topic from offset
-0 into it with its own offsets and consumer group (the live schema is never touched), using big
-batches so the writer's COPY path carries the insert-only tables. After every batch it tries
-the switch: in ONE transaction that locks `hwledger_meta.active_schema`, if the new schema's
-offsets have reached the live schema's offsets on every partition, the pointer moves to the new
-schema. Query services read the pointer per request, so queries in flight finish on the old
-schema and the next ones use the new one: no error, no restart. After the switch the rebuild
-keeps projecting as a live projector until it is stopped or another projector writes the same
-offsets (the compare-and-set fence) and takes over: the hand-over of docs/operations.md.
+`hwledger rebuild` creates `hwledger_v<N>` (migrated and seeded) and projects the topic from
+offset 0 into it with its own offsets (the live schema is never touched), using big batches so
+the writer's COPY path carries the insert-only tables. Two phases:
+
+1. `replay`: the log as it is, by `workers` processes with a fixed share of the partitions each
+   (no consumer group to form or rebalance), each until its partitions are at their end;
+2. `Rebuilder` (with a switch): a consumer-group projector that projects what arrived since
+   and, after every batch, tries the switch: in ONE transaction that locks
+   `hwledger_meta.active_schema`, if the new schema's offsets have reached the live schema's
+   offsets on every partition, the pointer moves to the new schema. Query services read the
+   pointer per request, so queries in flight finish on the old schema and the next ones use
+   the new one: no error, no restart. With `keep_projecting` it goes on as a live projector
+   until it is stopped or another projector writes the same offsets (the compare-and-set
+   fence) and takes over: the hand-over of docs/operations.md.
 
 No reader looks at the new schema before the switch, so its `provider_inventory` is deferred
 (`hwledger_meta.deferred_inventory`): batches only record each provider's last event time, and
@@ -19,6 +24,7 @@ of the live projector in Postgres, off the replay.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -27,13 +33,19 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.projection import Record
-from hwledger.projectors.service import Projector, ProjectorConfig, start_replicas, stop_replicas
+from hwledger.projectors.service import (
+    Projector,
+    ProjectorConfig,
+    start_replicas,
+    stop_replicas,
+    topic_partitions,
+)
 from hwledger.projectors.writer import PROJECTION, build_deferred_inventory
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect
 from hwledger.schemas.migrations import active_schema, ensure_meta, prepare_schema
 
+log = logging.getLogger("hwledger.rebuild")
 SCHEMA_PREFIX = "hwledger_v"
 _VERSIONED = re.compile(rf"^{SCHEMA_PREFIX}(\d+)$")
 
@@ -117,40 +129,84 @@ class RebuildProgress:
     listeners: list[Callable[[RebuildProgress], None]] = field(default_factory=list)
 
 
-class Rebuilder(Projector):
-    """A projector into a new schema that switches readers once it has caught up."""
+class Reporter:
+    """Counts the events the new schema holds (its stored offsets, whichever process wrote
+    them) and tells the listeners; owns the rebuild's connection outside the new schema."""
 
-    def __init__(self, config: ProjectorConfig, progress: RebuildProgress, *, switch: bool,
-                 keep_projecting: bool, metrics: Metrics | None = None) -> None:
-        super().__init__(config, metrics)
+    def __init__(self, database_url: str, progress: RebuildProgress, topic: str) -> None:
+        self.meta = connect(database_url, None, autocommit=True)
         self.progress = progress
-        self.switch = switch
-        self.keep_projecting = keep_projecting
-        self.meta = connect(config.database_url, None, autocommit=False)
+        self.topic = topic
+
+    def __call__(self) -> None:
+        self.progress.events = sum(stored_offsets(self.meta, self.progress.schema,
+                                                  self.topic).values())
+        for listener in self.progress.listeners:
+            listener(self.progress)
+
+
+class ReportingProjector(Projector):
+    """A projector that reports the rebuild's progress after every batch."""
+
+    def __init__(self, config: ProjectorConfig, report: Reporter) -> None:
+        super().__init__(config)
+        self.report = report
 
     def _apply(self, records: list[Record]) -> None:
         super()._apply(records)
-        self.progress.events += len(records)
+        self.report()
+
+
+class Rebuilder(ReportingProjector):
+    """The consumer-group projector into the new schema that switches readers once it has
+    caught up with the live schema (and, with `keep_projecting`, goes on as a live one)."""
+
+    def __init__(self, config: ProjectorConfig, report: Reporter, *, switch: bool,
+                 keep_projecting: bool) -> None:
+        super().__init__(config, report)
+        self.switch = switch
+        self.keep_projecting = keep_projecting
+
+    def _apply(self, records: list[Record]) -> None:
+        super()._apply(records)
         self._maybe_switch()
 
     def _maybe_switch(self) -> None:
-        if self.switch and not self.progress.switched and self.positions:
-            self.progress.switched = try_switch(self.meta, self.progress.schema,
-                                                self.config.topic)
-        for listener in self.progress.listeners:
-            listener(self.progress)
+        progress = self.report.progress
+        if self.switch and not progress.switched and self.positions:
+            progress.switched = try_switch(self.report.meta, progress.schema,
+                                           self.config.topic)
 
     def _done(self, idle_since: float) -> bool:
         if self._caught_up():
             self._maybe_switch()
-            return (self.progress.switched or not self.switch) and not self.keep_projecting
+            return (self.report.progress.switched or not self.switch) \
+                and not self.keep_projecting
         return super()._done(idle_since)
 
-    def run(self) -> int:
-        try:
-            return super().run()
-        finally:
-            self.meta.close()
+
+def replay(config: ProjectorConfig, workers: int, report: Reporter) -> None:
+    """Project every partition from its stored offset to the end of the log: `workers`
+    processes (this one and helpers) with a fixed share of the partitions each, so there is
+    no consumer group to form and no rebalance when one finishes. A helper that fails leaves
+    its share to this process."""
+    partitions = topic_partitions(config)
+    shares = [tuple(partitions[i::workers]) for i in range(max(1, workers))]
+    helpers = start_replicas([replace(config, partitions=share) for share in shares[1:]
+                              if share])
+    try:
+        ReportingProjector(replace(config, partitions=shares[0]), report).run()
+        for helper in helpers:
+            while helper.is_alive():
+                helper.join(0.5)
+                report()
+    except BaseException:
+        stop_replicas(helpers)
+        raise
+    failed = stop_replicas(helpers, terminate=False)
+    if failed:
+        log.warning("a rebuild helper exited with %d; replaying its partitions here", failed)
+        ReportingProjector(replace(config, partitions=tuple(partitions)), report).run()
 
 
 def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: bool = True,
@@ -159,10 +215,10 @@ def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: boo
             schema: str | None = None) -> RebuildProgress:
     """Replay `topic` into a new schema and (with `switch`) point readers at it once caught up.
 
-    Without `switch` it returns when the replay reached the end of the log (a scratch replay
-    for `hwledger verify`); with `keep_projecting` it goes on as a live projector. `workers`
-    > 1 adds helper processes to the rebuild's consumer group: the partitions are shared out
-    and each process projects its own, as live projector replicas do.
+    First `replay` projects the log as it is, with `workers` processes. Without `switch` that
+    is all (a scratch replay for `hwledger verify`); with it, a consumer-group projector
+    (`Rebuilder`) projects what arrived meanwhile and switches readers once it has caught up
+    with the live schema; with `keep_projecting` it goes on as a live projector.
     """
     with connect(database_url, None) as conn:
         ensure_meta(conn)
@@ -173,15 +229,18 @@ def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: boo
     config = ProjectorConfig(
         database_url=database_url, schema=new_schema, topic=topic,
         kafka={"session.timeout.ms": 6000, **kafka}, group_id=f"hwledger-rebuild-{new_schema}",
-        batch_size=batch_size, batch_seconds=1.0, defer_inventory=True)
-    helpers = start_replicas(replace(config, exit_when_caught_up=True), workers - 1)
+        batch_size=batch_size, batch_seconds=1.0, exit_when_caught_up=True,
+        defer_inventory=True)
+    report = Reporter(database_url, progress, topic)
     try:
-        Rebuilder(config, progress, switch=switch, keep_projecting=keep_projecting).run()
+        replay(config, workers, report)
+        if switch or keep_projecting:
+            Rebuilder(replace(config, exit_when_caught_up=False), report, switch=switch,
+                      keep_projecting=keep_projecting).run()
+        finish_inventory(database_url, new_schema)
+        report()
     finally:
-        stop_replicas(helpers, terminate=False)
-    finish_inventory(database_url, new_schema)
-    with connect(database_url, None) as conn:
-        progress.events = sum(stored_offsets(conn, new_schema, topic).values())
+        report.meta.close()
     return progress
 
 

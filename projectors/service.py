@@ -2,8 +2,9 @@
 
 - On assignment it seeks every partition to the next offset stored in Postgres (Kafka's
   committed offsets are only advisory, committed after each batch for lag tooling).
-- Batches close at `batch_size` messages or `batch_seconds`, whichever comes first; only one
-  batch is held in memory.
+- Batches close at `batch_size` messages or `batch_seconds`, whichever comes first (a projector
+  that exits when caught up also closes one when the consumer has nothing more within
+  DRAIN_SECONDS); only one batch is held in memory.
 - `Writer.apply` commits the rows and the offsets together; `Fenced` (the partition moved on
   elsewhere) drops the batch and re-seeks to the stored offsets.
 - Transient Postgres failures (lost connection, serialization failure, deadlock) are retried
@@ -18,7 +19,7 @@ import logging
 import multiprocessing
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.process import BaseProcess
@@ -37,6 +38,8 @@ from hwledger.schemas.errors import UserError
 log = logging.getLogger("hwledger.projector")
 T = TypeVar("T")
 
+DRAIN_SECONDS = 0.1
+"""How long a projector that exits when caught up waits for more before closing a batch."""
 TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
              psycopg.errors.DeadlockDetected)
 
@@ -56,6 +59,9 @@ class ProjectorConfig:
     idle_exit_seconds: float | None = None
     exit_when_caught_up: bool = False
     defer_inventory: bool = False
+    partitions: tuple[int, ...] | None = None
+    """A fixed share of the topic's partitions instead of a consumer-group subscription (a
+    rebuild's replay: no group to form, nothing to rebalance when a process finishes)."""
 
 
 def consumer_config(config: ProjectorConfig) -> dict[str, Any]:
@@ -151,14 +157,17 @@ class Projector:
         """
         self.pending = []
         deadline = time.monotonic() + self.config.batch_seconds
+        drain = DRAIN_SECONDS if self.config.exit_when_caught_up else self.config.batch_seconds
         while len(self.pending) < self.config.batch_size and not self.stopping:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            messages = self.consumer.consume(
-                min(500, self.config.batch_size - len(self.pending)), timeout=left)
+            wanted = min(500, self.config.batch_size - len(self.pending))
+            messages = self.consumer.consume(wanted, timeout=min(left, drain))
             for message in messages:
                 self._take(message, self.pending)
+            if self.config.exit_when_caught_up and len(messages) < wanted:
+                break  # drained: a replay does not wait for messages that may never come
         return self.pending
 
     def _take(self, message: Message, records: list[Record]) -> None:
@@ -243,8 +252,12 @@ class Projector:
 
     def run(self) -> int:
         """Consume until stopped (SIGTERM), caught up or idle (when configured); exit code."""
-        self.consumer.subscribe([self.config.topic], on_assign=self._on_assign,
-                                on_revoke=self._on_revoke)
+        if self.config.partitions is None:
+            self.consumer.subscribe([self.config.topic], on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke)
+        else:
+            self._on_assign(self.consumer, [TopicPartition(self.config.topic, p)
+                                            for p in self.config.partitions])
         idle_since = time.monotonic()
         try:
             while not self.stopping:
@@ -258,6 +271,21 @@ class Projector:
             self.consumer.close()
             self.conn.close()
         return 0
+
+
+def topic_partitions(config: ProjectorConfig) -> list[int]:
+    """The partitions of `config.topic`; UserError when the broker does not know the topic."""
+    consumer = Consumer(consumer_config(config))
+    try:
+        metadata = consumer.list_topics(config.topic, timeout=10)
+    except KafkaException as exc:
+        raise UserError(f"cannot read the partitions of topic {config.topic!r}: {exc}") from exc
+    finally:
+        consumer.close()
+    found = metadata.topics.get(config.topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise UserError(f"topic {config.topic!r} does not exist; check HWLEDGER_TOPIC")
+    return sorted(found.partitions)
 
 
 def install_signal_handlers(projector: Projector) -> None:
@@ -291,19 +319,20 @@ def _replica(config: ProjectorConfig, metrics_port: int) -> None:
     raise SystemExit(projector.run())
 
 
-def start_replicas(config: ProjectorConfig, count: int,
+def start_replicas(configs: Sequence[ProjectorConfig],
                    metrics_port: int = 0) -> list[BaseProcess]:
-    """Start `count` more projector processes in `config`'s consumer group.
+    """Start one more projector process per config (typically the same consumer group).
 
     The group shares the partitions out, so N processes use N cores; each partition's batches
-    stay exactly-once through the offset fence. Replica i serves metrics on `metrics_port` + i
-    (none when 0). `stop_replicas` sends SIGTERM (each finishes its batch) and waits.
+    stay exactly-once through the offset fence. Replica i (from 1) serves metrics on
+    `metrics_port` + i (none when 0). `stop_replicas` sends SIGTERM (each finishes its batch)
+    and waits.
     """
     spawn = multiprocessing.get_context("spawn")
     replicas: list[BaseProcess] = [
         spawn.Process(target=_replica, name=f"hwledger-projector-{i}",
                       args=(config, metrics_port + i if metrics_port else 0))
-        for i in range(1, count + 1)]
+        for i, config in enumerate(configs, start=1)]
     for replica in replicas:
         replica.start()
     return replicas

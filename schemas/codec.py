@@ -5,6 +5,12 @@ then the Avro binary body. Decoding resolves the writer schema by fingerprint an
 newest (reader) schema of the same event; when the writer is the newest, no resolution is
 needed and fastavro reads it directly. Any bytes that cannot be decoded raise `DecodeError` with
 a reason; callers dead-letter them instead of crashing.
+
+Content cache: a node's heartbeat snapshots repeat the same hardware, so for the event types
+in CONTENT_CACHED the codec reads the envelope fields (`registry.split`) and decodes the bytes
+after them once per distinct content; later events with the same bytes share the decoded
+content (and carry it as `Event.content`, the key of the projection's own memo). Decoded data
+is therefore read-only.
 """
 
 from __future__ import annotations
@@ -17,10 +23,14 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from hwledger.schemas.registry import by_fingerprint, latest
+from hwledger.schemas.cache import BoundedCache
+from hwledger.schemas.registry import SchemaVersion, Split, by_fingerprint, latest, splits
 
 MARKER = b"\xc3\x01"
 HEADER_LEN = len(MARKER) + 8
+CONTENT_CACHED = frozenset({"HardwareSnapshotted"})
+CONTENT_CACHE_SIZE = 4096
+_contents: BoundedCache[bytes, dict[str, Any]] = BoundedCache(CONTENT_CACHE_SIZE)
 
 
 class DecodeError(ValueError):
@@ -37,10 +47,15 @@ class EncodeError(ValueError):
 
 @dataclass(frozen=True)
 class Event:
-    """A decoded event: its type name and its fields as read with the reader schema."""
+    """A decoded event: its type name and its fields as read with the reader schema.
+
+    `content`, for events decoded through the content cache: the writer fingerprint plus the
+    encoded fields after the envelope, equal for events that differ only in their envelope.
+    """
 
     type: str
     data: dict[str, Any]
+    content: bytes | None = None
 
 
 def encode(event_type: str, data: Mapping[str, Any]) -> bytes:
@@ -74,16 +89,39 @@ def decode(raw: bytes) -> Event:
     writer = by_fingerprint().get(raw[2:HEADER_LEN])
     if writer is None:
         raise DecodeError(f"unknown schema fingerprint {raw[2:HEADER_LEN].hex()}")
-    reader = latest(writer.event_type)
+    parts = splits()[writer.fingerprint] if writer.event_type in CONTENT_CACHED else None
     body = io.BytesIO(raw)
     body.seek(HEADER_LEN)
+    if parts is not None:
+        return _decode_split(raw, body, writer, parts)
+    reader = latest(writer.event_type)
+    data = _read(body, writer, writer.parsed, None if reader is writer else reader.parsed)
+    _check_end(raw, body, writer)
+    return Event(writer.event_type, data)
+
+
+def _decode_split(raw: bytes, body: io.BytesIO, writer: SchemaVersion, parts: Split) -> Event:
+    """The envelope from `raw`, the content from the cache (decoded and kept on a miss)."""
+    head = _read(body, writer, parts.head_writer, parts.head_reader)
+    content = writer.fingerprint + raw[body.tell():]
+    cached = _contents.get(content)
+    if cached is None:
+        cached = _read(body, writer, parts.content_writer, parts.content_reader)
+        _check_end(raw, body, writer)
+        _contents.put(content, cached)
+    return Event(writer.event_type, {**head, **cached}, content)
+
+
+def _read(body: io.BytesIO, writer: SchemaVersion, schema: Any, reader: Any) -> dict[str, Any]:
     try:
-        data = schemaless_reader(body, writer.parsed,
-                                 None if reader is writer else reader.parsed)
+        data = schemaless_reader(body, schema, reader)
     except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
         raise DecodeError(f"corrupt {writer.event_type} body: {type(exc).__name__}: {exc}") from exc
-    if body.tell() != len(raw):
-        raise DecodeError(f"trailing bytes after a {writer.event_type} body")
     if not isinstance(data, dict):
         raise DecodeError(f"{writer.event_type} body is not a record")
-    return Event(writer.event_type, data)
+    return data
+
+
+def _check_end(raw: bytes, body: io.BytesIO, writer: SchemaVersion) -> None:
+    if body.tell() != len(raw):
+        raise DecodeError(f"trailing bytes after a {writer.event_type} body")

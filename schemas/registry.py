@@ -3,6 +3,10 @@
 File names are `<EventName>.v<N>.avsc`. The newest version of an event is the writer schema
 for new events and the reader schema for decoding; every version stays resolvable by its
 CRC-64-AVRO fingerprint so old records in the log remain readable.
+
+`split` cuts a record schema after its leading envelope fields (event id, time, producer,
+provider, node: different in every event) so the codec can decode the content after them once
+per distinct content (see `codec.decode`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from fastavro import parse_schema
-from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.schema import SchemaParseException, fingerprint, to_parsing_canonical_form
 
 EVENT_TYPES = (
     "HardwareSnapshotted",
@@ -24,6 +28,9 @@ EVENT_TYPES = (
     "ProviderRegistered",
     "ProviderAudited",
 )
+
+ENVELOPE_FIELDS = frozenset({"event_id", "occurred_at", "producer", "provider_id", "node_id"})
+"""Fields that differ between otherwise identical events (a node's heartbeat snapshots)."""
 
 _FILE_NAME = re.compile(r"^(?P<event>[A-Za-z]+)\.v(?P<version>\d+)\.avsc$")
 
@@ -81,3 +88,51 @@ def latest(event_type: str) -> SchemaVersion:
     if not versions:
         raise KeyError(f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
     return versions[-1]
+
+
+@dataclass(frozen=True)
+class Split:
+    """A writer schema cut after its envelope, with the reader schema cut to match: `head_*`
+    read the leading envelope fields, `content_*` the rest (None when no resolution is needed:
+    the writer is the reader)."""
+
+    head_writer: Any
+    head_reader: Any
+    content_writer: Any
+    content_reader: Any
+
+
+def _part(record: dict[str, Any], fields: list[dict[str, Any]]) -> Any:
+    """`record` (same name and namespace, so resolution matches) with only `fields`."""
+    return parse_schema({**record, "fields": fields})
+
+
+@cache
+def splits() -> dict[bytes, Split | None]:
+    """fingerprint -> `split` of every shipped version, computed once."""
+    return {s.fingerprint: split(s) for s in all_versions()}
+
+
+def split(writer: SchemaVersion) -> Split | None:
+    """`writer` cut after its leading envelope fields, to be read with the newest version of
+    its event; None when it has no such prefix or nothing after it, or a part cannot stand
+    alone (a named type of the content defined in the envelope)."""
+    reader = latest(writer.event_type)
+    fields = writer.raw["fields"]
+    cut = 0
+    while cut < len(fields) and fields[cut]["name"] in ENVELOPE_FIELDS:
+        cut += 1
+    if cut == 0 or cut == len(fields):
+        return None
+    head = {f["name"] for f in fields[:cut]}
+    reader_fields = reader.raw["fields"]
+    same = reader is writer
+    try:
+        return Split(
+            _part(writer.raw, fields[:cut]),
+            None if same else _part(reader.raw, [f for f in reader_fields if f["name"] in head]),
+            _part(writer.raw, fields[cut:]),
+            None if same else _part(reader.raw,
+                                    [f for f in reader_fields if f["name"] not in head]))
+    except SchemaParseException:
+        return None

@@ -113,8 +113,18 @@ _CHECKS = {
 }
 
 
+def envelope_problems(data: Mapping[str, Any]) -> list[str]:
+    """The checks every event shares (its ids)."""
+    return [f"{key} must not be empty" for key in ("event_id", "provider_id")
+            if not str(data.get(key, "")).strip()]
+
+
+def content_problems(event_type: str, data: Mapping[str, Any]) -> list[str]:
+    """The checks of one event type; a snapshot's look only at its content (after the
+    envelope), so they hold for every snapshot with the same content."""
+    return _CHECKS[event_type](data)
+
+
 def problems(event_type: str, data: Mapping[str, Any]) -> list[str]:
     """Every impossible value in a schema-valid event; empty when the event is plausible."""
-    found = [f"{key} must not be empty" for key in ("event_id", "provider_id")
-             if not str(data.get(key, "")).strip()]
-    return found + _CHECKS[event_type](data)
+    return envelope_problems(data) + content_problems(event_type, data)

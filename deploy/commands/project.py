@@ -84,7 +84,7 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
     metrics.serve(settings.metrics_port)
     projector = Projector(config, metrics)
     install_signal_handlers(projector)
-    replicas = start_replicas(config, args.processes - 1, settings.metrics_port)
+    replicas = start_replicas([config] * (args.processes - 1), settings.metrics_port)
     try:
         code = projector.run()
     except BaseException:

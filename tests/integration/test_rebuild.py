@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 import time
 import urllib.error
@@ -23,6 +26,7 @@ from hwledger.projectors import catch_up
 from hwledger.projectors.checksums import table_checksums
 from hwledger.projectors.projection import Record
 from hwledger.projectors.rebuild import (
+    RebuildProgress,
     create_versioned_schema,
     finish_inventory,
     rebuild,
@@ -80,6 +84,16 @@ class QueryLoop:
             elif self.seen_data:
                 self.empty_after_data += 1
             time.sleep(0.01)
+
+
+def _live_schema_of(database_url: str, kafka_config: dict[str, Any], topic: str) -> None:
+    """Project `topic` into the database's `hwledger` schema (the live one)."""
+    with connect(database_url, None) as conn:
+        migrate(conn, "hwledger")
+    with connect(database_url, "hwledger") as conn:
+        seed_database(conn)
+        conn.commit()
+    catch_up(database_url, "hwledger", kafka_config, topic)
 
 
 def test_rebuild_switch_under_query_load_then_verify_equal(
@@ -141,12 +155,7 @@ def test_rebuild_of_a_poisoned_log_rebuilds_the_dead_letters(
 def test_rebuild_fills_a_new_derived_column_for_the_whole_history(
         own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
     publish(kafka_config, topic, list(history(seed=5, providers=30, events=600)))
-    with connect(own_database, None) as conn:
-        migrate(conn, "hwledger")
-    with connect(own_database, "hwledger") as conn:
-        seed_database(conn)
-        conn.commit()
-    catch_up(own_database, "hwledger", kafka_config, topic)
+    _live_schema_of(own_database, kafka_config, topic)
     with connect(own_database, "hwledger") as conn:
         # The live schema as projected before migration 0002: the new column is empty.
         conn.execute("UPDATE system_hardware SET total_vram_bytes = NULL")
@@ -163,6 +172,37 @@ def test_rebuild_fills_a_new_derived_column_for_the_whole_history(
     diffs = {d.table: d for d in compare(own_database, "hwledger", result.schema)}
     assert [t for t, d in diffs.items() if not d.equal] == ["system_hardware"]
     assert len(diffs["system_hardware"].only_in_b) > 0
+
+
+def test_rebuild_with_two_workers_replays_every_partition_once(
+        own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
+    events = list(history(seed=11, providers=30, events=1500))
+    publish(kafka_config, topic, events)
+    _live_schema_of(own_database, kafka_config, topic)
+    result = rebuild(own_database, topic, kafka_config, switch=False, workers=2,
+                     batch_size=200)
+    assert (result.events, result.switched) == (len(events), False)
+    assert all(d.equal for d in compare(own_database, "hwledger", result.schema))
+
+
+def test_a_failed_rebuild_helper_leaves_its_partitions_to_the_rebuild(
+        own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
+    events = list(history(seed=12, providers=30, events=1500))
+    publish(kafka_config, topic, events)
+    _live_schema_of(own_database, kafka_config, topic)
+    killed: list[int] = []
+
+    def kill_helpers(_: RebuildProgress) -> None:
+        for helper in multiprocessing.active_children():
+            if helper.name.startswith("hwledger-projector") and helper.pid is not None:
+                os.kill(helper.pid, signal.SIGKILL)
+                killed.append(helper.pid)
+
+    result = rebuild(own_database, topic, kafka_config, switch=False, workers=2,
+                     batch_size=100, listener=kill_helpers)
+    assert killed, "the helper was never seen alive"
+    assert result.events == len(events)
+    assert all(d.equal for d in compare(own_database, "hwledger", result.schema))
 
 
 def test_deferred_inventory_is_built_once_and_equals_the_live_one(database_url: str) -> None:
@@ -198,12 +238,7 @@ def test_verify_replays_into_a_scratch_schema_and_finds_a_changed_inventory_row(
         own_database: str, servers: Servers, kafka_config: dict[str, Any], topic: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     publish(kafka_config, topic, list(history(seed=8, providers=25, events=800)))
-    with connect(own_database, None) as conn:
-        migrate(conn, "hwledger")
-    with connect(own_database, "hwledger") as conn:
-        seed_database(conn)
-        conn.commit()
-    catch_up(own_database, "hwledger", kafka_config, topic)
+    _live_schema_of(own_database, kafka_config, topic)
     monkeypatch.setenv("HWLEDGER_DATABASE_URL", own_database)
     monkeypatch.setenv("HWLEDGER_KAFKA_BOOTSTRAP", servers.kafka_bootstrap)
     monkeypatch.setenv("HWLEDGER_TOPIC", topic)

@@ -41,14 +41,19 @@ def test_every_event_type_has_a_schema() -> None:
     assert {s.event_type for s in all_versions()} == set(EVENT_TYPES)
 
 
-def test_old_writer_version_is_read_with_the_newest_reader() -> None:
+def old_run_finished() -> tuple[dict[str, Any], bytes]:
+    """A RunFinished as version 1 wrote it (no error_message): its data and its bytes."""
     v1 = next(s for s in all_versions() if s.event_type == "RunFinished" and s.version == 1)
     data = f.run_finished(f.run_started(f.snapshot()))
     del data["error_message"]
     buf = io.BytesIO()
     schemaless_writer(buf, v1.parsed, data)
-    decoded = codec.decode(codec.MARKER + v1.fingerprint + buf.getvalue())
-    assert decoded.data == data | {"error_message": None}
+    return data, codec.MARKER + v1.fingerprint + buf.getvalue()
+
+
+def test_old_writer_version_is_read_with_the_newest_reader() -> None:
+    data, raw = old_run_finished()
+    assert codec.decode(raw).data == data | {"error_message": None}
 
 
 def test_fingerprints_are_unique_and_little_endian_crc64() -> None:
@@ -83,3 +88,36 @@ def test_encode_rejects_payload_that_misses_fields() -> None:
     del data["host_uri"]
     with pytest.raises(codec.EncodeError, match="ProviderRegistered"):
         codec.encode("ProviderRegistered", data)
+
+
+def test_snapshots_differing_only_in_their_envelope_share_their_decoded_content() -> None:
+    gpus = [f.gpu(0, "h100-sxm"), f.gpu(1, "h100-sxm")]
+    first = f.snapshot("provider-a", "node-1", gpus=gpus)
+    second = f.snapshot("provider-b", "node-7", gpus=gpus, minutes=5)
+    a, b = (codec.decode(codec.encode("HardwareSnapshotted", d)) for d in (first, second))
+    assert (a.data, b.data) == (first, second)
+    assert a.content is not None and a.content == b.content
+    assert a.data["gpus"] is b.data["gpus"]  # decoded once
+    other = codec.decode(codec.encode("HardwareSnapshotted", f.snapshot(gpus=gpus[:1])))
+    assert other.content != a.content
+    assert codec.decode(codec.encode("ProviderRegistered", f.provider_registered())).content \
+        is None
+
+
+def test_a_corrupt_snapshot_content_is_never_served_from_the_cache() -> None:
+    raw = codec.encode("HardwareSnapshotted", f.snapshot(gpus=[f.gpu(0, "t4")], seed="c"))
+    for _ in range(2):
+        with pytest.raises(codec.DecodeError, match="trailing bytes"):
+            codec.decode(raw + b"\x00")
+        with pytest.raises(codec.DecodeError, match="corrupt HardwareSnapshotted"):
+            codec.decode(raw[:-3])
+    assert codec.decode(raw).data["gpus"][0]["model"] == "t4"
+
+
+def test_the_content_of_an_old_writer_version_is_read_with_the_newest_reader(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "CONTENT_CACHED", frozenset({"RunFinished"}))
+    data, raw = old_run_finished()
+    decoded = codec.decode(raw)
+    assert decoded.content is not None
+    assert decoded.data == data | {"error_message": None}

@@ -15,6 +15,7 @@ from hwledger.projectors.projection import (
     latest_event_times,
     project,
     references,
+    snapshot_content,
 )
 from hwledger.projectors.service import backoff, fence_for
 from hwledger.schemas import codec
@@ -160,3 +161,36 @@ def test_latest_event_time_per_partition_ignores_undecodable_records() -> None:
                   ("HardwareSnapshotted", f.snapshot(node_id="n2", minutes=3)))
     items.append(decode_all([Record("t", 1, 0, b"junk")])[0])
     assert latest_event_times(items) == {("t", 0): f.at(9)}
+
+
+def test_snapshots_with_the_same_content_share_their_projected_rows() -> None:
+    gpus = [f.gpu(0, "a100-sxm"), f.gpu(1, "a100-sxm", power_limit_w=None)]
+    a = f.snapshot("p", "n1", gpus=gpus)
+    b = f.snapshot("p", "n2", gpus=gpus, minutes=1)
+    items = batch(("HardwareSnapshotted", a), ("HardwareSnapshotted", b))
+    plan = project(items, State(), TTL)
+    first, second = (item.event for item in items)
+    assert first is not None and second is not None
+    assert snapshot_content(first) is snapshot_content(second)  # computed once
+    assert [row[:3] for row in plan.snapshots] == [(a["event_id"], "p", "n1"),
+                                                   (b["event_id"], "p", "n2")]
+    assert plan.snapshots[0][9:] == ('[{"bytes": 7516192768000, "class": "beta3"}]',
+                                     '{"0": 700}')
+    assert len(plan.system_gpu_links) == 2 and len(plan.gpu_hardware) == 1
+
+
+def test_a_snapshot_with_cached_content_still_has_its_envelope_checked() -> None:
+    good = f.snapshot("p", "n1")
+    nameless = f.snapshot("  ", "n1", minutes=1)
+    plan, _ = run(("HardwareSnapshotted", good), ("HardwareSnapshotted", nameless))
+    assert len(plan.snapshots) == 1
+    assert [d.reason for d in plan.dead_letters] == ["provider_id must not be empty"]
+
+
+def test_every_snapshot_with_an_impossible_content_is_dead_lettered() -> None:
+    gpus = [f.gpu(0, "t4", vram_bytes=0)]
+    plan, _ = run(("HardwareSnapshotted", f.snapshot(gpus=gpus)),
+                  ("HardwareSnapshotted", f.snapshot(gpus=gpus, minutes=1)))
+    assert not plan.snapshots
+    assert [d.reason for d in plan.dead_letters] == [
+        "gpus[slot 0].vram_bytes must be positive (got 0)"] * 2
