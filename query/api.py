@@ -1,24 +1,31 @@
-"""The HTTP API of DESIGN section 6 (FastAPI): bid screening, prefilter, detail reads, health.
+"""The HTTP API of DESIGN section 6: bid screening, prefilter, detail reads, health.
+
+The two screening routes are a bid scheduler's hot path, so `screening_routes` serves them as
+plain ASGI in front of the FastAPI app, which serves everything else, /docs and the OpenAPI
+document (where the screening operations are described by hand): a screening request costs
+its body, one statement and the answer, without the framework's per-request middleware,
+routing and parameter resolution (docs/decisions.md, "Screening throughput").
 
 Bodies are read raw (at most 64 KiB, else 413) and validated by the aggregator, so every bad
 body gets 422 `{"error", "message"}` naming the field; query-parameter errors get the same
-shape instead of FastAPI's default. The OpenAPI document at /docs describes the bodies with
-hand-written JSON Schemas. Database trouble is 503, never 500.
+shape. Database trouble is 503, never 500.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -48,7 +55,19 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self) -> None:
+        super().__init__(f"body: larger than {MAX_BODY_BYTES} bytes")
+
+
+class InvalidParameter(Exception):
+    """A query parameter that cannot be used; the message names it (`query.<name>: ...`)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"query.{name}: {message}")
+
+
+class Disconnected(Exception):
+    """The client went away before its request body arrived."""
 
 
 _QUANTITY = {
@@ -115,6 +134,20 @@ _SCREENING_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "body over 64 KiB"}, 422: _ERROR, 503: {"description": "no database"}}
 
 
+FAILURES: dict[type[Exception], tuple[int, str]] = {
+    InvalidRequest: (422, "invalid_request"), InvalidParameter: (422, "invalid_parameter"),
+    BodyTooLarge: (413, "body_too_large"), Unavailable: (503, "unavailable"),
+}
+"""Bad input and database trouble: the HTTP status and `error` of the answer."""
+
+
+def failure(exc: Exception) -> tuple[int, bytes]:
+    """The status and `{"error", "message"}` body of one of the FAILURES."""
+    status, kind = FAILURES[type(exc)]
+    message = f"database: {exc}" if isinstance(exc, Unavailable) else str(exc)
+    return status, orjson.dumps({"error": kind, "message": message})
+
+
 def error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": kind, "message": message}, status_code=status)
 
@@ -124,18 +157,27 @@ def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
                             "content": {"application/json": {"schema": schema}}}}
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON, refusing more than MAX_BODY_BYTES before reading it all."""
-    declared = request.headers.get("content-length", "")
+async def read_body(scope: Scope, receive: Receive) -> bytes:
+    """The request body, refusing more than MAX_BODY_BYTES before reading it all."""
+    declared = dict(scope["headers"]).get(b"content-length", b"")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BodyTooLarge
     chunks = bytearray()
-    async for chunk in request.stream():
-        chunks.extend(chunk)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunks.extend(message.get("body", b""))
         if len(chunks) > MAX_BODY_BYTES:
             raise BodyTooLarge
+        if not message.get("more_body", False):
+            return bytes(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; InvalidRequest (naming `body`) when it is not."""
     try:
-        return json.loads(chunks.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidRequest("body", "is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -159,10 +201,6 @@ def answer_json(answer: Answer, explain: bool) -> bytes:
         found["sql"] = compiled(answer.prefilter.statement)[0]
         found["rejected"] = [{"owner": o, "reason": r} for o, r in answer.rejected]
     return orjson.dumps(found)
-
-
-def json_bytes(body: bytes) -> Response:
-    return Response(body, media_type="application/json")
 
 
 class Metrics:
@@ -202,26 +240,19 @@ _BOOLEANS = {**dict.fromkeys(("true", "1", "yes", "on", "t", "y"), True),
 
 @dataclass(frozen=True)
 class ScreeningQuery:
-    """The screening routes' query parameters but bid screening's own `exact`. Read by hand:
-    FastAPI's per-request parameter resolution cost a fifth of the route's CPU
-    (docs/decisions.md); `_screening_openapi` documents them in the OpenAPI document, and a
-    bad value is 422 `{"error", "message"}` naming it, as FastAPI's would be."""
+    """The screening routes' query parameters but bid screening's own `exact`, read by hand
+    (`SCREENING_PATHS` documents them); a bad value is InvalidParameter."""
 
     explain: bool = False
     limit: int = DEFAULT_LIMIT
     min_position: int | None = None
 
     @classmethod
-    def parse(cls, request: Request) -> ScreeningQuery:
-        query = request.query_params
+    def parse(cls, query: Mapping[str, str]) -> ScreeningQuery:
         limit = _bounded(query.get("limit"), "limit", 1, MAX_LIMIT)
         return cls(explain=_flag(query.get("explain"), "explain"),
                    limit=DEFAULT_LIMIT if limit is None else limit,
                    min_position=_bounded(query.get("minPosition"), "minPosition", 0, 2**62))
-
-
-def _bad_parameter(name: str, message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("query", name), "msg": message}])
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -230,7 +261,7 @@ def _flag(value: str | None, name: str) -> bool:
     try:
         return _BOOLEANS[value.strip().lower()]
     except KeyError:
-        raise _bad_parameter(name, "expected a boolean (true or false)") from None
+        raise InvalidParameter(name, "expected a boolean (true or false)") from None
 
 
 def _bounded(value: str | None, name: str, low: int, high: int) -> int | None:
@@ -239,9 +270,9 @@ def _bounded(value: str | None, name: str, low: int, high: int) -> int | None:
     try:
         number = int(value)
     except ValueError:
-        raise _bad_parameter(name, "expected an integer") from None
+        raise InvalidParameter(name, "expected an integer") from None
     if not low <= number <= high:
-        raise _bad_parameter(name, f"must be between {low} and {high}")
+        raise InvalidParameter(name, f"must be between {low} and {high}")
     return number
 
 
@@ -262,12 +293,84 @@ _EXACT = _parameter("exact", "run the bin-packer and keep only placeable provide
                     {"type": "boolean", "default": False})
 
 
-def _screening_openapi(body: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any]:
-    return {**_body_schema(body), "parameters": list(parameters)}
+async def bid_screening(service: QueryService, query: Mapping[str, str], body: bytes) -> bytes:
+    """Candidates for a GroupSpec; `exact=true` keeps only placeable ones (with placement)."""
+    exact = _flag(query.get("exact"), "exact")
+    options = ScreeningQuery.parse(query)
+    group = parse_group_spec(parse_json(body))
+    answer = await service.bid_screening(group, exact=exact, limit=options.limit,
+                                         min_position=options.min_position)
+    return answer_json(answer, options.explain)
 
 
-def create_app(service: QueryService) -> FastAPI:
-    """The ASGI app over one QueryService."""
+async def prefilter(service: QueryService, query: Mapping[str, str], body: bytes) -> bytes:
+    """Candidates for a BidScreeningFilter (the prefilter alone); `exact` does not apply."""
+    options = ScreeningQuery.parse(query)
+    screen = filter_from_json(parse_json(body))
+    answer = await service.screen(screen, limit=options.limit,
+                                  min_position=options.min_position)
+    return answer_json(answer, options.explain)
+
+
+Handler = Callable[[QueryService, Mapping[str, str], bytes], Awaitable[bytes]]
+SCREENING: dict[str, Handler] = {"/v1/bid-screening": bid_screening, "/v1/prefilter": prefilter}
+
+
+def _operation(handler: Handler, body: dict[str, Any], *parameters: dict[str, Any]
+               ) -> dict[str, Any]:
+    doc = (handler.__doc__ or "").strip()
+    return {"post": {
+        "summary": handler.__name__.replace("_", " ").capitalize(), "description": doc,
+        "operationId": handler.__name__, "parameters": list(parameters), **_body_schema(body),
+        "responses": {"200": {"description": "the candidates and `asOf`", "content": {
+            "application/json": {"schema": {"type": "object"}}}}, **_SCREENING_RESPONSES}}}
+
+
+SCREENING_PATHS = {
+    "/v1/bid-screening": _operation(bid_screening, GROUP_SPEC_SCHEMA, _EXACT, _EXPLAIN, _LIMIT,
+                                    _MIN_POSITION),
+    "/v1/prefilter": _operation(prefilter, FILTER_SCHEMA, _EXPLAIN, _LIMIT, _MIN_POSITION),
+}
+"""The OpenAPI path items of the screening routes, which FastAPI does not serve."""
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+async def _respond(send: Send, status: int, body: bytes,
+                   headers: list[tuple[bytes, bytes]] = _JSON) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def screening_routes(service: QueryService, app: ASGIApp) -> ASGIApp:
+    """SCREENING as plain ASGI in front of `app` (which gets every other request)."""
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        handler = SCREENING.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
+            await app(scope, receive, send)
+            return
+        scope["endpoint"] = handler
+        if scope["method"] != "POST":
+            await _respond(send, 405, orjson.dumps({
+                "error": "method_not_allowed", "message": f"{scope['path']}: use POST"}),
+                [*_JSON, (b"allow", b"POST")])
+            return
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"),
+                               keep_blank_values=True))
+        try:
+            answer = await handler(service, query, await read_body(scope, receive))
+        except Disconnected:
+            return
+        except tuple(FAILURES) as exc:
+            await _respond(send, *failure(exc))
+            return
+        await _respond(send, 200, answer)
+    return serve
+
+
+def create_app(service: QueryService) -> ASGIApp:
+    """The ASGI app over one QueryService: the screening routes, then the FastAPI app."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -277,13 +380,15 @@ def create_app(service: QueryService) -> FastAPI:
                   description="Which providers could host this deployment request?")
     metrics = Metrics()
 
-    @app.exception_handler(InvalidRequest)
-    async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return error(422, "invalid_request", str(exc))
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version,
+                                   description=app.description, routes=app.routes)
+            document["paths"] = {**SCREENING_PATHS, **document["paths"]}
+            app.openapi_schema = document
+        return app.openapi_schema
 
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
-        return error(413, "body_too_large", f"body: larger than {MAX_BODY_BYTES} bytes")
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameter(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -292,30 +397,9 @@ def create_app(service: QueryService) -> FastAPI:
         return error(422, "invalid_parameter", f"{where}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(Unavailable)
-    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
-        return error(503, "unavailable", f"database: {exc}")
-
-    @app.post("/v1/bid-screening", responses=_SCREENING_RESPONSES,
-              openapi_extra=_screening_openapi(GROUP_SPEC_SCHEMA, _EXACT, _EXPLAIN, _LIMIT,
-                                               _MIN_POSITION))
-    async def bid_screening(request: Request) -> Response:
-        """Candidates for a GroupSpec; `exact=true` keeps only placeable ones (with placement)."""
-        exact = _flag(request.query_params.get("exact"), "exact")
-        query = ScreeningQuery.parse(request)
-        group = parse_group_spec(await read_json(request))
-        answer = await service.bid_screening(group, exact=exact, limit=query.limit,
-                                             min_position=query.min_position)
-        return json_bytes(answer_json(answer, query.explain))
-
-    @app.post("/v1/prefilter", responses=_SCREENING_RESPONSES,
-              openapi_extra=_screening_openapi(FILTER_SCHEMA, _EXPLAIN, _LIMIT, _MIN_POSITION))
-    async def prefilter(request: Request) -> Response:
-        """Candidates for a BidScreeningFilter (the prefilter alone); `exact` does not apply."""
-        query = ScreeningQuery.parse(request)
-        screen = filter_from_json(await read_json(request))
-        answer = await service.screen(screen, limit=query.limit,
-                                      min_position=query.min_position)
-        return json_bytes(answer_json(answer, query.explain))
+    async def unavailable(_: Request, exc: Unavailable) -> Response:
+        status, body = failure(exc)
+        return Response(body, status_code=status, media_type="application/json")
 
     def found_or_404(what: str, key: str, value: dict[str, Any] | None) -> JSONResponse:
         if value is None:
@@ -355,15 +439,4 @@ def create_app(service: QueryService) -> FastAPI:
         """Prometheus metrics of this process."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(_Wrap, wrap=metrics.middleware)
-    return app
-
-
-class _Wrap:
-    """Adapts a plain ASGI wrapper function to Starlette's add_middleware."""
-
-    def __init__(self, app: ASGIApp, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
-        self.inner = wrap(app)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.inner(scope, receive, send)
+    return metrics.middleware(screening_routes(service, app))

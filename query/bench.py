@@ -10,15 +10,16 @@ the SQL. EXPLAIN of a selective GPU request shows whether the GIN index is used.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from typing import Any
 
 import psutil
 import psycopg
+import uvloop
 from psycopg.types.json import Jsonb
 
 from hwledger.query import repository
@@ -199,9 +201,13 @@ def bench_schema(database_url: str, providers: int, seed: int) -> Iterator[Setup
                     row = synthetic_provider(rng, index, now)
                     copy.write_row([Jsonb(row[c]) if isinstance(row[c], dict) else row[c]
                                     for c in COLUMNS])
+            conn.execute(  # the offsets a projector of a 6-partition topic leaves
+                "INSERT INTO projection_offsets (projection, topic, partition, next_offset, "
+                "last_event_at) SELECT 'read_model', 'hwledger.events', p, %s, %s "
+                "FROM generate_series(0, 5) AS p", (providers * 10, now))
             conn.commit()
             conn.autocommit = True
-            conn.execute("VACUUM ANALYZE provider_inventory")
+            conn.execute("VACUUM ANALYZE provider_inventory, projection_offsets")
         yield Setup(database_url, schema, now)
     finally:
         drop_schema(database_url, schema)
@@ -320,38 +326,64 @@ def cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
-def time_http(port: int, bodies: Sequence[bytes], clients: int, total: int
-              ) -> tuple[float, list[float], int]:
-    """(requests/s, per-request seconds, non-200 count) with keep-alive client threads."""
-    latencies: list[float] = []
-    failures = [0]
-    lock = threading.Lock()
-    counter = iter(range(total))
+async def _keep_alive_client(port: int, requests: Sequence[bytes], counter: Iterator[int],
+                            latencies: list[float]) -> int:
+    """One keep-alive connection sending requests until `counter` runs out; non-200 count.
 
-    def client() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine: list[float] = []
-        bad = 0
+    HTTP/1.1 over a plain stream (the service always answers with a Content-Length): the
+    load generator should cost far less CPU than the service it measures, as wrk would.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    failures = 0
+    try:
         for index in counter:
             started = time.perf_counter()
-            connection.request("POST", "/v1/bid-screening", body=bodies[index % len(bodies)],
-                               headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            response.read()
-            mine.append(time.perf_counter() - started)
-            bad += response.status != 200
-        with lock:
-            latencies.extend(mine)
-            failures[0] += bad
+            writer.write(requests[index % len(requests)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = _CONTENT_LENGTH.search(head)
+            if length is None:
+                raise UserError("the query service answered without a Content-Length")
+            await reader.readexactly(int(length[1]))
+            latencies.append(time.perf_counter() - started)
+            failures += head[9:12] != b"200"
+    finally:
+        writer.close()
+    return failures
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length: *(\d+)")
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of this machine's Postgres processes (0 when the server runs
+    elsewhere): the database's share of each HTTP request."""
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if "postgres" in (process.info["name"] or ""):
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def time_http(port: int, bodies: Sequence[bytes], clients: int, total: int
+              ) -> tuple[float, list[float], int]:
+    """(requests/s, per-request seconds, non-200 count) of `total` screening requests over
+    `clients` keep-alive connections."""
+    requests = [b"POST /v1/bid-screening HTTP/1.1\r\nHost: bench\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body) for body in bodies]
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def run() -> int:
+        return sum(await asyncio.gather(*(
+            _keep_alive_client(port, requests, counter, latencies) for _ in range(clients))))
+
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    failures = uvloop.run(run())
     elapsed = time.perf_counter() - started
-    return len(latencies) / elapsed, latencies, failures[0]
+    return len(latencies) / elapsed, latencies, failures
 
 
 def ms(seconds: float) -> float:
@@ -360,6 +392,7 @@ def ms(seconds: float) -> float:
 
 def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sample: int,
                   http_requests: int, clients: int, port: int, workers: int = 1, seed: int = 7,
+                  http_rounds: int = 3,
                   say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything and return the figures (also printed as they come)."""
     rng = random.Random(seed + 1)
@@ -371,6 +404,7 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             f"(schema {setup.schema})")
         online_since = setup.now - timedelta(seconds=900)
         with connect(database_url, setup.schema, autocommit=True) as conn:
+            conn.execute(repository.SCREENING_SESSION)  # planned as the service plans it
             statements = Statements.read(conn, setup.schema, online_since)
             explain = explain_selective(conn, statements)
             gin = "provider_inventory_gpu_models_free" in explain
@@ -393,17 +427,25 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             f"p50 {ms(statistics.median(naive_seconds))} ms; same answers as SQL: {agree}")
         with http_server(database_url, setup.schema, port, workers) as service_process:
             bodies = [json.dumps(d).encode() for d in documents]
-            time_http(port, bodies[:50], clients, 100)  # warm up
-            server_cpu, client_cpu = cpu_seconds(service_process), time.process_time()
-            rps, latencies, failures = time_http(port, bodies, clients, http_requests)
-            server_cpu = (cpu_seconds(service_process) - server_cpu) / http_requests
-            client_cpu = (time.process_time() - client_cpu) / http_requests
+            time_http(port, bodies, clients, len(bodies))  # warm up: every shape seen once
+            before = (cpu_seconds(service_process), time.process_time(), postgres_cpu_seconds())
+            rounds = [time_http(port, bodies, clients, http_requests)
+                      for _ in range(http_rounds)]
+            done = http_requests * http_rounds
+            server_cpu, client_cpu, postgres_cpu = (
+                (after - start) / done for after, start in zip(
+                    (cpu_seconds(service_process), time.process_time(), postgres_cpu_seconds()),
+                    before, strict=True))
+        rps = statistics.median(r[0] for r in rounds)
+        latencies = [seconds for r in rounds for seconds in r[1]]
+        failures = sum(r[2] for r in rounds)
         say(f"HTTP POST /v1/bid-screening, {workers} server process(es), {clients} keep-alive "
-            f"clients, {http_requests} "
-            f"requests: {rps:.0f} req/s, p50 {ms(statistics.median(latencies))} ms, "
+            f"clients, {http_rounds} rounds of {http_requests} requests: "
+            f"{', '.join(f'{r[0]:.0f}' for r in rounds)} req/s (median {rps:.0f}), "
+            f"p50 {ms(statistics.median(latencies))} ms, "
             f"p99 {ms(percentile(latencies, .99))} ms, non-200: {failures}")
         say(f"  CPU per request: service {ms(server_cpu)} ms, load client {ms(client_cpu)} ms, "
-            f"Postgres ~{ms(statistics.median(server))} ms (its own execution time)")
+            f"local Postgres processes {ms(postgres_cpu)} ms")
     naive_rps = 1 / statistics.median(naive_seconds)
     figures = {
         "providers": providers, "requests": requests, "http_workers": workers,
@@ -414,10 +456,12 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
         "naive_p50_ms": ms(statistics.median(naive_seconds)), "naive_sample": naive_sample,
         "sql_vs_naive_p50_ratio": round(statistics.median(naive_seconds)
                                         / statistics.median(sql_seconds), 1),
-        "http_rps": round(rps, 1), "http_p50_ms": ms(statistics.median(latencies)),
+        "http_rps": round(rps, 1), "http_rounds_rps": [round(r[0], 1) for r in rounds],
+        "http_p50_ms": ms(statistics.median(latencies)),
         "http_p99_ms": ms(percentile(latencies, .99)), "http_non_200": failures,
         "http_service_cpu_ms_per_request": ms(server_cpu),
         "http_client_cpu_ms_per_request": ms(client_cpu),
+        "http_postgres_cpu_ms_per_request": ms(postgres_cpu),
         "http_vs_naive_rps_ratio": round(rps / naive_rps, 1),
         "naive_agrees_with_sql": agree, "explain_uses_gin": gin,
     }

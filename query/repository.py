@@ -157,6 +157,16 @@ Condition = tuple[str, str, Any]  # (kind, parameter name, value)
 
 
 COMMON_SHARE = 0.2  # a condition this common stays off the GIN path (docs/decisions.md)
+SCREENING_SESSION = ("SET TIME ZONE 'UTC'; SET cpu_index_tuple_cost = 0.03; "
+                     "SET max_parallel_workers_per_gather = 0")
+"""Session settings the screening statements are planned and run with. Postgres writes the
+answer's timestamps in UTC. An index tuple is priced 0.03 (the default is 0.005): a GIN bitmap
+scan decodes and stores every matching TID before the first row comes out, which the default
+underprices, so the planner built 15,000-entry bitmaps (~2 ms) where a scan that stops at the
+limit reads ~1,500 rows (~0.5 ms); tokens free at under ~4% of providers still use the GIN
+index. No parallel workers: answers stop at a few hundred rows, and many requests at once
+already use every core, so a Gather only adds worker start-up (docs/decisions.md, "Planner
+guards from statistics")."""
 SHARES_SQL = (
     "SELECT g.most_common_elems::text::text[], g.most_common_elem_freqs, "
     "a.most_common_vals::text::jsonb[], a.most_common_freqs FROM (SELECT) AS one "
@@ -438,16 +448,14 @@ def gpu_statement(provider_ids: Sequence[str]) -> Select[Any]:
 
 @cache
 def position_statement() -> Select[Any]:
-    """The projection position: the sum of next offsets, the newest event time (the offsets'
-    `last_event_at`, or the newest `last_seen_at` where the projector leaves that empty; an
-    index lookup), and the per-partition offsets as a JSON array of
-    [projection, topic, partition, next_offset]."""
+    """The projection position: the sum of next offsets, the newest event time the projector
+    recorded (`last_event_at`; null before its first batch), and the per-partition offsets as
+    a JSON array of [projection, topic, partition, next_offset]."""
     po = projection_offsets.c
     partitions = func.json_agg(aggregate_order_by(
         func.json_build_array(po.projection, po.topic, po.partition, po.next_offset),
         po.projection, po.topic, po.partition))
-    newest_seen = select(func.max(provider_inventory.c.last_seen_at)).scalar_subquery()
     return select(func.coalesce(func.sum(po.next_offset), 0).label("position"),
-                  func.greatest(func.max(po.last_event_at), newest_seen).label("last_event_at"),
+                  func.max(po.last_event_at).label("last_event_at"),
                   cast(func.coalesce(partitions, func.json_build_array()), Text)
                   .label("partitions"))

@@ -116,9 +116,10 @@ def make_engine(url: str, pool_size: int = 8) -> Engine:
 
 class Connections:
     """The async psycopg connections of the screening reads (no thread hop): autocommit, so a
-    one-statement answer is one round trip; read-only; UTC (Postgres writes the answer's
-    timestamps); REPEATABLE READ for the transactions `exact` opens. At most `size` at a time;
-    a connection that broke is dropped, and a failed connect fails the request at once."""
+    one-statement answer is one round trip; read-only; `repository.SCREENING_SESSION` (UTC for
+    the answer's timestamps, the planner's price of an index tuple); REPEATABLE READ for the
+    transactions `exact` opens. At most `size` at a time; a connection that broke is dropped,
+    and a failed connect fails the request at once."""
 
     def __init__(self, url: str, size: int) -> None:
         self.url = url
@@ -128,7 +129,8 @@ class Connections:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(
             self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
-        await conn.execute("SET default_transaction_read_only = on; SET TIME ZONE 'UTC'")
+        await conn.execute("SET default_transaction_read_only = on; "
+                           + repository.SCREENING_SESSION)
         await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
         return conn
 

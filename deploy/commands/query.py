@@ -104,7 +104,8 @@ def bench_query(args: argparse.Namespace, settings: Settings) -> int:
     figures = run_benchmark(
         settings.require_database_url(), providers=args.providers, requests=args.requests,
         naive_sample=args.naive_sample, http_requests=args.http_requests, clients=args.clients,
-        port=args.port or free_port(), workers=args.workers, seed=args.seed)
+        port=args.port or free_port(), workers=args.workers, seed=args.seed,
+        http_rounds=args.http_rounds)
     print(json.dumps(figures))
     return 0
 
@@ -120,7 +121,10 @@ class _Benchmark:
         parser.add_argument("--requests", type=int, default=1000)
         parser.add_argument("--naive-sample", type=int, default=10,
                             help="requests the (slow) naive baseline runs")
-        parser.add_argument("--http-requests", type=int, default=3000)
+        parser.add_argument("--http-requests", type=int, default=3000,
+                            help="requests per HTTP round")
+        parser.add_argument("--http-rounds", type=int, default=3,
+                            help="HTTP rounds; requests/s is their median")
         parser.add_argument("--clients", type=int, default=4, help="keep-alive HTTP clients")
         parser.add_argument("--port", type=int, help="port for the service (default: free)")
         parser.add_argument("--workers", type=int, default=1,

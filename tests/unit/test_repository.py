@@ -81,7 +81,7 @@ def test_one_statement_per_shape_values_only_in_parameters() -> None:
     assert first.answer is second.answer
     assert second.params == {"total_cpu": 9, "unit0_gpu_tokens": ["nvidia"], "limit": 7}
     sql, _ = compiled_sql(first.answer)
-    assert sql.count("FROM provider_inventory") == 2  # the candidates and newest last_seen_at
+    assert sql.count("FROM provider_inventory") == 1  # the candidates; asOf reads the offsets
     assert "projection_offsets" in sql and "json_agg(json_build_object(" in sql
     assert first.answer_sql("s1")[0] is first.answer_sql("s1")[0]  # compiled once per schema
     qualified, values = second.answer_sql("s1")
