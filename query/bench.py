@@ -392,7 +392,7 @@ def ms(seconds: float) -> float:
 
 def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sample: int,
                   http_requests: int, clients: int, port: int, workers: int = 1, seed: int = 7,
-                  http_rounds: int = 3,
+                  http_rounds: int = 5,
                   say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything and return the figures (also printed as they come)."""
     rng = random.Random(seed + 1)

@@ -123,7 +123,7 @@ class _Benchmark:
                             help="requests the (slow) naive baseline runs")
         parser.add_argument("--http-requests", type=int, default=3000,
                             help="requests per HTTP round")
-        parser.add_argument("--http-rounds", type=int, default=3,
+        parser.add_argument("--http-rounds", type=int, default=5,
                             help="HTTP rounds; requests/s is their median")
         parser.add_argument("--clients", type=int, default=4, help="keep-alive HTTP clients")
         parser.add_argument("--port", type=int, help="port for the service (default: free)")
