@@ -143,7 +143,7 @@ FAILURES: dict[type[Exception], tuple[int, str]] = {
 
 def failure(exc: Exception) -> tuple[int, bytes]:
     """The status and `{"error", "message"}` body of one of the FAILURES."""
-    status, kind = FAILURES[type(exc)]
+    status, kind = next(FAILURES[c] for c in type(exc).__mro__ if c in FAILURES)
     message = f"database: {exc}" if isinstance(exc, Unavailable) else str(exc)
     return status, orjson.dumps({"error": kind, "message": message})
 
@@ -220,17 +220,22 @@ class Metrics:
                 await app(scope, receive, send)
                 return
             started = time.perf_counter()
-            status = [500]
+            status = [0]
+            failed = True
 
             async def capture(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     status[0] = int(message["status"])
                 await send(message)
 
-            await app(scope, receive, capture)
-            route = getattr(scope.get("endpoint"), "__name__", "unmatched")
-            self.requests.labels(route, str(status[0])).inc()
-            self.latency.labels(route).observe(time.perf_counter() - started)
+            try:
+                await app(scope, receive, capture)
+                failed = False
+            finally:  # no answer: 500 when the app raised, 499 when the client went away
+                code = status[0] or (500 if failed else 499)
+                route = getattr(scope.get("endpoint"), "__name__", "unmatched")
+                self.requests.labels(route, str(code)).inc()
+                self.latency.labels(route).observe(time.perf_counter() - started)
         return observed
 
 

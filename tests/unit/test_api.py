@@ -3,6 +3,7 @@ database is 503, and the OpenAPI document describes the routes of DESIGN section
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -121,3 +122,28 @@ def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
     post(client, b"{")
     text = client.get("/metrics").text
     assert 'hwledger_query_requests_total{route="bid_screening",status="422"}' in text
+
+
+def test_screening_routes_take_only_post(client: TestClient) -> None:
+    response = client.get("/v1/bid-screening")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_a_client_gone_before_its_body_gets_no_answer_and_counts_as_499() -> None:
+    app = create_app(QueryService(make_engine(NOWHERE), schema="hwledger"))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/bid-screening",
+             "query_string": b"", "headers": []}
+    asyncio.run(app(scope, receive, send))
+    assert sent == []
+    asyncio.run(app({**scope, "method": "GET", "path": "/metrics"}, receive, send))
+    metrics = b"".join(m.get("body", b"") for m in sent).decode()
+    assert 'hwledger_query_requests_total{route="bid_screening",status="499"} 1.0' in metrics
