@@ -140,10 +140,12 @@ def test_a_client_gone_before_its_body_gets_no_answer_and_counts_as_499() -> Non
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/bid-screening",
-             "query_string": b"", "headers": []}
-    asyncio.run(app(scope, receive, send))
+    async def request(method: str, path: str) -> None:
+        await app({"type": "http", "method": method, "path": path, "query_string": b"",
+                   "headers": []}, receive, send)
+
+    asyncio.run(request("POST", "/v1/bid-screening"))
     assert sent == []
-    asyncio.run(app({**scope, "method": "GET", "path": "/metrics"}, receive, send))
+    asyncio.run(request("GET", "/metrics"))
     metrics = b"".join(m.get("body", b"") for m in sent).decode()
     assert 'hwledger_query_requests_total{route="bid_screening",status="499"} 1.0' in metrics
