@@ -165,8 +165,8 @@ scan decodes and stores every matching TID before the first row comes out, which
 underprices, so the planner built 15,000-entry bitmaps (~2 ms) where a scan that stops at the
 limit reads ~1,500 rows (~0.5 ms); tokens free at under ~4% of providers still use the GIN
 index. No parallel workers: answers stop at a few hundred rows, and many requests at once
-already use every core, so a Gather only adds worker start-up (docs/decisions.md, "Planner
-guards from statistics")."""
+already use every core, so a Gather only adds worker start-up (docs/decisions.md, "Screening
+throughput")."""
 SHARES_SQL = (
     "SELECT g.most_common_elems::text::text[], g.most_common_elem_freqs, "
     "a.most_common_vals::text::jsonb[], a.most_common_freqs FROM (SELECT) AS one "
