@@ -30,6 +30,7 @@ ENV_VARS = {
     "HWLEDGER_ONLINE_TTL_SECONDS": "a provider is online if seen within this many seconds",
     "HWLEDGER_HTTP_HOST": "query service bind address (default 127.0.0.1)",
     "HWLEDGER_HTTP_PORT": "query service port (default 8080)",
+    "HWLEDGER_METRICS_HOST": "projector Prometheus bind address (default 127.0.0.1)",
     "HWLEDGER_METRICS_PORT": "projector Prometheus port (default 9464, 0 = off)",
     "HWLEDGER_PARK_TTL_SECONDS": "event-time seconds before a parked event is a dead letter",
     "HWLEDGER_PROVIDER_ID": "provider id this host publishes under",
@@ -79,6 +80,7 @@ class Settings:
     online_ttl_seconds: int = 900
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     park_ttl_seconds: int = 21600
     provider_id: str | None = None
@@ -102,6 +104,7 @@ class Settings:
             online_ttl_seconds=_int(env, "HWLEDGER_ONLINE_TTL_SECONDS", 900),
             http_host=env.get("HWLEDGER_HTTP_HOST") or "127.0.0.1",
             http_port=_int(env, "HWLEDGER_HTTP_PORT", 8080),
+            metrics_host=env.get("HWLEDGER_METRICS_HOST") or "127.0.0.1",
             metrics_port=_int(env, "HWLEDGER_METRICS_PORT", 9464),
             park_ttl_seconds=_int(env, "HWLEDGER_PARK_TTL_SECONDS", 21600),
             provider_id=env.get("HWLEDGER_PROVIDER_ID") or None,

@@ -47,12 +47,13 @@ class Metrics:
         self.batch_size.observe(messages)
         self.batch_seconds.observe(seconds)
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on `port` (0 = off); a busy port is a one-line UserError."""
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Expose /metrics on `host`:`port` (0 = off; loopback unless configured, like the
+        query service); a busy port is a one-line UserError."""
         if not port:
             return
         try:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
             raise UserError(f"cannot serve metrics on port {port} (HWLEDGER_METRICS_PORT): "
                             f"{exc.strerror}") from exc

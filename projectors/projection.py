@@ -19,7 +19,6 @@ Rules (DESIGN sections 4 and 5):
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,7 +50,8 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """A record with its decoded event, or the reason it cannot be decoded."""
+    """A record with its decoded event, or the reason it cannot be decoded or was refused
+    (`error`, with or without the event)."""
 
     record: Record
     event: codec.Event | None
@@ -171,18 +171,17 @@ def decode_all(records: Iterable[Record]) -> list[Decoded]:
     return [decode(r) for r in records]
 
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def _is_uuid(value: str) -> bool:
-    """Any spelling `uuid.UUID` accepts; the canonical one is checked without parsing."""
-    if _CANONICAL_UUID.fullmatch(value):
-        return True
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    """A UUID in canonical spelling, the only one stored (PostgreSQL refuses some spellings
+    that Python's parser accepts, such as a `urn:uuid:` prefix or `_` between digits)."""
+    return validation.CANONICAL_UUID.fullmatch(value) is not None
+
+
+def _storable(value: str | None) -> str | None:
+    """`value` for a text column of dead_letters, or None when PostgreSQL could refuse it."""
+    if value is None or "\x00" in value or len(value) > validation.MAX_ID_BYTES:
+        return None
+    return value
 
 
 def references(batch: Sequence[Decoded]) -> References:
@@ -204,12 +203,13 @@ def references(batch: Sequence[Decoded]) -> References:
 
 
 def latest_event_times(batch: Sequence[Decoded]) -> dict[tuple[str, int], datetime]:
-    """(topic, partition) -> the newest occurred_at among the batch's decodable events."""
+    """(topic, partition) -> the newest occurred_at among the batch's decodable events (a time
+    outside the accepted window is a dead letter's and moves nothing)."""
     latest: dict[tuple[str, int], datetime] = {}
     for item in batch:
-        if item.event is not None:
+        at = None if item.event is None else item.event.data["occurred_at"]
+        if at is not None and validation.EARLIEST <= at < validation.LATEST:
             key = (item.record.topic, item.record.partition)
-            at = item.event.data["occurred_at"]
             latest[key] = max(latest.get(key, at), at)
     return latest
 
@@ -344,7 +344,7 @@ class _Projector:
     def dead(self, item: Decoded, reason: str) -> None:
         event = item.event
         self.plan.dead_letters.append(DeadLetter(
-            item.record, reason, None if event is None else event.type, item.event_id))
+            item.record, reason, None if event is None else event.type, _storable(item.event_id)))
         if item.record.parked_id is not None:
             self.plan.unparked.append(item.record.parked_id)
 
@@ -388,13 +388,13 @@ class _Projector:
                 p.decoded.event))
 
     def handle(self, item: Decoded) -> None:
-        if item.event is None:
+        if item.event is None or item.error is not None:
             self.dead(item, item.error or "undecodable")
             return
         event_id = str(item.event_id)
         data = item.event.data
         if not _is_uuid(event_id):
-            self.dead(item, f"event_id {event_id!r} is not a UUID")
+            self.dead(item, "; ".join(validation.uuid_problems({"event_id": event_id})))
             return
         if event_id in self.state.applied or (
                 item.record.parked_id is None and event_id in self.parked_ids):
@@ -460,8 +460,6 @@ class _Projector:
 
     def on_RunStarted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
         run_id, snapshot_id = str(data["run_id"]), str(data["snapshot_event_id"])
-        if not _is_uuid(snapshot_id):
-            return f"snapshot_event_id {snapshot_id!r} is not a UUID"
         snapshot = self.state.snapshots.get(snapshot_id)
         if snapshot is None:
             return f"park:snapshot {snapshot_id}"

@@ -309,18 +309,18 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def _replica(config: ProjectorConfig, metrics_port: int) -> None:
+def _replica(config: ProjectorConfig, metrics_port: int, metrics_host: str) -> None:
     """A replica process: its own consumer, connection and metrics port; SIGTERM stops it."""
     tune_gc()
     metrics = Metrics()
-    metrics.serve(metrics_port)
+    metrics.serve(metrics_port, metrics_host)
     projector = Projector(config, metrics)
     install_signal_handlers(projector)
     raise SystemExit(projector.run())
 
 
-def start_replicas(configs: Sequence[ProjectorConfig],
-                   metrics_port: int = 0) -> list[BaseProcess]:
+def start_replicas(configs: Sequence[ProjectorConfig], metrics_port: int = 0,
+                   metrics_host: str = "127.0.0.1") -> list[BaseProcess]:
     """Start one more projector process per config (typically the same consumer group).
 
     The group shares the partitions out, so N processes use N cores; each partition's batches
@@ -331,7 +331,7 @@ def start_replicas(configs: Sequence[ProjectorConfig],
     spawn = multiprocessing.get_context("spawn")
     replicas: list[BaseProcess] = [
         spawn.Process(target=_replica, name=f"hwledger-projector-{i}",
-                      args=(config, metrics_port + i if metrics_port else 0))
+                      args=(config, metrics_port + i if metrics_port else 0, metrics_host))
         for i, config in enumerate(configs, start=1)]
     for replica in replicas:
         replica.start()

@@ -285,6 +285,48 @@ def copy_rows(conn: psycopg.Connection[Any], table: str, columns: Sequence[Colum
             copy.write_row(row)
 
 
+REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+           psycopg.errors.ProgramLimitExceeded)
+"""PostgreSQL refused the data itself (SQLSTATE classes 22, 23, 54): no retry can help."""
+MAX_REASON = 1000
+
+
+def refusal(exc: psycopg.Error) -> str:
+    """The dead-letter reason of a record PostgreSQL refused."""
+    message = (exc.diag.message_primary or str(exc)).replace("\x00", "")
+    return f"refused by PostgreSQL (SQLSTATE {exc.sqlstate}): {message}"[:MAX_REASON]
+
+
+def split_batch(records: Sequence[Record], fence: Fence) -> list[tuple[Sequence[Record], Fence]]:
+    """`records` as two consecutive halves, each with its fence: the second half starts each
+    partition where the first left it (partitions not in `fence` stay unfenced)."""
+    middle = len(records) // 2
+    halves = (records[:middle], records[middle:])
+    start = {key: expected for key, (expected, _) in fence.items()}
+    parts: list[tuple[Sequence[Record], Fence]] = []
+    for half in halves:
+        after: dict[tuple[str, int], int] = {}
+        for r in half:
+            key = (r.topic, r.partition)
+            if key in fence:
+                after[key] = max(after.get(key, r.offset + 1), r.offset + 1)
+        parts.append((half, {key: (start[key], end) for key, end in after.items()}))
+        start.update(after)
+    return parts
+
+
+def summed(plans: Sequence[Plan]) -> Plan:
+    """One plan's counts for batch metrics: what `plans` projected, dead-lettered and parked."""
+    total = Plan()
+    for plan in plans:
+        total.projected.update(plan.projected)
+        total.duplicates += plan.duplicates
+        total.dead_letters.extend(plan.dead_letters)
+        total.newly_parked.extend(plan.newly_parked)
+        total.applied.extend(plan.applied)
+    return total
+
+
 class Writer:
     """Applies batches to one schema over one connection (the caller owns the connection)."""
 
@@ -339,8 +381,26 @@ class Writer:
         return state
 
     def apply(self, records: Sequence[Record], fence: Fence) -> Plan:
-        """Project and write `records` in one transaction, fenced on the partitions' offsets."""
+        """Project and write `records` in one transaction, fenced on the partitions' offsets.
+
+        The last line of defence against poison: when PostgreSQL refuses the data itself
+        (`REFUSED`), the batch is split in two consecutive halves, each committed on its own,
+        down to the one record that is refused, which goes to dead_letters with the database's
+        message (as Kafka Connect's JDBC sink isolates a bad record). Returns the batch's plan
+        (of its parts, summed).
+        """
+        try:
+            return self._apply(records, fence)
+        except REFUSED as exc:
+            if len(records) == 1:
+                return self._apply(records, fence, refused=refusal(exc))
+            return summed([self.apply(part, part_fence)
+                           for part, part_fence in split_batch(records, fence)])
+
+    def _apply(self, records: Sequence[Record], fence: Fence, refused: str | None = None) -> Plan:
         batch = decode_all(records)
+        if refused is not None:
+            batch = [Decoded(d.record, d.event, refused) for d in batch]
         with self.conn.transaction():
             self._fence(fence)
             self._event_times(fence, latest_event_times(batch))

@@ -115,7 +115,8 @@ def _decode_split(raw: bytes, body: io.BytesIO, writer: SchemaVersion, parts: Sp
 def _read(body: io.BytesIO, writer: SchemaVersion, schema: Any, reader: Any) -> dict[str, Any]:
     try:
         data = schemaless_reader(body, schema, reader)
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError,
+            OverflowError) as exc:  # OverflowError: a timestamp outside datetime's range
         raise DecodeError(f"corrupt {writer.event_type} body: {type(exc).__name__}: {exc}") from exc
     if not isinstance(data, dict):
         raise DecodeError(f"{writer.event_type} body is not a record")

@@ -81,10 +81,11 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
     check_broker(config.kafka)
     tune_gc()
     metrics = Metrics()
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     projector = Projector(config, metrics)
     install_signal_handlers(projector)
-    replicas = start_replicas([config] * (args.processes - 1), settings.metrics_port)
+    replicas = start_replicas([config] * (args.processes - 1), settings.metrics_port,
+                              settings.metrics_host)
     try:
         code = projector.run()
     except BaseException:
