@@ -185,10 +185,11 @@ def _storable(value: str | None) -> str | None:
 
 
 def references(batch: Sequence[Decoded]) -> References:
-    """The stored state `project` needs for `batch`."""
+    """The stored state `project` needs for `batch` (ids PostgreSQL would refuse are left out:
+    their events are dead letters)."""
     event_ids, snapshot_ids, run_ids, providers = set(), set(), set(), set()
     for item in batch:
-        if item.event is None:
+        if item.event is None or item.error is not None:
             continue
         data = item.event.data
         event_ids.add(str(data["event_id"]))
@@ -199,7 +200,12 @@ def references(batch: Sequence[Decoded]) -> References:
             snapshot_ids.add(str(data["snapshot_event_id"]))
     return References(frozenset(e for e in event_ids if _is_uuid(e)),
                       frozenset(s for s in snapshot_ids if _is_uuid(s)),
-                      frozenset(run_ids), frozenset(providers))
+                      _storable_ids(run_ids), _storable_ids(providers))
+
+
+def _storable_ids(ids: Iterable[str]) -> frozenset[str]:
+    """Ids a query may carry: one that is not storable belongs to a dead letter."""
+    return frozenset(i for i in ids if _storable(i) is not None)
 
 
 def latest_event_times(batch: Sequence[Decoded]) -> dict[tuple[str, int], datetime]:

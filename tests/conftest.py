@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -52,6 +53,17 @@ def db_schema(database_url: str) -> Iterator[str]:
     """A fresh, migrated and seeded Postgres schema, dropped after the test."""
     with scratch_schema(database_url, "t") as schema:
         yield schema
+
+
+@pytest.fixture
+def own_database(database_url: str) -> Iterator[str]:
+    """A database of its own: the active-schema pointer is per database."""
+    name = f"rebuild_{uuid.uuid4().hex[:10]}"
+    with connect(database_url, None, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    with connect(database_url, None, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

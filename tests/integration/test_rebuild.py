@@ -9,11 +9,9 @@ import threading
 import time
 import urllib.error
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from confluent_kafka import Producer
@@ -46,17 +44,6 @@ GPU_REQUEST = {"resources": [{"count": 1, "resource": {
     "cpu": {"units": {"val": "100"}}, "memory": {"quantity": {"val": str(2**30)}},
     "gpu": {"units": {"val": "1"}, "attributes": [{"key": "vendor/nvidia/model/*",
                                                    "value": "true"}]}}}]}
-
-
-@pytest.fixture
-def own_database(database_url: str) -> Iterator[str]:
-    """A database of its own: the active-schema pointer is per database."""
-    name = f"rebuild_{uuid.uuid4().hex[:10]}"
-    with connect(database_url, None, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    with connect(database_url, None, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 class QueryLoop:
