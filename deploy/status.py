@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
+from hwledger.projectors.logcheck import RECOVERY, log_gaps
 from hwledger.projectors.writer import PROJECTION
 from hwledger.schemas.db import connect, redact, use_schema
 from hwledger.schemas.errors import UserError
@@ -127,6 +128,8 @@ def _lag_rows(broker: BrokerState | Unreachable,
     lag = partition_lag(broker.watermarks, read_model.next_offsets)
     rows = [Row("projector lag", "ok",
                 f"{sum(lag.values())} events behind (projection {read_model.projection!r})")]
+    for partition, reason in log_gaps(broker.watermarks, read_model.next_offsets).items():
+        rows.append(Row("log lost", "down", f"{reason}; {RECOVERY.format(partition=partition)}"))
     for partition, behind in lag.items():
         high = broker.watermarks[partition][1]
         stored = read_model.next_offsets.get(partition)

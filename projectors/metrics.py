@@ -34,6 +34,9 @@ class Metrics:
                                        "seconds to project and commit one batch", registry=r)
         self.retries = Counter("hwledger_projector_retries_total",
                                "transient database errors retried", registry=r)
+        self.log_lost = Gauge("hwledger_projector_log_lost",
+                              "1 while a partition is stopped because its log no longer holds "
+                              "the stored offset (lost or truncated)", ["partition"], registry=r)
         self.fenced = Counter("hwledger_projector_fenced_total",
                               "batches dropped because the partition moved on elsewhere",
                               registry=r)

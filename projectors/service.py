@@ -10,6 +10,10 @@
 - Transient Postgres failures (lost connection, serialization failure, deadlock) are retried
   with exponential backoff, reconnecting, up to `max_retries`; then the service exits 1.
 - SIGTERM/SIGINT: the batch in flight is written, the consumer leaves the group, exit 0.
+- A lost or truncated log (`logcheck`): checked after each assignment, when the broker cannot
+  serve a stored offset (`auto.offset.reset=error`) and every LOG_CHECK_SECONDS. That
+  partition stops (paused, an error log line, the `log_lost` metric) and resumes by itself once
+  the operator has reset its offset; a replay that exits when caught up fails instead.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, TypeVar
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from hwledger.projectors.logcheck import RECOVERY, log_gaps
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Fenced, Writer
@@ -38,6 +43,8 @@ from hwledger.schemas.errors import UserError
 log = logging.getLogger("hwledger.projector")
 T = TypeVar("T")
 
+LOG_CHECK_SECONDS = 5.0
+"""How often an idle projector compares its stored offsets with the log's watermarks."""
 DRAIN_SECONDS = 0.1
 """How long a projector that exits when caught up waits for more before closing a batch."""
 TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
@@ -65,11 +72,12 @@ class ProjectorConfig:
 
 
 def consumer_config(config: ProjectorConfig) -> dict[str, Any]:
-    """librdkafka settings: manual offsets, start at the beginning of the log."""
+    """librdkafka settings: manual offsets; an offset the log no longer has is an error, never
+    a silent jump to another offset."""
     return {
         "group.id": config.group_id,
         "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
+        "auto.offset.reset": "error",
         "session.timeout.ms": 6000,
         "enable.partition.eof": False,
         "log_level": 3,
@@ -99,6 +107,8 @@ class Projector:
         self.metrics = metrics or Metrics()
         self.stopping = False
         self.positions: dict[int, int | None] = {}
+        self.halted: dict[int, str] = {}
+        self.checked_at = 0.0
         self.pending: list[Record] = []
         self.conn = connect(config.database_url, config.schema)
         self.writer = Writer(self.conn, config.park_ttl,
@@ -117,10 +127,12 @@ class Projector:
             p.offset = 0 if offset is None else offset
         consumer.assign(partitions)
         log.info("assigned %s", {p.partition: p.offset for p in partitions})
+        self.checked_at = 0.0  # check the log before the next batch (not inside the callback)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self.positions.pop(p.partition, None)
+            self.halted.pop(p.partition, None)
         self.pending.clear()
         consumer.unassign()
 
@@ -175,13 +187,17 @@ class Projector:
         if error is not None:
             if error.fatal():
                 raise UserError(f"Kafka consumer failed: {error.str()}")
-            if error.code() != KafkaError._PARTITION_EOF:
+            partition = message.partition()
+            if error.code() == KafkaError._AUTO_OFFSET_RESET and partition is not None:
+                self._halt(partition, f"partition {partition}: {error.str()}")
+            elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("Kafka: %s", error.str())
             return
         partition, offset = message.partition(), message.offset()
         assert partition is not None and offset is not None
         position = self.positions.get(partition)
-        if partition not in self.positions or (position is not None and offset < position):
+        if (partition not in self.positions or partition in self.halted
+                or (position is not None and offset < position)):
             return
         records.append(Record(message.topic() or self.config.topic, partition, offset,
                               message.value() or b""))
@@ -229,6 +245,49 @@ class Projector:
             except KafkaException as exc:  # a revoked partition is fine to skip
                 log.info("seek %d skipped: %s", partition, exc)
 
+    def _watermarks(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        found = {}
+        for partition in partitions:
+            try:
+                found[partition] = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.config.topic, partition), timeout=5)
+            except KafkaException as exc:  # checked again on the next idle poll
+                log.debug("watermarks of %d: %s", partition, exc)
+        return found
+
+    def _check_log(self) -> None:
+        """Stop the partitions whose log no longer holds their stored offset; resume the
+        stopped ones whose offset the operator has reset."""
+        self.checked_at = time.monotonic()
+        running = sorted(set(self.positions) - set(self.halted))
+        for partition, reason in log_gaps(self._watermarks(running), self.positions).items():
+            self._halt(partition, reason)
+        if not self.halted:
+            return
+        stored = self._with_retries(lambda: self.writer.stored_offsets(self.config.topic,
+                                                                       sorted(self.halted)))
+        fixed = set(self.halted) - set(log_gaps(self._watermarks(sorted(self.halted)), stored))
+        for partition in sorted(fixed):
+            log.warning("partition %d resumes at its reset offset %s", partition,
+                        stored[partition])
+            del self.halted[partition]
+            self.metrics.log_lost.labels(str(partition)).set(0)
+            self.positions[partition] = stored[partition]
+            tp = TopicPartition(self.config.topic, partition, stored[partition] or 0)
+            self.consumer.seek(tp)
+            self.consumer.resume([tp])
+
+    def _halt(self, partition: int, reason: str) -> None:
+        if partition in self.halted or partition not in self.positions:
+            return
+        self.halted[partition] = reason
+        self.metrics.log_lost.labels(str(partition)).set(1)
+        log.error("%s; partition %d stopped: %s", reason, partition,
+                  RECOVERY.format(partition=partition))
+        self.consumer.pause([TopicPartition(self.config.topic, partition)])
+        if self.config.exit_when_caught_up:
+            raise UserError(f"{reason}; {RECOVERY.format(partition=partition)}")
+
     def _done(self, idle_since: float) -> bool:
         """Nothing arrived: stop when caught up or idle long enough (when configured)."""
         idle = self.config.idle_exit_seconds
@@ -241,6 +300,8 @@ class Projector:
         if not self.positions:
             return False
         for partition, position in self.positions.items():
+            if partition in self.halted:
+                return False
             try:
                 _, high = self.consumer.get_watermark_offsets(
                     TopicPartition(self.config.topic, partition), timeout=5)
@@ -261,6 +322,8 @@ class Projector:
         idle_since = time.monotonic()
         try:
             while not self.stopping:
+                if time.monotonic() - self.checked_at > LOG_CHECK_SECONDS:
+                    self._check_log()
                 records = self._poll_batch()
                 if records:
                     self._apply(records)

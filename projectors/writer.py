@@ -350,6 +350,16 @@ class Writer:
         found.update({int(p): int(o) for p, o in rows})
         return found
 
+    def reset_offset(self, topic: str, partition: int, offset: int) -> None:
+        """Store `offset` as the partition's next offset (`hwledger offsets reset`); a running
+        projector that stopped the partition resumes there."""
+        with self.conn.transaction():
+            self.conn.execute(
+                "INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) "
+                "DO UPDATE SET next_offset = excluded.next_offset",
+                (self.projection, topic, partition, offset))
+
     def load_state(self, batch: Sequence[Decoded]) -> State:
         """The stored state `project` needs for `batch`, inside the current transaction."""
         refs = references(batch)

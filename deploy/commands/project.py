@@ -1,4 +1,5 @@
-"""`hwledger project` (the projector service) and `hwledger dlq list|parked|retry`."""
+"""`hwledger project` (the projector service), `hwledger dlq list|parked|retry` and
+`hwledger offsets reset` (the recovery from a lost log)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from datetime import timedelta
 from hwledger.deploy.commands import Subparsers, add_command, add_group
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
+from hwledger.deploy.status import Unreachable, gather_broker
+from hwledger.projectors.logcheck import log_gap
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.service import (
     Projector,
@@ -47,6 +50,11 @@ def register(subparsers: Subparsers) -> None:
     parked.add_argument("--limit", type=positive, default=50)
     retry = add_command(dlq, "retry", _retry, "re-project one dead letter")
     retry.add_argument("id", type=positive, help="dead_letter_id from `hwledger dlq list`")
+    offsets = add_group(subparsers, "offsets", "the projection's stored offsets")
+    reset = add_command(offsets, "reset", _reset,
+                        "move a partition whose log was lost or truncated to its log start")
+    reset.add_argument("--partition", type=int, action="append", required=True,
+                       help="partition to reset (repeat for several)")
 
 
 def positive(text: str) -> int:
@@ -130,4 +138,27 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
             raise UserError(f"dead letter {args.id} is still bad: {exc}") from None
     outcome = "applied" if plan.applied else "a duplicate of an applied event"
     print(f"dead letter {args.id}: {outcome}")
+    return 0
+
+
+def _reset(args: argparse.Namespace, settings: Settings) -> int:
+    """Reset each named partition that has a log gap to its log start. Safe: the events from
+    there on are applied or recognised as already applied by their event ids."""
+    broker = gather_broker(settings)
+    if isinstance(broker, Unreachable):
+        raise UserError(f"cannot read the topic's watermarks: {broker.reason}")
+    writer = _writer(settings)
+    with writer.conn:
+        stored = writer.stored_offsets(settings.topic, args.partition)
+        for partition in args.partition:
+            if partition not in broker.watermarks:
+                raise UserError(f"topic {settings.topic!r} has no partition {partition}")
+            low, high = broker.watermarks[partition]
+            if log_gap(partition, low, high, stored[partition]) is None:
+                raise UserError(f"partition {partition}: its log holds the stored offset "
+                                f"{stored[partition]}; nothing to reset")
+        for partition in args.partition:
+            low = broker.watermarks[partition][0]
+            writer.reset_offset(settings.topic, partition, low)
+            print(f"partition {partition}: next offset {stored[partition]} -> {low}")
     return 0

@@ -1,0 +1,42 @@
+"""Is the log behind a partition still the one the projection read? (pure)
+
+A projection stores, per partition, the next offset it will apply. The log can lose what is
+behind or ahead of it: a topic deleted and re-created, a broker that lost its data, retention,
+an unclean leader election. Then the stored offset is beyond the log's end, or the log's start
+is beyond it, and reading on would silently skip events. `log_gap` names such a partition; the
+projector stops it and `hwledger status` raises an alarm, until the operator rebuilds or resets
+the partition's offset (`hwledger offsets reset`, docs/operations.md "A lost log").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+RECOVERY = ("rebuild (`hwledger rebuild`) or reset the partition to its log start "
+            "(`hwledger offsets reset --partition {partition}`)")
+
+
+def log_gap(partition: int, low: int, high: int, stored: int | None) -> str | None:
+    """Why the log of `partition` (offsets `low` .. `high`) no longer holds the projection's
+    next offset `stored` (None: nothing applied yet, the log must start at 0); None when it
+    does."""
+    position = 0 if stored is None else stored
+    if position > high:
+        return (f"partition {partition}: the projection's next offset {position} is beyond the "
+                f"log's end {high}: the log was lost or truncated (topic re-created?)")
+    if low > position:
+        return (f"partition {partition}: the log starts at {low}, after the projection's next "
+                f"offset {position}: events {position}..{low - 1} were deleted before they "
+                "were projected")
+    return None
+
+
+def log_gaps(watermarks: Mapping[int, tuple[int, int]],
+             positions: Mapping[int, int | None]) -> dict[int, str]:
+    """partition -> `log_gap` reason, for the partitions of `watermarks` that have one."""
+    found = {}
+    for partition, (low, high) in sorted(watermarks.items()):
+        reason = log_gap(partition, low, high, positions.get(partition))
+        if reason is not None:
+            found[partition] = reason
+    return found
