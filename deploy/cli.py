@@ -1,7 +1,9 @@
 """The `hwledger` command: parses arguments, builds Settings, dispatches, maps errors.
 
-A UserError (bad input, unreachable server, wrong configuration) prints one line to stderr and
-exits 1; argparse usage errors exit 2; nothing a user can cause prints a traceback.
+A UserError (bad input, unreachable server) prints one line to stderr and exits 1; a
+ConfigError (a setting, or a schema state, the command refuses) and a Kafka client property
+librdkafka rejects exit 2 the same way, as do argparse usage errors; nothing a user can cause
+prints a traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, KafkaException
 
 from hwledger.deploy.commands import (
     CommandModule,
@@ -23,7 +27,7 @@ from hwledger.deploy.commands import (
     status,
 )
 from hwledger.deploy.config import Settings
-from hwledger.schemas.errors import UserError
+from hwledger.schemas.errors import ConfigError, UserError
 from hwledger.seeds import SeedError
 
 COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project, query, produce,
@@ -46,6 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args, Settings.from_env()))
+    except ConfigError as exc:
+        print(f"hwledger: error: {exc}", file=sys.stderr)
+        return 2
+    except KafkaException as exc:
+        error = exc.args[0]
+        if not isinstance(error, KafkaError) or error.code() != KafkaError._INVALID_ARG:
+            raise
+        print(f"hwledger: error: Kafka client configuration rejected: {error.str()} (see "
+              f"HWLEDGER_KAFKA_OPT_* and HWLEDGER_KAFKA_CONFIG_FILE)", file=sys.stderr)
+        return 2
     except (UserError, SeedError) as exc:
         print(f"hwledger: error: {exc}", file=sys.stderr)
         return 1

@@ -1,9 +1,12 @@
 """Settings from the environment, in one place.
 
 Every knob is an `HWLEDGER_*` variable (listed in ENV_VARS, which the deploy-file checks use).
-Kafka client settings pass through: `HWLEDGER_KAFKA_OPT_SECURITY_PROTOCOL=SASL_SSL` becomes the
-librdkafka property `security.protocol`, so SASL/TLS work without code changes. When no database
-or broker is named, the addresses of the local stack started by `hwledger dev up` are used.
+Kafka client settings pass through, so SASL/TLS work without code changes: a client properties
+file (`HWLEDGER_KAFKA_CONFIG_FILE`, lines `name=value`) names librdkafka properties exactly, and
+`HWLEDGER_KAFKA_OPT_<NAME>` variables override it, with `_` read as `.` and `__` as a literal `_`
+(`HWLEDGER_KAFKA_OPT_SECURITY_PROTOCOL` is `security.protocol`, `..._LOG__LEVEL` is `log_level`).
+When no database or broker is named, the addresses of the local stack started by
+`hwledger dev up` are used.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hwledger.schemas.errors import UserError
+from hwledger.schemas.errors import ConfigError, UserError
 
 KAFKA_OPT_PREFIX = "HWLEDGER_KAFKA_OPT_"
+KAFKA_CONFIG_FILE = "HWLEDGER_KAFKA_CONFIG_FILE"
 SECRET_WORDS = ("password", "secret", "token", "key")
 ENV_VARS = {
     "HWLEDGER_DATABASE_URL": "Postgres URL for migrations and projectors (read-write)",
     "HWLEDGER_QUERY_DATABASE_URL": "Postgres URL for the query service (may be read-only)",
     "HWLEDGER_KAFKA_BOOTSTRAP": "Kafka bootstrap servers, host:port[,host:port]",
+    KAFKA_CONFIG_FILE: "Kafka client properties file, name=value lines (librdkafka names)",
     "HWLEDGER_TOPIC": "events topic (default hwledger.events)",
     "HWLEDGER_PARTITIONS": "partitions when hwledger creates the topic (default 6)",
     "HWLEDGER_DB_SCHEMA": "Postgres schema to project into (default: the active schema)",
@@ -52,10 +57,38 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise UserError(f"{name}={raw!r} is not an integer") from None
 
 
+def kafka_option_name(variable: str) -> str:
+    """The librdkafka property an HWLEDGER_KAFKA_OPT_* variable names: `_` is `.`, `__` is `_`."""
+    words = variable.removeprefix(KAFKA_OPT_PREFIX).lower().split("__")
+    return "_".join(word.replace("_", ".") for word in words)
+
+
+def parse_client_properties(text: str, source: str) -> dict[str, str]:
+    """`name=value` lines (`#` or `!` starts a comment line), the Kafka client file format."""
+    properties: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        name, separator, value = line.partition("=")
+        if not separator or not name.strip():
+            raise ConfigError(f"{source}:{number}: expected name=value, got {line!r}")
+        properties[name.strip()] = value.strip()
+    return properties
+
+
 def kafka_options(env: Mapping[str, str]) -> dict[str, str]:
-    """librdkafka properties passed through from HWLEDGER_KAFKA_OPT_* variables."""
-    return {
-        name.removeprefix(KAFKA_OPT_PREFIX).lower().replace("_", "."): value
+    """librdkafka properties from HWLEDGER_KAFKA_CONFIG_FILE, then HWLEDGER_KAFKA_OPT_*."""
+    path = env.get(KAFKA_CONFIG_FILE)
+    from_file: dict[str, str] = {}
+    if path:
+        try:
+            text = Path(path).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{KAFKA_CONFIG_FILE}={path}: cannot read it ({exc})") from None
+        from_file = parse_client_properties(text, path)
+    return from_file | {
+        kafka_option_name(name): value
         for name, value in env.items()
         if name.startswith(KAFKA_OPT_PREFIX)
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: virtualenv, install, pytest (unit + integration).
-# Integration tests use HWLEDGER_DATABASE_URL / HWLEDGER_KAFKA_BOOTSTRAP when set, otherwise
-# they start the embedded PostgreSQL and Kafka-protocol broker themselves.
+# Integration tests use HWLEDGER_TEST_DATABASE_URL / HWLEDGER_TEST_KAFKA_BOOTSTRAP when set,
+# otherwise they start the embedded PostgreSQL and Kafka-protocol broker themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/venv.sh

@@ -7,7 +7,9 @@ order and removes each one only when its delivery report says the broker has it.
 fails (broker down past `message.timeout.ms`, a broker that lost its state, a fatal producer
 error), the flusher drops the producer, waits with backoff, and starts again from the oldest
 unacknowledged event with a fresh producer, so the order per provider holds. Events left in the
-spool when a process dies go out with the next publisher that opens the spool.
+spool when a process dies go out with the next publisher that opens the spool. The first
+producer is made by the constructor, so a Kafka property librdkafka rejects raises its
+KafkaException there, before anything is spooled, not in the flusher thread.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class Publisher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         # flusher-thread state
-        self._producer: Producer | None = None
+        self._producer: Producer | None = Producer(self._config)
         self._cursor = 0
         self._in_flight: set[int] = set()
         self._acked: list[int] = []

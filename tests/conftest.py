@@ -1,7 +1,12 @@
-"""Shared fixtures. Integration tests (tests/integration) get real servers, once per session."""
+"""Shared fixtures. Integration tests (tests/integration) get real servers, once per session.
+
+The run starts by removing every HWLEDGER_* setting but the HWLEDGER_TEST_* ones from the
+environment, so neither the suite nor a command it starts reaches a server it was not given.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -16,7 +21,12 @@ import pytest
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import scratch_schema
-from tests.servers import Servers, session_servers
+from tests.servers import Servers, production_variables, session_servers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in production_variables(os.environ):
+        del os.environ[name]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,6 +1,7 @@
-"""The servers tests talk to: named by the environment, embedded, or testcontainers.
+"""The servers tests talk to: named for tests by the environment, embedded, or testcontainers.
 
-- HWLEDGER_DATABASE_URL / HWLEDGER_KAFKA_BOOTSTRAP set: those servers are used as they are.
+- HWLEDGER_TEST_DATABASE_URL / HWLEDGER_TEST_KAFKA_BOOTSTRAP set: those servers are used as
+  they are. The production variables (HWLEDGER_DATABASE_URL, ...) never name a test server.
 - HWLEDGER_TEST_BACKEND=docker: Postgres and Apache Kafka containers via testcontainers.
 - otherwise: the embedded PostgreSQL and Tansu broker, started once per test session.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,21 @@ from hwledger.deploy.localstack import EmbeddedBroker, EmbeddedPostgres, free_po
 class Servers:
     database_url: str
     kafka_bootstrap: str
+
+
+TEST_DATABASE_URL = "HWLEDGER_TEST_DATABASE_URL"
+TEST_KAFKA_BOOTSTRAP = "HWLEDGER_TEST_KAFKA_BOOTSTRAP"
+
+
+def named_servers(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The database URL and bootstrap servers named for tests, None where none is named."""
+    return environ.get(TEST_DATABASE_URL) or None, environ.get(TEST_KAFKA_BOOTSTRAP) or None
+
+
+def production_variables(environ: Mapping[str, str]) -> list[str]:
+    """The HWLEDGER_* settings a test run must not see: all but the HWLEDGER_TEST_* ones."""
+    return [name for name in environ
+            if name.startswith("HWLEDGER_") and not name.startswith("HWLEDGER_TEST_")]
 
 
 @contextlib.contextmanager
@@ -58,9 +74,8 @@ def session_servers(workdir: Path) -> Iterator[Servers]:
         with docker_servers() as servers:
             yield servers
         return
+    named_database, named_bootstrap = named_servers(os.environ)
     with contextlib.ExitStack() as stack:
-        database_url = os.environ.get("HWLEDGER_DATABASE_URL") or stack.enter_context(
-            embedded_postgres(workdir))
-        bootstrap = os.environ.get("HWLEDGER_KAFKA_BOOTSTRAP") or stack.enter_context(
-            embedded_broker(workdir))
+        database_url = named_database or stack.enter_context(embedded_postgres(workdir))
+        bootstrap = named_bootstrap or stack.enter_context(embedded_broker(workdir))
         yield Servers(database_url, bootstrap)

@@ -174,3 +174,29 @@ def test_cli_leaves_undelivered_events_spooled_and_spool_flush_sends_them(
     assert main(["spool", "flush", "--timeout", "20"]) == 0
     [(key, value)] = consume(kafka_config, topic, 1)
     assert key == b"provider-late" and codec.decode(value).type == "HardwareSnapshotted"
+
+
+def test_a_rejected_kafka_property_is_a_configuration_error_and_spools_nothing(
+        home: Path, monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setenv("HWLEDGER_HOME", str(home))
+    monkeypatch.setenv("HWLEDGER_PROVIDER_ID", "provider-misconfigured")
+    monkeypatch.setenv("HWLEDGER_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("HWLEDGER_KAFKA_OPT_LOG_LEVEL", "7")  # log.level: no such property
+    assert main(["provider", "register", "--host-uri", "https://p.example:8443",
+                 "--timeout", "0.5"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "Kafka client configuration rejected" in line and '"log.level"' in line
+    assert main(["spool", "status"]) == 0
+    assert "pending    0 event(s)" in capsys.readouterr().out
+
+
+def test_an_escaped_underscore_reaches_librdkafka_as_is(
+        kafka_config: dict[str, Any], topic: str, home: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("HWLEDGER_HOME", str(home))
+    monkeypatch.setenv("HWLEDGER_TOPIC", topic)
+    monkeypatch.setenv("HWLEDGER_PROVIDER_ID", "provider-escaped")
+    monkeypatch.setenv("HWLEDGER_KAFKA_BOOTSTRAP", kafka_config["bootstrap.servers"])
+    monkeypatch.setenv("HWLEDGER_KAFKA_OPT_LOG__LEVEL", "3")
+    assert main(["publish", "snapshot", "--timeout", "20"]) == 0
+    [(key, _)] = consume(kafka_config, topic, 1)
+    assert key == b"provider-escaped"

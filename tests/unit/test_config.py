@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hwledger.deploy.config import Settings, safe_kafka_config
+from hwledger.deploy.config import Settings, kafka_option_name, safe_kafka_config
 from hwledger.schemas.db import redact
-from hwledger.schemas.errors import UserError
+from hwledger.schemas.errors import ConfigError, UserError
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -30,6 +30,33 @@ def test_kafka_security_settings_pass_through() -> None:
                       "sasl.mechanism": "SCRAM-SHA-512", "sasl.password": "hunter2",
                       "ssl.ca.location": "/etc/ssl/ca.pem", "client.id": "x"}
     assert "hunter2" not in str(safe_kafka_config(config))
+
+
+def test_double_underscore_names_a_literal_underscore() -> None:
+    assert kafka_option_name("HWLEDGER_KAFKA_OPT_LOG__LEVEL") == "log_level"
+    assert kafka_option_name("HWLEDGER_KAFKA_OPT_LOG_LEVEL") == "log.level"
+    assert kafka_option_name("HWLEDGER_KAFKA_OPT_TOPIC_METADATA_REFRESH_INTERVAL_MS") == (
+        "topic.metadata.refresh.interval.ms")
+
+
+def test_client_properties_file_names_properties_exactly(tmp_path: Path) -> None:
+    properties = tmp_path / "client.properties"
+    properties.write_text("# TLS\nsecurity.protocol = SSL\n\n! old style comment\n"
+                          "log_level=7\nsasl.jaas.config=a=b\n")
+    s = Settings.from_env({"HWLEDGER_KAFKA_BOOTSTRAP": "k:9",
+                           "HWLEDGER_KAFKA_CONFIG_FILE": str(properties),
+                           "HWLEDGER_KAFKA_OPT_SECURITY_PROTOCOL": "SASL_SSL"})
+    assert s.kafka_config() == {"bootstrap.servers": "k:9", "security.protocol": "SASL_SSL",
+                                "log_level": "7", "sasl.jaas.config": "a=b"}
+
+
+def test_bad_client_properties_files_are_configuration_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read it"):
+        Settings.from_env({"HWLEDGER_KAFKA_CONFIG_FILE": str(tmp_path / "missing")})
+    broken = tmp_path / "broken.properties"
+    broken.write_text("acks=all\nlinger.ms\n")
+    with pytest.raises(ConfigError, match=r"broken.properties:2: expected name=value"):
+        Settings.from_env({"HWLEDGER_KAFKA_CONFIG_FILE": str(broken)})
 
 
 def test_passwords_are_redacted_from_urls() -> None:
