@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from hwledger.deploy.commands import (
     CommandModule,
+    bakeoff,
     bench,
     db,
     demo,
@@ -27,7 +28,7 @@ from hwledger.schemas.errors import UserError
 from hwledger.seeds import SeedError
 
 COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project, query, produce,
-                                               demo, rebuild)
+                                               demo, rebuild, bakeoff)
 
 
 def build_parser() -> argparse.ArgumentParser:
