@@ -59,16 +59,20 @@ def _file_events(path: Path, provider_id: str) -> list[Event]:
     return run_events(doc, provider_id)
 
 
-def import_directory(directory: Path, provider_id: str, publisher: Publisher,
-                     progress: bool = False) -> ImportResult:
-    """Map and publish every bakeoff file under `directory`; unmappable files are skipped."""
+def data_files(directory: Path) -> list[Path]:
+    """The hardware-snapshot and run files of a bakeoff data directory, in import order."""
     if not (directory / "runs").is_dir() and not (directory / "hardware-snapshot").is_dir():
         raise UserError(f"{directory} has neither runs/ nor hardware-snapshot/ (not a bakeoff "
                         "data directory)")
-    paths = [*sorted((directory / "hardware-snapshot").glob("*.json")),
-             *sorted((directory / "runs").glob("*.json"))]
+    return [*sorted((directory / "hardware-snapshot").glob("*.json")),
+            *sorted((directory / "runs").glob("*.json"))]
+
+
+def import_directory(directory: Path, provider_id: str, publisher: Publisher,
+                     progress: bool = False) -> ImportResult:
+    """Map and publish every bakeoff file under `directory`; unmappable files are skipped."""
     result = ImportResult()
-    for path in track(paths, description="importing", disable=not progress,
+    for path in track(data_files(directory), description="importing", disable=not progress,
                       console=err_console):
         try:
             encoded = [encode_event(kind, data) for kind, data in _file_events(path,
@@ -84,6 +88,7 @@ def import_directory(directory: Path, provider_id: str, publisher: Publisher,
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     provider_id = args.provider or settings.provider_id or DEFAULT_PROVIDER
+    data_files(args.directory)  # a wrong directory fails before any broker is needed
     publisher = Publisher.from_settings(settings)
     try:
         result = import_directory(args.directory, provider_id, publisher, progress=True)
