@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from hwledger.deploy.commands import (
     CommandModule,
+    bakeoff,
     bench,
     db,
     demo,
@@ -31,7 +32,7 @@ from hwledger.schemas.errors import ConfigError, UserError
 from hwledger.seeds import SeedError
 
 COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project, query, produce,
-                                               demo, rebuild)
+                                               demo, rebuild, bakeoff)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,13 @@ GPU_HARDWARE_NS = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7a01")
 SYSTEM_HARDWARE_NS = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7a02")
 SYSTEM_SOFTWARE_NS = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7a03")
 
+# Identity inputs added after v1 ids existed: part of the canonical JSON only when present and
+# not at their default, so every id derived before them stays the same (bakeoff #25).
+OPTIONAL_SYSTEM_IDENTITY: dict[str, Any] = {
+    "cpu_base_clock_mhz": None, "cpu_peak_clock_mhz": None, "memory_speed_mhz": None,
+    "memory_channels": None, "memory_interleave_profile": None, "bar_size_mb": None,
+}
+
 SOFTWARE_FIELDS = ("os", "kernel_version", "python_version", "gpu_driver_version",
                    "cuda_version", "rocm_version", "runner_version")
 
@@ -60,9 +67,17 @@ def gpu_configuration(gpus: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
     )
 
 
+def optional_identity(values: Mapping[str, Any], defaults: Mapping[str, Any]
+                      ) -> dict[str, Any]:
+    """The later-added identity fields of `values` that are present and not at their default."""
+    return {k: values[k] for k, default in defaults.items()
+            if values.get(k, default) != default}
+
+
 def system_hardware_id(system: Mapping[str, Any], gpus: Iterable[Mapping[str, Any]]) -> str:
     """Identity of a host spec plus its GPU configuration: a card swap gives a new id."""
     return _uuid5(SYSTEM_HARDWARE_NS, {
+        **optional_identity(system, OPTIONAL_SYSTEM_IDENTITY),
         "cpu_model": system["cpu_model"],
         "cpu_threads": int(system["cpu_threads"]),
         "ram_bytes": int(system["ram_bytes"]),

@@ -71,3 +71,18 @@ def test_non_identity_fields_do_not_change_ids() -> None:
                    allocatable={"cpu_millicores": 1, "memory_bytes": 1,
                                 "ephemeral_storage_bytes": 1})
     assert system_hardware_id(a["system"], a["gpus"]) == system_hardware_id(b["system"], b["gpus"])
+
+
+FACTORY_SYSTEM_ID = "307d4c48-a505-56ca-a9fb-4a41a8840ca8"  # the id before optional fields
+
+
+def test_optional_identity_fields_absent_or_default_keep_existing_ids() -> None:
+    snap = f.snapshot()
+    assert system_hardware_id(snap["system"], snap["gpus"]) == FACTORY_SYSTEM_ID
+    at_default = snap["system"] | {"bar_size_mb": None, "memory_speed_mhz": None}
+    assert system_hardware_id(at_default, snap["gpus"]) == FACTORY_SYSTEM_ID
+    with_bar = snap["system"] | {"bar_size_mb": 131072}
+    assert system_hardware_id(with_bar, snap["gpus"]) != FACTORY_SYSTEM_ID
+    with_speed = snap["system"] | {"memory_speed_mhz": 4800}
+    assert system_hardware_id(with_speed, snap["gpus"]) not in (
+        FACTORY_SYSTEM_ID, system_hardware_id(with_bar, snap["gpus"]))
