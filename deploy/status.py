@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
-from hwledger.projectors.logcheck import RECOVERY, log_gaps
+from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
 from hwledger.projectors.writer import PROJECTION
 from hwledger.schemas.db import connect, redact, use_schema
 from hwledger.schemas.errors import UserError
@@ -62,6 +62,8 @@ class ReadModelState:
     last_event_at: datetime | None
     dead_letters: int
     parked_events: int
+    halted: dict[int, str] = field(default_factory=dict)
+    """Partitions the projector stopped (lost log), with the reason."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ def _lag_rows(broker: BrokerState | Unreachable,
     lag = partition_lag(broker.watermarks, read_model.next_offsets)
     rows = [Row("projector lag", "ok",
                 f"{sum(lag.values())} events behind (projection {read_model.projection!r})")]
-    for partition, reason in log_gaps(broker.watermarks, read_model.next_offsets).items():
+    lost = {**log_start_gaps(broker.watermarks, read_model.next_offsets), **read_model.halted}
+    for partition, reason in sorted(lost.items()):
         rows.append(Row("log lost", "down", f"{reason}; {RECOVERY.format(partition=partition)}"))
     for partition, behind in lag.items():
         high = broker.watermarks[partition][1]
@@ -233,7 +236,7 @@ def _read_model(conn: psycopg.Connection[Any], database: str, settings: Settings
     use_schema(conn, schema)
     try:
         offsets = conn.execute(
-            "SELECT partition, next_offset, last_event_at FROM projection_offsets "
+            "SELECT partition, next_offset, last_event_at, halted_reason FROM projection_offsets "
             "WHERE projection = %s AND topic = %s", (projection, settings.topic)).fetchall()
         dead = conn.execute("SELECT count(*) FROM dead_letters WHERE topic = %s",
                             (settings.topic,)).fetchone()
@@ -243,10 +246,11 @@ def _read_model(conn: psycopg.Connection[Any], database: str, settings: Settings
         return Unreachable(f"schema {schema!r} has no hwledger tables; run `hwledger db migrate`")
     return ReadModelState(
         database=database, active_schema=active, schema=schema, projection=projection,
-        next_offsets={int(p): int(n) for p, n, _ in offsets},
-        last_event_at=max((at for _, _, at in offsets if at is not None), default=None),
+        next_offsets={int(p): int(n) for p, n, _, _ in offsets},
+        last_event_at=max((at for _, _, at, _ in offsets if at is not None), default=None),
         dead_letters=int(dead[0]) if dead else 0,
         parked_events=int(parked[0]) if parked else 0,
+        halted={int(p): str(h) for p, _, _, h in offsets if h is not None},
     )
 
 

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from hwledger.projectors.logcheck import RECOVERY, log_gaps
+from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Fenced, Writer
@@ -256,18 +256,19 @@ class Projector:
         return found
 
     def _check_log(self) -> None:
-        """Stop the partitions whose log no longer holds their stored offset; resume the
-        stopped ones whose offset the operator has reset."""
+        """Stop the partitions whose log starts after their stored offset or that are recorded
+        as stopped; resume the stopped ones whose halt the operator has cleared (reset)."""
         self.checked_at = time.monotonic()
-        running = sorted(set(self.positions) - set(self.halted))
-        for partition, reason in log_gaps(self._watermarks(running), self.positions).items():
+        topic, running = self.config.topic, sorted(set(self.positions) - set(self.halted))
+        recorded = self._with_retries(lambda: self.writer.halted(topic, self.positions))
+        gaps = log_start_gaps(self._watermarks(running), self.positions)
+        for partition, reason in sorted({**gaps, **recorded}.items()):
             self._halt(partition, reason)
-        if not self.halted:
+        fixed = sorted(set(self.halted) - set(recorded) - set(gaps))
+        if not fixed:
             return
-        stored = self._with_retries(lambda: self.writer.stored_offsets(self.config.topic,
-                                                                       sorted(self.halted)))
-        fixed = set(self.halted) - set(log_gaps(self._watermarks(sorted(self.halted)), stored))
-        for partition in sorted(fixed):
+        stored = self._with_retries(lambda: self.writer.stored_offsets(topic, fixed))
+        for partition in fixed:
             log.warning("partition %d resumes at its reset offset %s", partition,
                         stored[partition])
             del self.halted[partition]
@@ -281,6 +282,7 @@ class Projector:
         if partition in self.halted or partition not in self.positions:
             return
         self.halted[partition] = reason
+        self._with_retries(lambda: self.writer.halt(self.config.topic, partition, reason))
         self.metrics.log_lost.labels(str(partition)).set(1)
         log.error("%s; partition %d stopped: %s", reason, partition,
                   RECOVERY.format(partition=partition))

@@ -351,14 +351,34 @@ class Writer:
         return found
 
     def reset_offset(self, topic: str, partition: int, offset: int) -> None:
-        """Store `offset` as the partition's next offset (`hwledger offsets reset`); a running
-        projector that stopped the partition resumes there."""
+        """Store `offset` as the partition's next offset and clear its halt (`hwledger offsets
+        reset`); a running projector that stopped the partition resumes there."""
+        self._set_offset_row(topic, partition, offset, None,
+                             "next_offset = excluded.next_offset, halted_reason = NULL")
+
+    def halt(self, topic: str, partition: int, reason: str) -> None:
+        """Record that the partition is stopped because its log was lost (see logcheck)."""
+        self._set_offset_row(topic, partition, 0, reason,
+                             "halted_reason = excluded.halted_reason")
+
+    def _set_offset_row(self, topic: str, partition: int, offset: int, reason: str | None,
+                        update: str) -> None:
         with self.conn.transaction():
             self.conn.execute(
-                "INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) "
-                "DO UPDATE SET next_offset = excluded.next_offset",
-                (self.projection, topic, partition, offset))
+                sql.SQL("INSERT INTO projection_offsets (projection, topic, partition, "
+                        "next_offset, halted_reason) VALUES (%s, %s, %s, %s, %s) "
+                        "ON CONFLICT (projection, topic, partition) DO UPDATE SET {}").format(
+                    sql.SQL(update)),
+                (self.projection, topic, partition, offset, reason))
+
+    def halted(self, topic: str, partitions: Iterable[int]) -> dict[int, str]:
+        """partition -> halt reason, for the partitions of `partitions` that are stopped."""
+        rows = self.conn.execute(
+            "SELECT partition, halted_reason FROM projection_offsets WHERE projection = %s "
+            "AND topic = %s AND partition = ANY(%s) AND halted_reason IS NOT NULL",
+            (self.projection, topic, sorted(set(partitions)))).fetchall()
+        self.conn.commit()
+        return {int(p): str(r) for p, r in rows}
 
     def load_state(self, batch: Sequence[Decoded]) -> State:
         """The stored state `project` needs for `batch`, inside the current transaction."""

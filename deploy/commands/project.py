@@ -142,21 +142,24 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reset(args: argparse.Namespace, settings: Settings) -> int:
-    """Reset each named partition that has a log gap to its log start. Safe: the events from
-    there on are applied or recognised as already applied by their event ids."""
+    """Reset each named partition that the projector stopped (or whose log starts after its
+    stored offset) to its log start. Safe: the events from there on are applied or recognised
+    as already applied by their event ids."""
     broker = gather_broker(settings)
     if isinstance(broker, Unreachable):
         raise UserError(f"cannot read the topic's watermarks: {broker.reason}")
     writer = _writer(settings)
     with writer.conn:
         stored = writer.stored_offsets(settings.topic, args.partition)
+        halted = writer.halted(settings.topic, args.partition)
         for partition in args.partition:
             if partition not in broker.watermarks:
                 raise UserError(f"topic {settings.topic!r} has no partition {partition}")
-            low, high = broker.watermarks[partition]
-            if log_gap(partition, low, high, stored[partition]) is None:
-                raise UserError(f"partition {partition}: its log holds the stored offset "
-                                f"{stored[partition]}; nothing to reset")
+            low = broker.watermarks[partition][0]
+            if partition not in halted and log_gap(partition, low, None,
+                                                   stored[partition]) is None:
+                raise UserError(f"partition {partition} is not stopped and its log holds the "
+                                f"stored offset {stored[partition]}; nothing to reset")
         for partition in args.partition:
             low = broker.watermarks[partition][0]
             writer.reset_offset(settings.topic, partition, low)
