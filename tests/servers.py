@@ -2,7 +2,8 @@
 
 - HWLEDGER_DATABASE_URL / HWLEDGER_KAFKA_BOOTSTRAP set: those servers are used as they are.
 - HWLEDGER_TEST_BACKEND=docker: Postgres and Apache Kafka containers via testcontainers.
-- otherwise: the embedded PostgreSQL and Tansu broker, started once per test session.
+- otherwise: the embedded PostgreSQL and a broker started once per test session: Tansu, or
+  Apache Kafka (KRaft, one node) when HWLEDGER_TEST_BROKER=kafka.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hwledger.deploy.kafka_broker import ApacheKafkaBroker
 from hwledger.deploy.localstack import EmbeddedBroker, EmbeddedPostgres, free_port, stop_pid
 
 
@@ -53,6 +55,25 @@ def embedded_broker(workdir: Path, port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def apache_kafka(workdir: Path) -> Iterator[str]:
+    broker = ApacheKafkaBroker(workdir / "kafka")
+    port = free_port()
+    pid = broker.start(port, free_port())
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_pid(pid, timeout=30)
+
+
+def test_broker(workdir: Path) -> contextlib.AbstractContextManager[str]:
+    """The broker HWLEDGER_TEST_BROKER names: `kafka` (Apache Kafka) or `tansu` (default)."""
+    choice = os.environ.get("HWLEDGER_TEST_BROKER", "tansu")
+    if choice not in ("kafka", "tansu"):
+        raise ValueError(f"HWLEDGER_TEST_BROKER must be kafka or tansu, not {choice!r}")
+    return apache_kafka(workdir) if choice == "kafka" else embedded_broker(workdir)
+
+
+@contextlib.contextmanager
 def session_servers(workdir: Path) -> Iterator[Servers]:
     if os.environ.get("HWLEDGER_TEST_BACKEND") == "docker":
         with docker_servers() as servers:
@@ -62,5 +83,5 @@ def session_servers(workdir: Path) -> Iterator[Servers]:
         database_url = os.environ.get("HWLEDGER_DATABASE_URL") or stack.enter_context(
             embedded_postgres(workdir))
         bootstrap = os.environ.get("HWLEDGER_KAFKA_BOOTSTRAP") or stack.enter_context(
-            embedded_broker(workdir))
+            test_broker(workdir))
         yield Servers(database_url, bootstrap)
