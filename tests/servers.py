@@ -3,7 +3,8 @@
 - HWLEDGER_TEST_DATABASE_URL / HWLEDGER_TEST_KAFKA_BOOTSTRAP set: those servers are used as
   they are. The production variables (HWLEDGER_DATABASE_URL, ...) never name a test server.
 - HWLEDGER_TEST_BACKEND=docker: Postgres and Apache Kafka containers via testcontainers.
-- otherwise: the embedded PostgreSQL and Tansu broker, started once per test session.
+- otherwise: the embedded PostgreSQL and a broker started once per test session: Tansu, or
+  Apache Kafka (KRaft, one node) when HWLEDGER_TEST_BROKER=kafka.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from hwledger.deploy.kafka_broker import ApacheKafkaBroker
 from hwledger.deploy.localstack import EmbeddedBroker, EmbeddedPostgres, free_port, stop_pid
 
 
@@ -69,6 +71,25 @@ def embedded_broker(workdir: Path, port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def apache_kafka(workdir: Path) -> Iterator[str]:
+    broker = ApacheKafkaBroker(workdir / "kafka")
+    port = free_port()
+    pid = broker.start(port, free_port())
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_pid(pid, timeout=30)
+
+
+def test_broker(workdir: Path) -> contextlib.AbstractContextManager[str]:
+    """The broker HWLEDGER_TEST_BROKER names: `kafka` (Apache Kafka) or `tansu` (default)."""
+    choice = os.environ.get("HWLEDGER_TEST_BROKER", "tansu")
+    if choice not in ("kafka", "tansu"):
+        raise ValueError(f"HWLEDGER_TEST_BROKER must be kafka or tansu, not {choice!r}")
+    return apache_kafka(workdir) if choice == "kafka" else embedded_broker(workdir)
+
+
+@contextlib.contextmanager
 def session_servers(workdir: Path) -> Iterator[Servers]:
     if os.environ.get("HWLEDGER_TEST_BACKEND") == "docker":
         with docker_servers() as servers:
@@ -77,5 +98,5 @@ def session_servers(workdir: Path) -> Iterator[Servers]:
     named_database, named_bootstrap = named_servers(os.environ)
     with contextlib.ExitStack() as stack:
         database_url = named_database or stack.enter_context(embedded_postgres(workdir))
-        bootstrap = named_bootstrap or stack.enter_context(embedded_broker(workdir))
+        bootstrap = named_bootstrap or stack.enter_context(test_broker(workdir))
         yield Servers(database_url, bootstrap)
