@@ -39,6 +39,7 @@ def server_properties(log_dir: Path, port: int, controller_port: int) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",
         "auto.create.topics.enable": "false",
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())

@@ -12,8 +12,9 @@
 - SIGTERM/SIGINT: the batch in flight is written, the consumer leaves the group, exit 0.
 - A lost or truncated log (`logcheck`): checked after each assignment, when the broker cannot
   serve a stored offset (`auto.offset.reset=error`) and every LOG_CHECK_SECONDS. That
-  partition stops (paused, an error log line, the `log_lost` metric) and resumes by itself once
-  the operator has reset its offset; a replay that exits when caught up fails instead.
+  partition stops (paused, recorded in `projection_offsets.halted_reason`, an error log line,
+  the `log_lost` metric) until the operator resets its offset and restarts the projector; a
+  replay that exits when caught up fails instead.
 """
 
 from __future__ import annotations
@@ -257,26 +258,13 @@ class Projector:
 
     def _check_log(self) -> None:
         """Stop the partitions whose log starts after their stored offset or that are recorded
-        as stopped; resume the stopped ones whose halt the operator has cleared (reset)."""
+        as stopped (by this or an earlier projector)."""
         self.checked_at = time.monotonic()
         topic, running = self.config.topic, sorted(set(self.positions) - set(self.halted))
-        recorded = self._with_retries(lambda: self.writer.halted(topic, self.positions))
+        recorded = self._with_retries(lambda: self.writer.halted(topic, running))
         gaps = log_start_gaps(self._watermarks(running), self.positions)
         for partition, reason in sorted({**gaps, **recorded}.items()):
             self._halt(partition, reason)
-        fixed = sorted(set(self.halted) - set(recorded) - set(gaps))
-        if not fixed:
-            return
-        stored = self._with_retries(lambda: self.writer.stored_offsets(topic, fixed))
-        for partition in fixed:
-            log.warning("partition %d resumes at its reset offset %s", partition,
-                        stored[partition])
-            del self.halted[partition]
-            self.metrics.log_lost.labels(str(partition)).set(0)
-            self.positions[partition] = stored[partition]
-            tp = TopicPartition(self.config.topic, partition, stored[partition] or 0)
-            self.consumer.seek(tp)
-            self.consumer.resume([tp])
 
     def _halt(self, partition: int, reason: str) -> None:
         if partition in self.halted or partition not in self.positions:

@@ -352,7 +352,7 @@ class Writer:
 
     def reset_offset(self, topic: str, partition: int, offset: int) -> None:
         """Store `offset` as the partition's next offset and clear its halt (`hwledger offsets
-        reset`); a running projector that stopped the partition resumes there."""
+        reset`); the projector, restarted, resumes the partition there."""
         self._set_offset_row(topic, partition, offset, None,
                              "next_offset = excluded.next_offset, halted_reason = NULL")
 

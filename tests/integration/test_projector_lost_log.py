@@ -67,9 +67,10 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
         how: str, database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,
         kafka_config: dict[str, Any], home: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    if how == "topic re-created" and os.environ.get("HWLEDGER_TEST_BROKER") != "kafka":
-        pytest.skip("Tansu: librdkafka crashes (SIGSEGV) when a topic is re-created under it; "
-                    "this case runs in the Apache Kafka lane")
+    if os.environ.get("HWLEDGER_TEST_BROKER") != "kafka":
+        pytest.skip("needs Apache Kafka (the lane HWLEDGER_TEST_BROKER=kafka of .ci/run): Tansu "
+                    "serves an offset beyond its end as an empty fetch, and librdkafka crashes "
+                    "when a topic is re-created under Tansu")
     lose_log = _recreate if how == "topic re-created" else _behind_the_stored_offsets(
         database_url, db_schema)
     before = [("HardwareSnapshotted", f.snapshot(f"prov-{i % 6}", f"n{i}", seed=f"b{i}"))
@@ -77,9 +78,9 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
     after = [("HardwareSnapshotted", f.snapshot(f"prov-{i % 6}", f"m{i}", seed=f"a{i}"))
              for i in range(6)]
     publish(kafka_config, topic, encoded(before))
-    metrics = Metrics()
     config = replace(projector_config(database_url, db_schema, topic, kafka_config),
                      idle_exit_seconds=None, exit_when_caught_up=False)
+    metrics = Metrics()
     projector = Projector(config, metrics)
     thread = threading.Thread(target=projector.run, daemon=True)
     thread.start()
@@ -92,7 +93,7 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
         def lost() -> list[int]:
             return [p for p in range(3) if metrics.registry.get_sample_value(
                 "hwledger_projector_log_lost", {"partition": str(p)}) == 1]
-        _wait(lambda: bool(lost()), 60, "the lost-log alarm")
+        _wait(lambda: len(lost()) == 3, 60, "the lost-log alarm on every partition")
         halted = lost()
         assert thread.is_alive()
         new_ids = {str(d["event_id"]) for _, d in after}
@@ -103,7 +104,7 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
                             "HWLEDGER_TOPIC": topic, "HWLEDGER_DB_SCHEMA": db_schema,
                             "COLUMNS": "200"}.items():
             monkeypatch.setenv(name, value)
-        assert main(["status"]) == 3
+        assert main(["status"]) == 3  # the query service is not running either
         out = capsys.readouterr().out
         assert "log lost" in out and "hwledger offsets reset --partition" in out
 
@@ -112,8 +113,8 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
             args += ["--partition", str(partition)]
         assert main(args) == 0
         assert "-> 0" in capsys.readouterr().out
-        _wait(lambda: new_ids <= _applied(db), 60, "the new log to be projected")
-        _wait(lambda: not lost(), 30, "every partition to resume")
+        main(["status"])
+        assert "log lost" not in capsys.readouterr().out
         assert halted
         assert main(["offsets", "reset", "--partition", "0"]) == 1
         assert "nothing to reset" in capsys.readouterr().err
@@ -121,3 +122,7 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
         projector.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+    restarted = Projector(replace(config, idle_exit_seconds=3.0), Metrics())
+    restarted.run()
+    assert new_ids <= _applied(db) and not restarted.halted
