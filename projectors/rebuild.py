@@ -69,13 +69,35 @@ def hwledger_schemas(conn: psycopg.Connection[Any]) -> list[str]:
             if r[0] == DEFAULT_SCHEMA or _VERSIONED.match(str(r[0]))]
 
 
+READ_GRANTEES = """
+SELECT DISTINCT r.rolname FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+JOIN pg_roles r ON r.oid = a.grantee
+WHERE n.nspname = %s AND a.privilege_type = 'USAGE' AND a.grantee <> n.nspowner ORDER BY 1
+"""
+
+
+def copy_read_grants(conn: psycopg.Connection[Any], source: str, target: str) -> list[str]:
+    """Give every role with USAGE on `source` (the query service's read-only role, say)
+    USAGE on `target` and SELECT on its tables, so a switch to `target` cuts no reader off;
+    returns those roles."""
+    roles = [str(r[0]) for r in conn.execute(READ_GRANTEES, (source,)).fetchall()]
+    for role in roles:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+            sql.Identifier(target), sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
+            sql.Identifier(target), sql.Identifier(role)))
+    return roles
+
+
 def create_versioned_schema(database_url: str, name: str | None = None) -> str:
-    """Create, migrate and seed a fresh schema with its inventory deferred; returns its name."""
+    """Create, migrate and seed a fresh schema with its inventory deferred and the active
+    schema's read grants; returns its name."""
     with connect(database_url, None) as conn:
         schema = name or next_schema(hwledger_schemas(conn))
     prepare_schema(database_url, schema)
     with connect(database_url, None) as conn:
         ensure_meta(conn)
+        copy_read_grants(conn, active_schema(conn), schema)
         conn.execute("INSERT INTO hwledger_meta.deferred_inventory (schema_name) VALUES (%s) "
                      "ON CONFLICT DO NOTHING", (schema,))
         conn.commit()

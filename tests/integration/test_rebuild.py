@@ -12,7 +12,9 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from confluent_kafka import Producer
 
@@ -37,7 +39,7 @@ from hwledger.schemas import codec
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import active_schema, drop_schema, migrate, scratch_schema
 from hwledger.seeds import seed_database
-from tests.integration.query_support import publish
+from tests.integration.query_support import client, publish
 from tests.servers import Servers
 
 GPU_REQUEST = {"resources": [{"count": 1, "resource": {
@@ -238,3 +240,31 @@ def test_verify_replays_into_a_scratch_schema_and_finds_a_changed_inventory_row(
     with connect(own_database, None) as conn:
         assert conn.execute("SELECT count(*) FROM hwledger_meta.deferred_inventory"
                             ).fetchone() == (0,)
+
+
+def test_a_read_only_role_keeps_reading_across_a_rebuild_switch(
+        own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
+    """The schema a rebuild creates carries the active schema's read grants (issue 12)."""
+    role = f"ro_{uuid.uuid4().hex[:8]}"
+    _live_schema_of(own_database, kafka_config, topic)
+    with connect(own_database, None, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        for schema in ("hwledger", "hwledger_meta"):
+            admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+            admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+    events = list(history(3, 4, 60))
+    publish(kafka_config, topic, events)
+    host = urlsplit(own_database)
+    reader = urlunsplit(host._replace(netloc=f"{role}@{host.hostname}:{host.port}"))
+    result = rebuild(own_database, topic, kafka_config)
+    assert result.switched and result.schema != "hwledger"
+
+    now = max(d["occurred_at"] for _, d in events)
+    with client(reader, None, now) as http:
+        response = http.post("/v1/bid-screening", json=GPU_REQUEST)
+    assert response.status_code == 200, response.text
+    assert response.json()["providers"]
+    with connect(reader, None) as conn:
+        assert active_schema(conn) == result.schema
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f'DELETE FROM "{result.schema}".providers')
