@@ -82,3 +82,10 @@ def test_local_stack_file_fills_unset_addresses(tmp_path: Path) -> None:
         '{"database_url": "postgresql://l/db", "kafka_bootstrap": "127.0.0.1:1"}')
     s = Settings.from_env({"HWLEDGER_HOME": str(tmp_path), "HWLEDGER_KAFKA_BOOTSTRAP": "k:9"})
     assert (s.database_url, s.kafka_bootstrap) == ("postgresql://l/db", "k:9")
+
+
+def test_listeners_bind_to_loopback_unless_configured() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.http_host, defaults.metrics_host) == ("127.0.0.1", "127.0.0.1")
+    chosen = Settings.from_env({"HWLEDGER_METRICS_HOST": "0.0.0.0"})
+    assert chosen.metrics_host == "0.0.0.0"
