@@ -11,7 +11,8 @@
   with exponential backoff, reconnecting, up to `max_retries`; then the service exits 1.
 - SIGTERM/SIGINT: the batch in flight is written, the consumer leaves the group, exit 0.
 - A lost or truncated log (`logcheck`): checked after each assignment, when the broker cannot
-  serve a stored offset (`auto.offset.reset=error`) and every LOG_CHECK_SECONDS. That
+  serve a stored offset (`auto.offset.reset=error`) and on an empty poll at most every
+  LOG_CHECK_SECONDS (never in the hot path of a busy partition). That
   partition stops (paused, recorded in `projection_offsets.halted_reason`, an error log line,
   the `log_lost` metric) until the operator resets its offset and restarts the projector; a
   replay that exits when caught up fails instead.
@@ -109,6 +110,7 @@ class Projector:
         self.stopping = False
         self.positions: dict[int, int | None] = {}
         self.halted: dict[int, str] = {}
+        self.check_due = False
         self.checked_at = 0.0
         self.pending: list[Record] = []
         self.conn = connect(config.database_url, config.schema)
@@ -128,7 +130,7 @@ class Projector:
             p.offset = 0 if offset is None else offset
         consumer.assign(partitions)
         log.info("assigned %s", {p.partition: p.offset for p in partitions})
-        self.checked_at = 0.0  # check the log before the next batch (not inside the callback)
+        self.check_due = True  # check the log before the next batch (not inside the callback)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
@@ -247,19 +249,20 @@ class Projector:
                 log.info("seek %d skipped: %s", partition, exc)
 
     def _watermarks(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """The watermarks the consumer's fetches last reported (no broker round trip; a
+        partition not fetched yet is left for a later check)."""
         found = {}
         for partition in partitions:
-            try:
-                found[partition] = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.config.topic, partition), timeout=5)
-            except KafkaException as exc:  # checked again on the next idle poll
-                log.debug("watermarks of %d: %s", partition, exc)
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.config.topic, partition), cached=True)
+            if low >= 0 and high >= 0:
+                found[partition] = (low, high)
         return found
 
     def _check_log(self) -> None:
         """Stop the partitions whose log starts after their stored offset or that are recorded
         as stopped (by this or an earlier projector)."""
-        self.checked_at = time.monotonic()
+        self.check_due, self.checked_at = False, time.monotonic()
         topic, running = self.config.topic, sorted(set(self.positions) - set(self.halted))
         recorded = self._with_retries(lambda: self.writer.halted(topic, running))
         gaps = log_start_gaps(self._watermarks(running), self.positions)
@@ -312,7 +315,7 @@ class Projector:
         idle_since = time.monotonic()
         try:
             while not self.stopping:
-                if time.monotonic() - self.checked_at > LOG_CHECK_SECONDS:
+                if self.check_due:
                     self._check_log()
                 records = self._poll_batch()
                 if records:
@@ -320,6 +323,8 @@ class Projector:
                     idle_since = time.monotonic()
                 elif self._done(idle_since):
                     break
+                elif time.monotonic() - self.checked_at > LOG_CHECK_SECONDS:
+                    self._check_log()
         finally:
             self.consumer.close()
             self.conn.close()
