@@ -23,9 +23,11 @@ RECOVERY = ("rebuild (`hwledger rebuild`) or reset the partition to its log star
 
 def log_gap(partition: int, low: int, high: int | None, stored: int | None) -> str | None:
     """Why the log of `partition` (offsets `low` .. `high`; None: end not known) no longer
-    holds the projection's next offset `stored` (None: nothing applied yet, the log must start
-    at 0); None when it does."""
-    position = 0 if stored is None else stored
+    holds the projection's next offset `stored`; None when it does, or when nothing was
+    applied yet (`stored` None: the projection starts at the log start, whatever it is)."""
+    if stored is None:
+        return None
+    position = stored
     if high is not None and position > high:
         return (f"partition {partition}: the projection's next offset {position} is beyond the "
                 f"log's end {high}: the log was lost or truncated (topic re-created?)")

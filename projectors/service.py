@@ -33,7 +33,14 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
 from hwledger.projectors.metrics import Metrics
@@ -127,7 +134,7 @@ class Projector:
         for p in partitions:
             offset = stored.get(p.partition)
             self.positions[p.partition] = offset
-            p.offset = 0 if offset is None else offset
+            p.offset = OFFSET_BEGINNING if offset is None else offset
         consumer.assign(partitions)
         log.info("assigned %s", {p.partition: p.offset for p in partitions})
         self.check_due = True  # check the log before the next batch (not inside the callback)
@@ -244,7 +251,8 @@ class Projector:
             self.positions[partition] = offset
             try:
                 self.consumer.seek(TopicPartition(self.config.topic, partition,
-                                                  0 if offset is None else offset))
+                                                  OFFSET_BEGINNING if offset is None
+                                                  else offset))
             except KafkaException as exc:  # a revoked partition is fine to skip
                 log.info("seek %d skipped: %s", partition, exc)
 
