@@ -154,7 +154,7 @@ def inventory_rows(oracle: Writer, plan: Plan) -> list[tuple[Any, ...]]:
     oracle.write_rows(plan)
     oracle.write_inventory(plan)
     cursor = oracle.conn.execute("SELECT * FROM provider_inventory WHERE provider_id = ANY(%s) "
-                                 "ORDER BY provider_id", (sorted(plan.last_seen),))
+                                 "ORDER BY provider_id", (sorted(plan.touched),))
     rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in row) for row in cursor]
     oracle.conn.commit()
     oracle.remember(plan)

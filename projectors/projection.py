@@ -6,10 +6,14 @@ fills a `Plan` (rows to insert or upsert, dead letters, parked events, applied e
 writer applies in one transaction. Everything depends on event content and event time only.
 
 Rules (DESIGN sections 4 and 5):
-- content-addressed rows (gpu_hardware, system_hardware, system_gpu_link, system_software) are
-  insert-if-absent; ids are derived here, never taken from the producer;
+- content-addressed rows (gpu_hardware, system_hardware, system_gpu_link, system_software) have
+  ids derived here, never taken from the producer; a stored attribute the id does not cover
+  (a GPU's name and interface, a host's CPU spelling, vendor and core count) is the least one
+  reported for that id (`MERGE_ORDER`), so the row does not depend on arrival or batch size;
 - a node's current snapshot is the latest by (occurred_at, event_id); providers and audits are
   last-writer-wins by the same key, so arrival order does not matter;
+- a provider's liveness (`last_seen`) moves only on its own facts: snapshots, runs and its
+  registration, never on an auditor's ProviderAudited;
 - an event id already applied (or already parked) changes nothing;
 - impossible values go to dead letters; a reference not yet known (RunStarted before its
   snapshot, RunFinished before its RunStarted) is parked and applied when the reference arrives,
@@ -24,14 +28,26 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
-from hwledger.schemas import codec, identity, tokens, validation
+from hwledger.schemas import codec, identity, tables, tokens, validation
 from hwledger.schemas.cache import BoundedCache
 from hwledger.seeds import interface_type_ids
 
 Row = tuple[Any, ...]
+OTHERS_FACTS = frozenset({"ProviderAudited"})
+"""Event types about a provider that the provider does not publish itself: they change its
+inventory row but are no sign of life."""
+
+MERGE_ORDER: dict[str, tuple[str, ...]] = {
+    "gpu_hardware": ("name", "interface"),
+    "system_hardware": ("cpu_model", "cpu_vendor", "cpu_cores", "architecture", "motherboard"),
+}
+"""Content-addressed tables with attributes their id does not cover: the stored row is the one
+whose values of these columns are least (strings by code point, i.e. PostgreSQL's "C"
+collation; a null motherboard as the empty string). A merge by minimum is commutative and
+associative, so any interleaving and any batch size give the same row."""
 METRIC_FIELDS = ("wall_clock_seconds", "seconds_to_first_token", "tokens_per_second",
                  "peak_vram_bytes", "power_limit_w", "measured_tflops",
                  "gpu_sm_utilization_pct", "energy_wh")
@@ -137,7 +153,9 @@ class NodeRow:
 
 @dataclass
 class Plan:
-    """Row changes of one batch, in the shapes the writer's statements take."""
+    """Row changes of one batch, in the shapes the writer's statements take. `touched`: the
+    providers whose inventory row the batch changes; `last_seen`: the newest own fact of each
+    provider that has one in the batch."""
 
     gpu_hardware: dict[str, Row] = field(default_factory=dict)
     system_hardware: dict[str, Row] = field(default_factory=dict)
@@ -154,6 +172,7 @@ class Plan:
     applied: list[Row] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     unparked: list[int] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
     last_seen: dict[str, datetime] = field(default_factory=dict)
     projected: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
@@ -428,8 +447,11 @@ class _Projector:
         self.plan.projected[item.event.type] += 1
         if item.record.parked_id is not None:
             self.plan.unparked.append(item.record.parked_id)
-        seen = self.plan.last_seen.get(provider)
-        self.plan.last_seen[provider] = occurred_at if seen is None else max(seen, occurred_at)
+        self.plan.touched.add(provider)
+        if item.event.type not in OTHERS_FACTS:
+            seen = self.plan.last_seen.get(provider)
+            self.plan.last_seen[provider] = occurred_at if seen is None else max(seen,
+                                                                                 occurred_at)
         if item.event.type == "HardwareSnapshotted":
             self.release(provider, f"snapshot {event_id}")
         elif item.event.type == "RunStarted":
@@ -442,10 +464,10 @@ class _Projector:
         provider, node = str(data["provider_id"]), str(data["node_id"])
         content = snapshot_content(item.event)
         system_id, software_id = content.system[0], content.software[0]
-        plan.system_hardware[system_id] = content.system
+        keep_least(plan.system_hardware, "system_hardware", content.system)
         plan.system_software[software_id] = content.software
         for row in content.gpus:
-            plan.gpu_hardware[row[0]] = row
+            keep_least(plan.gpu_hardware, "gpu_hardware", row)
         for link in content.links:
             plan.system_gpu_links[(system_id, link[1])] = link
         plan.snapshots.append((event_id, provider, node, system_id, software_id, at,
@@ -520,6 +542,24 @@ class _Projector:
         row = (*key, _attributes(data["attributes"]), data["occurred_at"], data["event_id"])
         _keep_latest(self.plan.audits, key, row, 3)
         return None
+
+
+@cache
+def _merge_positions(table: str) -> tuple[int, ...]:
+    names = [c.name for c in tables.inserted_columns(tables.metadata.tables[table])]
+    return tuple(names.index(n) for n in MERGE_ORDER[table])
+
+
+def merge_key(table: str, row: Row) -> tuple[Any, ...]:
+    """The value `MERGE_ORDER` compares rows of `table` (sharing an id) by."""
+    return tuple("" if row[i] is None else row[i] for i in _merge_positions(table))
+
+
+def keep_least(rows: dict[str, Row], table: str, row: Row) -> None:
+    """Keep, under the row's id, the row with the least `merge_key`."""
+    current = rows.get(row[0])
+    if current is None or merge_key(table, row) < merge_key(table, current):
+        rows[row[0]] = row
 
 
 def _keep_latest(rows: dict[Any, Row], key: Any, row: Row, at: int) -> None:

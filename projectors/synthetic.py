@@ -3,7 +3,9 @@
 `history` produces a plausible fleet log: providers register (and get audited), nodes publish
 snapshots of 1-8 catalog GPUs (sometimes a card swap), runs start on free GPU slots of the
 snapshot in effect and finish later. Per provider the events are in event-time order, as a
-runner would publish them. Deterministic for a given seed.
+runner would publish them. Deterministic for a given seed. With `conflicting`, producers
+disagree about the same hardware the way real agents do (a GPU's name and interface, the
+spelling of a CPU model, its vendor string and core count) without changing its identity.
 """
 
 from __future__ import annotations
@@ -41,11 +43,21 @@ class _Provider:
     open_runs: dict[str, tuple[_Node, list[int]]] = field(default_factory=dict)
 
 
+CPU_MODEL = "AMD EPYC 9654 96-Core Processor"
+CPU_SPELLINGS = (CPU_MODEL, CPU_MODEL.upper(), f" {CPU_MODEL.lower()} ")
+"""Spellings of one CPU model that its system identity (stripped, lowercased) treats as one."""
+
+
 class _Generator:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, conflicting: bool = False) -> None:
         self.rng = random.Random(seed)
         self.catalog = load_gpu_models()
         self.counter = 0
+        self.conflicting = conflicting
+
+    def spelling(self, usual: Any, *others: Any) -> Any:
+        """`usual`, or with `conflicting` any of the spellings."""
+        return self.rng.choice((usual, *others)) if self.conflicting else usual
 
     def event_id(self) -> str:
         self.counter += 1
@@ -61,19 +73,24 @@ class _Generator:
 
     def gpu(self, kind: GpuModel, slot: int) -> dict[str, Any]:
         link = "SXM5" if kind.interface == "sxm" else "PCIe 4.0 x16"
+        other_interface = "pcie" if kind.interface == "sxm" else "sxm"
         return {"slot_index": slot, "vendor": kind.vendor, "model": kind.model,
-                "name": kind.name, "pci_vendor_id": kind.pci_vendor_id,
+                "name": self.spelling(kind.name, kind.name.upper(), f"{kind.name} (rev a1)"),
+                "pci_vendor_id": kind.pci_vendor_id,
                 "pci_device_id": kind.pci_device_id, "pci_subsystem_id": None,
-                "vram_bytes": kind.vram_bytes, "interface": kind.interface,
+                "vram_bytes": kind.vram_bytes,
+                "interface": self.spelling(kind.interface, other_interface),
                 "slot_native_interface": link, "actual_interface": link,
                 "power_limit_w": 300 + 50 * (slot % 4)}
 
     def snapshot(self, provider: _Provider, node: _Node) -> Event:
         data = self.base(provider) | {
             "node_id": node.node_id,
-            "system": {"cpu_model": "AMD EPYC 9654 96-Core Processor", "cpu_vendor": "amd",
-                       "cpu_cores": 96, "cpu_threads": 192, "ram_bytes": 1024 * GiB,
-                       "architecture": "amd64", "motherboard": None},
+            "system": {"cpu_model": self.spelling(*CPU_SPELLINGS),
+                       "cpu_vendor": self.spelling("amd", "AuthenticAMD"),
+                       "cpu_cores": self.spelling(96, 192), "cpu_threads": 192,
+                       "ram_bytes": 1024 * GiB, "architecture": self.spelling("amd64", "AMD64"),
+                       "motherboard": None},
             "software": {"os": "Ubuntu 22.04.4 LTS", "kernel_version": "5.15.0-105-generic",
                          "python_version": "3.11.7", "gpu_driver_version": "550.54.15",
                          "cuda_version": "12.4", "rocm_version": None,
@@ -139,9 +156,9 @@ class _Generator:
 
 
 def history(seed: int, providers: int, events: int, *, nodes_per_provider: int = 3,
-            snapshot_weight: float = 0.3) -> Iterator[Event]:
+            snapshot_weight: float = 0.3, conflicting: bool = False) -> Iterator[Event]:
     """About `events` events for `providers` providers, in per-provider event-time order."""
-    gen = _Generator(seed)
+    gen = _Generator(seed, conflicting)
     fleet = []
     for p in range(providers):
         provider = _Provider(f"provider-{p:04d}", T0, [])

@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from hwledger.projectors.projection import (
+    MERGE_ORDER,
     Decoded,
     KnownRun,
     KnownSnapshot,
@@ -33,9 +34,11 @@ from hwledger.projectors.projection import (
     decode,
     decode_all,
     latest_event_times,
+    merge_key,
     project,
     references,
 )
+from hwledger.schemas import tables
 
 PROJECTION = "read_model"
 KNOWN_IDS_LIMIT = 200_000
@@ -54,47 +57,54 @@ class Column:
     type: str
 
 
-def _cols(spec: str) -> tuple[Column, ...]:
-    return tuple(Column(*part.split(":")) for part in spec.split())
+def _cols(table: str) -> tuple[Column, ...]:
+    """The columns the writer inserts into `table`, from the one table metadata."""
+    return tuple(Column(c.name, tables.sql_type(c))
+                 for c in tables.inserted_columns(tables.metadata.tables[table]))
 
 
-GPU_HARDWARE = _cols("gpu_hardware_id:uuid vendor:text model:text name:text pci_vendor_id:text "
-                     "pci_device_id:text pci_subsystem_id:text vram_bytes:bigint interface:text")
-SYSTEM_HARDWARE = _cols("system_hardware_id:uuid cpu_model:text cpu_vendor:text cpu_cores:int "
-                        "cpu_threads:int ram_bytes:bigint architecture:text motherboard:text "
-                        "gpu_count:int total_vram_bytes:bigint")
-SYSTEM_GPU_LINK = _cols("system_hardware_id:uuid slot_index:int gpu_hardware_id:uuid "
-                        "slot_native_interface_type_id:smallint actual_interface_type_id:smallint")
-SYSTEM_SOFTWARE = _cols("system_software_id:uuid os:text kernel_version:text python_version:text "
-                        "gpu_driver_version:text cuda_version:text rocm_version:text "
-                        "runner_version:text")
-SNAPSHOTS = _cols("event_id:uuid provider_id:text node_id:text system_hardware_id:uuid "
-                  "system_software_id:uuid occurred_at:timestamptz "
-                  "allocatable_cpu_millicores:bigint allocatable_memory_bytes:bigint "
-                  "allocatable_ephemeral_storage_bytes:bigint storage:jsonb "
-                  "gpu_power_limits_w:jsonb")
-NODES = _cols("provider_id:text node_id:text current_snapshot_event_id:uuid "
-              "current_occurred_at:timestamptz first_seen_at:timestamptz last_seen_at:timestamptz")
-RUNS = _cols("run_id:text provider_id:text node_id:text snapshot_event_id:uuid "
-             "started_event_id:uuid started_at:timestamptz cpu_millicores:bigint "
-             "memory_bytes:bigint ephemeral_storage_bytes:bigint task_ref:text model_ref:text")
-RUN_GPU_USAGE = _cols("run_id:text slot_index:int")
-RUN_METRICS = _cols("run_id:text system_hardware_id:uuid slot_index:int system_software_id:uuid "
-                    "wall_clock_seconds:float8 seconds_to_first_token:float8 "
-                    "tokens_per_second:float8 peak_vram_bytes:bigint power_limit_w:int "
-                    "measured_tflops:float8 gpu_sm_utilization_pct:float8 energy_wh:float8")
-PROVIDERS = _cols("provider_id:text host_uri:text attributes:jsonb registered_at:timestamptz "
-                  "event_id:uuid")
-AUDITS = _cols("provider_id:text auditor:text attributes:jsonb audited_at:timestamptz "
-               "event_id:uuid")
-APPLIED = _cols("event_id:uuid event_type:text")
-DEAD_LETTERS = _cols("topic:text partition:int offset:bigint raw:bytea reason:text "
-                     "event_type:text event_id:text")
-PARKED = _cols("topic:text partition:int offset:bigint raw:bytea event_type:text event_id:text "
-               "provider_id:text waiting_for:text occurred_at:timestamptz")
+GPU_HARDWARE = _cols("gpu_hardware")
+SYSTEM_HARDWARE = _cols("system_hardware")
+SYSTEM_GPU_LINK = _cols("system_gpu_link")
+SYSTEM_SOFTWARE = _cols("system_software")
+SNAPSHOTS = _cols("hardware_snapshots")
+NODES = _cols("nodes")
+RUNS = _cols("runs")
+RUN_GPU_USAGE = _cols("run_gpu_usage")
+RUN_METRICS = _cols("run_hardware_metrics")
+PROVIDERS = _cols("providers")
+AUDITS = _cols("provider_audits")
+APPLIED = _cols("applied_events")
+DEAD_LETTERS = _cols("dead_letters")
+PARKED = _cols("parked_events")
+
+
+def _merge_value(table: str, name: str, side: str) -> str:
+    """One merge column of `side` (`excluded` or the table) as MERGE_ORDER compares it."""
+    column = tables.metadata.tables[table].c[name]
+    value = f"{side}.{name}"
+    if tables.sql_type(column) != "text":
+        return value
+    return (f"coalesce({value}, '')" if column.nullable else value) + ' COLLATE "C"'
+
+
+def merge_upsert(table: str) -> str:
+    """ON CONFLICT tail of a content-addressed table with `MERGE_ORDER` columns: the stored row
+    is replaced only by one whose merge columns are less (C collation, as Python compares)."""
+    columns = tables.inserted_columns(tables.metadata.tables[table])
+
+    def merged(side: str) -> str:
+        return "(" + ", ".join(_merge_value(table, n, side) for n in MERGE_ORDER[table]) + ")"
+
+    updates = ", ".join(f"{c.name} = excluded.{c.name}" for c in columns[1:])
+    return (f"ON CONFLICT ({columns[0].name}) DO UPDATE SET {updates} "
+            f"WHERE {merged('excluded')} < {merged(table)}")
+
 
 NEWER = "(excluded.{at}, excluded.event_id) > ({t}.{at}, {t}.event_id)"
 UPSERTS = {
+    "gpu_hardware": merge_upsert("gpu_hardware"),
+    "system_hardware": merge_upsert("system_hardware"),
     "nodes": """ON CONFLICT (provider_id, node_id) DO UPDATE SET
         current_snapshot_event_id = CASE WHEN (excluded.current_occurred_at,
             excluded.current_snapshot_event_id) > (nodes.current_occurred_at,
@@ -116,57 +126,21 @@ UPSERTS = {
 INVENTORY = """
 WITH touched AS (
     SELECT * FROM unnest(%(providers)s::text[], %(seen)s::timestamptz[]) AS t(provider_id, seen)
-), cur AS (
-    SELECT n.provider_id, n.node_id, s.system_hardware_id, s.storage,
-           s.allocatable_cpu_millicores AS cpu, s.allocatable_memory_bytes AS memory,
-           s.allocatable_ephemeral_storage_bytes AS ephemeral
-    FROM nodes n JOIN touched t USING (provider_id)
-    JOIN hardware_snapshots s ON s.event_id = n.current_snapshot_event_id
-), open_runs AS (
-    SELECT r.run_id, r.provider_id, r.node_id, r.cpu_millicores, r.memory_bytes,
-           r.ephemeral_storage_bytes
-    FROM runs r JOIN touched t USING (provider_id) WHERE r.finished_event_id IS NULL
-), held AS (
-    SELECT provider_id, node_id, sum(cpu_millicores) AS cpu, sum(memory_bytes) AS memory,
-           sum(ephemeral_storage_bytes) AS ephemeral
-    FROM open_runs GROUP BY provider_id, node_id
-), held_slots AS (
-    SELECT DISTINCT o.provider_id, o.node_id, u.slot_index
-    FROM open_runs o JOIN run_gpu_usage u USING (run_id)
-), system_models AS (
-    SELECT l.system_hardware_id, g.vendor, g.model, count(*) AS slots
-    FROM system_gpu_link l JOIN gpu_hardware g USING (gpu_hardware_id)
-    WHERE l.system_hardware_id IN (SELECT system_hardware_id FROM cur)
-    GROUP BY l.system_hardware_id, g.vendor, g.model
-), busy_models AS (
-    SELECT c.provider_id, c.node_id, g.vendor, g.model, count(*) AS busy
-    FROM held_slots h JOIN cur c USING (provider_id, node_id)
-    JOIN system_gpu_link l ON (l.system_hardware_id, l.slot_index)
-                            = (c.system_hardware_id, h.slot_index)
-    JOIN gpu_hardware g USING (gpu_hardware_id)
-    GROUP BY c.provider_id, c.node_id, g.vendor, g.model
 ), node_models AS (
-    SELECT c.provider_id, c.node_id, m.vendor, m.model, m.slots - coalesce(b.busy, 0) AS free
-    FROM cur c JOIN system_models m USING (system_hardware_id)
-    LEFT JOIN busy_models b USING (provider_id, node_id, vendor, model)
+    SELECT g.provider_id, g.node_id, g.vendor, g.model, count(*) FILTER (WHERE g.free) AS free
+    FROM node_gpus g JOIN touched t USING (provider_id)
+    GROUP BY g.provider_id, g.node_id, g.vendor, g.model
 ), free_gpus AS (
     SELECT provider_id, node_id, sum(free)::bigint AS gpu
     FROM node_models GROUP BY provider_id, node_id
-), node_free AS (
-    SELECT c.provider_id,
-           greatest(0, c.cpu - coalesce(h.cpu, 0)) AS cpu,
-           greatest(0, c.memory - coalesce(h.memory, 0)) AS memory,
-           greatest(0, c.ephemeral - coalesce(h.ephemeral, 0)) AS ephemeral,
-           coalesce(f.gpu, 0) AS gpu,
-           (SELECT coalesce(sum((v ->> 'bytes')::bigint), 0)
-            FROM jsonb_array_elements(c.storage) v) AS persistent
-    FROM cur c LEFT JOIN held h USING (provider_id, node_id)
-    LEFT JOIN free_gpus f USING (provider_id, node_id)
 ), totals AS (
-    SELECT provider_id, count(*) AS node_count, sum(cpu) AS cpu, sum(memory) AS memory,
-           sum(gpu) AS gpu, sum(ephemeral) AS ephemeral, sum(persistent) AS persistent,
-           max(cpu) AS max_cpu, max(memory) AS max_memory, max(gpu) AS max_gpu
-    FROM node_free GROUP BY provider_id
+    SELECT f.provider_id, count(*) AS node_count, sum(f.cpu) AS cpu, sum(f.memory) AS memory,
+           sum(coalesce(g.gpu, 0)) AS gpu, sum(f.ephemeral) AS ephemeral,
+           sum(f.persistent) AS persistent, max(f.cpu) AS max_cpu, max(f.memory) AS max_memory,
+           max(coalesce(g.gpu, 0)) AS max_gpu
+    FROM node_free f JOIN touched t USING (provider_id)
+    LEFT JOIN free_gpus g USING (provider_id, node_id)
+    GROUP BY f.provider_id
 ), models AS (
     SELECT provider_id, vendor, model, bool_or(free > 0) AS free
     FROM node_models GROUP BY provider_id, vendor, model
@@ -177,8 +151,9 @@ WITH touched AS (
                                              (lower(m.vendor || '/' || m.model))) AS v(token)
     GROUP BY m.provider_id
 ), classes AS (
-    SELECT c.provider_id, array_agg(DISTINCT v ->> 'class' ORDER BY v ->> 'class') AS classes
-    FROM cur c CROSS JOIN LATERAL jsonb_array_elements(c.storage) v GROUP BY c.provider_id
+    SELECT f.provider_id, array_agg(DISTINCT v ->> 'class' ORDER BY v ->> 'class') AS classes
+    FROM node_free f JOIN touched t USING (provider_id)
+    CROSS JOIN LATERAL jsonb_array_elements(f.storage) v GROUP BY f.provider_id
 ), signed AS (
     SELECT a.provider_id, jsonb_object_agg(a.auditor, a.attributes) AS attributes,
            array_agg(a.auditor ORDER BY a.auditor) AS auditors
@@ -227,7 +202,7 @@ SELECT * FROM unnest(%(providers)s::text[], %(seen)s::timestamptz[])
 ON CONFLICT (provider_id) DO UPDATE SET last_seen_at = greatest(i.last_seen_at,
                                                                 excluded.last_seen_at)
 """
-"""While a rebuild defers the inventory: only remember each provider's last event time."""
+"""While a rebuild defers the inventory: only remember each provider's last own fact."""
 
 INVENTORY_CHUNK = 5000
 
@@ -336,7 +311,7 @@ class Writer:
         self.park_ttl = park_ttl
         self.projection = projection
         self.defer_inventory = defer_inventory
-        self.known_ids: set[tuple[str, str]] = set()
+        self.known: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     def stored_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
         """The stored next offset per partition; None where nothing was ever committed."""
@@ -467,7 +442,11 @@ class Writer:
                  self.projection))
 
     def _fresh(self, table: str, rows: Mapping[Any, Row]) -> list[Row]:
-        return [rows[k] for k in sorted(rows) if (table, str(k)) not in self.known_ids]
+        """The rows of a content-addressed table that can still change it: not yet written
+        by this writer, or (`MERGE_ORDER`) with a lesser merge key than the one it wrote."""
+        return [rows[k] for k in sorted(rows)
+                if (known := self.known.get((table, str(k)))) is None
+                or (table in MERGE_ORDER and merge_key(table, rows[k]) < known)]
 
     def _write(self, plan: Plan) -> None:
         self.write_rows(plan)
@@ -476,12 +455,13 @@ class Writer:
     def write_rows(self, plan: Plan) -> None:
         """The normalized read-model rows of `plan` (no inventory, offsets or dead letters)."""
         conn = self.conn
-        bulk_insert(conn, "gpu_hardware", GPU_HARDWARE, self._fresh("gpu_hardware",
-                                                                    plan.gpu_hardware))
+        bulk_insert(conn, "gpu_hardware", GPU_HARDWARE,
+                    self._fresh("gpu_hardware", plan.gpu_hardware), UPSERTS["gpu_hardware"])
         bulk_insert(conn, "system_software", SYSTEM_SOFTWARE,
                     self._fresh("system_software", plan.system_software))
         bulk_insert(conn, "system_hardware", SYSTEM_HARDWARE,
-                    self._fresh("system_hardware", plan.system_hardware))
+                    self._fresh("system_hardware", plan.system_hardware),
+                    UPSERTS["system_hardware"])
         bulk_insert(conn, "system_gpu_link", SYSTEM_GPU_LINK,
                     self._fresh("system_gpu_link", plan.system_gpu_links))
         copy_rows(conn, "hardware_snapshots", SNAPSHOTS, plan.snapshots)
@@ -519,12 +499,13 @@ class Writer:
         self.write_inventory(plan)
 
     def write_inventory(self, plan: Plan) -> None:
-        """Recompute the provider_inventory rows of the providers `plan` touched."""
-        if plan.last_seen:
-            providers = sorted(plan.last_seen)
+        """Recompute the provider_inventory rows of the providers `plan` touched (their
+        last_seen_at moves to their newest own fact, if the batch has one)."""
+        if plan.touched:
+            providers = sorted(plan.touched)
             self.conn.execute(
                 TOUCH_INVENTORY if self._inventory_deferred() else INVENTORY,
-                {"providers": providers, "seen": [plan.last_seen[p] for p in providers]})
+                {"providers": providers, "seen": [plan.last_seen.get(p) for p in providers]})
 
     def _inventory_deferred(self) -> bool:
         """Is this schema's inventory still deferred (a rebuild before its switch)?
@@ -540,13 +521,16 @@ class Writer:
 
     def remember(self, plan: Plan) -> None:
         """After commit: content-addressed rows now exist and need no further inserts."""
-        if len(self.known_ids) > KNOWN_IDS_LIMIT:
-            self.known_ids.clear()
+        if len(self.known) > KNOWN_IDS_LIMIT:
+            self.known.clear()
         for table, rows in (("gpu_hardware", plan.gpu_hardware),
                             ("system_software", plan.system_software),
                             ("system_hardware", plan.system_hardware),
                             ("system_gpu_link", plan.system_gpu_links)):
-            self.known_ids.update((table, str(k)) for k in rows)
+            for k, row in rows.items():
+                key = merge_key(table, row) if table in MERGE_ORDER else ()
+                known = self.known.get((table, str(k)))
+                self.known[(table, str(k))] = key if known is None else min(known, key)
 
     def retry_dead_letter(self, dead_letter_id: int) -> Plan:
         """Re-project one dead letter's raw bytes; it is marked retried when it now applies.

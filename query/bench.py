@@ -35,10 +35,14 @@ from psycopg.types.json import Jsonb
 
 from hwledger.query import repository
 from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
+from hwledger.query.binpacker import GpuSlot, NodeInventory, ProviderNodes
+from hwledger.query.inventory import provider_totals
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import drop_schema, migrate
+from hwledger.schemas.tables import provider_inventory
+from hwledger.schemas.tokens import gpu_tokens
 
 GiB = 2**30
 GPU_MIX = (  # (vendor, model, weight, GPUs per node choices)
@@ -52,11 +56,7 @@ REGIONS = ("us-west", "us-east", "eu-central", "eu-west", "ap-south", "ap-northe
 AUDITORS = ("akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63",
             "akash18qa2a2ltfyvkyj0ggj3hkvuj6twzyumuaru9s4")
 CLASSES = ("beta1", "beta2", "beta3")
-COLUMNS = ("provider_id", "host_uri", "last_seen_at", "node_count", "total_available_cpu",
-           "total_available_memory", "total_available_gpu", "total_available_ephemeral",
-           "total_available_persistent", "max_node_free_cpu", "max_node_free_memory",
-           "max_node_free_gpu", "gpu_models", "gpu_models_free", "storage_classes",
-           "self_attributes", "signed_attributes", "audited_by")
+COLUMNS = tuple(c.name for c in provider_inventory.columns)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -65,43 +65,38 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def synthetic_provider(rng: random.Random, index: int, now: datetime) -> dict[str, Any]:
-    """One provider_inventory row as the projector would write it."""
-    models: set[str] = set()
-    free_models: set[str] = set()
-    cpu = memory = gpu = ephemeral = max_cpu = max_memory = max_gpu = 0
-    nodes = rng.randint(1, 8)
-    for _ in range(nodes):
+    """One provider_inventory row as the projector would write it: random per-node free
+    capacity, summed by `provider_totals` (the rule the projector's row follows)."""
+    installed: set[str] = set()
+    nodes = []
+    for node in range(rng.randint(1, 8)):
         node_cpu = rng.choice((16, 32, 64, 96, 128, 192)) * 1000
         node_memory = rng.choice((64, 128, 256, 512, 1024, 2048)) * GiB
         used = rng.random() * 0.8
-        free_cpu, free_memory = int(node_cpu * (1 - used)), int(node_memory * (1 - used))
-        free_gpu = 0
+        free: tuple[GpuSlot, ...] = ()
         if rng.random() < 0.7:
             vendor, model, _, counts = rng.choices(GPU_MIX, weights=[m[2] for m in GPU_MIX])[0]
-            installed = rng.choice(counts)
-            free_gpu = installed - rng.randint(0, installed) if rng.random() < 0.4 else installed
-            models |= {vendor, f"{vendor}/{model}"}
-            if free_gpu:
-                free_models |= {vendor, f"{vendor}/{model}"}
-        cpu, memory, gpu = cpu + free_cpu, memory + free_memory, gpu + free_gpu
-        ephemeral += rng.choice((500, 1000, 4000)) * GiB
-        max_cpu, max_memory = max(max_cpu, free_cpu), max(max_memory, free_memory)
-        max_gpu = max(max_gpu, free_gpu)
+            count = rng.choice(counts)
+            free_count = count - rng.randint(0, count) if rng.random() < 0.4 else count
+            installed.update(gpu_tokens(vendor, model))
+            free = tuple(GpuSlot(slot, vendor, model, 80 * GiB, "sxm")
+                         for slot in range(free_count))
+        nodes.append(NodeInventory(f"node-{node}", int(node_cpu * (1 - used)),
+                                   int(node_memory * (1 - used)),
+                                   rng.choice((500, 1000, 4000)) * GiB, free))
     classes = sorted(rng.sample(CLASSES, rng.randint(0, 2)))
     audited = sorted(a for a in AUDITORS if rng.random() < 0.5)
     owner = f"akash1provider{index:07d}"
+    totals = provider_totals(ProviderNodes(owner, tuple(nodes),
+                                           dict.fromkeys(classes, 10_000 * GiB)))
     return {
         "provider_id": owner, "host_uri": f"https://{owner}.example.net:8443",
         "last_seen_at": now - timedelta(seconds=rng.randint(0, 600) if rng.random() < 0.95
                                         else rng.randint(3600, 86400)),
-        "node_count": nodes, "total_available_cpu": cpu, "total_available_memory": memory,
-        "total_available_gpu": gpu, "total_available_ephemeral": ephemeral,
-        "total_available_persistent": len(classes) * 10_000 * GiB,
-        "max_node_free_cpu": max_cpu, "max_node_free_memory": max_memory,
-        "max_node_free_gpu": max_gpu, "gpu_models": sorted(models),
-        "gpu_models_free": sorted(free_models), "storage_classes": classes,
+        **totals, "gpu_models": sorted(installed),
         "self_attributes": {"region": rng.choice(REGIONS), "host": "akash",
-                            f"capabilities/gpu/vendor/{'nvidia' if models else 'none'}": "true",
+                            f"capabilities/gpu/vendor/{'nvidia' if installed else 'none'}":
+                                "true",
                             "tier": rng.choice(("community", "datacenter"))},
         "signed_attributes": {a: {"tier": "verified"} for a in audited},
         "audited_by": audited,

@@ -2,10 +2,11 @@
 
 `prefilter` turns a `BidScreeningFilter` into ONE parameterized statement over
 `provider_inventory` (DESIGN section 6), built once per filter shape. `node_statement` /
-`gpu_statement` read the candidates' per-node free capacity from the normalized tables for the
-bin-packer; `position_statement` reads the
-projection position for `asOf`. Tables are declared without a schema: callers set the
-transaction's search_path to the active schema.
+`gpu_statement` read the candidates' per-node free capacity for the bin-packer from the
+`node_free` / `node_gpus` views, the same inventory rule the projector's provider_inventory
+totals come from; `position_statement` reads the projection position for `asOf`. The tables
+are `hwledger.schemas.tables`, declared without a schema: callers set the transaction's
+search_path (or a schema translate map) to the active schema.
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
     BigInteger,
-    Column,
     ColumnElement,
     DateTime,
     Integer,
-    MetaData,
     Select,
-    Table,
     Text,
     and_,
     any_,
@@ -39,71 +37,11 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from hwledger.query.aggregator import BidScreeningFilter
-
-metadata = MetaData()
-
-provider_inventory = Table(
-    "provider_inventory", metadata,
-    Column("provider_id", Text, primary_key=True),
-    Column("host_uri", Text),
-    Column("last_seen_at", DateTime(timezone=True)),
-    Column("node_count", BigInteger),
-    Column("total_available_cpu", BigInteger),
-    Column("total_available_memory", BigInteger),
-    Column("total_available_gpu", BigInteger),  # int4 in the table; bigint binds never overflow
-    Column("total_available_ephemeral", BigInteger),
-    Column("total_available_persistent", BigInteger),
-    Column("max_node_free_cpu", BigInteger),
-    Column("max_node_free_memory", BigInteger),
-    Column("max_node_free_gpu", BigInteger),
-    Column("gpu_models", ARRAY(Text)),
-    Column("gpu_models_free", ARRAY(Text)),
-    Column("storage_classes", ARRAY(Text)),
-    Column("self_attributes", JSONB),
-    Column("signed_attributes", JSONB),
-    Column("audited_by", ARRAY(Text)),
-)
-nodes = Table(
-    "nodes", metadata,
-    Column("provider_id", Text), Column("node_id", Text),
-    Column("current_snapshot_event_id", UUID), Column("last_seen_at", DateTime(timezone=True)),
-)
-hardware_snapshots = Table(
-    "hardware_snapshots", metadata,
-    Column("event_id", UUID), Column("system_hardware_id", UUID),
-    Column("allocatable_cpu_millicores", BigInteger),
-    Column("allocatable_memory_bytes", BigInteger),
-    Column("allocatable_ephemeral_storage_bytes", BigInteger),
-    Column("storage", JSONB),
-)
-runs = Table(
-    "runs", metadata,
-    Column("run_id", Text), Column("provider_id", Text), Column("node_id", Text),
-    Column("cpu_millicores", BigInteger), Column("memory_bytes", BigInteger),
-    Column("ephemeral_storage_bytes", BigInteger), Column("finished_event_id", UUID),
-)
-run_gpu_usage = Table(
-    "run_gpu_usage", metadata, Column("run_id", Text), Column("slot_index", Integer),
-)
-system_gpu_link = Table(
-    "system_gpu_link", metadata,
-    Column("system_hardware_id", UUID), Column("slot_index", Integer),
-    Column("gpu_hardware_id", UUID),
-)
-gpu_hardware = Table(
-    "gpu_hardware", metadata,
-    Column("gpu_hardware_id", UUID), Column("vendor", Text), Column("model", Text),
-    Column("vram_bytes", BigInteger), Column("interface", Text),
-)
-projection_offsets = Table(
-    "projection_offsets", metadata,
-    Column("projection", Text), Column("topic", Text), Column("partition", Integer),
-    Column("next_offset", BigInteger), Column("last_event_at", DateTime(timezone=True)),
-)
+from hwledger.schemas.tables import node_free, node_gpus, projection_offsets, provider_inventory
 
 TOTAL_COLUMNS = (
     ("total_cpu", "total_available_cpu"),
@@ -387,63 +325,22 @@ def prefilter(screen: BidScreeningFilter, online_since: datetime | None,
     return Prefilter(tuple((k, n) for k, n, _ in found), limit is not None, params)
 
 
-def _unfinished_resources(provider_ids: Sequence[str]) -> Any:
-    r = runs.c
-    return (
-        select(r.provider_id, r.node_id,
-               func.sum(r.cpu_millicores).label("cpu"),
-               func.sum(r.memory_bytes).label("memory"),
-               func.sum(r.ephemeral_storage_bytes).label("ephemeral"))
-        .where(r.finished_event_id.is_(None),
-               r.provider_id == any_(_text_array(provider_ids)))
-        .group_by(r.provider_id, r.node_id)
-        .subquery("busy")
-    )
-
-
 def node_statement(provider_ids: Sequence[str]) -> Select[Any]:
-    """Per node of the given providers: free cpu/memory/ephemeral and its storage volumes."""
-    n, hs = nodes.c, hardware_snapshots.c
-    busy = _unfinished_resources(provider_ids)
-    return (
-        select(
-            n.provider_id, n.node_id,
-            func.greatest(0, hs.allocatable_cpu_millicores - func.coalesce(busy.c.cpu, 0)),
-            func.greatest(0, hs.allocatable_memory_bytes - func.coalesce(busy.c.memory, 0)),
-            func.greatest(0, hs.allocatable_ephemeral_storage_bytes
-                          - func.coalesce(busy.c.ephemeral, 0)),
-            hs.storage,
-        )
-        .select_from(nodes)
-        .join(hardware_snapshots, hs.event_id == n.current_snapshot_event_id)
-        .outerjoin(busy, and_(busy.c.provider_id == n.provider_id,
-                              busy.c.node_id == n.node_id))
-        .where(n.provider_id == any_(_text_array(provider_ids)))
-        .order_by(n.provider_id, n.node_id)
-    )
+    """Per node of the given providers: free cpu/memory/ephemeral and its storage volumes
+    (the `node_free` view: the inventory rule the provider_inventory totals come from)."""
+    f = node_free.c
+    return (select(f.provider_id, f.node_id, f.cpu, f.memory, f.ephemeral, f.storage)
+            .where(f.provider_id == any_(_text_array(provider_ids)))
+            .order_by(f.provider_id, f.node_id))
 
 
 def gpu_statement(provider_ids: Sequence[str]) -> Select[Any]:
-    """Every GPU of the given providers' current snapshots not held by an unfinished run."""
-    n, hs, link, gpu = nodes.c, hardware_snapshots.c, system_gpu_link.c, gpu_hardware.c
-    held = exists(
-        select(literal(1))
-        .select_from(runs.join(run_gpu_usage, run_gpu_usage.c.run_id == runs.c.run_id))
-        .where(runs.c.finished_event_id.is_(None),
-               runs.c.provider_id == n.provider_id,
-               runs.c.node_id == n.node_id,
-               run_gpu_usage.c.slot_index == link.slot_index)
-    )
-    return (
-        select(n.provider_id, n.node_id, link.slot_index, gpu.vendor, gpu.model,
-               gpu.vram_bytes, gpu.interface)
-        .select_from(nodes)
-        .join(hardware_snapshots, hs.event_id == n.current_snapshot_event_id)
-        .join(system_gpu_link, link.system_hardware_id == hs.system_hardware_id)
-        .join(gpu_hardware, gpu.gpu_hardware_id == link.gpu_hardware_id)
-        .where(n.provider_id == any_(_text_array(provider_ids)), ~held)
-        .order_by(n.provider_id, n.node_id, link.slot_index)
-    )
+    """Every free GPU of the given providers' current snapshots (the `node_gpus` view)."""
+    g = node_gpus.c
+    return (select(g.provider_id, g.node_id, g.slot_index, g.vendor, g.model, g.vram_bytes,
+                   g.interface)
+            .where(g.provider_id == any_(_text_array(provider_ids)), g.free)
+            .order_by(g.provider_id, g.node_id, g.slot_index))
 
 
 @cache

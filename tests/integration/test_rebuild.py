@@ -24,6 +24,7 @@ from hwledger.deploy.live import LiveSystem, live_system
 from hwledger.deploy.localstack import free_port
 from hwledger.projectors import catch_up
 from hwledger.projectors.checksums import table_checksums
+from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.projection import Record
 from hwledger.projectors.rebuild import (
     RebuildProgress,
@@ -32,6 +33,7 @@ from hwledger.projectors.rebuild import (
     rebuild,
     stored_offsets,
 )
+from hwledger.projectors.service import Projector, ProjectorConfig
 from hwledger.projectors.synthetic import history
 from hwledger.projectors.verify import compare
 from hwledger.projectors.writer import Writer
@@ -39,6 +41,7 @@ from hwledger.schemas import codec
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import active_schema, drop_schema, migrate, scratch_schema
 from hwledger.seeds import seed_database
+from tests.integration.projector_support import FAST_GROUP
 from tests.integration.query_support import client, publish
 from tests.servers import Servers
 
@@ -240,6 +243,28 @@ def test_verify_replays_into_a_scratch_schema_and_finds_a_changed_inventory_row(
     with connect(own_database, None) as conn:
         assert conn.execute("SELECT count(*) FROM hwledger_meta.deferred_inventory"
                             ).fetchone() == (0,)
+
+
+def test_verify_of_conflicting_producer_reports_equals_the_live_schema(
+        own_database: str, servers: Servers, kafka_config: dict[str, Any], topic: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live batches of 7 events over three partitions against one replay batch: producers that
+    spell one GPU or host differently give the same tables."""
+    publish(kafka_config, topic, list(history(seed=9, providers=20, events=700,
+                                              conflicting=True)))
+    with connect(own_database, None) as conn:
+        migrate(conn, "hwledger")
+    with connect(own_database, "hwledger") as conn:
+        seed_database(conn)
+        conn.commit()
+    Projector(ProjectorConfig(
+        database_url=own_database, schema="hwledger", topic=topic, batch_size=7,
+        kafka={**FAST_GROUP, **kafka_config}, group_id="live-small-batches",
+        exit_when_caught_up=True), Metrics()).run()
+    monkeypatch.setenv("HWLEDGER_DATABASE_URL", own_database)
+    monkeypatch.setenv("HWLEDGER_KAFKA_BOOTSTRAP", servers.kafka_bootstrap)
+    monkeypatch.setenv("HWLEDGER_TOPIC", topic)
+    assert main(["verify"]) == 0
 
 
 def test_a_read_only_role_keeps_reading_across_a_rebuild_switch(

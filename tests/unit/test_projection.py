@@ -13,9 +13,11 @@ from hwledger.projectors.projection import (
     decode_all,
     gpu_row,
     latest_event_times,
+    merge_key,
     project,
     references,
     snapshot_content,
+    system_row,
 )
 from hwledger.projectors.service import backoff, fence_for
 from hwledger.schemas import codec
@@ -133,6 +135,48 @@ def test_providers_and_audits_are_last_writer_wins_by_event_time() -> None:
     assert plan.providers["provider-a"][2] == '{"region": "eu"}'
     assert plan.audits[("provider-a", "akash1auditor")][2] == "{}"
     assert plan.last_seen == {"provider-a": f.at(5)}
+
+
+def test_an_audit_touches_the_inventory_but_is_no_sign_of_life() -> None:
+    s = f.snapshot(minutes=1)
+    plan, _ = run(("HardwareSnapshotted", s), ("ProviderAudited", f.provider_audited(minutes=9)),
+                  ("ProviderAudited", f.provider_audited("provider-b", minutes=9)))
+    assert plan.touched == {"provider-a", "provider-b"}
+    assert plan.last_seen == {"provider-a": f.at(1)}
+
+
+def _conflicting_snapshots() -> list[tuple[str, dict[str, Any]]]:
+    """Three nodes reporting one GPU model and one host spec, spelled differently."""
+    spellings = [("NVIDIA H100 80GB HBM3", "sxm", "AMD EPYC 9654 96-Core Processor", "amd", 96),
+                 ("nvidia h100", "pcie", "amd epyc 9654 96-core processor", "AuthenticAMD", 192),
+                 ("H100 SXM5", "sxm", "AMD EPYC 9654 96-CORE PROCESSOR", "amd", 96)]
+    events = []
+    for i, (name, interface, cpu, vendor, cores) in enumerate(spellings):
+        s = f.snapshot(f"p{i}", gpus=[f.gpu(0, "h100-sxm", name=name, interface=interface)],
+                       minutes=i)
+        s["system"] |= {"cpu_model": cpu, "cpu_vendor": vendor, "cpu_cores": cores}
+        events.append(("HardwareSnapshotted", s))
+    return events
+
+
+def test_conflicting_reports_of_one_hardware_keep_the_least_whatever_the_order() -> None:
+    events = _conflicting_snapshots()
+    rows = set()
+    for order in (events, events[::-1], events[1:] + events[:1]):
+        plan, _ = run(*order)
+        assert len(plan.gpu_hardware) == 1 and len(plan.system_hardware) == 1
+        rows.add((*plan.gpu_hardware.values(), *plan.system_hardware.values()))
+    ((gpu, system),) = rows
+    assert (gpu[3], gpu[8]) == ("H100 SXM5", "sxm")
+    assert system[1:4] == ("AMD EPYC 9654 96-CORE PROCESSOR", "amd", 96)
+
+
+def test_merge_key_orders_by_code_point_with_a_null_motherboard_as_empty() -> None:
+    system = system_row({"cpu_model": "x", "cpu_vendor": "v", "cpu_cores": 1, "cpu_threads": 1,
+                         "ram_bytes": 1, "architecture": "a", "motherboard": None}, [])
+    assert merge_key("system_hardware", system) == ("x", "v", 1, "a", "")
+    assert merge_key("gpu_hardware", gpu_row(f.gpu(0, name="Z"))) < \
+        merge_key("gpu_hardware", gpu_row(f.gpu(0, name="a")))
 
 
 def test_references_name_what_the_batch_needs() -> None:

@@ -1,0 +1,33 @@
+"""A provider's prefilter figures as its per-node free capacity implies them.
+
+`provider_totals` is the Python statement of what the projector's provider_inventory row holds
+for the free side (totals, per-node maxima, free GPU tokens, storage classes), computed from the
+bin-packer's `ProviderNodes`. The projector computes the same in SQL over the `node_free` /
+`node_gpus` views; the agreement test checks one against the other on random histories, and the
+query benchmark builds its synthetic rows with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hwledger.query.binpacker import ProviderNodes
+
+
+def provider_totals(provider: ProviderNodes) -> dict[str, Any]:
+    """The free-capacity columns of the provider's provider_inventory row."""
+    nodes = provider.nodes
+    free_tokens = sorted({t for n in nodes for g in n.gpus for t in g.tokens})
+    return {
+        "node_count": len(nodes),
+        "total_available_cpu": sum(n.cpu_millicores for n in nodes),
+        "total_available_memory": sum(n.memory_bytes for n in nodes),
+        "total_available_gpu": sum(len(n.gpus) for n in nodes),
+        "total_available_ephemeral": sum(n.ephemeral_bytes for n in nodes),
+        "total_available_persistent": sum(provider.persistent.values()),
+        "max_node_free_cpu": max((n.cpu_millicores for n in nodes), default=0),
+        "max_node_free_memory": max((n.memory_bytes for n in nodes), default=0),
+        "max_node_free_gpu": max((len(n.gpus) for n in nodes), default=0),
+        "gpu_models_free": free_tokens,
+        "storage_classes": sorted(provider.persistent),
+    }

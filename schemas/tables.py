@@ -1,0 +1,207 @@
+"""The read model's tables as one SQLAlchemy Core `MetaData`: the single description of their
+columns that the projector's writer (column lists and array casts), the query service's
+statements and the benchmarks' row builders all take theirs from.
+
+The DDL itself lives in the numbered migrations (`schemas/sql/`), which are history and never
+change; `tests/integration/test_tables.py` checks that this metadata matches the schema the
+migrations build (names, order, types, nullability). Tables are declared without a schema:
+callers set the search_path (or a schema translate map) to the schema they work in.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION, JSONB, UUID
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+metadata = MetaData()
+LATER = {"later": True}
+"""Column `info` of a column the projector fills after the insert (an UPDATE) or the database
+fills itself (a serial id, a default): not part of the writer's inserted columns."""
+
+TIMESTAMPTZ = DateTime(timezone=True)
+
+
+def _required(name: str, type_: object, **kw: object) -> Column[object]:
+    return Column(name, type_, nullable=False, **kw)  # type: ignore[arg-type]
+
+
+interface_type = Table(
+    "interface_type", metadata,
+    Column("interface_type_id", SmallInteger, primary_key=True),
+    _required("name", Text), _required("family", Text),
+    Column("lane_rate_gts", DOUBLE_PRECISION), Column("lanes", SmallInteger),
+    Column("bidirectional_gbps", DOUBLE_PRECISION),
+)
+gpu_hardware = Table(
+    "gpu_hardware", metadata,
+    Column("gpu_hardware_id", UUID, primary_key=True),
+    _required("vendor", Text), _required("model", Text), _required("name", Text),
+    _required("pci_vendor_id", Text), _required("pci_device_id", Text),
+    Column("pci_subsystem_id", Text), _required("vram_bytes", BigInteger),
+    _required("interface", Text),
+)
+system_hardware = Table(
+    "system_hardware", metadata,
+    Column("system_hardware_id", UUID, primary_key=True),
+    _required("cpu_model", Text), _required("cpu_vendor", Text),
+    _required("cpu_cores", Integer), _required("cpu_threads", Integer),
+    _required("ram_bytes", BigInteger), _required("architecture", Text),
+    Column("motherboard", Text), _required("gpu_count", Integer),
+    Column("total_vram_bytes", BigInteger),
+)
+system_gpu_link = Table(
+    "system_gpu_link", metadata,
+    Column("system_hardware_id", UUID, primary_key=True),
+    Column("slot_index", Integer, primary_key=True),
+    _required("gpu_hardware_id", UUID),
+    Column("slot_native_interface_type_id", SmallInteger),
+    Column("actual_interface_type_id", SmallInteger),
+)
+system_software = Table(
+    "system_software", metadata,
+    Column("system_software_id", UUID, primary_key=True),
+    _required("os", Text), _required("kernel_version", Text), _required("python_version", Text),
+    Column("gpu_driver_version", Text), Column("cuda_version", Text),
+    Column("rocm_version", Text), Column("runner_version", Text),
+)
+hardware_snapshots = Table(
+    "hardware_snapshots", metadata,
+    Column("event_id", UUID, primary_key=True),
+    _required("provider_id", Text), _required("node_id", Text),
+    _required("system_hardware_id", UUID), _required("system_software_id", UUID),
+    _required("occurred_at", TIMESTAMPTZ),
+    _required("allocatable_cpu_millicores", BigInteger),
+    _required("allocatable_memory_bytes", BigInteger),
+    _required("allocatable_ephemeral_storage_bytes", BigInteger),
+    _required("storage", JSONB), _required("gpu_power_limits_w", JSONB),
+)
+nodes = Table(
+    "nodes", metadata,
+    Column("provider_id", Text, primary_key=True), Column("node_id", Text, primary_key=True),
+    _required("current_snapshot_event_id", UUID), _required("current_occurred_at", TIMESTAMPTZ),
+    _required("first_seen_at", TIMESTAMPTZ), _required("last_seen_at", TIMESTAMPTZ),
+)
+runs = Table(
+    "runs", metadata,
+    Column("run_id", Text, primary_key=True),
+    _required("provider_id", Text), _required("node_id", Text),
+    _required("snapshot_event_id", UUID), _required("started_event_id", UUID),
+    _required("started_at", TIMESTAMPTZ), _required("cpu_millicores", BigInteger),
+    _required("memory_bytes", BigInteger), _required("ephemeral_storage_bytes", BigInteger),
+    Column("task_ref", Text), Column("model_ref", Text),
+    Column("finished_event_id", UUID, info=LATER), Column("finished_at", TIMESTAMPTZ, info=LATER),
+    Column("status", Text, info=LATER),
+)
+run_gpu_usage = Table(
+    "run_gpu_usage", metadata,
+    Column("run_id", Text, primary_key=True), Column("slot_index", Integer, primary_key=True),
+)
+run_hardware_metrics = Table(
+    "run_hardware_metrics", metadata,
+    Column("run_id", Text, primary_key=True), _required("system_hardware_id", UUID),
+    Column("slot_index", Integer), _required("system_software_id", UUID),
+    Column("wall_clock_seconds", DOUBLE_PRECISION),
+    Column("seconds_to_first_token", DOUBLE_PRECISION),
+    Column("tokens_per_second", DOUBLE_PRECISION), Column("peak_vram_bytes", BigInteger),
+    Column("power_limit_w", Integer), Column("measured_tflops", DOUBLE_PRECISION),
+    Column("gpu_sm_utilization_pct", DOUBLE_PRECISION), Column("energy_wh", DOUBLE_PRECISION),
+)
+providers = Table(
+    "providers", metadata,
+    Column("provider_id", Text, primary_key=True), _required("host_uri", Text),
+    _required("attributes", JSONB), _required("registered_at", TIMESTAMPTZ),
+    _required("event_id", UUID),
+)
+provider_audits = Table(
+    "provider_audits", metadata,
+    Column("provider_id", Text, primary_key=True), Column("auditor", Text, primary_key=True),
+    _required("attributes", JSONB), _required("audited_at", TIMESTAMPTZ),
+    _required("event_id", UUID),
+)
+provider_inventory = Table(
+    "provider_inventory", metadata,
+    Column("provider_id", Text, primary_key=True),
+    Column("host_uri", Text), Column("last_seen_at", TIMESTAMPTZ),
+    _required("node_count", Integer),
+    _required("total_available_cpu", BigInteger), _required("total_available_memory", BigInteger),
+    _required("total_available_gpu", Integer),
+    _required("total_available_ephemeral", BigInteger),
+    _required("total_available_persistent", BigInteger),
+    _required("max_node_free_cpu", BigInteger), _required("max_node_free_memory", BigInteger),
+    _required("max_node_free_gpu", Integer),
+    _required("gpu_models", ARRAY(Text)), _required("gpu_models_free", ARRAY(Text)),
+    _required("storage_classes", ARRAY(Text)),
+    _required("self_attributes", JSONB), _required("signed_attributes", JSONB),
+    _required("audited_by", ARRAY(Text)),
+)
+projection_offsets = Table(
+    "projection_offsets", metadata,
+    Column("projection", Text, primary_key=True), Column("topic", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True), _required("next_offset", BigInteger),
+    Column("last_event_at", TIMESTAMPTZ), Column("halted_reason", Text),
+)
+applied_events = Table(
+    "applied_events", metadata,
+    Column("event_id", UUID, primary_key=True), _required("event_type", Text),
+)
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("dead_letter_id", BigInteger, primary_key=True, info=LATER),
+    _required("topic", Text), _required("partition", Integer), _required("offset", BigInteger),
+    _required("raw", LargeBinary), _required("reason", Text),
+    Column("event_type", Text), Column("event_id", Text),
+    _required("retried", Boolean, info=LATER),
+)
+parked_events = Table(
+    "parked_events", metadata,
+    Column("parked_id", BigInteger, primary_key=True, info=LATER),
+    _required("topic", Text), _required("partition", Integer), _required("offset", BigInteger),
+    _required("raw", LargeBinary), _required("event_type", Text), _required("event_id", Text),
+    _required("provider_id", Text), _required("waiting_for", Text),
+    _required("occurred_at", TIMESTAMPTZ),
+)
+
+node_free = Table(
+    "node_free", metadata,
+    Column("provider_id", Text), Column("node_id", Text), Column("system_hardware_id", UUID),
+    Column("storage", JSONB), Column("cpu", BigInteger), Column("memory", BigInteger),
+    Column("ephemeral", BigInteger), Column("persistent", BigInteger),
+    info={"view": True},
+)
+"""View (migration 0004): the free capacity of every node's current snapshot, net of its
+unfinished runs: THE inventory rule, read by the writer's provider_inventory and the
+bin-packer."""
+node_gpus = Table(
+    "node_gpus", metadata,
+    Column("provider_id", Text), Column("node_id", Text), Column("slot_index", Integer),
+    Column("vendor", Text), Column("model", Text), Column("vram_bytes", BigInteger),
+    Column("interface", Text), Column("free", Boolean),
+    info={"view": True},
+)
+"""View (migration 0004): every GPU slot of every node's current snapshot, `free` unless an
+unfinished run holds it."""
+
+_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+
+
+def sql_type(column: Column[object]) -> str:
+    """The column's PostgreSQL type as written in a cast (`bigint`, `timestamp with time
+    zone`, `text[]`...)."""
+    return str(column.type.compile(dialect=_DIALECT)).lower()
+
+
+def inserted_columns(table: Table) -> tuple[Column[object], ...]:
+    """The columns the projector writes when it inserts a row of `table`, in table order."""
+    return tuple(c for c in table.columns if not c.info.get("later"))
