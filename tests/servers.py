@@ -3,8 +3,9 @@
 - HWLEDGER_TEST_DATABASE_URL / HWLEDGER_TEST_KAFKA_BOOTSTRAP set: those servers are used as
   they are. The production variables (HWLEDGER_DATABASE_URL, ...) never name a test server.
 - HWLEDGER_TEST_BACKEND=docker: Postgres and Apache Kafka containers via testcontainers.
-- otherwise: the embedded PostgreSQL and a broker started once per test session: Tansu, or
-  Apache Kafka (KRaft, one node) when HWLEDGER_TEST_BROKER=kafka.
+- otherwise: the embedded PostgreSQL and a broker started once per test session:
+  HWLEDGER_TEST_BROKER=kafka (Apache Kafka, KRaft, one node) or tansu; unset, Apache Kafka when
+  Java 17+ is on PATH, else Tansu (the same rule as `hwledger dev up`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwledger.deploy.kafka_broker import ApacheKafkaBroker
-from hwledger.deploy.localstack import EmbeddedBroker, EmbeddedPostgres, free_port, stop_pid
+from hwledger.deploy.kafka_dist import has_java
+from hwledger.deploy.localstack import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    choose_broker,
+    free_port,
+    stop_pid,
+)
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,16 @@ def apache_kafka(workdir: Path) -> Iterator[str]:
         stop_pid(pid, timeout=30)
 
 
-def test_broker(workdir: Path) -> contextlib.AbstractContextManager[str]:
-    """The broker HWLEDGER_TEST_BROKER names: `kafka` (Apache Kafka) or `tansu` (default)."""
-    choice = os.environ.get("HWLEDGER_TEST_BROKER", "tansu")
-    if choice not in ("kafka", "tansu"):
-        raise ValueError(f"HWLEDGER_TEST_BROKER must be kafka or tansu, not {choice!r}")
-    return apache_kafka(workdir) if choice == "kafka" else embedded_broker(workdir)
+def broker_under_test() -> str:
+    """The broker the tests start: HWLEDGER_TEST_BROKER, else as `choose_broker` picks."""
+    return choose_broker(os.environ.get("HWLEDGER_TEST_BROKER") or None, has_java())[0]
+
+
+def session_broker(workdir: Path) -> contextlib.AbstractContextManager[str]:
+    """The broker `broker_under_test` names, started for the session."""
+    if broker_under_test() == "kafka":
+        return apache_kafka(workdir)
+    return embedded_broker(workdir)
 
 
 @contextlib.contextmanager
@@ -98,5 +110,5 @@ def session_servers(workdir: Path) -> Iterator[Servers]:
     named_database, named_bootstrap = named_servers(os.environ)
     with contextlib.ExitStack() as stack:
         database_url = named_database or stack.enter_context(embedded_postgres(workdir))
-        bootstrap = named_bootstrap or stack.enter_context(test_broker(workdir))
+        bootstrap = named_bootstrap or stack.enter_context(session_broker(workdir))
         yield Servers(database_url, bootstrap)

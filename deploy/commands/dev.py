@@ -10,7 +10,7 @@ from rich.console import Console
 from hwledger.deploy.commands import Subparsers, add_command, add_group, wait_until_stopped
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.localstack import LocalStack
+from hwledger.deploy.localstack import BROKERS, LocalStack
 from hwledger.schemas.db import DEFAULT_SCHEMA
 from hwledger.schemas.migrations import prepare_schema
 
@@ -20,6 +20,9 @@ console = Console()
 def register(subparsers: Subparsers) -> None:
     dev = add_group(subparsers, "dev", "run the embedded local stack (Postgres + Kafka broker)")
     up = add_command(dev, "up", _up, "start the stack, create the topic, migrate and seed")
+    up.add_argument("--broker", choices=BROKERS,
+                    help="kafka (Apache Kafka, durable; needs Java 17+) or tansu (memory-only); "
+                         "default HWLEDGER_BROKER, else kafka when Java 17+ is on PATH")
     up.add_argument("--detach", action="store_true", help="start in the background and return")
     up.add_argument("--pg-port", type=int, help="PostgreSQL port (default: a free one)")
     up.add_argument("--kafka-port", type=int, help="broker port (default: a free one)")
@@ -29,7 +32,8 @@ def register(subparsers: Subparsers) -> None:
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     stack = LocalStack(settings.home)
-    info = stack.up(pg_port=args.pg_port, kafka_port=args.kafka_port, detach=args.detach)
+    info = stack.up(broker=args.broker or settings.broker, pg_port=args.pg_port,
+                    kafka_port=args.kafka_port, detach=args.detach)
     try:
         ensure_topic({"bootstrap.servers": info.kafka_bootstrap}, settings.topic,
                      settings.partitions)
@@ -39,6 +43,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
         raise
     print(f"PostgreSQL    HWLEDGER_DATABASE_URL={info.database_url}")
     print(f"Kafka broker  HWLEDGER_KAFKA_BOOTSTRAP={info.kafka_bootstrap}")
+    console.print(f"broker        {info.broker_label()}")
     console.print(f"topic         {settings.topic} ({settings.partitions} partitions)")
     if args.detach:
         console.print("running in the background; stop with `hwledger dev down`")

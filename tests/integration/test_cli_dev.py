@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from hwledger.deploy.kafka_dist import KAFKA_VERSION
+from hwledger.deploy.localstack import TANSU_NOTICE
 from tests.servers import Servers
 
 HWLEDGER = [sys.executable, "-m", "hwledger.deploy.cli"]
@@ -20,19 +26,86 @@ def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[
                           env=clean | {"HWLEDGER_HOME": str(home)} | env)
 
 
-def test_dev_up_status_down(home: Path) -> None:
-    up = run(["dev", "up", "--detach"], home)
+def old_java(tmp_path: Path) -> str:
+    """A PATH whose `java` is too old for Apache Kafka (as on a machine without Java 17+)."""
+    bin_dir = tmp_path / "old-java"
+    bin_dir.mkdir()
+    java = bin_dir / "java"
+    java.write_text('#!/bin/sh\necho \'openjdk version "1.8.0_412"\' >&2\n')
+    java.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+
+
+@pytest.mark.parametrize(("broker", "label"), [
+    ("kafka", f"Apache Kafka {KAFKA_VERSION} (durable log)"),
+    ("tansu", "memory-only log")])
+def test_dev_up_status_down(home: Path, broker: str, label: str) -> None:
+    up = run(["dev", "up", "--detach", "--broker", broker], home)
     assert up.returncode == 0, up.stderr
-    assert "HWLEDGER_DATABASE_URL=postgresql://" in up.stdout
+    assert "HWLEDGER_DATABASE_URL=postgresql://" in up.stdout and label in up.stdout
     try:
         status = run(["dev", "status"], home)
         assert status.returncode == 0 and '"running": true' in status.stdout
+        kafka = json.loads(status.stdout)["kafka"]
+        assert label in kafka["broker"] and kafka["durable"] is (broker == "kafka")
         migrate = run(["db", "migrate"], home)
         assert migrate.returncode == 0 and "up to date" in migrate.stdout
+        assert label in run(["status"], home).stdout
     finally:
         down = run(["dev", "down"], home)
     assert down.returncode == 0 and "stopped" in down.stdout
     assert run(["dev", "status"], home).returncode == 3
+
+
+def _count(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "count"})
+    try:
+        return sum(high - low for low, high in (
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions))
+    finally:
+        consumer.close()
+
+
+def test_the_apache_kafka_stack_keeps_every_event_across_down_and_up(home: Path) -> None:
+    up = run(["dev", "up", "--detach"], home, HWLEDGER_BROKER="kafka")
+    assert up.returncode == 0, up.stderr
+    try:
+        bootstrap = json.loads((home / "stack.json").read_text())["kafka_bootstrap"]
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        for i in range(50):
+            producer.produce("hwledger.events", str(i).encode(), key=str(i).encode())
+        assert producer.flush(30) == 0
+        assert run(["dev", "down"], home).returncode == 0
+        again = run(["dev", "up", "--detach"], home)  # Java is on PATH: Apache Kafka again
+        assert again.returncode == 0, again.stderr
+        assert "Apache Kafka" in again.stdout
+        bootstrap = json.loads((home / "stack.json").read_text())["kafka_bootstrap"]
+        assert _count(bootstrap, "hwledger.events") == 50
+    finally:
+        run(["dev", "down"], home)
+
+
+def test_without_java_the_stack_is_tansu_with_a_one_line_notice(home: Path,
+                                                                tmp_path: Path) -> None:
+    path = old_java(tmp_path)
+    refused = run(["dev", "up", "--detach", "--broker", "kafka"], home, PATH=path)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "hwledger: error: Apache Kafka needs Java 17+ on PATH: install it, or use --broker "
+        "tansu (HWLEDGER_BROKER=tansu)")
+    up = run(["dev", "up", "--detach"], home, PATH=path)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stderr.strip() == TANSU_NOTICE
+        assert "memory-only log" in up.stdout
+    finally:
+        run(["dev", "down"], home)
+
+
+def test_an_unknown_broker_setting_is_one_line(home: Path) -> None:
+    result = run(["dev", "up", "--detach"], home, HWLEDGER_BROKER="redpanda")
+    assert result.returncode == 2 or result.returncode == 1
+    assert result.stderr.strip().endswith("HWLEDGER_BROKER='redpanda' must be one of kafka, tansu")
 
 
 def test_port_already_taken_is_one_line(home: Path) -> None:

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_demo_once_answers_the_sample_request(home: Path) -> None:
+
+@pytest.mark.parametrize("broker", ["kafka", "tansu"])
+def test_demo_once_answers_the_sample_request(home: Path, broker: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HWLEDGER_")}
-    env |= {"HWLEDGER_HOME": str(home), "COLUMNS": "200"}
+    env |= {"HWLEDGER_HOME": str(home), "COLUMNS": "200", "HWLEDGER_BROKER": broker}
     result = subprocess.run([sys.executable, "-m", "hwledger.deploy.cli", "demo", "--once"],
                             capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stdout + result.stderr

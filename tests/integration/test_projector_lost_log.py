@@ -4,7 +4,6 @@ a `hwledger status` alarm, and resume from the log start after `hwledger offsets
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from tests.integration.projector_support import (
     publish,
     stored_total,
 )
+from tests.servers import broker_under_test
 
 
 def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
@@ -67,8 +67,8 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
         how: str, database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,
         kafka_config: dict[str, Any], home: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    if os.environ.get("HWLEDGER_TEST_BROKER") != "kafka":
-        pytest.skip("needs Apache Kafka (the lane HWLEDGER_TEST_BROKER=kafka of .ci/run): Tansu "
+    if broker_under_test() != "kafka":
+        pytest.skip("needs Apache Kafka (Java 17+, or HWLEDGER_TEST_BROKER=kafka): Tansu "
                     "serves an offset beyond its end as an empty fetch, and librdkafka crashes "
                     "when a topic is re-created under Tansu")
     lose_log = _recreate if how == "topic re-created" else _behind_the_stored_offsets(
