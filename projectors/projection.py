@@ -93,7 +93,6 @@ class KnownSnapshot:
 
 @dataclass
 class KnownRun:
-    provider_id: str
     node_id: str
     status: str | None
     first_slot: int | None
@@ -103,7 +102,8 @@ class KnownRun:
 
 @dataclass
 class Pending:
-    """A parked event: waiting for `waiting_for` ("snapshot <id>" or "run <id>")."""
+    """A parked event: waiting for `waiting_for` ("snapshot <id>" or "run <id>" of the event's
+    provider)."""
 
     decoded: Decoded
     waiting_for: str
@@ -116,7 +116,8 @@ class State:
 
     applied: set[str] = field(default_factory=set)
     snapshots: dict[str, KnownSnapshot] = field(default_factory=dict)
-    runs: dict[str, KnownRun] = field(default_factory=dict)
+    runs: dict[tuple[str, str], KnownRun] = field(default_factory=dict)
+    """(provider_id, run_id) -> the run: a run id is its provider's name for the run."""
     parked: dict[str, list[Pending]] = field(default_factory=dict)
 
     def parked_event_ids(self) -> set[str]:
@@ -125,11 +126,12 @@ class State:
 
 @dataclass(frozen=True)
 class References:
-    """Stored state a batch refers to: event ids, snapshot ids, run ids and providers."""
+    """Stored state a batch refers to: event ids, snapshot ids, runs (provider_id, run_id) and
+    providers."""
 
     event_ids: frozenset[str]
     snapshot_ids: frozenset[str]
-    run_ids: frozenset[str]
+    runs: frozenset[tuple[str, str]]
     providers: frozenset[str]
 
 
@@ -206,7 +208,8 @@ def _storable(value: str | None) -> str | None:
 def references(batch: Sequence[Decoded]) -> References:
     """The stored state `project` needs for `batch` (ids PostgreSQL would refuse are left out:
     their events are dead letters)."""
-    event_ids, snapshot_ids, run_ids, providers = set(), set(), set(), set()
+    event_ids, snapshot_ids, providers = set(), set(), set()
+    runs: set[tuple[str, str]] = set()
     for item in batch:
         if item.event is None or item.error is not None:
             continue
@@ -214,12 +217,14 @@ def references(batch: Sequence[Decoded]) -> References:
         event_ids.add(str(data["event_id"]))
         providers.add(str(data["provider_id"]))
         if "run_id" in data:
-            run_ids.add(str(data["run_id"]))
+            runs.add((str(data["provider_id"]), str(data["run_id"])))
         if item.event.type == "RunStarted":
             snapshot_ids.add(str(data["snapshot_event_id"]))
     return References(frozenset(e for e in event_ids if _is_uuid(e)),
                       frozenset(s for s in snapshot_ids if _is_uuid(s)),
-                      _storable_ids(run_ids), _storable_ids(providers))
+                      frozenset((p, r) for p, r in runs
+                                if _storable(p) is not None and _storable(r) is not None),
+                      _storable_ids(providers))
 
 
 def _storable_ids(ids: Iterable[str]) -> frozenset[str]:
@@ -499,35 +504,36 @@ class _Projector:
         if missing:
             return (f"run {run_id} uses GPU slot(s) {missing} that snapshot {snapshot_id} "
                     "does not have")
-        if run_id in self.state.runs:
-            return f"run {run_id} was already started by another event"
+        key = (str(data["provider_id"]), run_id)
+        if key in self.state.runs:
+            return f"run {run_id} of {key[0]} was already started by another event"
         res = data["resources"]
         self.plan.runs.append((
             run_id, data["provider_id"], data["node_id"], snapshot_id, data["event_id"],
             data["occurred_at"], res["cpu_millicores"], res["memory_bytes"],
             res["ephemeral_storage_bytes"], data.get("task_ref"), data.get("model_ref")))
-        self.plan.run_gpu_usage.extend((run_id, s) for s in slots)
-        self.state.runs[run_id] = KnownRun(
-            str(data["provider_id"]), str(data["node_id"]), None, slots[0] if slots else None,
+        self.plan.run_gpu_usage.extend((run_id, s, key[0]) for s in slots)
+        self.state.runs[key] = KnownRun(
+            str(data["node_id"]), None, slots[0] if slots else None,
             snapshot.system_hardware_id, snapshot.system_software_id)
         return None
 
     def on_RunFinished(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        run_id, status = str(data["run_id"]), str(data["status"])
-        run = self.state.runs.get(run_id)
+        provider, run_id = str(data["provider_id"]), str(data["run_id"])
+        status = str(data["status"])
+        run = self.state.runs.get((provider, run_id))
         if run is None:
             return f"park:run {run_id}"
-        if run.provider_id != data["provider_id"]:
-            return f"run {run_id} belongs to provider {run.provider_id}"
         if run.status is not None:
             if run.status == status:
                 return None
             return f"run {run_id} finished twice with different outcomes ({run.status}, {status})"
         run.status = status
-        self.plan.run_finishes.append((run_id, data["event_id"], data["occurred_at"], status))
+        self.plan.run_finishes.append((provider, run_id, data["event_id"], data["occurred_at"],
+                                       status))
         self.plan.run_metrics.append((
             run_id, run.system_hardware_id, run.first_slot, run.system_software_id,
-            *(data.get(f) for f in METRIC_FIELDS)))
+            *(data.get(f) for f in METRIC_FIELDS), provider))
         return None
 
     def on_ProviderRegistered(self, item: Decoded, data: Mapping[str, Any]) -> str | None:

@@ -372,11 +372,14 @@ class Writer:
             state.snapshots[sid] = KnownSnapshot(prov, node, frozenset(slots), system, software)
         for run_id, prov, node, status, first_slot, system, software in conn.execute(
                 "SELECT r.run_id, r.provider_id, r.node_id, r.status, "
-                "(SELECT min(u.slot_index) FROM run_gpu_usage u WHERE u.run_id = r.run_id), "
+                "(SELECT min(u.slot_index) FROM run_gpu_usage u "
+                "WHERE (u.provider_id, u.run_id) = (r.provider_id, r.run_id)), "
                 "s.system_hardware_id::text, s.system_software_id::text FROM runs r "
                 "JOIN hardware_snapshots s ON s.event_id = r.snapshot_event_id "
-                "WHERE r.run_id = ANY(%s)", (list(refs.run_ids),)):
-            state.runs[run_id] = KnownRun(prov, node, status, first_slot, system, software)
+                "JOIN unnest(%s::text[], %s::text[]) AS k(provider_id, run_id) "
+                "ON (k.provider_id, k.run_id) = (r.provider_id, r.run_id)",
+                ([p for p, _ in refs.runs], [r for _, r in refs.runs])):
+            state.runs[(prov, run_id)] = KnownRun(node, status, first_slot, system, software)
         for parked_id, topic, partition, offset, raw, waiting, at in conn.execute(
                 'SELECT parked_id, topic, partition, "offset", raw, waiting_for, occurred_at '
                 "FROM parked_events WHERE provider_id = ANY(%s) "
@@ -473,9 +476,10 @@ class Writer:
         if plan.run_finishes:
             conn.execute(
                 "UPDATE runs r SET finished_event_id = u.event_id, finished_at = u.at, "
-                "status = u.status FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[], "
-                "%s::text[]) AS u(run_id, event_id, at, status) "
-                "WHERE r.run_id = u.run_id AND r.finished_event_id IS NULL",
+                "status = u.status FROM unnest(%s::text[], %s::text[], %s::uuid[], "
+                "%s::timestamptz[], %s::text[]) AS u(provider_id, run_id, event_id, at, status) "
+                "WHERE (r.provider_id, r.run_id) = (u.provider_id, u.run_id) "
+                "AND r.finished_event_id IS NULL",
                 [list(c) for c in zip(*plan.run_finishes, strict=True)])
         copy_rows(conn, "run_hardware_metrics", RUN_METRICS, plan.run_metrics)
         bulk_insert(conn, "providers", PROVIDERS, [plan.providers[k] for k in sorted(

@@ -42,7 +42,13 @@ from hwledger.query.aggregator import (
     parse_group_spec,
 )
 from hwledger.query.repository import compiled
-from hwledger.query.service import DEFAULT_LIMIT, Answer, QueryService, Unavailable
+from hwledger.query.service import (
+    DEFAULT_LIMIT,
+    AmbiguousRun,
+    Answer,
+    QueryService,
+    Unavailable,
+)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 10_000
@@ -416,10 +422,24 @@ def create_app(service: QueryService) -> ASGIApp:
         """One provider's inventory row, nodes with free capacity, and audits."""
         return found_or_404("provider", owner, await run_in_threadpool(service.provider, owner))
 
-    @app.get("/v1/runs/{run_id}", responses={404: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/providers/{owner}/runs/{run_id}",
+             responses={404: _ERROR, 503: {"description": "no db"}})
+    async def provider_run(owner: Annotated[str, Path(max_length=256)],
+                           run_id: Annotated[str, Path(max_length=256)]) -> JSONResponse:
+        """One run of one provider with its embedded hardware, software and metrics."""
+        return found_or_404("run", run_id,
+                            await run_in_threadpool(service.run, owner, run_id))
+
+    @app.get("/v1/runs/{run_id}", deprecated=True,
+             responses={404: _ERROR, 409: _ERROR, 503: {"description": "no db"}})
     async def run(run_id: Annotated[str, Path(max_length=256)]) -> JSONResponse:
-        """One run with its embedded hardware, software and metrics."""
-        return found_or_404("run", run_id, await run_in_threadpool(service.run, run_id))
+        """The run of this id when only one provider has one (409 `ambiguous_run` when
+        several do); use /v1/providers/{owner}/runs/{run_id}."""
+        try:
+            found = await run_in_threadpool(service.run, None, run_id)
+        except AmbiguousRun as exc:
+            return error(409, "ambiguous_run", str(exc))
+        return found_or_404("run", run_id, found)
 
     @app.get("/v1/hardware/{system_hardware_id}",
              responses={404: _ERROR, 503: {"description": "no db"}})

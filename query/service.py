@@ -400,24 +400,30 @@ class QueryService:
         with self.search_path_snapshot() as conn:
             return _hardware(conn, ident)
 
-    def run(self, run_id: str) -> dict[str, Any] | None:
-        if not storable(run_id):
+    def run(self, owner: str | None, run_id: str) -> dict[str, Any] | None:
+        """Provider `owner`'s run `run_id`; with no owner, the one run of that id (AmbiguousRun
+        when several providers have one)."""
+        if not storable(run_id) or (owner is not None and not storable(owner)):
             return None
         with self.search_path_snapshot() as conn:
-            row = conn.execute(text(
+            rows = conn.execute(text(
                 "SELECT r.*, s.system_hardware_id, s.system_software_id, "
-                "array(SELECT u.slot_index FROM run_gpu_usage u WHERE u.run_id = r.run_id "
-                "ORDER BY 1) AS gpu_slots FROM runs r "
+                "array(SELECT u.slot_index FROM run_gpu_usage u WHERE (u.provider_id, u.run_id) "
+                "= (r.provider_id, r.run_id) ORDER BY 1) AS gpu_slots FROM runs r "
                 "JOIN hardware_snapshots s ON s.event_id = r.snapshot_event_id "
-                "WHERE r.run_id = :r"), {"r": run_id}).mappings().first()
-            if row is None:
+                "WHERE r.run_id = :r" + ("" if owner is None else " AND r.provider_id = :p")
+                + " LIMIT 2"), {"r": run_id, "p": owner}).mappings().all()
+            if not rows:
                 return None
+            if len(rows) > 1:
+                raise AmbiguousRun(run_id)
+            row = rows[0]
             software = conn.execute(text(
                 "SELECT * FROM system_software WHERE system_software_id = :s"),
                 {"s": row["system_software_id"]}).mappings().first()
             metrics = conn.execute(text(
-                "SELECT * FROM run_hardware_metrics WHERE run_id = :r"), {"r": run_id}
-            ).mappings().first()
+                "SELECT * FROM run_hardware_metrics WHERE provider_id = :p AND run_id = :r"),
+                {"p": row["provider_id"], "r": run_id}).mappings().first()
             hardware = _hardware(conn, str(row["system_hardware_id"]))
         return {
             "runId": row["run_id"], "owner": row["provider_id"], "node": row["node_id"],
@@ -430,7 +436,7 @@ class QueryService:
                           "gpuSlots": list(row["gpu_slots"])},
             "hardware": hardware,
             "software": _plain(software, drop=("system_software_id",)),
-            "metrics": _plain(metrics, drop=("run_id", "system_hardware_id",
+            "metrics": _plain(metrics, drop=("provider_id", "run_id", "system_hardware_id",
                                              "system_software_id")),
         }
 
@@ -439,6 +445,14 @@ class QueryService:
             as_of = read_as_of(conn)
             conn.execute(text("SELECT 1 FROM provider_inventory LIMIT 1")).all()
         return {"status": "ready", "schema": self.active_schema(), "position": as_of.position}
+
+
+class AmbiguousRun(Exception):
+    """`GET /v1/runs/{run_id}` names a run id that several providers use."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} exists for more than one provider; ask "
+                         f"/v1/providers/{{owner}}/runs/{run_id}")
 
 
 def storable(key: str) -> bool:

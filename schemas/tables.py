@@ -96,7 +96,7 @@ nodes = Table(
 runs = Table(
     "runs", metadata,
     Column("run_id", Text, primary_key=True),
-    _required("provider_id", Text), _required("node_id", Text),
+    Column("provider_id", Text, primary_key=True), _required("node_id", Text),
     _required("snapshot_event_id", UUID), _required("started_event_id", UUID),
     _required("started_at", TIMESTAMPTZ), _required("cpu_millicores", BigInteger),
     _required("memory_bytes", BigInteger), _required("ephemeral_storage_bytes", BigInteger),
@@ -107,6 +107,7 @@ runs = Table(
 run_gpu_usage = Table(
     "run_gpu_usage", metadata,
     Column("run_id", Text, primary_key=True), Column("slot_index", Integer, primary_key=True),
+    Column("provider_id", Text, primary_key=True),
 )
 run_hardware_metrics = Table(
     "run_hardware_metrics", metadata,
@@ -117,6 +118,7 @@ run_hardware_metrics = Table(
     Column("tokens_per_second", DOUBLE_PRECISION), Column("peak_vram_bytes", BigInteger),
     Column("power_limit_w", Integer), Column("measured_tflops", DOUBLE_PRECISION),
     Column("gpu_sm_utilization_pct", DOUBLE_PRECISION), Column("energy_wh", DOUBLE_PRECISION),
+    Column("provider_id", Text, primary_key=True),
 )
 providers = Table(
     "providers", metadata,
@@ -180,7 +182,7 @@ node_free = Table(
     Column("ephemeral", BigInteger), Column("persistent", BigInteger),
     info={"view": True},
 )
-"""View (migration 0004): the free capacity of every node's current snapshot, net of its
+"""View (migration 0005): the free capacity of every node's current snapshot, net of its
 unfinished runs: THE inventory rule, read by the writer's provider_inventory and the
 bin-packer."""
 node_gpus = Table(
@@ -190,7 +192,7 @@ node_gpus = Table(
     Column("interface", Text), Column("free", Boolean),
     info={"view": True},
 )
-"""View (migration 0004): every GPU slot of every node's current snapshot, `free` unless an
+"""View (migration 0005): every GPU slot of every node's current snapshot, `free` unless an
 unfinished run holds it."""
 
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]

@@ -281,7 +281,8 @@ def test_prefilter_route_takes_the_filter(http: TestClient) -> None:
 def test_detail_routes(http: TestClient) -> None:
     provider = http.get("/v1/providers/p-busy").json()
     assert provider["nodes"][0]["free"]["gpuSlots"] == []
-    run = http.get("/v1/runs/run-busy").json()
+    run = http.get("/v1/providers/p-busy/runs/run-busy").json()
+    assert http.get("/v1/runs/run-busy").json() == run
     assert run["resources"]["gpuSlots"] == [0, 1]
     assert [g["slot_index"] for g in run["hardware"]["gpus"]] == [0, 1]
     assert run["software"]["os"].startswith("Ubuntu")

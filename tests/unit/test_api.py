@@ -102,12 +102,14 @@ def test_valid_request_without_database_is_503_not_500(client: TestClient) -> No
 def test_keys_postgres_cannot_store_are_not_found(client: TestClient) -> None:
     assert client.get("/v1/providers/a%00b").status_code == 404
     assert client.get("/v1/runs/a%00b").status_code == 404
+    assert client.get("/v1/providers/a%00b/runs/r").status_code == 404
     assert client.get("/v1/hardware/a%00b").status_code == 404
 
 
 def test_openapi_lists_the_routes_with_body_schemas(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert {"/v1/bid-screening", "/v1/prefilter", "/v1/providers/{owner}", "/v1/runs/{run_id}",
+            "/v1/providers/{owner}/runs/{run_id}",
             "/v1/hardware/{system_hardware_id}", "/healthz", "/readyz",
             "/metrics"} <= set(document["paths"])
     operation = document["paths"]["/v1/bid-screening"]["post"]

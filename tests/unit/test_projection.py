@@ -82,9 +82,23 @@ def test_run_before_its_snapshot_is_parked_then_applied_in_order() -> None:
         f"snapshot {s['event_id']}", "run run-1"}
     later, _ = run(("HardwareSnapshotted", s), state=State(parked=state.parked))
     assert [r[0] for r in later.runs] == ["run-1"]
-    assert later.run_gpu_usage == [("run-1", 0), ("run-1", 1)]
-    assert [r[3] for r in later.run_finishes] == ["succeeded"]
+    assert later.run_gpu_usage == [("run-1", 0, "provider-a"), ("run-1", 1, "provider-a")]
+    assert [r[4] for r in later.run_finishes] == ["succeeded"]
     assert later.newly_parked == []
+
+
+def test_a_run_id_is_scoped_to_its_provider() -> None:
+    a, b = f.snapshot("provider-a"), f.snapshot("provider-b")
+    started_a, started_b = f.run_started(a, "run-1"), f.run_started(b, "run-1")
+    plan, state = run(("HardwareSnapshotted", a), ("HardwareSnapshotted", b),
+                      ("RunStarted", started_a), ("RunStarted", started_b),
+                      ("RunFinished", f.run_finished(started_b, "failed")))
+    assert plan.dead_letters == []
+    assert [(r[1], r[0]) for r in plan.runs] == [("provider-a", "run-1"), ("provider-b", "run-1")]
+    assert [r[:2] for r in plan.run_finishes] == [("provider-b", "run-1")]
+    assert state.runs[("provider-a", "run-1")].status is None
+    again, _ = run(("RunStarted", f.run_started(a, "run-1")), state=state)
+    assert "run run-1 of provider-a was already started" in again.dead_letters[0].reason
 
 
 def test_parked_event_ages_into_a_dead_letter_by_event_time() -> None:
@@ -183,7 +197,7 @@ def test_references_name_what_the_batch_needs() -> None:
     s = f.snapshot()
     started = f.run_started(s)
     refs = references(batch(("RunStarted", started), ("RunFinished", f.run_finished(started))))
-    assert refs.snapshot_ids == {s["event_id"]} and refs.run_ids == {"run-1"}
+    assert refs.snapshot_ids == {s["event_id"]} and refs.runs == {("provider-a", "run-1")}
     assert refs.providers == {"provider-a"} and len(refs.event_ids) == 2
 
 

@@ -33,7 +33,7 @@ FROM nodes n
 JOIN hardware_snapshots s ON s.event_id = n.current_snapshot_event_id
 CROSS JOIN LATERAL (
     SELECT coalesce(array_agg(u.slot_index), '{}') AS slots
-    FROM runs r JOIN run_gpu_usage u ON u.run_id = r.run_id
+    FROM runs r JOIN run_gpu_usage u ON (u.provider_id, u.run_id) = (r.provider_id, r.run_id)
     WHERE r.provider_id = n.provider_id AND r.node_id = n.node_id
       AND r.finished_event_id IS NULL
 ) h
