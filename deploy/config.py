@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hwledger.schemas.errors import ConfigError, UserError
+from hwledger.schemas.signatures import AUDITOR_KEYS_SETTING, load_auditor_keys
 
 KAFKA_OPT_PREFIX = "HWLEDGER_KAFKA_OPT_"
 KAFKA_CONFIG_FILE = "HWLEDGER_KAFKA_CONFIG_FILE"
@@ -46,6 +47,7 @@ ENV_VARS = {
     "HWLEDGER_ALLOCATABLE_MEMORY": "memory offered to runs, e.g. 1400Gi (default: all RAM)",
     "HWLEDGER_ALLOCATABLE_EPHEMERAL_STORAGE": "ephemeral storage offered (default: / size)",
     "HWLEDGER_STORAGE_CLASSES": "persistent storage, class=quantity[,...] e.g. beta3=7000Gi",
+    AUDITOR_KEYS_SETTING: "auditors' public keys (JSON file); unset: audits are not verified",
 }
 
 
@@ -128,6 +130,7 @@ class Settings:
     park_ttl_seconds: int = 21600
     provider_id: str | None = None
     node_id: str | None = None
+    auditor_keys_file: Path | None = None
     kafka_extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -153,6 +156,8 @@ class Settings:
             park_ttl_seconds=_int(env, "HWLEDGER_PARK_TTL_SECONDS", 21600),
             provider_id=env.get("HWLEDGER_PROVIDER_ID") or None,
             node_id=env.get("HWLEDGER_NODE_ID") or None,
+            auditor_keys_file=Path(env[AUDITOR_KEYS_SETTING]) if env.get(AUDITOR_KEYS_SETTING)
+            else None,
             kafka_extra=kafka_options(env),
         ).with_local_stack()
 
@@ -179,6 +184,12 @@ class Settings:
 
     def require_query_database_url(self) -> str:
         return self.query_database_url or self.require_database_url()
+
+    def auditor_keys(self) -> dict[str, tuple[bytes, ...]] | None:
+        """The auditor keys audits are verified with; None (not verified) when unset."""
+        if self.auditor_keys_file is None:
+            return None
+        return load_auditor_keys(self.auditor_keys_file)
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """Base librdkafka config: bootstrap servers plus the pass-through options."""

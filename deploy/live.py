@@ -113,7 +113,7 @@ def live_system(settings: Settings, *, group_id: str = "hwledger-projector",
         projector = Projector(ProjectorConfig(
             database_url=database_url, schema=schema, topic=resolved.topic,
             kafka=resolved.kafka_config(**(projector_kafka or {})), group_id=group_id,
-            batch_seconds=0.05))
+            batch_seconds=0.05, auditor_keys=resolved.auditor_keys()))
         host = resolved.http_host
         port = resolved.http_port if _port_free(host, resolved.http_port) else free_port()
         engine = make_engine(resolved.query_database_url or database_url)

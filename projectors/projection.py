@@ -15,6 +15,8 @@ Rules (DESIGN sections 4 and 5):
 - a provider's liveness (`last_seen`) moves only on its own facts: snapshots, runs and its
   registration, never on an auditor's ProviderAudited;
 - an event id already applied (or already parked) changes nothing;
+- an audit whose signature does not verify against the configured auditor keys is a dead
+  letter (with no keys configured, audits are not verified);
 - impossible values go to dead letters; a reference not yet known (RunStarted before its
   snapshot, RunFinished before its RunStarted) is parked and applied when the reference arrives,
   or dead-lettered once the provider's event time has moved `park_ttl` past it.
@@ -33,6 +35,7 @@ from typing import Any
 
 from hwledger.schemas import codec, identity, tables, tokens, validation
 from hwledger.schemas.cache import BoundedCache
+from hwledger.schemas.signatures import AuditorKeys, audit_problem
 from hwledger.seeds import interface_type_ids
 
 Row = tuple[Any, ...]
@@ -365,10 +368,12 @@ def problems(event: codec.Event) -> list[str]:
 class _Projector:
     """Walks one batch in order; a class only to share the plan and state between handlers."""
 
-    def __init__(self, state: State, plan: Plan, park_ttl: timedelta) -> None:
+    def __init__(self, state: State, plan: Plan, park_ttl: timedelta,
+                 auditor_keys: AuditorKeys | None) -> None:
         self.state = state
         self.plan = plan
         self.park_ttl = park_ttl
+        self.auditor_keys = auditor_keys
         self.parked_ids = state.parked_event_ids()
 
     def dead(self, item: Decoded, reason: str) -> None:
@@ -544,6 +549,10 @@ class _Projector:
         return None
 
     def on_ProviderAudited(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+        if self.auditor_keys is not None:
+            unproven = audit_problem(data, self.auditor_keys)
+            if unproven is not None:
+                return unproven
         key = (str(data["provider_id"]), str(data["auditor"]))
         row = (*key, _attributes(data["attributes"]), data["occurred_at"], data["event_id"])
         _keep_latest(self.plan.audits, key, row, 3)
@@ -577,10 +586,14 @@ def _keep_latest(rows: dict[Any, Row], key: Any, row: Row, at: int) -> None:
 
 
 def project(batch: Sequence[Decoded], state: State, park_ttl: timedelta,
-            plan: Plan | None = None) -> Plan:
-    """Project `batch` in order onto `state`; returns the row changes (state is updated)."""
+            plan: Plan | None = None, auditor_keys: AuditorKeys | None = None) -> Plan:
+    """Project `batch` in order onto `state`; returns the row changes (state is updated).
+
+    With `auditor_keys`, a ProviderAudited counts only when it carries a valid signature of
+    one of its auditor's keys (else it is a dead letter); without, audits are not verified.
+    """
     plan = plan or Plan()
-    projector = _Projector(state, plan, park_ttl)
+    projector = _Projector(state, plan, park_ttl, auditor_keys)
     for item in batch:
         projector.handle(item)
     plan.newly_parked = [p for pending in state.parked.values() for p in pending

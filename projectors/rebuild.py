@@ -44,6 +44,7 @@ from hwledger.projectors.service import (
 from hwledger.projectors.writer import PROJECTION, build_deferred_inventory
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect
 from hwledger.schemas.migrations import active_schema, ensure_meta, prepare_schema
+from hwledger.schemas.signatures import AuditorKeys
 
 log = logging.getLogger("hwledger.rebuild")
 SCHEMA_PREFIX = "hwledger_v"
@@ -234,13 +235,15 @@ def replay(config: ProjectorConfig, workers: int, report: Reporter) -> None:
 def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: bool = True,
             keep_projecting: bool = False, batch_size: int = 20_000, workers: int = 1,
             listener: Callable[[RebuildProgress], None] | None = None,
-            schema: str | None = None) -> RebuildProgress:
+            schema: str | None = None, auditor_keys: AuditorKeys | None = None
+            ) -> RebuildProgress:
     """Replay `topic` into a new schema and (with `switch`) point readers at it once caught up.
 
     First `replay` projects the log as it is, with `workers` processes. Without `switch` that
     is all (a scratch replay for `hwledger verify`); with it, a consumer-group projector
     (`Rebuilder`) projects what arrived meanwhile and switches readers once it has caught up
     with the live schema; with `keep_projecting` it goes on as a live projector.
+    `auditor_keys` verify audits as the live projector does (with the keys configured now).
     """
     with connect(database_url, None) as conn:
         ensure_meta(conn)
@@ -252,7 +255,7 @@ def rebuild(database_url: str, topic: str, kafka: dict[str, Any], *, switch: boo
         database_url=database_url, schema=new_schema, topic=topic,
         kafka={"session.timeout.ms": 6000, **kafka}, group_id=f"hwledger-rebuild-{new_schema}",
         batch_size=batch_size, batch_seconds=1.0, exit_when_caught_up=True,
-        defer_inventory=True)
+        defer_inventory=True, auditor_keys=auditor_keys)
     report = Reporter(database_url, progress, topic)
     try:
         replay(config, workers, report)

@@ -48,6 +48,7 @@ from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Fenced, Writer
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.signatures import AuditorKeys
 
 log = logging.getLogger("hwledger.projector")
 T = TypeVar("T")
@@ -78,6 +79,8 @@ class ProjectorConfig:
     partitions: tuple[int, ...] | None = None
     """A fixed share of the topic's partitions instead of a consumer-group subscription (a
     rebuild's replay: no group to form, nothing to rebalance when a process finishes)."""
+    auditor_keys: AuditorKeys | None = None
+    """The auditors' public keys audits must be signed with; None: audits are not verified."""
 
 
 def consumer_config(config: ProjectorConfig) -> dict[str, Any]:
@@ -122,7 +125,8 @@ class Projector:
         self.pending: list[Record] = []
         self.conn = connect(config.database_url, config.schema)
         self.writer = Writer(self.conn, config.park_ttl,
-                             defer_inventory=config.defer_inventory)
+                             defer_inventory=config.defer_inventory,
+                             auditor_keys=config.auditor_keys)
         self.consumer = Consumer(consumer_config(config))
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:

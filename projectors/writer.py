@@ -39,6 +39,7 @@ from hwledger.projectors.projection import (
     references,
 )
 from hwledger.schemas import tables
+from hwledger.schemas.signatures import AuditorKeys
 
 PROJECTION = "read_model"
 KNOWN_IDS_LIMIT = 200_000
@@ -306,9 +307,11 @@ class Writer:
     """Applies batches to one schema over one connection (the caller owns the connection)."""
 
     def __init__(self, conn: psycopg.Connection[Any], park_ttl: timedelta,
-                 projection: str = PROJECTION, *, defer_inventory: bool = False) -> None:
+                 projection: str = PROJECTION, *, defer_inventory: bool = False,
+                 auditor_keys: AuditorKeys | None = None) -> None:
         self.conn = conn
         self.park_ttl = park_ttl
+        self.auditor_keys = auditor_keys
         self.projection = projection
         self.defer_inventory = defer_inventory
         self.known: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -413,7 +416,7 @@ class Writer:
             self._fence(fence)
             self._event_times(fence, latest_event_times(batch))
             state = self.load_state(batch)
-            plan = project(batch, state, self.park_ttl)
+            plan = project(batch, state, self.park_ttl, auditor_keys=self.auditor_keys)
             self._write(plan)
         self.remember(plan)
         return plan
@@ -552,7 +555,7 @@ class Writer:
                 raise LookupError(f"dead letter {dead_letter_id} was already retried")
             batch = [decode(Record(row[0], row[1], row[2], bytes(row[3])))]
             state = self.load_state(batch)
-            plan = project(batch, state, self.park_ttl)
+            plan = project(batch, state, self.park_ttl, auditor_keys=self.auditor_keys)
             if plan.dead_letters:
                 raise ValueError(plan.dead_letters[0].reason)
             if plan.newly_parked:

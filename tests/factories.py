@@ -117,6 +117,6 @@ def provider_audited(provider_id: str = "provider-a", auditor: str = "akash1audi
     data: dict[str, Any] = {
         "event_id": event_id(seed), "occurred_at": at(minutes), "producer": PRODUCER,
         "provider_id": provider_id, "auditor": auditor,
-        "attributes": [{"key": k, "value": v} for k, v in attrs.items()],
+        "attributes": [{"key": k, "value": v} for k, v in attrs.items()], "signature": None,
     }
     return data | overrides

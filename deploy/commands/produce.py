@@ -1,4 +1,5 @@
-"""Producer commands: `probe`, `publish`, `provider register|audit`, `agent`, `spool`.
+"""Producer commands: `probe`, `publish`, `provider register|audit`, `auditor keygen`, `agent`,
+`spool`.
 
 Exit codes: 0 done; 1 a user error (one line); 2 an events file with problems (every one
 listed, nothing published); 3 accepted into the spool but not acknowledged by the broker in
@@ -16,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
 from hwledger.producers import bench
 from hwledger.producers.agent import run_agent
+from hwledger.producers.events import complete
 from hwledger.producers.events_file import read_events
 from hwledger.producers.nvml import PynvmlBackend
 from hwledger.producers.probe import ProbeOptions, Prober, node_id
@@ -37,6 +39,12 @@ from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import SnapshotTracker, require_provider_id
 from hwledger.producers.spool import Spool
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.signatures import (
+    public_key_text,
+    read_private_key,
+    sign_audit,
+    write_private_key,
+)
 
 EXIT_BAD_FILE = 2
 EXIT_NOT_DELIVERED = 3
@@ -69,10 +77,20 @@ def register(subparsers: Subparsers) -> None:
     audit = add_command(provider, "audit", _audit,
                         "publish ProviderAudited (an auditor's signed attributes; none = revoke)")
     audit.add_argument("--auditor", required=True)
+    audit.add_argument("--key-file", type=Path, metavar="PEM",
+                       help="the auditor's Ed25519 private key: signs the audit (required "
+                            "where the projectors verify audits, HWLEDGER_AUDITOR_KEYS)")
     for parser in (reg, audit):
         parser.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE")
         parser.add_argument("--provider", help="provider id (default HWLEDGER_PROVIDER_ID)")
         _timeout(parser)
+
+    auditor = add_group(subparsers, "auditor", "an auditor's signing keys")
+    keygen = add_command(auditor, "keygen", _keygen,
+                         "write a new Ed25519 private key file; print its public key for "
+                         "HWLEDGER_AUDITOR_KEYS")
+    keygen.add_argument("--key-file", type=Path, required=True, metavar="PEM",
+                        help="the private key file to create (mode 0600; never overwritten)")
 
     agent = add_command(subparsers, "agent", _agent,
                         "publish snapshots: at start, every heartbeat, and on hardware change")
@@ -190,11 +208,14 @@ def _publish_file(path: Path, timeout: float, settings: Settings) -> int:
 
 
 def _publish_provider_event(args: argparse.Namespace, settings: Settings, event_type: str,
-                            fields: dict[str, Any]) -> int:
+                            fields: dict[str, Any],
+                            seal: Callable[[dict[str, Any]], dict[str, Any]] = dict) -> int:
+    """Publish a provider fact; `seal` finishes the complete payload (signs an audit)."""
     provider_id = args.provider or require_provider_id(settings)
+    data = complete({"provider_id": provider_id, "attributes": parse_attributes(args.attr),
+                     **fields})
     publisher = Publisher.from_settings(settings)
-    publisher.publish(event_type, {"provider_id": provider_id,
-                                   "attributes": parse_attributes(args.attr), **fields})
+    publisher.publish(event_type, seal(data))
     return _deliver(publisher, args.timeout, 1)
 
 
@@ -204,7 +225,19 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    return _publish_provider_event(args, settings, "ProviderAudited", {"auditor": args.auditor})
+    if args.key_file is None:
+        return _publish_provider_event(args, settings, "ProviderAudited",
+                                       {"auditor": args.auditor})
+    key = read_private_key(args.key_file)
+    return _publish_provider_event(args, settings, "ProviderAudited", {"auditor": args.auditor},
+                                   lambda data: sign_audit(data, key))
+
+
+def _keygen(args: argparse.Namespace, settings: Settings) -> int:
+    key = write_private_key(args.key_file)
+    err_console.print(f"wrote {args.key_file}; its public key, for HWLEDGER_AUDITOR_KEYS:")
+    print(public_key_text(key))
+    return 0
 
 
 def _agent(args: argparse.Namespace, settings: Settings) -> int:

@@ -85,7 +85,8 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
         database_url=url, schema=_schema(settings, url), topic=settings.topic,
         kafka=settings.kafka_config(), group_id=args.group, batch_size=args.batch_size,
         batch_seconds=args.batch_seconds, park_ttl=timedelta(seconds=settings.park_ttl_seconds),
-        idle_exit_seconds=args.exit_when_idle, exit_when_caught_up=args.until_caught_up)
+        idle_exit_seconds=args.exit_when_idle, exit_when_caught_up=args.until_caught_up,
+        auditor_keys=settings.auditor_keys())
     check_broker(config.kafka)
     tune_gc()
     metrics = Metrics()
@@ -106,7 +107,8 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
 def _writer(settings: Settings) -> Writer:
     url = settings.require_database_url()
     conn = connect(url, _schema(settings, url))
-    return Writer(conn, timedelta(seconds=settings.park_ttl_seconds))
+    return Writer(conn, timedelta(seconds=settings.park_ttl_seconds),
+                  auditor_keys=settings.auditor_keys())
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:

@@ -83,7 +83,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
         result = rebuild(url, settings.topic, kafka, switch=not args.no_switch,
                          keep_projecting=args.keep_projecting, workers=args.workers,
-                         listener=show)
+                         listener=show, auditor_keys=settings.auditor_keys())
     console.print(f"replayed {result.events} events into {result.schema}")
     if args.no_switch:
         console.print(f"active schema unchanged: {result.previous}")
@@ -117,7 +117,8 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         diffs = compare(url, live, check_schema_name(args.against))
         other = args.against
     else:
-        replay = rebuild(url, settings.topic, settings.kafka_config(), switch=False)
+        replay = rebuild(url, settings.topic, settings.kafka_config(), switch=False,
+                         auditor_keys=settings.auditor_keys())
         other = replay.schema
         try:
             diffs = compare(url, live, other)
