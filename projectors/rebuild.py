@@ -25,7 +25,6 @@ of the live projector in Postgres, off the replay.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,32 +41,29 @@ from hwledger.projectors.service import (
     topic_partitions,
 )
 from hwledger.projectors.writer import PROJECTION, build_deferred_inventory
-from hwledger.schemas.db import DEFAULT_SCHEMA, connect
-from hwledger.schemas.migrations import active_schema, ensure_meta, prepare_schema
+from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import (
+    SCHEMA_PREFIX,
+    VERSIONED_SCHEMA,
+    active_schema,
+    ensure_meta,
+    hwledger_schemas,
+    prepare_schema,
+)
 from hwledger.schemas.signatures import AuditorKeys
 
 log = logging.getLogger("hwledger.rebuild")
-SCHEMA_PREFIX = "hwledger_v"
-_VERSIONED = re.compile(rf"^{SCHEMA_PREFIX}(\d+)$")
 
 
 def next_schema(existing: Iterable[str]) -> str:
     """The next free `hwledger_v<N>` name given the schemas that exist."""
-    versions = [int(m[1]) for name in existing if (m := _VERSIONED.match(name))]
+    versions = [int(m[1]) for name in existing if (m := VERSIONED_SCHEMA.match(name))]
     return f"{SCHEMA_PREFIX}{max(versions, default=0) + 1}"
 
 
 def reached(new: Mapping[int, int], live: Mapping[int, int]) -> bool:
     """True when the new schema is at or past the live schema on every live partition."""
     return all(new.get(partition, 0) >= offset for partition, offset in live.items())
-
-
-def hwledger_schemas(conn: psycopg.Connection[Any]) -> list[str]:
-    """The live-or-rebuilt read-model schemas: `hwledger` and `hwledger_v<N>` that exist."""
-    rows = conn.execute("SELECT table_schema FROM information_schema.tables "
-                        "WHERE table_name = 'schema_migrations' ORDER BY 1").fetchall()
-    return [str(r[0]) for r in rows
-            if r[0] == DEFAULT_SCHEMA or _VERSIONED.match(str(r[0]))]
 
 
 READ_GRANTEES = """

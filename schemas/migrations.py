@@ -2,7 +2,9 @@
 
 Files `schemas/sql/NNNN_name.sql` are applied in order inside one transaction each and recorded
 in that schema's `schema_migrations` table, so `hwledger db migrate` is idempotent. A database
-already at a newer version than this code knows is refused with a clear error. The
+already at a newer version than this code knows is refused with a clear error, and the
+commands that read or write a schema refuse one behind the newest file (`require_current`).
+The read-model schemas are `hwledger` and the rebuilds' `hwledger_v<N>`; the
 `hwledger_meta.active_schema` row tells the query service which schema is live;
 `hwledger_meta.deferred_inventory` lists schemas being rebuilt whose provider_inventory is
 built once at the end (projectors/rebuild.py).
@@ -22,11 +24,13 @@ import psycopg
 from psycopg import sql
 
 from hwledger.schemas.db import DEFAULT_SCHEMA, check_schema_name, connect, use_schema
-from hwledger.schemas.errors import UserError
+from hwledger.schemas.errors import ConfigError, UserError
 from hwledger.seeds import seed_database
 
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x68776C6467  # "hwldg": serializes concurrent migrators
+SCHEMA_PREFIX = "hwledger_v"
+VERSIONED_SCHEMA = re.compile(rf"^{SCHEMA_PREFIX}(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ def migrations() -> list[Migration]:
             found.append(Migration(int(match["version"]), match["name"],
                                    entry.read_text("utf-8")))
     return sorted(found, key=lambda m: m.version)
+
+
+def newest_version() -> int:
+    """The version of the newest shipped migration file (0 when there is none)."""
+    known = migrations()
+    return known[-1].version if known else 0
 
 
 def ensure_meta(conn: psycopg.Connection[Any]) -> None:
@@ -95,8 +105,42 @@ def current_version(conn: psycopg.Connection[Any], schema: str) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> list[Migration]:
-    """Apply pending migrations to `schema`; returns those applied (empty when up to date)."""
+def hwledger_schemas(conn: psycopg.Connection[Any]) -> list[str]:
+    """The live-or-rebuilt read-model schemas: `hwledger` and `hwledger_v<N>` that exist."""
+    rows = conn.execute("SELECT table_schema FROM information_schema.tables "
+                        "WHERE table_name = 'schema_migrations' ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows
+            if r[0] == DEFAULT_SCHEMA or VERSIONED_SCHEMA.match(str(r[0]))]
+
+
+def read_model_schemas(conn: psycopg.Connection[Any]) -> list[str]:
+    """The schemas `hwledger db migrate` and `db seed` bring up to date: the active one
+    (created when missing) and every other read-model schema still present."""
+    live = active_schema(conn)
+    return [live, *(s for s in hwledger_schemas(conn) if s != live)]
+
+
+def require_current(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Refuse (ConfigError) a schema whose applied migrations are behind the newest file."""
+    have, newest = current_version(conn, schema), newest_version()
+    if have < newest:
+        state = "has no hwledger tables" if have == 0 else f"is at migration {have}"
+        raise ConfigError(f"schema {schema!r} {state}, this hwledger needs migration {newest}: "
+                          "run `hwledger db migrate` first")
+
+
+def migrated_schema(database_url: str, schema: str | None = None) -> str:
+    """`schema` (default: the active one) after `require_current`."""
+    with connect(database_url, None) as conn:
+        found = schema or active_schema(conn)
+        require_current(conn, found)
+    return found
+
+
+def migrate(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA,
+            target: int | None = None) -> list[Migration]:
+    """Apply pending migrations to `schema`, up to version `target` (default: the newest);
+    returns those applied (empty when up to date)."""
     check_schema_name(schema)
     known = migrations()
     with conn.transaction():
@@ -108,7 +152,7 @@ def migrate(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> list
             "version integer PRIMARY KEY, name text NOT NULL, "
             "applied_at timestamptz NOT NULL DEFAULT now())").format(sql.Identifier(schema)))
         have = current_version(conn, schema)
-        newest = known[-1].version if known else 0
+        newest = newest_version()
         if have > newest:
             raise UserError(
                 f"database schema {schema!r} is at migration {have}, newer than this hwledger "
@@ -117,7 +161,7 @@ def migrate(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> list
         use_schema(conn, schema)
         applied = []
         for migration in known:
-            if migration.version <= have:
+            if migration.version <= have or (target is not None and migration.version > target):
                 continue
             conn.execute(migration.sql.encode())
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",

@@ -25,7 +25,7 @@ from hwledger.projectors.service import (
 from hwledger.projectors.writer import Writer, dead_letter_rows, parked_rows, to_json
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
-from hwledger.schemas.migrations import active_schema, current_version
+from hwledger.schemas.migrations import migrated_schema
 
 
 def register(subparsers: Subparsers) -> None:
@@ -69,12 +69,7 @@ def positive(text: str) -> int:
 
 def _schema(settings: Settings, url: str) -> str:
     """The schema to project into (HWLEDGER_DB_SCHEMA, else the active one), migrated."""
-    with connect(url, None) as conn:
-        schema = settings.db_schema or active_schema(conn)
-        if current_version(conn, schema) == 0:
-            raise UserError(f"schema {schema!r} has no hwledger tables: run "
-                            "`hwledger db migrate` (and `hwledger db seed`) first")
-    return schema
+    return migrated_schema(url, settings.db_schema)
 
 
 def _project(args: argparse.Namespace, settings: Settings) -> int:

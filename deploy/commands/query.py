@@ -17,6 +17,7 @@ from hwledger.deploy.localstack import free_port
 from hwledger.query.aggregator import InvalidRequest, parse_group_spec
 from hwledger.query.service import DEFAULT_LIMIT, Answer, QueryService, Unavailable, make_engine
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.migrations import migrated_schema
 
 
 def service_for(settings: Settings) -> QueryService:
@@ -36,7 +37,7 @@ def app_from_env() -> Any:
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    settings.require_query_database_url()
+    migrated_schema(settings.require_query_database_url(), settings.db_schema)
     host, port = args.host or settings.http_host, args.port or settings.http_port
     if args.workers > 1:
         uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, host=host,

@@ -24,7 +24,7 @@ from hwledger.projectors.service import tune_gc
 from hwledger.projectors.verify import TableDiff, compare
 from hwledger.schemas.db import check_schema_name, connect
 from hwledger.schemas.errors import UserError
-from hwledger.schemas.migrations import active_schema, drop_schema
+from hwledger.schemas.migrations import active_schema, drop_schema, migrated_schema
 
 console = Console()
 
@@ -68,6 +68,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         dropped = drop_old(url)
         console.print(f"dropped {', '.join(dropped)}" if dropped else "nothing to drop")
         return 0
+    migrated_schema(url)
     kafka = settings.kafka_config()
     total = log_size(kafka, settings.topic)
     with Progress(TextColumn("rebuild {task.fields[schema]}"), BarColumn(),

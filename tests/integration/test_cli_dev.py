@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hwledger.deploy.kafka_dist import KAFKA_VERSION
 from hwledger.deploy.localstack import TANSU_NOTICE
+from tests.cli import HWLEDGER, run
 from tests.servers import Servers
-
-HWLEDGER = [sys.executable, "-m", "hwledger.deploy.cli"]
-
-
-def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HWLEDGER_")}
-    return subprocess.run([*HWLEDGER, *args], capture_output=True, text=True, timeout=120,
-                          env=clean | {"HWLEDGER_HOME": str(home)} | env)
 
 
 def old_java(tmp_path: Path) -> str:
