@@ -1,18 +1,20 @@
 """The query service's reads: one snapshot per answer over the active schema.
 
-`QueryService` owns a SQLAlchemy engine (pooled psycopg connections), the async psycopg
-`Connections` of the screening reads and the briefly cached active schema. `screen` /
-`bid_screening` (async) run ONE statement per answer, compiled once per filter shape: the
-`asOf` projection position and the candidates as the answer's JSON text, written by Postgres;
-with `exact`, a REPEATABLE READ read-only transaction also reads the candidates' per-node
-inventory for the bin-packer. The detail reads (`provider`, `run`, `hardware`) return plain
-JSON-ready dicts or None. Database trouble raises `Unavailable`.
+`QueryService` owns a SQLAlchemy engine (pooled psycopg connections) and the async psycopg
+`Connections` of the screening reads, both checking a connection before handing it out (so
+a database blip costs no request once the server answers again), and the briefly cached
+active schema. `screen` / `bid_screening` (async) run ONE statement per answer, compiled once
+per filter shape: the `asOf` projection position and the candidates as the answer's JSON
+text, written by Postgres; with `exact`, a REPEATABLE READ read-only transaction also reads
+the candidates' per-node inventory for the bin-packer. The detail reads (`provider`, `run`,
+`hardware`) return plain JSON-ready dicts or None. Database trouble raises `Unavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import select
 import threading
 import time
 import uuid
@@ -109,7 +111,7 @@ def sqlalchemy_url(url: str) -> str:
 
 def make_engine(url: str, pool_size: int = 8) -> Engine:
     return create_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
+        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
         pool_recycle=600, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
     ).execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
@@ -118,8 +120,9 @@ class Connections:
     """The async psycopg connections of the screening reads (no thread hop): autocommit, so a
     one-statement answer is one round trip; read-only; `repository.SCREENING_SESSION` (UTC for
     the answer's timestamps, the planner's price of an index tuple); REPEATABLE READ for the
-    transactions `exact` opens. At most `size` at a time; a connection that broke is dropped,
-    and a failed connect fails the request at once."""
+    transactions `exact` opens. At most `size` at a time; an idle connection is checked when
+    checked out (`ended_by_server`) and one that broke is dropped; a failed connect fails the
+    request at once."""
 
     def __init__(self, url: str, size: int) -> None:
         self.url = url
@@ -134,10 +137,19 @@ class Connections:
         await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
         return conn
 
+    async def _checkout(self) -> psycopg.AsyncConnection[Any]:
+        """An idle connection the server has not ended (the others closed), else a new one."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not ended_by_server(conn):
+                return conn
+            await conn.close()
+        return await self._connect()
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
+            conn = await self._checkout()
             try:
                 yield conn
             finally:
@@ -149,6 +161,16 @@ class Connections:
     async def close(self) -> None:
         while self._idle:
             await self._idle.pop().close()
+
+
+def ended_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Has the server ended this idle connection? An idle connection has nothing to read
+    unless the server said goodbye (a terminated backend's FATAL error, a restart's closed
+    socket), so a readable socket means it is gone; the check costs no round trip."""
+    if conn.closed:
+        return True
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
 
 
 def inventories(node_rows: Iterable[Sequence[Any]], gpu_rows: Iterable[Sequence[Any]]

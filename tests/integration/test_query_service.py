@@ -1,5 +1,6 @@
 """The query service's operational promises: it runs with a read-only role, follows a rebuild's
-switch of the active schema without a restart, and no request from its OpenAPI schema gets a
+switch of the active schema without a restart, loses no request when Postgres ends its
+connections (`pg_terminate_backend`), and no request from its OpenAPI schema gets a
 5xx (schemathesis). The small fleet here is applied with the projector's `apply_events`; the
 "Done when" assertions load through Kafka in test_query_api.py.
 """
@@ -26,6 +27,7 @@ from schemathesis.core.result import Ok
 from hwledger.deploy.cli import main
 from hwledger.query.service import SCHEMA_CACHE_SECONDS
 from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import prepare_schema
 from tests.factories import at, gpu, provider_audited, provider_registered, run_started, snapshot
 from tests.integration.query_support import (
     Event,
@@ -40,6 +42,7 @@ from tests.integration.query_support import (
 
 NOW = at(10)
 FUZZ_EXAMPLES = 30
+POOL_SIZE = 2  # query_support.client's
 
 
 def small_fleet() -> list[Event]:
@@ -130,6 +133,34 @@ def test_follows_the_active_schema_switch_without_restart(
         time.sleep(SCHEMA_CACHE_SECONDS + 0.2)
         after = screen(group_spec(cpu_unit(1000)))
         assert after["asOf"]["schema"] == empty and owners(after) == set()
+
+
+def terminate_other_backends(url: str) -> int:
+    with connect(url, None, autocommit=True) as conn:
+        return len(conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall())
+
+
+def test_terminated_backends_cost_no_request(own_database: str) -> None:
+    from hwledger.projectors import apply_events
+
+    prepare_schema(own_database, "hwledger")
+    with connect(own_database, "hwledger") as conn:
+        apply_events(conn, small_fleet())
+        conn.commit()
+    spec = group_spec(gpu_unit(1, "vendor/nvidia/model/h100"))
+    with client(own_database, "hwledger", NOW) as http:
+        screen = screener(http)
+        assert owners(screen(spec, exact=True)) == {"p-one"}
+        assert http.get("/v1/providers/p-one").status_code == 200
+        assert terminate_other_backends(own_database) >= 2
+        time.sleep(SCHEMA_CACHE_SECONDS + 0.2)  # the next request reads the schema again
+        for _ in range(2 * POOL_SIZE):
+            assert owners(screen(spec, exact=True)) == {"p-one"}
+            assert owners(screen(spec)) == {"p-one"}
+            detail = http.get("/v1/providers/p-one")
+            assert detail.status_code == 200, detail.text
 
 
 def test_fuzz_from_openapi_never_5xx(database_url: str, fleet_schema: str) -> None:
