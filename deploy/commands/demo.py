@@ -8,7 +8,6 @@ publishes this machine's snapshot plus the demo fleet from `seeds/`, prints the 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from datetime import UTC, datetime
 from importlib import resources
@@ -20,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hwledger.deploy.commands import Subparsers, add_command, wait_until_stopped
+from hwledger.deploy.commands.query import read_group_spec
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
 from hwledger.producers.nvml import PynvmlBackend
@@ -40,14 +40,10 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _request(path: Path | None) -> Any:
-    try:
-        text = (path.read_text("utf-8") if path else
-                resources.files("hwledger.seeds").joinpath("demo_request.json").read_text())
-        return json.loads(text)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON: {exc}") from exc
+    """The GroupSpec document to ask, checked before anything starts."""
+    document, _ = read_group_spec(
+        path or resources.files("hwledger.seeds").joinpath("demo_request.json"))
+    return document
 
 
 def _publish(system: LiveSystem) -> int:

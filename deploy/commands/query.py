@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from rich.table import Table
 from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.config import Settings
 from hwledger.deploy.localstack import free_port
-from hwledger.query.aggregator import InvalidRequest, parse_group_spec
+from hwledger.query.aggregator import GroupRequest, InvalidRequest, parse_group_spec
 from hwledger.query.service import DEFAULT_LIMIT, Answer, QueryService, Unavailable, make_engine
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrated_schema
@@ -48,6 +49,21 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def read_group_spec(path: Traversable) -> tuple[Any, GroupRequest]:
+    """A GroupSpec JSON file as its document and the parsed request; a file that cannot be
+    read, is not JSON or is not a valid GroupSpec is a one-line UserError naming it."""
+    try:
+        document = json.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        return document, parse_group_spec(document)
+    except InvalidRequest as exc:
+        raise UserError(f"{path}: {exc}") from exc
+
+
 def _table(answer: Answer) -> Table:
     providers = answer.providers()
     table = Table(title=f"{len(providers)} candidate(s), schema {answer.schema}, "
@@ -66,17 +82,7 @@ def _table(answer: Answer) -> Table:
 def screen(args: argparse.Namespace, settings: Settings) -> int:
     from hwledger.query.api import answer_json
 
-    path = Path(args.request)
-    try:
-        document = json.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON: {exc}") from exc
-    try:
-        request = parse_group_spec(document)
-    except InvalidRequest as exc:
-        raise UserError(f"{path}: {exc}") from exc
+    _, request = read_group_spec(Path(args.request))
     service = service_for(settings)
 
     async def ask() -> Answer:
