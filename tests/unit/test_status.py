@@ -136,9 +136,9 @@ def test_no_database_configured_is_unreachable_not_an_error(tmp_path: Path) -> N
 
 
 def test_status_reads_the_query_database_when_no_read_write_one_is_set(tmp_path: Path) -> None:
-    both = Settings.from_env({"HWLEDGER_HOME": str(tmp_path), "HWLEDGER_DATABASE_URL": "pg://rw",
-                              "HWLEDGER_QUERY_DATABASE_URL": "pg://ro"})
-    assert status_database(both) == ("pg://rw", "HWLEDGER_DATABASE_URL")
+    both = Settings.from_env({"HWLEDGER_HOME": str(tmp_path), "HWLEDGER_DATABASE_URL": "postgresql://h/rw",
+                              "HWLEDGER_QUERY_DATABASE_URL": "postgresql://h/ro"})
+    assert status_database(both) == ("postgresql://h/rw", "HWLEDGER_DATABASE_URL")
     query_only = Settings.from_env({"HWLEDGER_HOME": str(tmp_path),
-                                    "HWLEDGER_QUERY_DATABASE_URL": "pg://ro"})
-    assert status_database(query_only) == ("pg://ro", "HWLEDGER_QUERY_DATABASE_URL")
+                                    "HWLEDGER_QUERY_DATABASE_URL": "postgresql://h/ro"})
+    assert status_database(query_only) == ("postgresql://h/ro", "HWLEDGER_QUERY_DATABASE_URL")
