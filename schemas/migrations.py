@@ -115,7 +115,7 @@ def hwledger_schemas(conn: psycopg.Connection[Any]) -> list[str]:
 
 def read_model_schemas(conn: psycopg.Connection[Any]) -> list[str]:
     """The schemas `hwledger db migrate` and `db seed` bring up to date: the active one
-    (created when missing) and every other read-model schema still present."""
+    (which `migrate` creates when missing) and every other read-model schema still present."""
     live = active_schema(conn)
     return [live, *(s for s in hwledger_schemas(conn) if s != live)]
 
