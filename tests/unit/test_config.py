@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hwledger.deploy.config import Settings, kafka_option_name, safe_kafka_config
-from hwledger.schemas.db import redact
+from hwledger.schemas.db import check_database_url, redact
 from hwledger.schemas.errors import ConfigError, UserError
 
 
@@ -89,3 +89,27 @@ def test_listeners_bind_to_loopback_unless_configured() -> None:
     assert (defaults.http_host, defaults.metrics_host) == ("127.0.0.1", "127.0.0.1")
     chosen = Settings.from_env({"HWLEDGER_METRICS_HOST": "0.0.0.0"})
     assert chosen.metrics_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://hwledger:s3cret@db.example:5432/hwledger?sslmode=require",
+    "postgres://h1:5432,h2:5433/hwledger",
+    "postgresql:///hwledger",
+    "host=db port=5432 dbname=hwledger user=ro",
+])
+def test_database_urls_libpq_accepts_pass(url: str) -> None:
+    assert check_database_url(url) == url
+
+
+@pytest.mark.parametrize(("url", "cause"), [
+    ("postgresql://u:pw@h:99999/x", "port '99999' is not a port number"),
+    ("postgresql://u:pw@h1:5432,h2:x/db", "port 'x' is not a port number"),
+    ("postgresql://u:p w@h/x", 'unexpected spaces found in "***"'),
+])
+def test_a_malformed_database_url_names_the_setting_without_the_password(url: str,
+                                                                         cause: str) -> None:
+    with pytest.raises(UserError) as raised:
+        check_database_url(url, "HWLEDGER_QUERY_DATABASE_URL")
+    message = str(raised.value)
+    assert message.startswith("HWLEDGER_QUERY_DATABASE_URL") and cause in message
+    assert "pw" not in message and "p w" not in message
