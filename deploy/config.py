@@ -39,6 +39,11 @@ ENV_VARS = {
     "HWLEDGER_ONLINE_TTL_SECONDS": "a provider is online if seen within this many seconds",
     "HWLEDGER_HTTP_HOST": "query service bind address (default 127.0.0.1)",
     "HWLEDGER_HTTP_PORT": "query service port (default 8080)",
+    "HWLEDGER_QUERY_MAX_PLACEMENT_STEPS": "bin-packer steps (units x nodes, summed over the "
+                                          "candidates) one request may take (default 100000)",
+    "HWLEDGER_QUERY_TIME_BUDGET_MS": "time budget of one screening request (default 2000)",
+    "HWLEDGER_QUERY_MAX_ANSWER_BYTES": "largest screening answer (default 16777216)",
+    "HWLEDGER_QUERY_WORKERS": "threads per service process for the bin-packer (default 2)",
     "HWLEDGER_METRICS_HOST": "projector Prometheus bind address (default 127.0.0.1)",
     "HWLEDGER_METRICS_PORT": "projector Prometheus port (default 9464, 0 = off)",
     "HWLEDGER_PARK_TTL_SECONDS": "event-time seconds before a parked event is a dead letter",
@@ -67,6 +72,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise UserError(f"{name}={raw!r} is not an integer") from None
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise UserError(f"{name}={value} must be at least 1")
+    return value
 
 
 def kafka_option_name(variable: str) -> str:
@@ -126,6 +138,10 @@ class Settings:
     online_ttl_seconds: int = 900
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    query_max_placement_steps: int = 100_000
+    query_time_budget_ms: int = 2000
+    query_max_answer_bytes: int = 16 * 2**20
+    query_workers: int = 2
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     park_ttl_seconds: int = 21600
@@ -137,9 +153,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        partitions = _int(env, "HWLEDGER_PARTITIONS", 6)
-        if partitions < 1:
-            raise UserError(f"HWLEDGER_PARTITIONS={partitions} must be at least 1")
+        partitions = _positive(env, "HWLEDGER_PARTITIONS", 6)
         return cls(
             database_url=env.get("HWLEDGER_DATABASE_URL") or None,
             query_database_url=env.get("HWLEDGER_QUERY_DATABASE_URL") or None,
@@ -152,6 +166,11 @@ class Settings:
             online_ttl_seconds=_int(env, "HWLEDGER_ONLINE_TTL_SECONDS", 900),
             http_host=env.get("HWLEDGER_HTTP_HOST") or "127.0.0.1",
             http_port=_int(env, "HWLEDGER_HTTP_PORT", 8080),
+            query_max_placement_steps=_positive(env, "HWLEDGER_QUERY_MAX_PLACEMENT_STEPS",
+                                                100_000),
+            query_time_budget_ms=_positive(env, "HWLEDGER_QUERY_TIME_BUDGET_MS", 2000),
+            query_max_answer_bytes=_positive(env, "HWLEDGER_QUERY_MAX_ANSWER_BYTES", 16 * 2**20),
+            query_workers=_positive(env, "HWLEDGER_QUERY_WORKERS", 2),
             metrics_host=env.get("HWLEDGER_METRICS_HOST") or "127.0.0.1",
             metrics_port=_int(env, "HWLEDGER_METRICS_PORT", 9464),
             park_ttl_seconds=_int(env, "HWLEDGER_PARK_TTL_SECONDS", 21600),

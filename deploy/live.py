@@ -20,12 +20,12 @@ from typing import Any
 
 import uvicorn
 
+from hwledger.deploy.commands.query import service_for
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import LocalStack, free_port
 from hwledger.projectors.service import Projector, ProjectorConfig
-from hwledger.query.api import create_app
-from hwledger.query.service import QueryService, make_engine
+from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import prepare_schema
@@ -116,11 +116,10 @@ def live_system(settings: Settings, *, group_id: str = "hwledger-projector",
             batch_seconds=0.05, auditor_keys=resolved.auditor_keys()))
         host = resolved.http_host
         port = resolved.http_port if _port_free(host, resolved.http_port) else free_port()
-        engine = make_engine(resolved.query_database_url or database_url)
+        service = service_for(resolved)
         server = uvicorn.Server(uvicorn.Config(
-            create_app(QueryService(engine, online_ttl_seconds=resolved.online_ttl_seconds,
-                                    schema=resolved.db_schema)),
-            host=host, port=port, log_level="warning", access_log=False))
+            create_app(service), host=host, port=port, log_level="warning", access_log=False,
+            http=JsonErrorsProtocol))
         with _thread(projector.run, "projector") as projector_thread, \
                 _thread(server.run, "query") as server_thread:
             try:
@@ -134,4 +133,4 @@ def live_system(settings: Settings, *, group_id: str = "hwledger-projector",
                 projector.stop()
                 server_thread.join(10)
                 projector_thread.join(30)
-                engine.dispose()
+                service.engine.dispose()

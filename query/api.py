@@ -6,9 +6,12 @@ document (where the screening operations are described by hand): a screening req
 its body, one statement and the answer, without the framework's per-request middleware,
 routing and parameter resolution (docs/decisions.md, "Screening throughput").
 
-Bodies are read raw (at most 64 KiB, else 413) and validated by the aggregator, so every bad
-body gets 422 `{"error", "message"}` naming the field; query-parameter errors get the same
-shape. Database trouble is 503, never 500.
+Bodies are read raw (at most 64 KiB, else 413; Content-Type application/json, else 415) and
+validated by the aggregator, so every bad body gets 422 `{"error", "message"}` naming the
+field. Every other error answer has the same shape: query-parameter errors, unknown routes
+(404), wrong methods (405), a request too costly by its shape (422 `too_costly`), database
+trouble or a spent time budget (503, never 500), and the HTTP parser's 400s
+(`JsonErrorsProtocol`, the uvicorn protocol `hwledger serve` runs).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hwledger.query.aggregator import (
     InvalidRequest,
@@ -46,7 +51,9 @@ from hwledger.query.service import (
     DEFAULT_LIMIT,
     AmbiguousRun,
     Answer,
+    BudgetExceeded,
     QueryService,
+    TooCostly,
     Unavailable,
 )
 
@@ -63,6 +70,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class BodyTooLarge(Exception):
     def __init__(self) -> None:
         super().__init__(f"body: larger than {MAX_BODY_BYTES} bytes")
+
+
+class UnsupportedMediaType(Exception):
+    def __init__(self, content_type: str | None) -> None:
+        got = "none" if content_type is None else repr(content_type)
+        super().__init__(f"body: Content-Type must be application/json, got {got}")
 
 
 class InvalidParameter(Exception):
@@ -137,14 +150,26 @@ _ERROR = {"description": "bad input: {\"error\", \"message\"} naming the field",
               "type": "object", "properties": {"error": {"type": "string"},
                                                "message": {"type": "string"}}}}}}
 _SCREENING_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: {"description": "body over 64 KiB"}, 422: _ERROR, 503: {"description": "no database"}}
+    413: {**_ERROR, "description": "body over 64 KiB"},
+    415: {**_ERROR, "description": "Content-Type is not application/json"},
+    422: {**_ERROR, "description": "bad input naming the field, or `too_costly`: the request "
+                                   "needs more placement steps or a larger answer than the "
+                                   "service allows (lower `limit`)"},
+    503: {**_ERROR, "description": "`unavailable`: no database; `over_budget`: the time budget "
+                                   "ran out (busy service or slow database), try again later"}}
 
 
 FAILURES: dict[type[Exception], tuple[int, str]] = {
     InvalidRequest: (422, "invalid_request"), InvalidParameter: (422, "invalid_parameter"),
-    BodyTooLarge: (413, "body_too_large"), Unavailable: (503, "unavailable"),
+    TooCostly: (422, "too_costly"), BodyTooLarge: (413, "body_too_large"),
+    UnsupportedMediaType: (415, "unsupported_media_type"), Unavailable: (503, "unavailable"),
+    BudgetExceeded: (503, "over_budget"),
 }
-"""Bad input and database trouble: the HTTP status and `error` of the answer."""
+"""Bad input, too much work and database trouble: the HTTP status and `error` of the answer."""
+
+HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               413: "body_too_large", 415: "unsupported_media_type"}
+"""The `error` of the answers the framework and the HTTP server give by status."""
 
 
 def failure(exc: Exception) -> tuple[int, bytes]:
@@ -163,9 +188,18 @@ def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
                             "content": {"application/json": {"schema": schema}}}}
 
 
+def check_json_media_type(content_type: bytes | None) -> None:
+    """UnsupportedMediaType unless the Content-Type is application/json (parameters allowed)."""
+    text = None if content_type is None else content_type.decode("latin-1")
+    if text is None or text.partition(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType(text)
+
+
 async def read_body(scope: Scope, receive: Receive) -> bytes:
-    """The request body, refusing more than MAX_BODY_BYTES before reading it all."""
-    declared = dict(scope["headers"]).get(b"content-length", b"")
+    """The request body, refusing more than MAX_BODY_BYTES before reading it all, and then any
+    Content-Type but JSON."""
+    headers = dict(scope["headers"])
+    declared = headers.get(b"content-length", b"")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BodyTooLarge
     chunks = bytearray()
@@ -177,6 +211,7 @@ async def read_body(scope: Scope, receive: Receive) -> bytes:
         if len(chunks) > MAX_BODY_BYTES:
             raise BodyTooLarge
         if not message.get("more_body", False):
+            check_json_media_type(headers.get(b"content-type"))
             return bytes(chunks)
 
 
@@ -407,6 +442,14 @@ def create_app(service: QueryService) -> ASGIApp:
         where = ".".join(str(part) for part in first.get("loc", ()))
         return error(422, "invalid_parameter", f"{where}: {first.get('msg', 'invalid')}")
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = HTTP_ERRORS.get(exc.status_code, "http_error")
+        allow = (exc.headers or {}).get("Allow")
+        detail = f"use {allow}" if exc.status_code == 405 and allow else str(exc.detail).lower()
+        return JSONResponse({"error": kind, "message": f"{request.url.path}: {detail}"},
+                            status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(Unavailable)
     async def unavailable(_: Request, exc: Unavailable) -> Response:
         status, body = failure(exc)
@@ -465,3 +508,18 @@ def create_app(service: QueryService) -> ASGIApp:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return metrics.middleware(screening_routes(service, app))
+
+
+class JsonErrorsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the parser's 400 (a request it cannot parse) answered
+    as `{"error": "bad_request", "message"}` instead of plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = orjson.dumps({"error": "bad_request", "message": f"http: {msg}"})
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head.extend(name + b": " + value + b"\r\n"
+                    for name, value in self.server_state.default_headers)
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n"
+                    b"connection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()

@@ -5,12 +5,14 @@ free CPU, memory (plus RAM-class volumes), ephemeral storage and free GPUs match
 unit's GPU alternatives (vendor, model, ram rounded to whole GiB, interface with sxm* -> sxm).
 All GPUs of one replica share a model, and the first replica freezes the unit's GPU model for
 the replicas after it. Persistent volumes draw on the provider's per-class pool. All or
-nothing: the result is a `Placement` of every replica or the first `PlacementFailure`.
+nothing: the result is a `Placement` of every replica, counted per unit and node, or the first
+`PlacementFailure`. A node takes all the replicas it can hold in one step, so the work is at
+most units x nodes (`placement_steps`) whatever the counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hwledger.query.aggregator import GpuAlternative, GroupRequest, ResourceUnit
@@ -55,16 +57,19 @@ class ProviderNodes:
 
 
 @dataclass(frozen=True)
-class ReplicaPlacement:
+class UnitPlacement:
+    """`count` replicas of `resources[unit]` on one node; `gpu_slots` are theirs in replica
+    order, `gpu_units` per replica."""
+
     unit: int
-    replica: int
     node_id: str
+    count: int
     gpu_slots: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class Placement:
-    replicas: tuple[ReplicaPlacement, ...]
+    units: tuple[UnitPlacement, ...]
 
 
 @dataclass(frozen=True)
@@ -91,21 +96,16 @@ def matches(alternative: GpuAlternative, gpu: GpuSlot) -> bool:
         alternative.interface == interface_family(gpu.interface))
 
 
-def pick_gpus(unit: ResourceUnit, free: list[GpuSlot], frozen_model: str | None
-              ) -> tuple[GpuSlot, ...] | None:
-    """`unit.gpu_units` free GPUs of one model matching the unit, or None."""
-    if unit.gpu_units == 0:
-        return ()
+def gpus_by_model(unit: ResourceUnit, free: Sequence[GpuSlot], frozen_model: str | None
+                  ) -> dict[str, list[GpuSlot]]:
+    """The free GPUs matching the unit (and its frozen model, if any), per model token."""
     by_model: dict[str, list[GpuSlot]] = {}
     for gpu in free:
         fits = (not unit.gpu_alternatives
                 or any(matches(alt, gpu) for alt in unit.gpu_alternatives))
         if fits and frozen_model in (None, gpu.tokens[1]):
             by_model.setdefault(gpu.tokens[1], []).append(gpu)
-    for model in sorted(by_model):
-        if len(by_model[model]) >= unit.gpu_units:
-            return tuple(by_model[model][: unit.gpu_units])
-    return None
+    return by_model
 
 
 def _describe(unit: ResourceUnit) -> str:
@@ -117,47 +117,110 @@ def _describe(unit: ResourceUnit) -> str:
     return ", ".join(needs)
 
 
+def _share(free: int, need: int, most: int) -> int:
+    """How many needs of `need` fit in `free`, at most `most` (all of them when need is 0)."""
+    return most if need == 0 else min(most, free // need)
+
+
+@dataclass
+class _Node:
+    """A node's capacity left while one request is placed."""
+
+    cpu: int
+    memory: int
+    ephemeral: int
+    gpus: list[GpuSlot]
+
+    def fit(self, unit: ResourceUnit, most: int, frozen_model: str | None
+            ) -> tuple[int, tuple[GpuSlot, ...]]:
+        """How many replicas of `unit` (at most `most`) fit here and their GPUs: the first free
+        ones of one model, the frozen one or else the first model (by token) with enough."""
+        replicas = _share(self.cpu, unit.cpu_millicores, most)
+        replicas = _share(self.memory, unit.node_memory_bytes, replicas)
+        replicas = _share(self.ephemeral, unit.ephemeral_bytes, replicas)
+        if replicas == 0 or unit.gpu_units == 0:
+            return replicas, ()
+        by_model = gpus_by_model(unit, self.gpus, frozen_model)
+        model = next((m for m in sorted(by_model) if len(by_model[m]) >= unit.gpu_units), None)
+        if model is None:
+            return 0, ()
+        replicas = _share(len(by_model[model]), unit.gpu_units, replicas)
+        return replicas, tuple(by_model[model][: replicas * unit.gpu_units])
+
+    def take(self, unit: ResourceUnit, replicas: int, gpus: tuple[GpuSlot, ...]) -> None:
+        self.cpu -= unit.cpu_millicores * replicas
+        self.memory -= unit.node_memory_bytes * replicas
+        self.ephemeral -= unit.ephemeral_bytes * replicas
+        self.gpus = [g for g in self.gpus if g not in gpus]
+
+
+def _pool_share(unit: ResourceUnit, pools: Mapping[str, int], most: int) -> int:
+    """How many replicas' persistent volumes (at most `most`) the class pools still hold."""
+    needs: dict[str, int] = {}
+    for volume in unit.persistent:
+        needs[volume.storage_class] = needs.get(volume.storage_class, 0) + volume.size_bytes
+    for storage_class, need in needs.items():
+        most = 0 if storage_class not in pools else _share(pools[storage_class], need, most)
+    return most
+
+
+def _pool_failure(unit: ResourceUnit, pools: Mapping[str, int]) -> str:
+    """Why the pools cannot hold one more replica's persistent volumes (drawn in order)."""
+    left = dict(pools)
+    for volume in unit.persistent:
+        available = left.get(volume.storage_class)
+        if available is None:
+            return f"no storage class {volume.storage_class!r}"
+        if available < volume.size_bytes:
+            return (f"storage class {volume.storage_class!r} has {available} B free, "
+                    f"needs {volume.size_bytes} B")
+        left[volume.storage_class] = available - volume.size_bytes
+    raise AssertionError("the pools hold another replica")
+
+
+def placement_steps(request: GroupRequest, inventory: ProviderNodes) -> int:
+    """The most node visits `place` makes for this request: units x nodes."""
+    return len(request.units) * len(inventory.nodes)
+
+
 def place(request: GroupRequest, inventory: ProviderNodes) -> Placement | PlacementFailure:
-    """Place every replica of every unit, or say why the first one that cannot be placed fails."""
-    cpu = {n.node_id: n.cpu_millicores for n in inventory.nodes}
-    memory = {n.node_id: n.memory_bytes for n in inventory.nodes}
-    ephemeral = {n.node_id: n.ephemeral_bytes for n in inventory.nodes}
-    gpus = {n.node_id: list(n.gpus) for n in inventory.nodes}
+    """Place every replica of every unit, or say why the first one that cannot be placed fails.
+
+    Replicas are placed as counts: each node, in order, takes as many of the unit's remaining
+    replicas as its free capacity (and the class pools) hold, which is what placing them one
+    by one on the first node that fits does, in at most units x nodes steps."""
+    nodes = {n.node_id: _Node(n.cpu_millicores, n.memory_bytes, n.ephemeral_bytes, list(n.gpus))
+             for n in inventory.nodes}
     pools = dict(inventory.persistent)
-    placed: list[ReplicaPlacement] = []
+    placed: list[UnitPlacement] = []
     for index, unit in enumerate(request.units):
         frozen: str | None = None
-        for replica in range(unit.count):
-            where = f"resources[{index}] replica {replica + 1} of {unit.count}"
-            chosen: tuple[str, tuple[GpuSlot, ...]] | None = None
-            for node in inventory.nodes:
-                name = node.node_id
-                if (cpu[name] < unit.cpu_millicores or memory[name] < unit.node_memory_bytes
-                        or ephemeral[name] < unit.ephemeral_bytes):
-                    continue
-                picked = pick_gpus(unit, gpus[name], frozen)
-                if picked is not None:
-                    chosen = (name, picked)
-                    break
-            if chosen is None:
-                return PlacementFailure(f"{where}: no node has {_describe(unit)} free")
-            name, picked = chosen
-            for volume in unit.persistent:
-                available = pools.get(volume.storage_class)
-                if available is None:
-                    return PlacementFailure(
-                        f"{where}: no storage class {volume.storage_class!r}")
-                if available < volume.size_bytes:
-                    return PlacementFailure(
-                        f"{where}: storage class {volume.storage_class!r} has {available} B "
-                        f"free, needs {volume.size_bytes} B")
-                pools[volume.storage_class] = available - volume.size_bytes
-            cpu[name] -= unit.cpu_millicores
-            memory[name] -= unit.node_memory_bytes
-            ephemeral[name] -= unit.ephemeral_bytes
-            gpus[name] = [g for g in gpus[name] if g not in picked]
-            if picked and frozen is None:
-                frozen = picked[0].tokens[1]
-            placed.append(ReplicaPlacement(index, replica, name,
-                                           tuple(g.slot_index for g in picked)))
+        left = unit.count
+        for node in inventory.nodes:
+            if left == 0:
+                break
+            free = nodes[node.node_id]
+            fits, gpus = free.fit(unit, left, frozen)
+            if fits == 0:
+                continue
+            replicas = _pool_share(unit, pools, fits)
+            if replicas:
+                gpus = gpus[: replicas * unit.gpu_units]
+                free.take(unit, replicas, gpus)
+                for volume in unit.persistent:
+                    pools[volume.storage_class] -= volume.size_bytes * replicas
+                placed.append(UnitPlacement(index, node.node_id, replicas,
+                                            tuple(g.slot_index for g in gpus)))
+                frozen = frozen or (gpus[0].tokens[1] if gpus else None)
+                left -= replicas
+            if replicas < fits:
+                return PlacementFailure(f"{_where(index, unit, left)}: "
+                                        f"{_pool_failure(unit, pools)}")
+        if left:
+            return PlacementFailure(f"{_where(index, unit, left)}: no node has "
+                                    f"{_describe(unit)} free")
     return Placement(tuple(placed))
+
+
+def _where(index: int, unit: ResourceUnit, left: int) -> str:
+    return f"resources[{index}] replica {unit.count - left + 1} of {unit.count}"

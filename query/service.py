@@ -8,6 +8,11 @@ per filter shape: the `asOf` projection position and the candidates as the answe
 text, written by Postgres; with `exact`, a REPEATABLE READ read-only transaction also reads
 the candidates' per-node inventory for the bin-packer. The detail reads (`provider`, `run`,
 `hardware`) return plain JSON-ready dicts or None. Database trouble raises `Unavailable`.
+
+Each screening answer's work is bounded (`Limits`): its statements by the time budget (the
+connections' statement_timeout), the bin-packer by a count of placement steps and by the
+deadline, the answer by a size cap; CPU work runs in a small worker pool off the event loop.
+Too costly by its shape is `TooCostly`, out of time is `BudgetExceeded`.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -38,6 +44,7 @@ from hwledger.query.binpacker import (
     Placement,
     ProviderNodes,
     place,
+    placement_steps,
 )
 from hwledger.schemas.db import check_schema_name
 from hwledger.schemas.errors import UserError
@@ -48,8 +55,56 @@ SCHEMA_CACHE_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 5
 
 
+T = TypeVar("T")
+
+
 class Unavailable(Exception):
     """The database cannot answer right now (down, or the active schema is missing)."""
+
+
+class TooCostly(Exception):
+    """The request, as shaped, needs more work or a larger answer than `Limits` allow."""
+
+
+class BudgetExceeded(Exception):
+    """The request's time budget ran out (a slow database, or the workers busy under load)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds on one screening request's work (HWLEDGER_QUERY_* settings)."""
+
+    max_placement_steps: int = 100_000
+    time_budget_seconds: float = 2.0
+    max_answer_bytes: int = 16 * 2**20
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One request's deadline on the monotonic clock."""
+
+    seconds: float
+    deadline: float
+
+    @classmethod
+    def start(cls, seconds: float) -> Budget:
+        return cls(seconds, time.monotonic() + seconds)
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def check(self, stage: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise BudgetExceeded(f"the {self.seconds:g} s time budget of the request ran out "
+                                 f"({stage}); try again later")
+
+
+def check_answer_size(providers_json: str, limits: Limits) -> None:
+    size = len(providers_json.encode())
+    if size > limits.max_answer_bytes:
+        raise TooCostly(f"the answer would be {size} bytes, over the cap of "
+                        f"{limits.max_answer_bytes}: lower `limit` or narrow the request")
 
 
 @dataclass(frozen=True)
@@ -120,12 +175,13 @@ class Connections:
     """The async psycopg connections of the screening reads (no thread hop): autocommit, so a
     one-statement answer is one round trip; read-only; `repository.SCREENING_SESSION` (UTC for
     the answer's timestamps, the planner's price of an index tuple); REPEATABLE READ for the
-    transactions `exact` opens. At most `size` at a time; an idle connection is checked when
-    checked out (`ended_by_server`) and one that broke is dropped; a failed connect fails the
-    request at once."""
+    transactions `exact` opens; each statement cut off after `statement_timeout_ms`. At most
+    `size` at a time; an idle connection is checked when checked out (`ended_by_server`) and
+    one that broke is dropped; a failed connect fails the request at once."""
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(self, url: str, size: int, statement_timeout_ms: int) -> None:
         self.url = url
+        self.statement_timeout_ms = statement_timeout_ms
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(size)
 
@@ -134,6 +190,8 @@ class Connections:
             self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         await conn.execute("SET default_transaction_read_only = on; "
                            + repository.SCREENING_SESSION)
+        await conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                           (str(self.statement_timeout_ms),))
         await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
         return conn
 
@@ -199,15 +257,15 @@ def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, P
                        conn.execute(repository.gpu_statement(provider_ids)))
 
 
-async def read_inventories(conn: psycopg.AsyncConnection[Any], schema: str,
-                           provider_ids: Sequence[str]) -> dict[str, ProviderNodes]:
-    """`provider_nodes` on an async psycopg connection."""
+async def read_inventory_rows(conn: psycopg.AsyncConnection[Any], schema: str,
+                              provider_ids: Sequence[str]) -> list[list[Any]]:
+    """The node and GPU rows of `inventories`, on an async psycopg connection."""
     rows = []
     for statement in (repository.node_statement(provider_ids),
                       repository.gpu_statement(provider_ids)):
         cursor = await conn.execute(*repository.compiled(statement, schema=schema))
         rows.append(await cursor.fetchall())
-    return inventories(*rows)
+    return rows
 
 
 def as_of_from(position: Any, last_event_at: datetime | None, partitions: Any) -> AsOf:
@@ -221,18 +279,27 @@ def read_as_of(conn: Connection) -> AsOf:
 
 
 def exact_placements(request: GroupRequest, providers: Sequence[dict[str, Any]],
-                     found: Mapping[str, ProviderNodes]
+                     found: Mapping[str, ProviderNodes], limits: Limits, budget: Budget
                      ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """The providers (JSON objects) the bin-packer can place, with their placement, and why the
-    others fail."""
+    others fail. TooCostly before any work when the placement steps of all candidates
+    together exceed the bound; BudgetExceeded when the deadline passes."""
+    inventory = {p["owner"]: found.get(p["owner"], ProviderNodes(p["owner"], ()))
+                 for p in providers}
+    steps = sum(placement_steps(request, nodes) for nodes in inventory.values())
+    if steps > limits.max_placement_steps:
+        raise TooCostly(f"placing the request on {len(providers)} candidates takes {steps} "
+                        f"steps (units x nodes), over the bound of "
+                        f"{limits.max_placement_steps}: lower `limit` or narrow the request")
     kept, rejected = [], []
     for provider in providers:
+        budget.check("bin-packer")
         owner = provider["owner"]
-        outcome = place(request, found.get(owner, ProviderNodes(owner, ())))
+        outcome = place(request, inventory[owner])
         if isinstance(outcome, Placement):
             kept.append({**provider, "placement": [
-                {"unit": r.unit, "replica": r.replica, "node": r.node_id,
-                 "gpuSlots": list(r.gpu_slots)} for r in outcome.replicas]})
+                {"unit": u.unit, "node": u.node_id, "count": u.count,
+                 "gpuSlots": list(u.gpu_slots)} for u in outcome.units]})
         else:
             rejected.append((owner, outcome.reason))
     return kept, rejected
@@ -243,9 +310,18 @@ def unavailable_on_database_errors() -> Iterator[None]:
     """Database trouble (or a bad active schema name) as `Unavailable`."""
     try:
         yield
-    except (DBAPIError, psycopg.Error, UserError) as exc:
-        first = str(getattr(exc, "orig", exc)).strip().splitlines()
-        raise Unavailable(first[0] if first else type(exc).__name__) from exc
+    except (DBAPIError, psycopg.errors.QueryCanceled) as exc:
+        if not isinstance(getattr(exc, "orig", exc), psycopg.errors.QueryCanceled):
+            raise _unavailable(exc) from exc
+        raise BudgetExceeded("a database statement ran past the time budget of the request; "
+                             "try again later") from exc
+    except (psycopg.Error, UserError) as exc:
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: Exception) -> Unavailable:
+    first = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return Unavailable(first[0] if first else type(exc).__name__)
 
 
 class QueryService:
@@ -254,11 +330,16 @@ class QueryService:
 
     def __init__(self, engine: Engine, *, online_ttl_seconds: int = 900,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 schema: str | None = None, max_wait_seconds: float = 5.0) -> None:
+                 schema: str | None = None, max_wait_seconds: float = 5.0,
+                 limits: Limits = Limits()) -> None:
         self.engine = engine
+        self.limits = limits
         self.connections = Connections(
             engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
-            engine.pool.size())  # type: ignore[attr-defined]
+            engine.pool.size(),  # type: ignore[attr-defined]
+            max(1, round(limits.time_budget_seconds * 1000)))
+        self._workers = asyncio.Semaphore(limits.workers)
+        self._executor = ThreadPoolExecutor(limits.workers, thread_name_prefix="hwledger-query")
         self.online_ttl = timedelta(seconds=online_ttl_seconds)
         self.clock = clock
         self.fixed_schema = None if schema is None else check_schema_name(schema)
@@ -268,6 +349,7 @@ class QueryService:
 
     async def close(self) -> None:
         await self.connections.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
     # -- plumbing ----------------------------------------------------------------------
@@ -345,6 +427,21 @@ class QueryService:
 
     # -- screening ---------------------------------------------------------------------
 
+    async def off_loop(self, budget: Budget, work: Callable[[], T]) -> T:
+        """`work()` in the worker pool, waiting for a free worker no longer than the budget."""
+        try:
+            async with asyncio.timeout(budget.left()):
+                await self._workers.acquire()
+        except TimeoutError:
+            raise BudgetExceeded(f"the {budget.seconds:g} s time budget of the request ran out "
+                                 f"waiting for a worker (the service is busy); try again "
+                                 f"later") from None
+        try:
+            budget.check("waiting for a worker")
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        finally:
+            self._workers.release()
+
     def online_since(self) -> datetime:
         return self.clock() - self.online_ttl
 
@@ -354,6 +451,7 @@ class QueryService:
         bin-packer on the candidates' per-node inventory read in the same REPEATABLE READ
         snapshot."""
         reached = None if min_position is None else await self.wait_for_position(min_position)
+        budget = Budget.start(self.limits.time_budget_seconds)
         rejected: list[tuple[str, str]] = []
         with unavailable_on_database_errors():
             model = await self.current_read_model()
@@ -366,15 +464,26 @@ class QueryService:
                 row = await cursor.fetchone()
                 assert row is not None  # aggregates: always one row
                 position, last_event_at, partitions, providers_json, truncated = row
+                check_answer_size(providers_json, self.limits)
                 if request is not None:
-                    providers = orjson.loads(providers_json)
-                    found = await read_inventories(conn, schema, [p["owner"] for p in providers])
-                    kept, rejected = exact_placements(request, providers, found)
-                    providers_json = orjson.dumps(kept).decode()
+                    providers = await self.off_loop(budget, lambda: orjson.loads(providers_json))
+                    rows = await read_inventory_rows(conn, schema,
+                                                     [p["owner"] for p in providers])
+                    providers_json, rejected = await self.off_loop(
+                        budget, lambda: self.place_candidates(request, providers, rows, budget))
+                    check_answer_size(providers_json, self.limits)
         as_of = replace(as_of_from(position, last_event_at, partitions),
                         min_position_reached=reached)
         return Answer(schema, as_of, providers_json, screen, prefilter, tuple(rejected),
                       truncated)
+
+    def place_candidates(self, request: GroupRequest, providers: Sequence[dict[str, Any]],
+                         rows: Sequence[Iterable[Sequence[Any]]], budget: Budget
+                         ) -> tuple[str, list[tuple[str, str]]]:
+        """The placeable providers' JSON text and the rejections (CPU work, in a worker)."""
+        kept, rejected = exact_placements(request, providers, inventories(*rows), self.limits,
+                                          budget)
+        return orjson.dumps(kept).decode(), rejected
 
     async def bid_screening(self, request: GroupRequest, *, exact: bool = False,
                             limit: int = DEFAULT_LIMIT, min_position: int | None = None

@@ -74,13 +74,13 @@ def _publish(system: LiveSystem) -> int:
 def _answer_table(answer: dict[str, Any]) -> Table:
     table = Table(title=f"{len(answer['providers'])} provider(s) can host the request")
     table.add_column("owner", no_wrap=True)
-    for column in ("gpu models", "auditors", "placement (node, GPU slots)"):
+    for column in ("gpu models", "auditors", "placement (node x replicas, GPU slots)"):
         table.add_column(column, overflow="fold")
     for p in answer["providers"]:
         table.add_row(p["owner"], " ".join(m for m in p["gpuModels"] if "/" in m),
                       str(len(p["auditedBy"])),
-                      escape(" ".join(f"{r['node']}{r['gpuSlots']}"
-                                      for r in p.get("placement", []))))
+                      escape(" ".join(f"{u['node']}x{u['count']}{u['gpuSlots']}"
+                                      for u in p.get("placement", []))))
     return table
 
 

@@ -16,7 +16,16 @@ from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.config import Settings
 from hwledger.deploy.localstack import free_port
 from hwledger.query.aggregator import GroupRequest, InvalidRequest, parse_group_spec
-from hwledger.query.service import DEFAULT_LIMIT, Answer, QueryService, Unavailable, make_engine
+from hwledger.query.service import (
+    DEFAULT_LIMIT,
+    Answer,
+    BudgetExceeded,
+    Limits,
+    QueryService,
+    TooCostly,
+    Unavailable,
+    make_engine,
+)
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrated_schema
 
@@ -25,7 +34,11 @@ def service_for(settings: Settings) -> QueryService:
     """A QueryService on the query database URL; HWLEDGER_DB_SCHEMA pins a schema."""
     return QueryService(make_engine(settings.require_query_database_url()),
                         online_ttl_seconds=settings.online_ttl_seconds,
-                        schema=settings.db_schema)
+                        schema=settings.db_schema, limits=Limits(
+                            max_placement_steps=settings.query_max_placement_steps,
+                            time_budget_seconds=settings.query_time_budget_ms / 1000,
+                            max_answer_bytes=settings.query_max_answer_bytes,
+                            workers=settings.query_workers))
 
 
 def app_from_env() -> Any:
@@ -38,14 +51,17 @@ def app_from_env() -> Any:
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from hwledger.query.api import JsonErrorsProtocol
+
     migrated_schema(settings.require_query_database_url(), settings.db_schema)
     host, port = args.host or settings.http_host, args.port or settings.http_port
     if args.workers > 1:
         uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, host=host,
-                    port=port, log_level=args.log_level, access_log=False)
+                    port=port, log_level=args.log_level, access_log=False,
+                    http=JsonErrorsProtocol)
     else:
         uvicorn.run(app_from_env(), host=host, port=port, log_level=args.log_level,
-                    access_log=False)
+                    access_log=False, http=JsonErrorsProtocol)
     return 0
 
 
@@ -71,9 +87,9 @@ def _table(answer: Answer) -> Table:
     for column in ("owner", "host uri", "gpu models", "audited by", "last seen", "placement"):
         table.add_column(column)
     for p in providers:
-        placement = ", ".join(f"{r['unit']}.{r['replica']}@{r['node']}"
-                              + (f"{r['gpuSlots']}" if r["gpuSlots"] else "")
-                              for r in p.get("placement", ()))
+        placement = ", ".join(f"{u['unit']}x{u['count']}@{u['node']}"
+                              + (f"{u['gpuSlots']}" if u["gpuSlots"] else "")
+                              for u in p.get("placement", ()))
         table.add_row(p["owner"], p["hostUri"] or "", " ".join(p["gpuModels"]),
                       " ".join(p["auditedBy"]), p["lastSeenAt"] or "", placement)
     return table
@@ -95,6 +111,8 @@ def screen(args: argparse.Namespace, settings: Settings) -> int:
         answer = asyncio.run(ask())
     except Unavailable as exc:
         raise UserError(f"database: {exc}") from exc
+    except (TooCostly, BudgetExceeded) as exc:
+        raise UserError(str(exc)) from exc
     if args.json:
         print(json.dumps(json.loads(answer_json(answer, explain=True)), indent=2))
     else:

@@ -221,7 +221,7 @@ def test_exact_keeps_only_placeable_providers_with_their_placement(screen: Scree
     assert "p-mixed" in loose and "p-mixed" not in owners(exact)
     assert {r["owner"] for r in exact["rejected"]} >= {"p-mixed"}
     placed = {p["owner"]: p["placement"] for p in exact["providers"]}
-    assert placed["p-h100"] == [{"unit": 0, "replica": 0, "node": "node-1",
+    assert placed["p-h100"] == [{"unit": 0, "node": "node-1", "count": 1,
                                  "gpuSlots": [0, 1, 2, 3]}]
 
 

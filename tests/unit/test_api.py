@@ -80,7 +80,7 @@ def test_bad_filter_bodies_are_422(client: TestClient) -> None:
 ])
 def test_bad_query_parameters_keep_the_error_shape(client: TestClient, path: str, query: str,
                                                    field: str) -> None:
-    response = client.post(f"{path}?{query}", content=json.dumps({"resources": [GPU_UNIT]}))
+    response = client.post(f"{path}?{query}", json={"resources": [GPU_UNIT]})
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_parameter"
     assert response.json()["message"].startswith(f"{field}:")

@@ -1,6 +1,15 @@
-"""The bin-packer: exact, greedy, all-or-nothing placement on per-node free capacity."""
+"""The bin-packer: exact, greedy, all-or-nothing placement on per-node free capacity.
+
+`one_by_one` is the reference: replicas placed one at a time on the first node that fits; the
+counted `place` must agree with it (same placements, same failure reason).
+"""
 
 from __future__ import annotations
+
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hwledger.query.aggregator import (
     GpuAlternative,
@@ -14,9 +23,11 @@ from hwledger.query.binpacker import (
     Placement,
     PlacementFailure,
     ProviderNodes,
+    gpus_by_model,
     interface_family,
     matches,
     place,
+    placement_steps,
 )
 
 GiB = 2**30
@@ -37,9 +48,58 @@ def request(*units: ResourceUnit) -> GroupRequest:
     return GroupRequest(units)
 
 
-def placed(outcome: Placement | PlacementFailure) -> list[tuple[int, str, tuple[int, ...]]]:
+Replica = tuple[int, str, tuple[int, ...]]
+
+
+def placed(outcome: Placement | PlacementFailure) -> list[Replica]:
+    """The placement expanded per replica: (unit, node, its GPU slots)."""
     assert isinstance(outcome, Placement), outcome
-    return [(r.unit, r.node_id, r.gpu_slots) for r in outcome.replicas]
+    found: list[Replica] = []
+    for u in outcome.units:
+        per = len(u.gpu_slots) // u.count
+        found.extend((u.unit, u.node_id, u.gpu_slots[r * per:(r + 1) * per])
+                     for r in range(u.count))
+    return found
+
+
+def one_by_one(group: GroupRequest, inventory: ProviderNodes) -> list[Replica] | str:
+    """The reference placement, one replica at a time: the replicas or the failure reason."""
+    free = {n.node_id: [n.cpu_millicores, n.memory_bytes, n.ephemeral_bytes] for n in
+            inventory.nodes}
+    gpu_left = {n.node_id: list(n.gpus) for n in inventory.nodes}
+    pools = dict(inventory.persistent)
+    found: list[Replica] = []
+    for index, unit in enumerate(group.units):
+        frozen: str | None = None
+        needs = (unit.cpu_millicores, unit.node_memory_bytes, unit.ephemeral_bytes)
+        for replica in range(unit.count):
+            where = f"resources[{index}] replica {replica + 1} of {unit.count}"
+            chosen = None
+            for n in inventory.nodes:
+                if any(f < need for f, need in zip(free[n.node_id], needs, strict=True)):
+                    continue
+                by_model = gpus_by_model(unit, gpu_left[n.node_id], frozen)
+                models = [m for m in sorted(by_model) if len(by_model[m]) >= unit.gpu_units]
+                if unit.gpu_units == 0 or models:
+                    chosen = (n.node_id, tuple(by_model[models[0]][:unit.gpu_units])
+                              if unit.gpu_units else ())
+                    break
+            if chosen is None:
+                return f"{where}: no node has"
+            name, picked = chosen
+            for volume in unit.persistent:
+                available = pools.get(volume.storage_class)
+                if available is None:
+                    return f"{where}: no storage class {volume.storage_class!r}"
+                if available < volume.size_bytes:
+                    return (f"{where}: storage class {volume.storage_class!r} has {available} "
+                            f"B free, needs {volume.size_bytes} B")
+                pools[volume.storage_class] = available - volume.size_bytes
+            free[name] = [f - need for f, need in zip(free[name], needs, strict=True)]
+            gpu_left[name] = [g for g in gpu_left[name] if g not in picked]
+            frozen = frozen or (picked[0].tokens[1] if picked else None)
+            found.append((index, name, tuple(g.slot_index for g in picked)))
+    return found
 
 
 def test_greedy_first_fit_across_nodes() -> None:
@@ -127,3 +187,70 @@ def test_persistent_storage_draws_on_the_class_pool() -> None:
 def test_provider_without_nodes_fails() -> None:
     outcome = place(request(ResourceUnit(count=1)), ProviderNodes("p", ()))
     assert isinstance(outcome, PlacementFailure)
+
+
+def test_a_node_takes_many_replicas_in_one_step() -> None:
+    provider = ProviderNodes("p", (node("a", cpu=4000), node("b", cpu=10**9)))
+    outcome = place(request(ResourceUnit(count=10_000, cpu_millicores=1000),
+                            ResourceUnit(count=5, cpu_millicores=1000)), provider)
+    assert isinstance(outcome, Placement)
+    assert [(u.unit, u.node_id, u.count) for u in outcome.units] == [
+        (0, "a", 4), (0, "b", 9_996), (1, "b", 5)]
+    assert placement_steps(request(ResourceUnit(count=1), ResourceUnit(count=1)),
+                           provider) == 4
+
+
+def test_large_counts_cost_steps_not_replicas() -> None:
+    nodes = tuple(node(f"n{i}", cpu=1000, gpu=gpus("h100", 8)) for i in range(40))
+    unit = ResourceUnit(count=10_000, cpu_millicores=1)
+    started = time.perf_counter()
+    outcome = place(request(*[unit] * 4), ProviderNodes("p", nodes))
+    assert time.perf_counter() - started < 0.1
+    assert isinstance(outcome, Placement)
+    assert [(u.unit, u.node_id, u.count) for u in outcome.units] == [
+        (i // 10, f"n{i}", 1000) for i in range(40)]
+
+
+SIZES = st.sampled_from((0, 1, 2, 3))
+ALTERNATIVES = st.sampled_from(((), (H100,), (GpuAlternative("nvidia"),),
+                                (GpuAlternative("nvidia", "a100"), H100)))
+
+
+@st.composite
+def inventories(draw: st.DrawFn) -> ProviderNodes:
+    nodes = []
+    for i in range(draw(st.integers(0, 3))):
+        models = draw(st.lists(st.sampled_from(("h100", "a100", "t4")), max_size=4))
+        nodes.append(NodeInventory(f"n{i}", draw(st.integers(0, 6)), draw(st.integers(0, 6)),
+                                   draw(st.integers(0, 6)),
+                                   tuple(GpuSlot(s, "nvidia", m, 80 * GiB, "sxm")
+                                         for s, m in enumerate(models))))
+    pools = draw(st.dictionaries(st.sampled_from(("beta1", "beta2")), st.integers(0, 6)))
+    return ProviderNodes("p", tuple(nodes), pools)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> GroupRequest:
+    units = []
+    for _ in range(draw(st.integers(1, 3))):
+        volumes = draw(st.lists(st.builds(PersistentVolume, st.sampled_from(("beta1", "beta2")),
+                                          SIZES), max_size=2))
+        units.append(ResourceUnit(
+            count=draw(st.integers(1, 5)), cpu_millicores=draw(SIZES), memory_bytes=draw(SIZES),
+            ephemeral_bytes=draw(SIZES), persistent=tuple(volumes),
+            gpu_units=draw(st.integers(0, 2)), gpu_alternatives=draw(ALTERNATIVES)))
+    return GroupRequest(tuple(units))
+
+
+@settings(max_examples=400, deadline=None)
+@given(requests(), inventories())
+def test_counted_placement_is_placing_replicas_one_by_one(group: GroupRequest,
+                                                         inventory: ProviderNodes) -> None:
+    expected = one_by_one(group, inventory)
+    outcome = place(group, inventory)
+    if isinstance(expected, str):
+        assert isinstance(outcome, PlacementFailure)
+        assert outcome.reason.startswith(expected)
+        assert "no node has" in expected or outcome.reason == expected
+    else:
+        assert placed(outcome) == expected
