@@ -1,5 +1,6 @@
-"""The HTTP layer without a database: bad input is 422/413 with {"error","message"}, a missing
-database is 503, and the OpenAPI document describes the routes of DESIGN section 6."""
+"""The HTTP layer without a database: bad input is 422/413/415 with {"error","message"}, as are
+unknown routes and wrong methods, a missing database is 503, and the OpenAPI document
+describes the routes of DESIGN section 6."""
 
 from __future__ import annotations
 
@@ -151,3 +152,36 @@ def test_a_client_gone_before_its_body_gets_no_answer_and_counts_as_499() -> Non
     asyncio.run(request("GET", "/metrics"))
     metrics = b"".join(m.get("body", b"") for m in sent).decode()
     assert 'hwledger_query_requests_total{route="bid_screening",status="499"} 1.0' in metrics
+
+
+def test_every_route_answers_a_wrong_method_with_the_error_shape(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        concrete = path.replace("{", "").replace("}", "")
+        wrong = "DELETE" if "delete" not in operations else "PATCH"
+        response = client.request(wrong, concrete)
+        assert response.status_code == 405, path
+        assert set(response.json()) == {"error", "message"}, path
+        assert response.json()["error"] == "method_not_allowed"
+        assert response.headers["allow"], path
+
+
+def test_unknown_routes_are_404_with_the_error_shape(client: TestClient) -> None:
+    response = client.get("/v2/bid-screening")
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "message": "/v2/bid-screening: not found"}
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/jsonx",
+                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize("path", ["/v1/bid-screening", "/v1/prefilter"])
+def test_screening_bodies_must_be_json_or_415(client: TestClient, path: str,
+                                              content_type: str | None) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = client.post(path, content=json.dumps({"resources": [GPU_UNIT]}), headers=headers)
+    assert response.status_code == 415
+    assert response.json()["error"] == "unsupported_media_type"
+    assert response.json()["message"].startswith("body: Content-Type must be application/json")
+    charset = client.post(path, content=b"{", headers={
+        "Content-Type": "Application/JSON; charset=utf-8"})
+    assert charset.status_code == 422

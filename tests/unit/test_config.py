@@ -113,3 +113,19 @@ def test_a_malformed_database_url_names_the_setting_without_the_password(url: st
     message = str(raised.value)
     assert message.startswith("HWLEDGER_QUERY_DATABASE_URL") and cause in message
     assert "pw" not in message and "p w" not in message
+
+
+def test_query_limits_come_from_the_environment(tmp_path: Path) -> None:
+    from hwledger.deploy.commands.query import service_for
+    from hwledger.query.service import Limits
+
+    env = {"HWLEDGER_HOME": str(tmp_path), "HWLEDGER_QUERY_DATABASE_URL": "postgresql://q@h/d",
+           "HWLEDGER_QUERY_MAX_PLACEMENT_STEPS": "50", "HWLEDGER_QUERY_TIME_BUDGET_MS": "250",
+           "HWLEDGER_QUERY_MAX_ANSWER_BYTES": "4096", "HWLEDGER_QUERY_WORKERS": "3"}
+    service = service_for(Settings.from_env(env))
+    assert service.limits == Limits(max_placement_steps=50, time_budget_seconds=0.25,
+                                    max_answer_bytes=4096, workers=3)
+    assert service.connections.statement_timeout_ms == 250
+    service.engine.dispose()
+    with pytest.raises(UserError, match="HWLEDGER_QUERY_WORKERS=0 must be at least 1"):
+        Settings.from_env({**env, "HWLEDGER_QUERY_WORKERS": "0"})
