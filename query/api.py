@@ -145,6 +145,27 @@ FILTER_SCHEMA: dict[str, Any] = {
         "attributes": _ATTRIBUTES,
     },
 }
+_PLACEMENT = {
+    "description": "bid screening with exact=true: the replicas of each unit per node, counted",
+    "type": "array", "items": {"type": "object", "required": ["unit", "node", "count", "gpuSlots"],
+                               "properties": {
+        "unit": {"type": "integer", "description": "index in resources[]"},
+        "node": {"type": "string"},
+        "count": {"type": "integer", "description": "replicas of the unit on this node"},
+        "gpuSlots": {"type": "array", "items": {"type": "integer"},
+                     "description": "the replicas' GPU slots in replica order, the same number "
+                                    "per replica"}}}}
+ANSWER_SCHEMA: dict[str, Any] = {
+    "title": "ScreeningAnswer", "type": "object",
+    "required": ["providers", "asOf", "truncated"],
+    "properties": {
+        "providers": {"type": "array", "items": {"type": "object", "properties": {
+            "owner": {"type": "string"}, "hostUri": {"type": ["string", "null"]},
+            "auditedBy": _NAMES, "gpuModels": _NAMES,
+            "lastSeenAt": {"type": ["string", "null"]}, "placement": _PLACEMENT}}},
+        "asOf": {"type": "object"}, "truncated": {"type": "boolean"},
+    },
+}
 _ERROR = {"description": "bad input: {\"error\", \"message\"} naming the field",
           "content": {"application/json": {"schema": {
               "type": "object", "properties": {"error": {"type": "string"},
@@ -369,7 +390,7 @@ def _operation(handler: Handler, body: dict[str, Any], *parameters: dict[str, An
         "summary": handler.__name__.replace("_", " ").capitalize(), "description": doc,
         "operationId": handler.__name__, "parameters": list(parameters), **_body_schema(body),
         "responses": {"200": {"description": "the candidates and `asOf`", "content": {
-            "application/json": {"schema": {"type": "object"}}}}, **_SCREENING_RESPONSES}}}
+            "application/json": {"schema": ANSWER_SCHEMA}}}, **_SCREENING_RESPONSES}}}
 
 
 SCREENING_PATHS = {

@@ -185,3 +185,11 @@ def test_screening_bodies_must_be_json_or_415(client: TestClient, path: str,
     charset = client.post(path, content=b"{", headers={
         "Content-Type": "Application/JSON; charset=utf-8"})
     assert charset.status_code == 422
+
+
+def test_openapi_documents_the_counted_placement(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v1/bid-screening"]["post"]
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    placement = answer["properties"]["providers"]["items"]["properties"]["placement"]
+    assert placement["items"]["required"] == ["unit", "node", "count", "gpuSlots"]
+    assert {"413", "415", "422", "503"} <= set(operation["responses"])
