@@ -17,6 +17,7 @@ trouble or a spent time budget (503, never 500), and the HTTP parser's 400s
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
@@ -187,6 +188,12 @@ FAILURES: dict[type[Exception], tuple[int, str]] = {
     BudgetExceeded: (503, "over_budget"),
 }
 """Bad input, too much work and database trouble: the HTTP status and `error` of the answer."""
+
+INTERNAL_ERROR = orjson.dumps({"error": "internal_error",
+                               "message": "the service failed; the cause is in its log"})
+"""The 500 answer of a bug (the app raised), written in the one error shape all the same."""
+
+log = logging.getLogger(__name__)
 
 HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                413: "body_too_large", 415: "unsupported_media_type"}
@@ -432,6 +439,10 @@ def screening_routes(service: QueryService, app: ASGIApp) -> ASGIApp:
         except tuple(FAILURES) as exc:
             await _respond(send, *failure(exc))
             return
+        except Exception:
+            log.exception("%s failed", scope["path"])
+            await _respond(send, 500, INTERNAL_ERROR)
+            return
         await _respond(send, 200, answer)
     return serve
 
@@ -470,6 +481,10 @@ def create_app(service: QueryService) -> ASGIApp:
         detail = f"use {allow}" if exc.status_code == 405 and allow else str(exc.detail).lower()
         return JSONResponse({"error": kind, "message": f"{request.url.path}: {detail}"},
                             status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, __: Exception) -> Response:
+        return Response(INTERNAL_ERROR, status_code=500, media_type="application/json")
 
     @app.exception_handler(Unavailable)
     async def unavailable(_: Request, exc: Unavailable) -> Response:

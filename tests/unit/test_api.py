@@ -193,3 +193,22 @@ def test_openapi_documents_the_counted_placement(client: TestClient) -> None:
     placement = answer["properties"]["providers"]["items"]["properties"]["placement"]
     assert placement["items"]["required"] == ["unit", "node", "count", "gpuSlots"]
     assert {"413", "415", "422", "503"} <= set(operation["responses"])
+
+
+class Failing(QueryService):
+    """A service whose reads hit a bug."""
+
+    def provider(self, owner: str) -> dict[str, Any] | None:
+        raise RuntimeError("bug")
+
+    async def bid_screening(self, *_: Any, **__: Any) -> Any:
+        raise RuntimeError("bug")
+
+
+def test_a_bug_is_500_in_the_error_shape() -> None:
+    app = create_app(Failing(make_engine(NOWHERE), schema="hwledger"))
+    with TestClient(app, raise_server_exceptions=False) as failing:
+        for response in (failing.get("/v1/providers/p"),
+                         failing.post("/v1/bid-screening", json={"resources": [GPU_UNIT]})):
+            assert response.status_code == 500
+            assert response.json()["error"] == "internal_error"
