@@ -10,7 +10,7 @@ Bodies are read raw (at most 64 KiB, else 413; Content-Type application/json, el
 validated by the aggregator, so every bad body gets 422 `{"error", "message"}` naming the
 field. Every other error answer has the same shape: query-parameter errors, unknown routes
 (404), wrong methods (405), a request too costly by its shape (422 `too_costly`), database
-trouble or a spent time budget (503, never 500), and the HTTP parser's 400s
+trouble or a spent time budget (503), a bug (500 `internal_error`) and the HTTP parser's 400s
 (`JsonErrorsProtocol`, the uvicorn protocol `hwledger serve` runs).
 """
 
@@ -146,16 +146,17 @@ FILTER_SCHEMA: dict[str, Any] = {
         "attributes": _ATTRIBUTES,
     },
 }
-_PLACEMENT = {
-    "description": "bid screening with exact=true: the replicas of each unit per node, counted",
-    "type": "array", "items": {"type": "object", "required": ["unit", "node", "count", "gpuSlots"],
-                               "properties": {
+_PLACED_UNIT = {
+    "type": "object", "required": ["unit", "node", "count", "gpuSlots"],
+    "properties": {
         "unit": {"type": "integer", "description": "index in resources[]"},
         "node": {"type": "string"},
         "count": {"type": "integer", "description": "replicas of the unit on this node"},
         "gpuSlots": {"type": "array", "items": {"type": "integer"},
                      "description": "the replicas' GPU slots in replica order, the same number "
-                                    "per replica"}}}}
+                                    "per replica"}}}
+_PLACEMENT = {"description": "bid screening with exact=true: each unit's replicas per node, "
+                             "counted", "type": "array", "items": _PLACED_UNIT}
 ANSWER_SCHEMA: dict[str, Any] = {
     "title": "ScreeningAnswer", "type": "object",
     "required": ["providers", "asOf", "truncated"],
@@ -195,9 +196,8 @@ INTERNAL_ERROR = orjson.dumps({"error": "internal_error",
 
 log = logging.getLogger(__name__)
 
-HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-               413: "body_too_large", 415: "unsupported_media_type"}
-"""The `error` of the answers the framework and the HTTP server give by status."""
+HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+"""The `error` of the framework's answers by status."""
 
 
 def failure(exc: Exception) -> tuple[int, bytes]:

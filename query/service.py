@@ -437,7 +437,7 @@ class QueryService:
                                  f"waiting for a worker (the service is busy); try again "
                                  f"later") from None
         try:
-            budget.check("waiting for a worker")
+            budget.check("before its work in a worker")
             return await asyncio.get_running_loop().run_in_executor(self._executor, work)
         finally:
             self._workers.release()
