@@ -31,6 +31,7 @@ from hwledger.deploy.commands import (
 )
 from hwledger.deploy.config import Settings
 from hwledger.schemas.errors import ConfigError, UserError
+from hwledger.schemas.secrets import redact
 from hwledger.seeds import SeedError
 
 BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE
@@ -57,17 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit
         return code
     except ConfigError as exc:
-        print(f"hwledger: error: {exc}", file=sys.stderr)
+        print(f"hwledger: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KafkaException as exc:
         error = exc.args[0]
         if not isinstance(error, KafkaError) or error.code() != KafkaError._INVALID_ARG:
             raise
-        print(f"hwledger: error: Kafka client configuration rejected: {error.str()} (see "
+        print(f"hwledger: error: Kafka client configuration rejected: {redact(error.str())} (see "
               f"HWLEDGER_KAFKA_OPT_* and HWLEDGER_KAFKA_CONFIG_FILE)", file=sys.stderr)
         return 2
     except (UserError, SeedError) as exc:
-        print(f"hwledger: error: {exc}", file=sys.stderr)
+        print(f"hwledger: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hwledger.schemas.db import check_database_url
 from hwledger.schemas.errors import ConfigError, UserError
+from hwledger.schemas.secrets import check_database_url
 from hwledger.schemas.signatures import AUDITOR_KEYS_SETTING, load_auditor_keys
 
 KAFKA_OPT_PREFIX = "HWLEDGER_KAFKA_OPT_"
@@ -81,6 +81,11 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return check_database_url(raw, name) if raw else None
+
+
 def kafka_option_name(variable: str) -> str:
     """The librdkafka property an HWLEDGER_KAFKA_OPT_* variable names: `_` is `.`, `__` is `_`."""
     words = variable.removeprefix(KAFKA_OPT_PREFIX).lower().split("__")
@@ -118,11 +123,6 @@ def kafka_options(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def safe_kafka_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A Kafka client config fit for logs: secret-looking values replaced by `***`."""
-    return {k: ("***" if any(w in k for w in SECRET_WORDS) else v) for k, v in config.items()}
-
-
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration; construct with `Settings.from_env()`."""
@@ -155,8 +155,8 @@ class Settings:
         env = os.environ if env is None else env
         partitions = _positive(env, "HWLEDGER_PARTITIONS", 6)
         return cls(
-            database_url=env.get("HWLEDGER_DATABASE_URL") or None,
-            query_database_url=env.get("HWLEDGER_QUERY_DATABASE_URL") or None,
+            database_url=_url(env, "HWLEDGER_DATABASE_URL"),
+            query_database_url=_url(env, "HWLEDGER_QUERY_DATABASE_URL"),
             kafka_bootstrap=env.get("HWLEDGER_KAFKA_BOOTSTRAP") or None,
             broker=_choice(env, "HWLEDGER_BROKER", ("kafka", "tansu")),
             topic=env.get("HWLEDGER_TOPIC") or "hwledger.events",
@@ -200,12 +200,10 @@ class Settings:
         if not self.database_url:
             raise UserError("no database configured: set HWLEDGER_DATABASE_URL or run "
                             "`hwledger dev up --detach` to start the local stack")
-        return check_database_url(self.database_url)
+        return self.database_url
 
     def require_query_database_url(self) -> str:
-        if self.query_database_url:
-            return check_database_url(self.query_database_url, "HWLEDGER_QUERY_DATABASE_URL")
-        return self.require_database_url()
+        return self.query_database_url or self.require_database_url()
 
     def auditor_keys(self) -> dict[str, tuple[bytes, ...]] | None:
         """The auditor keys audits are verified with; None (not verified) when unset."""

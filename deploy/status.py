@@ -24,9 +24,10 @@ from hwledger.deploy.kafka_admin import check_broker
 from hwledger.deploy.localstack import LocalStack
 from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
 from hwledger.projectors.writer import PROJECTION
-from hwledger.schemas.db import connect, redact, use_schema
+from hwledger.schemas.db import connect, use_schema
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import active_schema
+from hwledger.schemas.secrets import redact
 
 BROKER_TIMEOUT_S = 3.0
 HEALTH_TIMEOUT_S = 2.0

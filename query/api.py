@@ -58,6 +58,8 @@ from hwledger.query.service import (
     Unavailable,
 )
 
+log = logging.getLogger("hwledger.query")
+
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 10_000
 
@@ -182,6 +184,9 @@ _SCREENING_RESPONSES: dict[int | str, dict[str, Any]] = {
                                    "ran out (busy service or slow database), try again later"}}
 
 
+UNAVAILABLE_MESSAGE = "the database cannot answer right now; the service log has the cause"
+"""A 503's message: never the database's own words, which may name its address."""
+
 FAILURES: dict[type[Exception], tuple[int, str]] = {
     InvalidRequest: (422, "invalid_request"), InvalidParameter: (422, "invalid_parameter"),
     TooCostly: (422, "too_costly"), BodyTooLarge: (413, "body_too_large"),
@@ -203,7 +208,10 @@ HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 def failure(exc: Exception) -> tuple[int, bytes]:
     """The status and `{"error", "message"}` body of one of the FAILURES."""
     status, kind = next(FAILURES[c] for c in type(exc).__mro__ if c in FAILURES)
-    message = f"database: {exc}" if isinstance(exc, Unavailable) else str(exc)
+    message = str(exc)
+    if isinstance(exc, Unavailable):
+        log.warning("database unavailable: %s", exc)
+        message = UNAVAILABLE_MESSAGE
     return status, orjson.dumps({"error": kind, "message": message})
 
 

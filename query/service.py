@@ -49,6 +49,7 @@ from hwledger.query.binpacker import (
 from hwledger.schemas.db import check_schema_name
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import active_schema
+from hwledger.schemas.secrets import redact
 
 DEFAULT_LIMIT = 100
 SCHEMA_CACHE_SECONDS = 1.0
@@ -321,7 +322,7 @@ def unavailable_on_database_errors() -> Iterator[None]:
 
 def _unavailable(exc: Exception) -> Unavailable:
     first = str(getattr(exc, "orig", exc)).strip().splitlines()
-    return Unavailable(first[0] if first else type(exc).__name__)
+    return Unavailable(redact(first[0]) if first else type(exc).__name__)
 
 
 class QueryService:

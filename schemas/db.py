@@ -11,35 +11,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.secrets import redact
 
 DEFAULT_SCHEMA: str = "hwledger"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)@")
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by `***`, safe for logs and error messages."""
-    return _PASSWORD.sub(r"\1***@", url)
-
-
-def check_database_url(url: str, setting: str = "HWLEDGER_DATABASE_URL") -> str:
-    """`url` when libpq can parse it (a URL or `key=value` conninfo) and every port is a
-    number; else a one-line UserError naming `setting`, the password redacted."""
-    try:
-        ports = str(conninfo_to_dict(url).get("port") or "")
-    except psycopg.ProgrammingError as exc:
-        password = _PASSWORD.search(url)
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "cannot parse it"
-        if password and password[2]:
-            detail = detail.replace(password[2], "***")
-        raise UserError(f"{setting} is not a valid PostgreSQL URL: {detail}") from None
-    for port in filter(None, ports.split(",")):
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise UserError(f"{setting}={redact(url)}: port {port!r} is not a port number")
-    return url
 
 
 def check_schema_name(schema: str) -> str:
@@ -57,9 +34,8 @@ def connect(url: str, schema: str | None = DEFAULT_SCHEMA, *, autocommit: bool =
         conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
     except psycopg.OperationalError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"cannot connect to PostgreSQL at {redact(url)} ({setting}): {first_line}"
-        ) from exc
+        raise UserError(redact(
+            f"cannot connect to PostgreSQL at {url} ({setting}): {first_line}")) from exc
     if schema is not None:
         use_schema(conn, schema)
         if not autocommit:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from hwledger.deploy.config import Settings
+from hwledger.schemas.secrets import RedactingFormatter
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 Subparsers = Any  # argparse's _SubParsersAction is private
@@ -47,3 +50,10 @@ def wait_until_stopped() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with contextlib.suppress(KeyboardInterrupt):
         stopped.wait()
+
+
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """Log lines (every logger's, uvicorn's too) to stderr, each through `redact`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from datetime import timedelta
 
-from hwledger.deploy.commands import Subparsers, add_command, add_group
+from hwledger.deploy.commands import Subparsers, add_command, add_group, configure_logging
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
 from hwledger.deploy.status import Unreachable, gather_broker
@@ -73,8 +71,7 @@ def _schema(settings: Settings, url: str) -> str:
 
 
 def _project(args: argparse.Namespace, settings: Settings) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     url = settings.require_database_url()
     config = ProjectorConfig(
         database_url=url, schema=_schema(settings, url), topic=settings.topic,

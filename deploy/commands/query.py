@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hwledger.deploy.commands import Subparsers, add_command
+from hwledger.deploy.commands import Subparsers, add_command, configure_logging
 from hwledger.deploy.config import Settings
 from hwledger.deploy.localstack import free_port
 from hwledger.query.aggregator import GroupRequest, InvalidRequest, parse_group_spec
@@ -41,11 +41,17 @@ def service_for(settings: Settings) -> QueryService:
                             workers=settings.query_workers))
 
 
-def app_from_env() -> Any:
-    """The ASGI app from HWLEDGER_* settings (the factory each `--workers` process calls)."""
+def _app(settings: Settings) -> Any:
     from hwledger.query.api import create_app
 
-    return create_app(service_for(Settings.from_env()))
+    return create_app(service_for(settings))
+
+
+def app_from_env() -> Any:
+    """The ASGI app from HWLEDGER_* settings (the factory each `--workers` process calls),
+    logging through `redact`."""
+    configure_logging()
+    return _app(Settings.from_env())
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,13 +61,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     migrated_schema(settings.require_query_database_url(), settings.db_schema)
     host, port = args.host or settings.http_host, args.port or settings.http_port
+    configure_logging(args.log_level.upper())
     if args.workers > 1:
         uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, host=host,
                     port=port, log_level=args.log_level, access_log=False,
-                    http=JsonErrorsProtocol)
+                    http=JsonErrorsProtocol, log_config=None)
     else:
-        uvicorn.run(app_from_env(), host=host, port=port, log_level=args.log_level,
-                    access_log=False, http=JsonErrorsProtocol)
+        uvicorn.run(_app(settings), host=host, port=port, log_level=args.log_level,
+                    access_log=False, http=JsonErrorsProtocol, log_config=None)
     return 0
 
 

@@ -12,6 +12,7 @@ from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.config import Settings
 from hwledger.deploy.status import exit_code, gather, rows
 from hwledger.projectors.writer import PROJECTION
+from hwledger.schemas.secrets import redact
 
 STYLES = {"ok": "green", "warn": "yellow", "down": "red"}
 
@@ -32,6 +33,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     table.add_column("state", no_wrap=True)
     table.add_column("detail", overflow="fold")
     for row in rows(report):
-        table.add_row(Text(row.part), Text(row.state, style=STYLES[row.state]), Text(row.detail))
+        table.add_row(Text(row.part), Text(row.state, style=STYLES[row.state]),
+                      Text(redact(row.detail)))
     Console().print(table)
     return exit_code(report)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from hwledger.query.api import MAX_BODY_BYTES, create_app
+from hwledger.query.api import MAX_BODY_BYTES, UNAVAILABLE_MESSAGE, create_app
 from hwledger.query.service import QueryService, make_engine
 
 NOWHERE = "postgresql://nobody@127.0.0.1:1/none"
@@ -95,8 +95,8 @@ def test_bodies_over_64_kib_are_413(client: TestClient) -> None:
 
 def test_valid_request_without_database_is_503_not_500(client: TestClient) -> None:
     status, answer = post(client, {"resources": [GPU_UNIT]})
-    assert status == 503 and answer["error"] == "unavailable"
-    assert client.get("/readyz").status_code == 503
+    assert status == 503 and answer == {"error": "unavailable", "message": UNAVAILABLE_MESSAGE}
+    assert client.get("/readyz").json() == answer
     assert client.get("/healthz").json() == {"status": "ok"}
 
 

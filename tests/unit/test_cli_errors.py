@@ -32,7 +32,7 @@ from tests.cli import HWLEDGER, one_line_error, run
 def test_a_malformed_database_url_is_one_line(tmp_path: Path, command: list[str],
                                               variable: str, url: str, cause: str) -> None:
     result = run(command, tmp_path, **{variable: url})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert one_line_error(result) == f"hwledger: error: {cause}"
 
 
