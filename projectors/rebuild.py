@@ -50,6 +50,7 @@ from hwledger.schemas.migrations import (
     hwledger_schemas,
     prepare_schema,
 )
+from hwledger.schemas.roles import grant_read
 from hwledger.schemas.signatures import AuditorKeys
 
 log = logging.getLogger("hwledger.rebuild")
@@ -79,10 +80,7 @@ def copy_read_grants(conn: psycopg.Connection[Any], source: str, target: str) ->
     returns those roles."""
     roles = [str(r[0]) for r in conn.execute(READ_GRANTEES, (source,)).fetchall()]
     for role in roles:
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-            sql.Identifier(target), sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
-            sql.Identifier(target), sql.Identifier(role)))
+        grant_read(conn, target, role)
     return roles
 
 

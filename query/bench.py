@@ -288,7 +288,8 @@ def http_server(database_url: str, schema: str, port: int, workers: int
                 ) -> Iterator[psutil.Process]:
     """`hwledger serve` in its own process on the bench schema."""
     env = {**os.environ, "HWLEDGER_QUERY_DATABASE_URL": database_url,
-           "HWLEDGER_DATABASE_URL": database_url, "HWLEDGER_DB_SCHEMA": schema}
+           "HWLEDGER_DATABASE_URL": database_url, "HWLEDGER_DB_SCHEMA": schema,
+           "HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "hwledger.deploy.cli", "serve", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning"], env=env)

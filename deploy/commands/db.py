@@ -1,9 +1,10 @@
-"""`hwledger db migrate|seed`: bring the read-model schemas up to date.
+"""`hwledger db migrate|seed`: bring the read-model schemas and the query role up to date.
 
 Without HWLEDGER_DB_SCHEMA both reach the active schema (`hwledger_meta.active_schema`, created
 when missing) and every other read-model schema still present (`hwledger`, `hwledger_v<N>`), so
 a rebuild's switch never leaves the live schema behind; HWLEDGER_DB_SCHEMA names one schema.
-`--to VERSION` stops early (the state an older hwledger left).
+`--to VERSION` stops early (the state an older hwledger left). `migrate` also makes the query
+service's role read-only on each of them (schemas/roles.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hwledger.deploy.commands import Subparsers, add_command, add_group
 from hwledger.deploy.config import Settings
 from hwledger.schemas.db import connect, use_schema
 from hwledger.schemas.migrations import migrate, read_model_schemas
+from hwledger.schemas.roles import ensure_query_role
 from hwledger.seeds import seed_database
 
 
@@ -25,7 +27,8 @@ def register(subparsers: Subparsers) -> None:
     db = add_group(subparsers, "db", "database migrations and seed data")
     migrate_command = add_command(db, "migrate", _migrate,
                                   "apply pending migrations to the active schema and every "
-                                  "read-model schema present (idempotent)")
+                                  "read-model schema present, and grant the query service's "
+                                  "read-only role (idempotent)")
     migrate_command.add_argument("--to", type=int, metavar="VERSION",
                                  help="stop after this migration (default: the newest)")
     seed = add_command(db, "seed", _seed, "load seeds/interface_types.json into the same "
@@ -44,6 +47,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
             print(f"schema {schema!r}: applied {names}" if applied
                   else f"schema {schema!r} is up to date")
+            print(ensure_query_role(conn, schema, settings.query_database_url))
     return 0
 
 

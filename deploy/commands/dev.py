@@ -13,6 +13,7 @@ from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import BROKERS, LocalStack
 from hwledger.schemas.db import DEFAULT_SCHEMA
 from hwledger.schemas.migrations import prepare_schema
+from hwledger.schemas.roles import prepare_query_role
 
 console = Console()
 
@@ -37,11 +38,14 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     try:
         ensure_topic({"bootstrap.servers": info.kafka_bootstrap}, settings.topic,
                      settings.partitions)
-        prepare_schema(info.database_url, settings.db_schema or DEFAULT_SCHEMA)
+        schema = settings.db_schema or DEFAULT_SCHEMA
+        prepare_schema(info.database_url, schema)
+        prepare_query_role(info.database_url, schema, info.query_database_url)
     except BaseException:
         stack.down()
         raise
     print(f"PostgreSQL    HWLEDGER_DATABASE_URL={info.database_url}")
+    print(f"query role    HWLEDGER_QUERY_DATABASE_URL={info.query_database_url}")
     print(f"Kafka broker  HWLEDGER_KAFKA_BOOTSTRAP={info.kafka_bootstrap}")
     console.print(f"broker        {info.broker_label()}")
     console.print(f"topic         {settings.topic} ({settings.partitions} partitions)")

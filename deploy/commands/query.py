@@ -59,7 +59,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from hwledger.query.api import JsonErrorsProtocol
 
-    migrated_schema(settings.require_query_database_url(), settings.db_schema)
+    migrated_schema(settings.checked_query_database_url(), settings.db_schema)
     host, port = args.host or settings.http_host, args.port or settings.http_port
     configure_logging(args.log_level.upper())
     if args.workers > 1:

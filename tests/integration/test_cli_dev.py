@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hwledger.deploy.kafka_dist import KAFKA_VERSION
 from hwledger.deploy.localstack import TANSU_NOTICE
-from tests.cli import HWLEDGER, run
+from tests.integration.command_support import HWLEDGER, call, run, serving
 from tests.servers import Servers
 
 
@@ -35,6 +35,7 @@ def test_dev_up_status_down(home: Path, broker: str, label: str) -> None:
     up = run(["dev", "up", "--detach", "--broker", broker], home)
     assert up.returncode == 0, up.stderr
     assert "HWLEDGER_DATABASE_URL=postgresql://" in up.stdout and label in up.stdout
+    assert "HWLEDGER_QUERY_DATABASE_URL=postgresql://hwledger_query@" in up.stdout
     try:
         status = run(["dev", "status"], home)
         assert status.returncode == 0 and '"running": true' in status.stdout
@@ -43,6 +44,9 @@ def test_dev_up_status_down(home: Path, broker: str, label: str) -> None:
         migrate = run(["db", "migrate"], home)
         assert migrate.returncode == 0 and "up to date" in migrate.stdout
         assert label in run(["status"], home).stdout
+        assert "checked role 'hwledger_query'" in migrate.stdout
+        with serving(home) as (_, base):
+            assert call(base, "/readyz")[0] == 200
     finally:
         down = run(["dev", "down"], home)
     assert down.returncode == 0 and "stopped" in down.stdout

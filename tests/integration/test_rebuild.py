@@ -93,7 +93,7 @@ def test_rebuild_switch_under_query_load_then_verify_equal(
         tmp_path: Path) -> None:
     settings = Settings(database_url=own_database, kafka_bootstrap=servers.kafka_bootstrap,
                         topic=topic, partitions=3, home=tmp_path, http_port=free_port(),
-                        online_ttl_seconds=10**9)
+                        online_ttl_seconds=10**9, query_allow_writable_role=True)
     events = list(history(seed=11, providers=400, events=50_000))
     with live_system(settings, group_id=f"live-{topic}") as system:
         loop = QueryLoop(system)
