@@ -26,12 +26,21 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
+def unparsable(setting: str) -> UserError:
+    """The error for a connection string libpq cannot parse (its own words may quote the
+    password, so they are not repeated)."""
+    return UserError(f"{setting}: libpq cannot parse it; percent-encode spaces and reserved "
+                     "characters in a URL, quote values with spaces in key=value form")
+
+
 def connect(url: str, schema: str | None = DEFAULT_SCHEMA, *, autocommit: bool = False,
             setting: str = "HWLEDGER_DATABASE_URL",
             connect_timeout: int = 5) -> psycopg.Connection[Any]:
     """Connect and point search_path at `schema`; an unreachable server raises UserError."""
     try:
         conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
+    except psycopg.ProgrammingError:
+        raise unparsable(setting) from None
     except psycopg.OperationalError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(redact(

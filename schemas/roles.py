@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from hwledger.schemas.db import connect
+from hwledger.schemas.db import connect, unparsable
 from hwledger.schemas.errors import ConfigError
 from hwledger.schemas.migrations import active_schema
 
@@ -49,7 +49,10 @@ def query_role(query_url: str | None) -> tuple[str, str | None]:
     `hwledger_query` without a password (trust or peer authentication, the local stack)."""
     if not query_url:
         return QUERY_ROLE, None
-    params = conninfo_to_dict(query_url)
+    try:
+        params = conninfo_to_dict(query_url)
+    except psycopg.ProgrammingError:
+        raise unparsable("HWLEDGER_QUERY_DATABASE_URL") from None
     password = params.get("password")
     return str(params.get("user") or QUERY_ROLE), str(password) if password else None
 

@@ -3,9 +3,10 @@
 No Docker engine or cluster is available where this project is developed, so these files are
 never run here; instead every file is parsed and its essentials checked against the code: the
 images are pinned, every `hwledger` command line parses with the real CLI parser, env names
-exist in `deploy/config.py`, probes hit the service routes on the configured ports, and
-secrets only arrive through secretKeyRef. The configuration table of docs/operations.md must
-list exactly `ENV_VARS`.
+exist in `deploy/config.py`, probes hit the service routes on the configured ports, secrets
+only arrive through secretKeyRef or required compose variables (no default passwords), the
+query service gets only its read-only role's URL, and compose publishes on loopback only.
+The configuration table of docs/operations.md must list exactly `ENV_VARS`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hwledger.deploy.cli import build_parser
 from hwledger.deploy.config import ENV_VARS, KAFKA_OPT_PREFIX, SECRET_WORDS, Settings
 from hwledger.query.api import create_app
 from hwledger.query.service import QueryService
+from hwledger.schemas.roles import QUERY_ROLE, query_role
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -316,3 +318,35 @@ def test_operations_doc_documents_every_setting() -> None:
     documented = set(re.findall(r"^\| `(HWLEDGER_\w+)` \|",
                                 (ROOT / "docs" / "operations.md").read_text("utf-8"), re.M))
     assert documented == set(ENV_VARS), "keep the table in docs/operations.md equal to ENV_VARS"
+
+
+def test_compose_has_no_default_passwords() -> None:
+    text = (DEPLOY / "compose.yaml").read_text("utf-8")
+    variables = re.findall(r"\$\{(\w+)(:?[?-]?)", text)
+    secret = [(name, how) for name, how in variables if "PASSWORD" in name]
+    assert {name for name, _ in secret} == {"POSTGRES_PASSWORD", "HWLEDGER_QUERY_PASSWORD"}
+    assert all(how == ":?" for _, how in secret), "a password variable must be required"
+    for svc in hwledger_services().values():
+        for name, value in svc["environment"].items():
+            if name.endswith("DATABASE_URL"):
+                assert re.fullmatch(r"postgresql://\w+:\$\{\w+:\?[^}]*\}@[^@]+", value), value
+
+
+def test_the_query_service_gets_only_the_read_only_role() -> None:
+    services = hwledger_services()
+    query, migrate = services["query"]["environment"], services["migrate"]["environment"]
+    assert "HWLEDGER_DATABASE_URL" not in query
+    interpolated = re.sub(r"\$\{[^}]*\}", "pw", query["HWLEDGER_QUERY_DATABASE_URL"])
+    assert query_role(interpolated) == (QUERY_ROLE, "pw")
+    assert migrate["HWLEDGER_QUERY_DATABASE_URL"] == query["HWLEDGER_QUERY_DATABASE_URL"]
+    assert "HWLEDGER_QUERY_DATABASE_URL" not in services["projector"]["environment"]
+    env = {container["name"]: {e["name"] for e in container.get("env", [])}
+           for container in k8s_containers()}
+    assert env["query"] == {"HWLEDGER_QUERY_DATABASE_URL"}
+    assert {"HWLEDGER_DATABASE_URL", "HWLEDGER_QUERY_DATABASE_URL"} <= env["migrate"]
+
+
+def test_compose_publishes_ports_on_loopback_only() -> None:
+    published = [port for svc in load_compose()["services"].values()
+                 for port in svc.get("ports", [])]
+    assert published and all(str(port).startswith("127.0.0.1:") for port in published)
