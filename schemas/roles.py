@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from hwledger.schemas.db import connect, unparsable
 from hwledger.schemas.errors import ConfigError
 from hwledger.schemas.migrations import active_schema
+from hwledger.schemas.secrets import redact
 
 QUERY_ROLE = "hwledger_query"
 META_SCHEMA = "hwledger_meta"
@@ -77,32 +78,45 @@ def ensure_query_role(conn: psycopg.Connection[Any], schema: str, query_url: str
                       ) -> str:
     """Create (when missing and allowed) the query service's role, set its password from the
     query URL, make it read-only and grant it only USAGE + SELECT on `schema`, the active
-    schema and hwledger_meta; returns a one-line account of what it did or could not do."""
+    schema (when it exists) and hwledger_meta; returns a one-line account of what it did or
+    could not do."""
     role, password = query_role(query_url)
-    with conn.transaction():
-        me = conn.execute("SELECT current_user, rolsuper OR rolcreaterole FROM pg_roles "
-                          "WHERE rolname = current_user").fetchone()
-        assert me is not None
-        if role == me[0]:
-            return (f"the query service's URL names the migrating role {role!r}, which can "
-                    f"write; give HWLEDGER_QUERY_DATABASE_URL a role of its own (default "
-                    f"{QUERY_ROLE})")
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        if not me[1] and not exists:
-            return (f"role {role!r} is missing and {me[0]!r} may not create roles: run "
-                    f"CREATE ROLE {role} LOGIN PASSWORD '...' as an administrator, then "
-                    "`hwledger db migrate` again (docs/operations.md, Database roles)")
-        if me[1]:
-            if not exists:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-            if password is not None:
-                verifier = conn.pgconn.encrypt_password(password.encode(), role.encode())
-                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(role), sql.Literal(verifier.decode())))
-            conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
-                         .format(sql.Identifier(role)))
-        for name in dict.fromkeys((schema, active_schema(conn), META_SCHEMA)):
-            _only_read(conn, name, role)
+    try:
+        with conn.transaction():
+            return _ensure(conn, schema, role, password)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return (f"could not grant role {role!r} read access: "
+                f"{redact(str(exc).splitlines()[0])}; grant it as the schemas' owner "
+                "(docs/operations.md, Database roles)")
+
+
+def _ensure(conn: psycopg.Connection[Any], schema: str, role: str, password: str | None
+            ) -> str:
+    me = conn.execute("SELECT current_user, rolsuper OR rolcreaterole FROM pg_roles "
+                      "WHERE rolname = current_user").fetchone()
+    assert me is not None
+    if role == me[0]:
+        return (f"the query service's URL names the migrating role {role!r}, which can "
+                f"write; give HWLEDGER_QUERY_DATABASE_URL a role of its own (default "
+                f"{QUERY_ROLE})")
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if not me[1] and not exists:
+        return (f"role {role!r} is missing and {me[0]!r} may not create roles: run "
+                f"CREATE ROLE {role} LOGIN PASSWORD '...' as an administrator, then "
+                "`hwledger db migrate` again (docs/operations.md, Database roles)")
+    if me[1]:
+        if not exists:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        if password is not None:
+            verifier = conn.pgconn.encrypt_password(password.encode(), role.encode())
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(verifier.decode())))
+        conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
+                     .format(sql.Identifier(role)))
+    wanted = list(dict.fromkeys((schema, active_schema(conn), META_SCHEMA)))
+    for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
+                                "ORDER BY nspname", (wanted,)).fetchall():
+        _only_read(conn, name, role)
     return (f"{'created' if not exists else 'checked'} role {role!r}: USAGE + SELECT on "
             f"{schema}, the active schema and {META_SCHEMA}")
 

@@ -109,3 +109,48 @@ def test_serve_answers_as_the_read_only_role_which_cannot_write(
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
             conn.execute("INSERT INTO hwledger_meta.deferred_inventory VALUES ('x')")
         conn.rollback()
+
+
+@pytest.fixture
+def plain_owner(database_url: str) -> Iterator[tuple[str, str]]:
+    """A database owned by a LOGIN role that is neither superuser nor CREATEROLE: its URL as
+    that owner and as the administrator."""
+    owner, name = f"o_{uuid.uuid4().hex[:10]}", f"plain_{uuid.uuid4().hex[:10]}"
+    with connect(database_url, None, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(owner)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(owner)))
+    parts = urlsplit(database_url)._replace(path=f"/{name}")
+    yield (urlunsplit(parts._replace(netloc=f"{owner}@{parts.hostname}:{parts.port}")),
+           urlunsplit(parts))
+    with connect(database_url, None, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(owner)))
+
+
+def test_an_owner_that_may_not_create_roles_is_told_what_to_run(
+        plain_owner: tuple[str, str], database_url: str, home: Path) -> None:
+    owner_url, admin_url = plain_owner
+    role = f"q_{uuid.uuid4().hex[:10]}"
+    env = {"HWLEDGER_DATABASE_URL": owner_url,
+           "HWLEDGER_QUERY_DATABASE_URL": with_user(owner_url, role, "pw")}
+    first = run(["db", "migrate"], home, **env)
+    assert first.returncode == 0, first.stderr
+    assert f"role {role!r} is missing" in first.stdout and f"CREATE ROLE {role}" in first.stdout
+    with connect(database_url, None, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        second = run(["db", "migrate"], home, **env)
+        assert second.returncode == 0 and f"checked role {role!r}" in second.stdout
+        check_query_role(env["HWLEDGER_QUERY_DATABASE_URL"], None, "X")
+        with connect(admin_url, None, autocommit=True) as admin:
+            admin.execute("CREATE SCHEMA elsewhere")
+            admin.execute("UPDATE hwledger_meta.active_schema SET schema_name = 'elsewhere'")
+        third = run(["db", "migrate"], home, **env)
+        assert third.returncode == 0 and third.stdout.splitlines()[-1].startswith(
+            f"could not grant role {role!r} read access: permission denied")
+    finally:
+        with connect(admin_url, None, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with connect(database_url, None, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
