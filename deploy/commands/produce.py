@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hwledger.deploy.commands import Subparsers, add_command, add_group
+from hwledger.deploy.commands import Subparsers, add_command, add_group, configure_logging
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
@@ -243,6 +244,7 @@ def _keygen(args: argparse.Namespace, settings: Settings) -> int:
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
     if args.interval <= 0 or args.check_interval <= 0:
         raise UserError("--interval and --check-interval must be positive")
+    configure_logging(logging.WARNING)
     prober = Prober(require_provider_id(settings), node_id(settings.node_id, settings.home),
                     ProbeOptions.from_env())
     publisher = Publisher.from_settings(settings)

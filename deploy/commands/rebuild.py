@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
@@ -16,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from hwledger.deploy.commands import Subparsers, add_command
+from hwledger.deploy.commands import Subparsers, add_command, configure_logging
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
 from hwledger.projectors.rebuild import RebuildProgress, drop_old, rebuild
@@ -62,6 +63,7 @@ def log_size(kafka: dict[str, object], topic: str) -> int:
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(logging.WARNING)
     tune_gc()
     url = settings.require_database_url()
     if args.drop_old:
