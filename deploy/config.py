@@ -27,7 +27,9 @@ KAFKA_CONFIG_FILE = "HWLEDGER_KAFKA_CONFIG_FILE"
 SECRET_WORDS = ("password", "secret", "token", "key")
 ENV_VARS = {
     "HWLEDGER_DATABASE_URL": "Postgres URL for migrations and projectors (read-write)",
+    "HWLEDGER_DATABASE_URL_FILE": "a file holding HWLEDGER_DATABASE_URL (a mounted secret)",
     "HWLEDGER_QUERY_DATABASE_URL": "Postgres URL for the query service's read-only role",
+    "HWLEDGER_QUERY_DATABASE_URL_FILE": "a file holding HWLEDGER_QUERY_DATABASE_URL",
     "HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE": "1: let the query service run on a role that can write",
     "HWLEDGER_KAFKA_BOOTSTRAP": "Kafka bootstrap servers, host:port[,host:port]",
     KAFKA_CONFIG_FILE: "Kafka client properties file, name=value lines (librdkafka names)",
@@ -90,7 +92,17 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name)
+    """The URL in variable `name`, or in the file `name`_FILE names (a mounted secret)."""
+    raw, path = env.get(name), env.get(f"{name}_FILE")
+    if path:
+        if raw:
+            raise ConfigError(f"set {name} or {name}_FILE, not both")
+        try:
+            raw = Path(path).read_text("utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path}: cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}_FILE={path}: not UTF-8 text") from None
     return check_database_url(raw, name) if raw else None
 
 

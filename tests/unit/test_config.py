@@ -123,3 +123,21 @@ def test_query_limits_come_from_the_environment(tmp_path: Path) -> None:
     service.engine.dispose()
     with pytest.raises(UserError, match="HWLEDGER_QUERY_WORKERS=0 must be at least 1"):
         Settings.from_env({**env, "HWLEDGER_QUERY_WORKERS": "0"})
+
+
+def test_database_urls_can_come_from_secret_files(tmp_path: Path) -> None:
+    owner, reader = tmp_path / "owner", tmp_path / "reader"
+    owner.write_text("postgresql://hwledger:s%40cret@db/hw\n")
+    reader.write_text("postgresql://hwledger_query:pw@db/hw")
+    s = Settings.from_env({"HWLEDGER_DATABASE_URL_FILE": str(owner),
+                           "HWLEDGER_QUERY_DATABASE_URL_FILE": str(reader)})
+    assert (s.database_url, s.query_database_url) == (
+        "postgresql://hwledger:s%40cret@db/hw", "postgresql://hwledger_query:pw@db/hw")
+    with pytest.raises(ConfigError, match="not both"):
+        Settings.from_env({"HWLEDGER_DATABASE_URL_FILE": str(owner),
+                           "HWLEDGER_DATABASE_URL": "postgresql://db/hw"})
+    with pytest.raises(ConfigError, match=r"HWLEDGER_DATABASE_URL_FILE=.*cannot read it"):
+        Settings.from_env({"HWLEDGER_DATABASE_URL_FILE": str(tmp_path / "missing")})
+    owner.write_bytes(b"postgresql://u:\xff@db/hw")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text$"):
+        Settings.from_env({"HWLEDGER_DATABASE_URL_FILE": str(owner)})
