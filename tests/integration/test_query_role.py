@@ -154,3 +154,11 @@ def test_an_owner_that_may_not_create_roles_is_told_what_to_run(
             admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with connect(database_url, None, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_serve_without_its_database_exits_1_in_one_line(home: Path) -> None:
+    result = run(["serve", "--port", str(free_port())], home,
+                 HWLEDGER_QUERY_DATABASE_URL="postgresql://hwledger_query:pw@127.0.0.1:1/hw")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert "HWLEDGER_QUERY_DATABASE_URL" in result.stderr and ":pw@" not in result.stderr
