@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 
 from hwledger.deploy.localstack import free_port
+from hwledger.projectors.rebuild import create_versioned_schema
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import ConfigError
 from hwledger.schemas.roles import check_query_role
@@ -162,3 +163,13 @@ def test_serve_without_its_database_exits_1_in_one_line(home: Path) -> None:
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "cannot connect to PostgreSQL" in result.stderr
     assert "HWLEDGER_QUERY_DATABASE_URL" in result.stderr and ":pw@" not in result.stderr
+
+
+def test_a_rebuild_schema_carries_the_query_roles_grants(
+        own_database: str, query_role: tuple[str, str], migrated: dict[str, str]) -> None:
+    schema = create_versioned_schema(own_database)
+    with connect(own_database, None, autocommit=True) as conn:
+        conn.execute("UPDATE hwledger_meta.active_schema SET schema_name = %s", (schema,))
+    check_query_role(query_role[1], None, "HWLEDGER_QUERY_DATABASE_URL")
+    with connect(query_role[1], schema) as conn:
+        assert conn.execute("SELECT count(*) FROM interface_type").fetchone() != (0,)
