@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hwledger.deploy.kafka_dist import KAFKA_VERSION
 from hwledger.deploy.localstack import TANSU_NOTICE
-from tests.integration.command_support import HWLEDGER, call, run, serving
+from tests.cli import HWLEDGER, call, run, serving
 from tests.servers import Servers
 
 

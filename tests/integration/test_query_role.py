@@ -18,7 +18,7 @@ from hwledger.projectors.rebuild import create_versioned_schema
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import ConfigError
 from hwledger.schemas.roles import check_query_role
-from tests.integration.command_support import call, run, serving
+from tests.cli import call, run, serving
 
 GPU_REQUEST = {"resources": [{"resource": {"cpu": {"units": {"val": "1000"}}}, "count": 1}]}
 

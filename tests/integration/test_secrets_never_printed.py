@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from hwledger.query.api import UNAVAILABLE_MESSAGE
-from tests.integration.command_support import call, run, serving
+from tests.cli import call, run, serving
 from tests.servers import Servers
 
 TOKENS = ("Zq7Xk", "Yv3Wj", "Tn5Rm", "Ls8Pd", "Qh2Gc", "Bf6Nt")
