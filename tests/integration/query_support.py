@@ -57,6 +57,19 @@ def fresh_schema(database_url: str) -> AbstractContextManager[str]:
 
 
 @contextmanager
+def schema_with(database_url: str, events: Sequence[Event]) -> Iterator[str]:
+    """A fresh schema holding `events`, applied by the projector's `apply_events` (no Kafka)."""
+    from hwledger.projectors import apply_events
+    from hwledger.schemas.db import connect
+
+    with fresh_schema(database_url) as schema:
+        with connect(database_url, schema) as conn:
+            apply_events(conn, events)
+            conn.commit()
+        yield schema
+
+
+@contextmanager
 def client(database_url: str, schema: str | None, now: datetime, *,
            online_ttl_seconds: int = 900, max_wait_seconds: float = 0.5
            ) -> Iterator[TestClient]:

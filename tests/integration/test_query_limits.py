@@ -23,9 +23,8 @@ import uvicorn
 from hwledger.deploy.localstack import free_port
 from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.query.service import Limits, QueryService, make_engine
-from hwledger.schemas.db import connect
 from tests.factories import at, gpu, snapshot
-from tests.integration.query_support import Event, fresh_schema
+from tests.integration.query_support import Event, schema_with
 
 NOW = at(10)
 PROVIDERS = 40
@@ -43,12 +42,7 @@ def fleet() -> list[Event]:
 
 @pytest.fixture(scope="module")
 def fleet_schema(database_url: str) -> Iterator[str]:
-    from hwledger.projectors import apply_events
-
-    with fresh_schema(database_url) as schema:
-        with connect(database_url, schema) as conn:
-            apply_events(conn, fleet())
-            conn.commit()
+    with schema_with(database_url, fleet()) as schema:
         yield schema
 
 

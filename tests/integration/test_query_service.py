@@ -37,6 +37,7 @@ from tests.integration.query_support import (
     gpu_unit,
     group_spec,
     owners,
+    schema_with,
     screener,
 )
 
@@ -59,12 +60,7 @@ def small_fleet() -> list[Event]:
 
 @pytest.fixture(scope="module")
 def fleet_schema(database_url: str) -> Iterator[str]:
-    from hwledger.projectors import apply_events
-
-    with fresh_schema(database_url) as schema:
-        with connect(database_url, schema) as conn:
-            apply_events(conn, small_fleet())
-            conn.commit()
+    with schema_with(database_url, small_fleet()) as schema:
         yield schema
 
 
