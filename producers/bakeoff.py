@@ -124,7 +124,8 @@ def _system(hardware: Mapping[str, Any]) -> dict[str, Any]:
             "cpu_cores": _int(hardware, "cpu_cores"),
             "cpu_threads": _int(hardware, "cpu_threads"),
             "ram_bytes": round(float(hardware.get("ram_gb") or 0) * GiB),
-            "architecture": DEFAULT_ARCHITECTURE, "motherboard": hardware.get("motherboard")}
+            "architecture": hardware.get("architecture") or DEFAULT_ARCHITECTURE,
+            "motherboard": hardware.get("motherboard")}
 
 
 def _software(hardware: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,6 +167,15 @@ def _metrics(doc: Mapping[str, Any], hardware: Mapping[str, Any]) -> dict[str, A
             "gpu_sm_utilization_pct": None, "energy_wh": total("energy_wh")}
 
 
+def _exported(derived: dict[str, Any], doc: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """`derived` with the values a hwledger-exported file states under `key` (exact, where
+    the bakeoff fields lose detail)."""
+    stated = doc.get(key)
+    if not isinstance(stated, Mapping):
+        return derived
+    return {**derived, **{k: stated[k] for k in derived if k in stated}}
+
+
 def _snapshot(hardware: Mapping[str, Any], provider_id: str, key: str,
               occurred_at: datetime) -> dict[str, Any]:
     system, gpus = _system(hardware), _gpus(hardware)
@@ -178,6 +188,11 @@ def _snapshot(hardware: Mapping[str, Any], provider_id: str, key: str,
                         "memory_bytes": system["ram_bytes"], "ephemeral_storage_bytes": 0},
         "storage": [],
     }
+
+
+def system_of(snapshot: Mapping[str, Any]) -> str:
+    """The system_hardware_id a HardwareSnapshotted payload's system and GPUs derive."""
+    return identity.system_hardware_id(snapshot["system"], snapshot["gpus"])
 
 
 def snapshot_events(doc: Any, provider_id: str, hardware_id: str) -> list[Event]:
@@ -199,13 +214,15 @@ def run_events(doc: Any, provider_id: str) -> list[Event]:
         raise BakeoffError("run_id is missing")
     if not isinstance(hardware, Mapping):
         raise BakeoffError("hardware block is missing")
-    status = STATUSES.get(str(doc.get("run_status")))
+    status = (doc["status"] if isinstance(doc.get("status"), str)
+              else STATUSES.get(str(doc.get("run_status"))))
     if status is None:
         raise BakeoffError(f"run_status {doc.get('run_status')!r} is not one of "
                            f"{', '.join(STATUSES)}")
-    started = parse_time(doc.get("timestamp") or doc.get("created_at"), "timestamp")
-    finished = max(started, parse_time(doc.get("updated_at") or doc.get("created_at"),
-                                       "updated_at"))
+    started = parse_time(doc.get("started_at") or doc.get("timestamp")
+                         or doc.get("created_at"), "timestamp")
+    finished = max(started, parse_time(doc.get("finished_at") or doc.get("updated_at")
+                                       or doc.get("created_at"), "updated_at"))
     snapshot = _snapshot(hardware, provider_id, run_id, started)
     snapshot_id, node_id, system = snapshot["event_id"], snapshot["node_id"], snapshot["system"]
     gpus, producer = snapshot["gpus"], snapshot["producer"]
@@ -215,16 +232,18 @@ def run_events(doc: Any, provider_id: str) -> list[Event]:
         "event_id": _event_id(provider_id, run_id, "RunStarted"), "occurred_at": started,
         "producer": producer, "run_id": run_id, "provider_id": provider_id,
         "node_id": node_id, "snapshot_event_id": snapshot_id,
-        "resources": {"cpu_millicores": system["cpu_threads"] * 1000,
-                      "memory_bytes": system["ram_bytes"], "ephemeral_storage_bytes": 0,
-                      "gpu_slots": sorted(g["slot_index"] for g in gpus)},
-        "task_ref": None,
+        "resources": _exported({"cpu_millicores": system["cpu_threads"] * 1000,
+                                "memory_bytes": system["ram_bytes"],
+                                "ephemeral_storage_bytes": 0,
+                                "gpu_slots": sorted(g["slot_index"] for g in gpus)},
+                               doc, "resources"),
+        "task_ref": doc["task_ref"] if isinstance(doc.get("task_ref"), str) else None,
         "model_ref": ",".join(str(m) for m in models) if isinstance(models, list) and models
         else None,
     }
     finish = {
         "event_id": _event_id(provider_id, run_id, "RunFinished"), "occurred_at": finished,
         "producer": producer, "run_id": run_id, "provider_id": provider_id, "status": status,
-        **_metrics(doc, hardware), "error_message": None,
+        **_exported(_metrics(doc, hardware), doc, "metrics"), "error_message": None,
     }
     return [("HardwareSnapshotted", snapshot), ("RunStarted", run), ("RunFinished", finish)]
