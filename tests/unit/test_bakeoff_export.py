@@ -1,0 +1,151 @@
+"""The pure read-model -> bakeoff mapping of `hwledger export`: file names, audit fields, run
+and hardware documents that import back to the same events, the per-provider layout."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hwledger.producers.bakeoff import Event, run_events
+from hwledger.producers.bakeoff_export import (
+    ExportError,
+    ReadModel,
+    audited,
+    file_name,
+    planned_files,
+    render,
+    run_document,
+)
+
+RUNS = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data" / "runs"
+NOW = datetime(2026, 9, 1, 12, 0, 0, 500, tzinfo=UTC)
+
+
+def _events(name: str, provider_id: str = "p") -> list[Event]:
+    return run_events(json.loads((RUNS / name).read_text("utf-8")), provider_id)
+
+
+def _rows(events: list[Event]) -> dict[str, Any]:
+    """The read-model rows the projector makes of one run's events."""
+    snapshot, started, finished = (data for _, data in events)
+    system_id = f"sys-{snapshot['node_id']}"
+    run = {
+        "run_id": started["run_id"], "provider_id": started["provider_id"],
+        "node_id": started["node_id"], "status": finished["status"],
+        "started_at": started["occurred_at"], "finished_at": finished["occurred_at"],
+        "model_ref": started["model_ref"], "task_ref": started["task_ref"],
+        **{k: v for k, v in started["resources"].items() if k != "gpu_slots"},
+        "gpu_power_limits_w": {str(g["slot_index"]): g["power_limit_w"]
+                               for g in snapshot["gpus"] if g["power_limit_w"] is not None},
+        "system_hardware_id": system_id, "system_software_id": "soft",
+        **{k: v for k, v in finished.items() if k not in (
+            "event_id", "occurred_at", "producer", "run_id", "provider_id", "status",
+            "error_message")},
+    }
+    return {"run": run, "system": {**snapshot["system"], "system_hardware_id": system_id},
+            "gpus": [{**g, "system_hardware_id": system_id} for g in snapshot["gpus"]],
+            "software": {**snapshot["software"], "system_software_id": "soft"},
+            "gpu_slots": started["resources"]["gpu_slots"]}
+
+
+def _reimported(rows: dict[str, Any], provider_id: str = "p") -> list[Event]:
+    exported = run_document(rows["run"], rows["system"], rows["gpus"], rows["software"],
+                            rows["gpu_slots"])
+    return run_events(json.loads(render(exported)), provider_id)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RUNS.glob("*.json")))
+def test_an_exported_run_imports_back_to_the_same_events(name: str) -> None:
+    events = _events(name)
+    assert _reimported(_rows(events)) == events
+
+
+def test_exact_times_status_slots_and_resources_survive_what_bakeoff_cannot_say() -> None:
+    rows = _rows(_events("h100x8-2026-07-20.json"))
+    started = rows["run"]["started_at"] + timedelta(microseconds=250)
+    rows["run"].update(status="cancelled", started_at=started, cpu_millicores=1500,
+                       task_ref="task-7")
+    rows["gpu_slots"] = [2, 3]
+    _, run, finish = (data for _, data in _reimported(rows))
+    assert (finish["status"], run["occurred_at"], run["task_ref"]) == (
+        "cancelled", started, "task-7")
+    assert run["resources"]["gpu_slots"] == [2, 3]
+    assert run["resources"]["cpu_millicores"] == 1500
+    exported = run_document(rows["run"], rows["system"], rows["gpus"], rows["software"],
+                            rows["gpu_slots"])
+    assert exported["run_status"] == "failed" and exported["timestamp"] == "2026-07-20T03-00-00"
+    assert exported["started_at"] == "2026-07-20T03:00:00.000250Z"
+    gpu = exported["hardware"]["gpus"][0]
+    assert (gpu["pci_subsystem_device_id"], gpu["pci_subsystem_vendor_id"]) == ("0x16c1",
+                                                                               "0x10de")
+    assert gpu["vram_mb"] == 81559 and isinstance(gpu["vram_mb"], int)
+
+
+@pytest.mark.parametrize(("key", "name"), [
+    ("2026-05-14T09-12-03", "2026-05-14T09-12-03.json"),
+    ("a/b", "a%2Fb.json"),
+    ("..", "%2E..json"),
+    ("50%", "50%25.json"),
+    ("naïve run", "na%C3%AFve%20run.json"),
+])
+def test_file_names_escape_what_a_file_system_cannot_hold(key: str, name: str) -> None:
+    assert file_name(key) == name
+
+
+def test_a_key_too_long_for_a_file_name_is_refused() -> None:
+    with pytest.raises(ExportError, match="longer than 255 characters"):
+        file_name("/" * 100)
+
+
+def test_audit_fields_keep_created_at_and_skip_unchanged_content() -> None:
+    created = datetime(2026, 5, 14, 9, 12, 3, 999, tzinfo=UTC)
+    fresh = audited({"a": 1}, None, created, NOW)
+    assert fresh == {"a": 1, "created_at": "2026-05-14T09:12:03Z",
+                     "updated_at": "2026-09-01T12:00:00Z"}
+    assert audited({"a": 1}, fresh, created, NOW + timedelta(days=1)) is None
+    later = NOW + timedelta(days=1)
+    kept = {**fresh, "created_at": "2020-01-01T00:00:00Z"}
+    assert audited({"a": 2}, kept, created, later) == {
+        "a": 2, "created_at": "2020-01-01T00:00:00Z", "updated_at": "2026-09-02T12:00:00Z"}
+    assert audited({"a": 1}, ["not", "a", "record"], created, NOW) == fresh
+
+
+def _model(*providers: str, runs: bool = True) -> ReadModel:
+    events = {p: _rows(_events("2026-05-14T09-12-03.json", p)) for p in providers}
+    start = next(iter(events.values()))["run"]["started_at"]
+    return ReadModel(
+        runs=[e["run"] for e in events.values()] if runs else [],
+        gpu_usage=[{"provider_id": p, "run_id": e["run"]["run_id"], "slot_index": 0}
+                   for p, e in events.items()],
+        systems=[{"provider_id": p, "system_hardware_id": e["system"]["system_hardware_id"],
+                  "first_seen_at": start, "last_seen_at": start} for p, e in events.items()],
+        system_hardware=[next(iter(events.values()))["system"]],
+        gpu_links=next(iter(events.values()))["gpus"],
+        software=[next(iter(events.values()))["software"]],
+        interface_types=[{"interface_type_id": 2, "name": "SXM5"},
+                         {"interface_type_id": 1, "name": "PCIe 4.0 x16"}])
+
+
+def test_one_data_directory_per_provider_keeps_shared_run_ids_apart() -> None:
+    planned, skipped = planned_files(_model("lab", "lab/2"), None)
+    system = _model("lab").systems[0]["system_hardware_id"]
+    assert skipped == []
+    assert sorted(str(p.path) for p in planned) == sorted(
+        f"{folder}/{name}" for folder in ("lab", "lab%2F2")
+        for name in ("runs/2026-05-14T09-12-03.json", f"hardware-snapshot/{system}.json",
+                     "seeds/interface_types.json"))
+    seed = next(p for p in planned if p.path.name == "interface_types.json").content
+    assert [r["name"] for r in seed["rows"]] == ["PCIe 4.0 x16", "SXM5"]
+
+
+def test_since_leaves_out_systems_no_exported_run_or_later_snapshot_names() -> None:
+    later = datetime(2027, 1, 1, tzinfo=UTC)
+    with_run, _ = planned_files(_model("lab"), later)
+    without, _ = planned_files(_model("lab", runs=False), later)
+    assert sorted(p.path.parent.name for p in with_run) == ["hardware-snapshot", "runs",
+                                                            "seeds"]
+    assert [p.path.parent.name for p in without] == ["seeds"]
