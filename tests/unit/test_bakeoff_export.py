@@ -20,6 +20,7 @@ from hwledger.producers.bakeoff_export import (
     render,
     run_document,
 )
+from tests.cli import one_line_error, run
 
 RUNS = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data" / "runs"
 NOW = datetime(2026, 9, 1, 12, 0, 0, 500, tzinfo=UTC)
@@ -149,3 +150,15 @@ def test_since_leaves_out_systems_no_exported_run_or_later_snapshot_names() -> N
     assert sorted(p.path.parent.name for p in with_run) == ["hardware-snapshot", "runs",
                                                             "seeds"]
     assert [p.path.parent.name for p in without] == ["seeds"]
+
+
+def test_export_refuses_a_bad_since_or_a_file_for_dir_in_one_line(tmp_path: Path) -> None:
+    bad_since = run(["export", str(tmp_path / "out"), "--since", "last tuesday"], tmp_path)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    not_a_dir = run(["export", str(a_file)], tmp_path)
+    assert (bad_since.returncode, not_a_dir.returncode) == (1, 1)
+    assert one_line_error(bad_since) == ("hwledger: error: --since 'last tuesday' is not an "
+                                         "ISO-8601 time")
+    assert one_line_error(not_a_dir) == f"hwledger: error: {a_file} exists and is not a directory"
+    assert not (tmp_path / "out").exists()
