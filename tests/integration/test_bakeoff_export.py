@@ -1,6 +1,7 @@
 """Issue 16: `hwledger export` writes the read model in bakeoff's layout; importing the export
 into an empty system gives the same read model and the same files again (apart from
-`updated_at`); an export with nothing changed rewrites no file; --provider and --since filter.
+`updated_at`); an export with nothing changed rewrites no file, a changed one keeps its
+`created_at`; --provider and --since filter.
 All through the real publisher, broker, projector and Postgres."""
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ def test_export_round_trips_and_rewrites_nothing_unchanged(
     again = _export(database_url, db_schema, out, SECOND)
     assert (again.written, again.unchanged) == (0, len(files))
     assert _files(out) == files and {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    seed = "bakeoff-lab/seeds/interface_types.json"
+    (out / seed).write_text(json.dumps({**files[seed], "rows": [],
+                                        "created_at": "2020-01-01T00:00:00Z"}))
+    changed = _export(database_url, db_schema, out, SECOND)
+    assert (changed.written, changed.unchanged) == (1, len(files) - 1)
+    assert _files(out)[seed] == {**files[seed], "created_at": "2020-01-01T00:00:00Z",
+                                 "updated_at": "2026-09-01T00:00:00Z"}
 
     with fresh_schema(database_url) as empty:
         other_topic = f"hwledger.test.{uuid.uuid4().hex[:12]}"
