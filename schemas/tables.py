@@ -10,6 +10,8 @@ callers set the search_path (or a schema translate map) to the schema they work 
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -33,8 +35,8 @@ fills itself (a serial id, a default): not part of the writer's inserted columns
 TIMESTAMPTZ = DateTime(timezone=True)
 
 
-def _required(name: str, type_: object, **kw: object) -> Column[object]:
-    return Column(name, type_, nullable=False, **kw)  # type: ignore[arg-type]
+def _required(name: str, type_: Any, **kw: Any) -> Column[Any]:
+    return Column(name, type_, nullable=False, **kw)
 
 
 interface_type = Table(
@@ -198,12 +200,12 @@ unfinished run holds it."""
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
-def sql_type(column: Column[object]) -> str:
+def sql_type(column: Column[Any]) -> str:
     """The column's PostgreSQL type as written in a cast (`bigint`, `timestamp with time
     zone`, `text[]`...)."""
     return str(column.type.compile(dialect=_DIALECT)).lower()
 
 
-def inserted_columns(table: Table) -> tuple[Column[object], ...]:
+def inserted_columns(table: Table) -> tuple[Column[Any], ...]:
     """The columns the projector writes when it inserts a row of `table`, in table order."""
     return tuple(c for c in table.columns if not c.info.get("later"))
