@@ -18,6 +18,7 @@ import psycopg
 from hwledger.deploy.commands import Subparsers, add_command, add_group
 from hwledger.deploy.config import Settings
 from hwledger.schemas.db import connect, use_schema
+from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrate, read_model_schemas
 from hwledger.schemas.roles import ensure_query_role
 from hwledger.seeds import seed_database
@@ -43,7 +44,12 @@ def _schemas(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings.require_database_url(), None) as conn:
         for schema in _schemas(conn, settings):
-            applied = migrate(conn, schema, args.to)
+            try:
+                applied = migrate(conn, schema, args.to)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise UserError(f"cannot migrate schema {schema!r}: "
+                                f"{str(exc).strip().splitlines()[0]}; run `hwledger db migrate` "
+                                "as a role that may create tables in it") from None
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
             print(f"schema {schema!r}: applied {names}" if applied
                   else f"schema {schema!r} is up to date")

@@ -23,6 +23,7 @@ import uvicorn
 from hwledger.deploy.localstack import free_port
 from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.query.service import Limits, QueryService, make_engine
+from tests.cli import serving as command_serving
 from tests.factories import at, gpu, snapshot
 from tests.integration.query_support import Event, schema_with
 
@@ -80,7 +81,20 @@ def ask(url: str, path: str = AMPLIFIER_PATH) -> tuple[int, Any]:
     return response.status_code, response.json()
 
 
-def test_the_amplification_request_is_fast_and_healthz_keeps_answering(base: str) -> None:
+@pytest.fixture(scope="module")
+def served(database_url: str, fleet_schema: str, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[str]:
+    """`hwledger serve` in its own process, as deployed (the test's threads share no GIL with
+    it), over the fleet; the online TTL spans the fleet's event times."""
+    with command_serving(tmp_path_factory.mktemp("serve"), HWLEDGER_DB_SCHEMA=fleet_schema,
+                         HWLEDGER_QUERY_DATABASE_URL=database_url,
+                         HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE="1",
+                         HWLEDGER_ONLINE_TTL_SECONDS=str(10**9)) as (_, url):
+        yield url
+
+
+def test_the_amplification_request_is_fast_and_healthz_keeps_answering(served: str) -> None:
+    base = served
     health: list[float] = []
     stop = threading.Event()
 

@@ -46,7 +46,7 @@ def test_a_schema_behind_the_code_is_refused(own_database: str, home: Path, serv
     migrate_to(own_database, home, BEHIND)
     result = run(command, home, HWLEDGER_DATABASE_URL=own_database, HWLEDGER_TOPIC=topic,
                  HWLEDGER_KAFKA_BOOTSTRAP=servers.kafka_bootstrap, HWLEDGER_METRICS_PORT="0",
-                 HWLEDGER_HTTP_PORT="0")
+                 HWLEDGER_HTTP_PORT="0", HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE="1")
     assert result.returncode == 2, result.stderr
     assert one_line_error(result) == (
         f"hwledger: error: schema 'hwledger' is at migration {BEHIND}, this hwledger needs "

@@ -6,14 +6,17 @@ no token may appear in stdout, stderr or an HTTP body, so a fragment would be ca
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
 
 from hwledger.query.api import UNAVAILABLE_MESSAGE
-from tests.cli import call, run, serving
+from tests.cli import run
+from tests.integration.query_support import client
 from tests.servers import Servers
 
 TOKENS = ("Zq7Xk", "Yv3Wj", "Tn5Rm", "Ls8Pd", "Qh2Gc", "Bf6Nt")
@@ -86,22 +89,23 @@ def test_the_spellings_libpq_accepts_do_connect(servers: Servers, db_schema: str
 
 
 @pytest.mark.parametrize("spelling", URL_SPELLINGS)
-def test_serve_503_bodies_and_log_never_carry_the_password(
-        spelling: str, home: Path, tmp_path: Path) -> None:
-    env = {"HWLEDGER_QUERY_DATABASE_URL": URL_SPELLINGS[spelling](CLOSED_PORT),
-           "HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE": "1", "HWLEDGER_DB_SCHEMA": "hwledger"}
-    with serving(home, **env) as (process, base):
-        answers = [call(base, "/v1/bid-screening", REQUEST), call(base, "/readyz"),
-                   call(base, "/v1/providers/p-one")]
-        process.terminate()
-        out, err = process.communicate(timeout=10)
-    for status, body in answers:
-        assert (status, body) == (503, {"error": "unavailable", "message": UNAVAILABLE_MESSAGE})
-    assert "database unavailable" in err
-    assert_no_token(out, err)
+def test_503_bodies_and_log_never_carry_the_password(
+        spelling: str, home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The query service's answers while its database is unreachable (in process: `serve`
+    itself refuses to start without its database, see test_query_role.py), and `screen`."""
+    url = URL_SPELLINGS[spelling](CLOSED_PORT)
+    with caplog.at_level(logging.WARNING), client(url, "hwledger", datetime.now(UTC)) as http:
+        answers = [http.post("/v1/bid-screening", json=REQUEST), http.get("/readyz"),
+                   http.get("/v1/providers/p-one")]
+    for answer in answers:
+        assert (answer.status_code, answer.json()) == (
+            503, {"error": "unavailable", "message": UNAVAILABLE_MESSAGE})
+        assert_no_token(answer.text)
+    assert "database unavailable" in caplog.text
+    assert_no_token(caplog.text)
     request = tmp_path / "request.json"
     request.write_text(json.dumps(REQUEST))
-    screen = run(["screen", str(request)], home, **env)
+    screen = run(["screen", str(request)], home, HWLEDGER_QUERY_DATABASE_URL=url)
     assert screen.returncode == 1 and "database" in screen.stderr
     assert_no_token(screen.stdout, screen.stderr)
 

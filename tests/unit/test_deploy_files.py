@@ -70,6 +70,12 @@ def k8s_containers() -> list[CONTAINER_SPEC]:
     return [container for spec in pod_specs() for container in spec["containers"]]
 
 
+def interpolated(env: dict[str, str]) -> dict[str, str]:
+    """`env` as compose hands it to the container: a required `${VAR:?message}` set to a value
+    (here an example password)."""
+    return {k: re.sub(r"\$\{\w+:\?[^}]*\}", "example-password", v) for k, v in env.items()}
+
+
 def hwledger_services() -> dict[str, dict[str, Any]]:
     return {name: svc for name, svc in load_compose()["services"].items()
             if svc["image"].split(":")[0] == IMAGE}
@@ -230,7 +236,7 @@ def test_compose_runs_kafka_kraft_postgres_two_projectors_and_the_query_service(
     env = services["projector"]["environment"]
     assert env["HWLEDGER_KAFKA_BOOTSTRAP"] == kafka["KAFKA_ADVERTISED_LISTENERS"].split("//")[1]
     topic = services["topic"]["command"]
-    settings = Settings.from_env(env)
+    settings = Settings.from_env(interpolated(env))
     assert topic[topic.index("--topic") + 1] == settings.topic
     assert int(topic[topic.index("--partitions") + 1]) == settings.partitions
     assert topic[topic.index("--config") + 1] == "retention.ms=-1"
