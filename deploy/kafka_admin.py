@@ -31,15 +31,16 @@ def check_broker(config: Mapping[str, Any], timeout: float = 5.0) -> ClusterMeta
 
 
 def ensure_topic(config: Mapping[str, Any], topic: str, partitions: int,
-                 timeout: float = 10.0) -> int:
-    """Create `topic` (retention.ms=-1) unless it exists; returns its partition count."""
+                 timeout: float = 10.0, replicas: int = 1) -> int:
+    """Create `topic` (retention.ms=-1, `replicas` copies of each partition) unless it
+    exists; returns its partition count."""
     metadata = check_broker(config, timeout)
     existing = metadata.topics.get(topic)
     if existing is not None and existing.error is None:
         return len(existing.partitions)
     admin = _admin(config)
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1,
+        [NewTopic(topic, num_partitions=partitions, replication_factor=replicas,
                   config={"retention.ms": "-1"})],
         operation_timeout=timeout,
     )

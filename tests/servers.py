@@ -6,6 +6,8 @@
 - otherwise: the embedded PostgreSQL and a broker started once per test session:
   HWLEDGER_TEST_BROKER=kafka (Apache Kafka, KRaft, one node) or tansu; unset, Apache Kafka when
   Java 17+ is on PATH, else Tansu (the same rule as `hwledger dev up`).
+
+`kafka_cluster` starts an Apache Kafka cluster of its own (three nodes for fault tests).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwledger.deploy.kafka_broker import ApacheKafkaBroker
+from hwledger.deploy.kafka_broker import ApacheKafkaBroker, KafkaCluster
 from hwledger.deploy.kafka_dist import has_java
 from hwledger.deploy.localstack import (
     EmbeddedBroker,
@@ -87,6 +89,18 @@ def apache_kafka(workdir: Path) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         stop_pid(pid, timeout=30)
+
+
+@contextlib.contextmanager
+def kafka_cluster(workdir: Path, size: int = 3) -> Iterator[KafkaCluster]:
+    """A started Apache Kafka cluster of `size` nodes under `workdir`, stopped afterwards."""
+    cluster = KafkaCluster(workdir / "kafka-cluster", [free_port() for _ in range(size)],
+                           [free_port() for _ in range(size)])
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def broker_under_test() -> str:
