@@ -2,9 +2,10 @@
 `KafkaCluster` of three such nodes (a quorum of three, replication factor 3,
 `min.insync.replicas=2`) for fault tests.
 
-A node's config is generated (small heap, no initial rebalance delay), its log directory is
-formatted once and kept, so a restart (also after SIGKILL) finds every event. A node counts as
-started when a metadata request to it succeeds.
+A node's config is generated (small heap, no initial rebalance delay, 3 partitions for the
+consumer-offsets topic instead of 50, which a first consumer group would wait for), its log
+directory is formatted once and kept, so a restart (also after SIGKILL) finds every event. A
+node counts as started when a metadata request to it succeeds.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def server_properties(log_dir: Path, port: int, controller_port: int, *, node_id
         "num.partitions": "1",
         "default.replication.factor": str(replicas),
         "min.insync.replicas": in_sync,
+        "offsets.topic.num.partitions": "3",
         "offsets.topic.replication.factor": str(replicas),
         "transaction.state.log.replication.factor": str(replicas),
         "transaction.state.log.min.isr": in_sync,
