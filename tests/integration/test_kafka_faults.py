@@ -45,6 +45,7 @@ from tests.integration.projector_support import (
     fresh_schema,
     project_all,
     projector_config,
+    publish,
     stored_total,
 )
 from tests.servers import kafka_cluster
@@ -122,21 +123,32 @@ def acknowledged(publisher: Publisher) -> int:
     return publisher.spool.last_seq() - publisher.pending()
 
 
+class LiveProjector:
+    """The real projector in a thread of its own: `leave()` stops it (it leaves the group)."""
+
+    def __init__(self, database_url: str, schema: str, topic: str, kafka: dict[str, Any],
+                 group: str | None = None) -> None:
+        config = replace(projector_config(database_url, schema, topic, kafka, group),
+                         idle_exit_seconds=None, exit_when_caught_up=False)
+        self.projector = Projector(config)
+        self.thread = threading.Thread(target=self.projector.run, daemon=True)
+        self.thread.start()
+
+    def leave(self) -> None:
+        self.projector.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
 @contextlib.contextmanager
-def projecting(database_url: str, schema: str, topic: str, kafka: dict[str, Any],
-               group: str | None = None) -> Iterator[Projector]:
-    """A live projector (the real one) in a thread until the block ends."""
-    config = replace(projector_config(database_url, schema, topic, kafka, group),
-                     idle_exit_seconds=None, exit_when_caught_up=False)
-    projector = Projector(config)
-    thread = threading.Thread(target=projector.run, daemon=True)
-    thread.start()
+def projecting(database_url: str, schema: str, topic: str, kafka: dict[str, Any]
+               ) -> Iterator[LiveProjector]:
+    """A live projector until the block ends."""
+    live = LiveProjector(database_url, schema, topic, kafka)
     try:
-        yield projector
+        yield live
     finally:
-        projector.stop()
-        thread.join(60)
-    assert not thread.is_alive()
+        live.leave()
 
 
 def caught_up(database_url: str, schema: str, topic: str, kafka: dict[str, Any],
@@ -299,3 +311,63 @@ def test_sigkill_of_the_broker_under_load_loses_nothing_and_applies_nothing_twic
     assert figures.accepted == SIGKILL_EVENTS
     assert_exactly_once(figures)
     assert recovery < 10  # no ~30 s UNKNOWN_PRODUCER_ID stall as on Tansu
+
+
+def accepted_ids(events: Sequence[Event]) -> list[str]:
+    return [str(data["event_id"]) for _, data in events]
+
+
+def test_a_rebuild_from_offset_0_after_a_broker_restart_equals_the_live_tables(
+        database_url: str, one_broker: KafkaCluster) -> None:
+    kafka, topic = new_topic(one_broker)
+    events = list(history(77, 30, 5000))
+    publish(kafka, topic, encoded(events))
+    with fresh_schema(database_url) as live:
+        project_all(database_url, live, topic, kafka, idle=60)
+        one_broker.stop()
+        one_broker.start()
+        figures = against_clean_replay(database_url, live, topic, kafka, accepted_ids(events))
+    assert figures.in_log == len(events)
+    assert_exactly_once(figures)
+
+
+def test_three_projectors_joining_and_leaving_the_leader_included_equal_a_clean_replay(
+        database_url: str, kafka_config: dict[str, Any], topic: str, tmp_path: Path) -> None:
+    """Projectors join and leave one at a time while events flow; the first to join leads
+    the group (classic protocol) and leaves while the others go on, so Apache Kafka elects a
+    new group leader."""
+    events = list(history(3, 40, 6000))
+    group = f"faults-{topic}"
+    with fresh_schema(database_url) as live, \
+            Publisher(kafka_config, topic, tmp_path / "spool") as publisher:
+        feed = Feed(publisher, events, chunks=30, seconds=15)
+        feed.start()
+        changes: list[int] = []
+
+        def progressing() -> None:
+            """Wait until the group projects again after a join or leave."""
+            before = stored_total(database_url, live, topic)
+            wait_for(lambda: stored_total(database_url, live, topic) > before, 30,
+                     "the group to project again")
+            changes.append(before)
+
+        def join() -> LiveProjector:
+            member = LiveProjector(database_url, live, topic, kafka_config, group)
+            progressing()
+            return member
+
+        leader = join()
+        second, third = join(), join()
+        leader.leave()  # the group leader goes; the two others re-form the group
+        progressing()
+        fourth = join()
+        second.leave()
+        progressing()
+        feed.join()
+        assert publisher.flush(60) == 0
+        caught_up(database_url, live, topic, kafka_config)
+        third.leave()
+        fourth.leave()
+        figures = against_clean_replay(database_url, live, topic, kafka_config, feed.accepted)
+    assert changes[-1] < len(events)  # the group changed while events were still flowing
+    assert_exactly_once(figures)
