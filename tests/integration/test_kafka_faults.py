@@ -371,3 +371,52 @@ def test_three_projectors_joining_and_leaving_the_leader_included_equal_a_clean_
         figures = against_clean_replay(database_url, live, topic, kafka_config, feed.accepted)
     assert changes[-1] < len(events)  # the group changed while events were still flowing
     assert_exactly_once(figures)
+
+
+def leader_of(kafka: dict[str, Any], topic: str, partition: int) -> int:
+    """The node id leading `partition` now."""
+    admin = AdminClient({**kafka, "log_level": 0})
+    return int(admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].leader)
+
+
+def test_three_brokers_lose_two_one_after_the_other_and_nothing_acknowledged_is_lost(
+        database_url: str, three_brokers: KafkaCluster, tmp_path: Path) -> None:
+    """Under load (publish + project) the leader of partition 0 is SIGKILLed: the two others
+    go on. Then a second broker: with one replica left `min.insync.replicas=2` refuses every
+    write, and the spool holds it. Both return: everything flows, once."""
+    kafka, topic = new_topic(three_brokers)
+    events = list(history(33, 40, 9000))
+    with fresh_schema(database_url) as live:
+        with Publisher(kafka, topic, tmp_path / "spool") as publisher, \
+                projecting(database_url, live, topic, kafka):
+            feed = Feed(publisher, events, chunks=60, seconds=30)
+            feed.start()
+            wait_for(lambda: stored_total(database_url, live, topic) > 0
+                     and len(feed.accepted) >= len(events) // 6, 60, "events to flow")
+            first = leader_of(kafka, topic, 0)
+            three_brokers.kill(first)
+            after_first = acknowledged(publisher)
+            wait_for(lambda: acknowledged(publisher) > after_first + 500, 60,
+                     "two brokers to acknowledge")
+            second = next(n for n in (1, 2, 3) if n != first)
+            three_brokers.kill(second)
+            time.sleep(2)  # what was in flight settles
+            refused_from, spooled_from = acknowledged(publisher), len(feed.accepted)
+            time.sleep(5)
+            held = len(feed.accepted) - spooled_from
+            assert feed.is_alive() and held > 0  # the feed went on during the refusal
+            assert acknowledged(publisher) == refused_from  # nothing got through
+            assert publisher.pending() >= held  # the spool holds it
+            returning = time.monotonic()
+            three_brokers.restart(first)
+            three_brokers.restart(second)
+            feed.join()
+            assert publisher.flush(180) == 0
+            back = time.monotonic() - returning
+            caught_up(database_url, live, topic, kafka)
+        figures = against_clean_replay(database_url, live, topic, kafka, feed.accepted)
+    print(f"nodes {first} then {second} killed; {held} events published in 5 s with one broker "
+          f"left, none acknowledged, all spooled; the spool drained {back:.1f} s after the "
+          "restarts began")
+    assert figures.accepted == len(events)
+    assert_exactly_once(figures)
