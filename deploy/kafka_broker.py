@@ -163,15 +163,15 @@ class KafkaCluster:
         """The node id that listens on broker port `port`."""
         return self.ports.index(port) + 1
 
-    def start(self) -> None:
-        """Start every node at once (none answers before a quorum is up); return once each
-        answers a metadata request that lists all of them."""
-        for node, port, controller in zip(self.nodes, self.ports, self.controller_ports,
-                                          strict=True):
-            node.launch(port, controller)
+    def start(self, *, detach: bool = False) -> list[int]:
+        """Start every node at once (none answers before a quorum is up); returns their pids
+        once each answers a metadata request that lists all of them."""
+        pids = [node.launch(port, controller, detach=detach) for node, port, controller
+                in zip(self.nodes, self.ports, self.controller_ports, strict=True)]
         for node, port in zip(self.nodes, self.ports, strict=True):
             node.wait_ready(port)
         self._wait_all_registered()
+        return pids
 
     def _wait_all_registered(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
