@@ -1,4 +1,5 @@
-"""Faults only a real, durable broker can host: Apache Kafka (HWLEDGER_TEST_BROKER=kafka).
+"""Faults only a real, durable broker can host: Apache Kafka (Java 17+, or
+HWLEDGER_TEST_BROKER=kafka).
 
 Events flow through the real publisher (with its spool) and the real projector while brokers
 are killed and restarted or projectors come and go; afterwards the live tables are compared
@@ -10,7 +11,6 @@ does not have) are printed and must both be zero.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -48,12 +48,12 @@ from tests.integration.projector_support import (
     publish,
     stored_total,
 )
-from tests.servers import kafka_cluster
+from tests.servers import broker_under_test, kafka_cluster
 
 pytestmark = pytest.mark.skipif(
-    os.environ.get("HWLEDGER_TEST_BROKER") != "kafka",
-    reason="needs Apache Kafka (the lane HWLEDGER_TEST_BROKER=kafka of .ci/run): Tansu keeps "
-           "its log in memory, so it survives no broker restart and has no replication")
+    broker_under_test() != "kafka",
+    reason="needs Apache Kafka (Java 17+, or HWLEDGER_TEST_BROKER=kafka): Tansu keeps its log "
+           "in memory, so it survives no broker restart and has no replication")
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
