@@ -10,8 +10,6 @@ node counts as started when a metadata request to it succeeds.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 import uuid
@@ -156,13 +154,6 @@ class KafkaCluster:
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{port}" for port in self.ports)
 
-    def node(self, node_id: int) -> ApacheKafkaBroker:
-        return self.nodes[node_id - 1]
-
-    def node_of_port(self, port: int) -> int:
-        """The node id that listens on broker port `port`."""
-        return self.ports.index(port) + 1
-
     def start(self, *, detach: bool = False) -> list[int]:
         """Start every node at once (none answers before a quorum is up); returns their pids
         once each answers a metadata request that lists all of them."""
@@ -183,9 +174,9 @@ class KafkaCluster:
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one node (its log stays for `restart`)."""
-        process = self.node(node_id).process
+        process = self.nodes[node_id - 1].process
         if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
+            process.kill()
             process.wait()
 
     def restart(self, node_id: int) -> None:
@@ -199,7 +190,7 @@ class KafkaCluster:
         for a quorum the others no longer form), SIGKILL what is left after STOP_TIMEOUT_S."""
         running = [n.process for n in self.nodes if n.process and n.process.poll() is None]
         for process in running:
-            process.send_signal(signal.SIGTERM)
+            process.terminate()
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for process in running:
             try:

@@ -310,7 +310,9 @@ def test_sigkill_of_the_broker_under_load_loses_nothing_and_applies_nothing_twic
           f"acknowledged event ({waiting} events waited in the spool)")
     assert figures.accepted == SIGKILL_EVENTS
     assert_exactly_once(figures)
-    assert recovery < 10  # no ~30 s UNKNOWN_PRODUCER_ID stall as on Tansu
+    # no ~30 s UNKNOWN_PRODUCER_ID stall as on Tansu (the margin is librdkafka's reconnect
+    # backoff, up to 10 s after a long outage; measured 0.3-1.4 s)
+    assert recovery < 20
 
 
 def accepted_ids(events: Sequence[Event]) -> list[str]:
