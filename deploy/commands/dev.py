@@ -24,6 +24,9 @@ def register(subparsers: Subparsers) -> None:
     up.add_argument("--broker", choices=BROKERS,
                     help="kafka (Apache Kafka, durable; needs Java 17+) or tansu (memory-only); "
                          "default HWLEDGER_BROKER, else kafka when Java 17+ is on PATH")
+    up.add_argument("--brokers", type=int, default=1, metavar="N",
+                    help="Apache Kafka nodes: 3 is a KRaft quorum of three, topic replication "
+                         "factor 3, min.insync.replicas=2 (for fault tests; default 1)")
     up.add_argument("--detach", action="store_true", help="start in the background and return")
     up.add_argument("--pg-port", type=int, help="PostgreSQL port (default: a free one)")
     up.add_argument("--kafka-port", type=int, help="broker port (default: a free one)")
@@ -33,11 +36,11 @@ def register(subparsers: Subparsers) -> None:
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     stack = LocalStack(settings.home)
-    info = stack.up(broker=args.broker or settings.broker, pg_port=args.pg_port,
-                    kafka_port=args.kafka_port, detach=args.detach)
+    info = stack.up(broker=args.broker or settings.broker, brokers=args.brokers,
+                    pg_port=args.pg_port, kafka_port=args.kafka_port, detach=args.detach)
     try:
         ensure_topic({"bootstrap.servers": info.kafka_bootstrap}, settings.topic,
-                     settings.partitions)
+                     settings.partitions, replicas=len(info.broker_pids))
         schema = settings.db_schema or DEFAULT_SCHEMA
         prepare_schema(info.database_url, schema)
         prepare_query_role(info.database_url, schema, info.query_database_url)

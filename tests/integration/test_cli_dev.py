@@ -82,6 +82,27 @@ def test_the_apache_kafka_stack_keeps_every_event_across_down_and_up(home: Path)
         run(["dev", "down"], home)
 
 
+def test_dev_up_with_three_brokers_is_a_replicated_cluster(home: Path) -> None:
+    up = run(["dev", "up", "--detach", "--broker", "kafka", "--brokers", "3"], home)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "Apache Kafka 4.1.1, 3 brokers (durable log)" in up.stdout
+        status = json.loads(run(["dev", "status"], home).stdout)["kafka"]
+        assert status["running"] is True and len(status["bootstrap"].split(",")) == 3
+        consumer = Consumer({"bootstrap.servers": status["bootstrap"], "group.id": "replicas"})
+        try:
+            topic = consumer.list_topics("hwledger.events", timeout=10).topics["hwledger.events"]
+            assert {len(p.replicas) for p in topic.partitions.values()} == {3}
+        finally:
+            consumer.close()
+    finally:
+        down = run(["dev", "down"], home)
+    assert down.returncode == 0 and run(["dev", "status"], home).returncode == 3
+    assert run(["dev", "up", "--detach", "--broker", "tansu", "--brokers", "3"],
+               home).stderr.strip() == ("hwledger: error: --brokers 3: only Apache Kafka runs "
+                                        "as a cluster; use --broker kafka with 1 or more brokers")
+
+
 def test_without_java_the_stack_is_tansu_with_a_one_line_notice(home: Path,
                                                                 tmp_path: Path) -> None:
     path = old_java(tmp_path)
