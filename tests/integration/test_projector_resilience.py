@@ -42,6 +42,7 @@ from tests.integration.projector_support import (
     publish,
     spawn,
     stored_total,
+    wait_until_assigned,
 )
 
 EVENTS = 20_000
@@ -157,6 +158,7 @@ def test_three_projectors_joining_and_leaving_converge(
     def join() -> subprocess.Popen[bytes]:
         proc = spawn(database_url, live, topic, kafka_config, f"rebalance-{topic}",
                      "--batch-size", "500")
+        wait_until_assigned(proc)
         progressing()
         return proc
 
