@@ -19,9 +19,13 @@ import psycopg
 import pytest
 
 from hwledger.deploy.kafka_admin import ensure_topic
+from hwledger.deploy.kafka_dist import has_java
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import scratch_schema
 from tests.servers import Servers, production_variables, session_servers
+
+NO_JAVA = ("starts Apache Kafka, which needs Java 17+ on PATH (and Maven for its jars once); "
+           "install them to run it, as CI does")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,9 +34,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    java = None
     for item in items:
         if "tests/integration" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("apache_kafka") is not None:
+            java = has_java() if java is None else java
+            if not java:
+                item.add_marker(pytest.mark.skip(reason=NO_JAVA))
 
 
 @pytest.fixture(scope="session")

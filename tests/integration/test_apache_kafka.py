@@ -6,11 +6,14 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.kafka_broker import ApacheKafkaBroker
 from hwledger.deploy.localstack import free_port, stop_pid
+
+pytestmark = pytest.mark.apache_kafka
 
 
 def _count(bootstrap: str, topic: str) -> int:

@@ -29,7 +29,8 @@ def old_java(tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize(("broker", "label"), [
-    ("kafka", f"Apache Kafka {KAFKA_VERSION} (durable log)"),
+    pytest.param("kafka", f"Apache Kafka {KAFKA_VERSION} (durable log)",
+                 marks=pytest.mark.apache_kafka),
     ("tansu", "memory-only log")])
 def test_dev_up_status_down(home: Path, broker: str, label: str) -> None:
     up = run(["dev", "up", "--detach", "--broker", broker], home)
@@ -63,6 +64,7 @@ def _count(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+@pytest.mark.apache_kafka
 def test_the_apache_kafka_stack_keeps_every_event_across_down_and_up(home: Path) -> None:
     up = run(["dev", "up", "--detach"], home, HWLEDGER_BROKER="kafka")
     assert up.returncode == 0, up.stderr
@@ -82,6 +84,7 @@ def test_the_apache_kafka_stack_keeps_every_event_across_down_and_up(home: Path)
         run(["dev", "down"], home)
 
 
+@pytest.mark.apache_kafka
 def test_dev_up_with_three_brokers_is_a_replicated_cluster(home: Path) -> None:
     up = run(["dev", "up", "--detach", "--broker", "kafka", "--brokers", "3"], home)
     try:

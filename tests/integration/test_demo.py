@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("broker", ["kafka", "tansu"])
+@pytest.mark.parametrize("broker", [pytest.param("kafka", marks=pytest.mark.apache_kafka),
+                                    "tansu"])
 def test_demo_once_answers_the_sample_request(home: Path, broker: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HWLEDGER_")}
     env |= {"HWLEDGER_HOME": str(home), "COLUMNS": "200", "HWLEDGER_BROKER": broker}
