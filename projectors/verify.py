@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hwledger.projectors.checksums import READ_MODEL_TABLES, table_checksums
+from hwledger.projectors.checksums import READ_MODEL_TABLES, rows_checksum, table_checksums
 from hwledger.schemas.db import connect, use_schema
 
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "reason", "raw")
@@ -51,12 +51,8 @@ def _only_in(conn: psycopg.Connection[Any], first: str, second: str, table: str,
 
 def _dead_letters(conn: psycopg.Connection[Any], schema: str) -> tuple[int, str]:
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in DEAD_LETTER_COLUMNS)
-    row = conn.execute(sql.SQL(
-        "SELECT count(*), coalesce(md5(string_agg(r::text, E'\\n' ORDER BY r::text)), '') "
-        "FROM (SELECT {cols} FROM {s}.dead_letters) r").format(
-            cols=cols, s=sql.Identifier(schema))).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1])
+    return rows_checksum(conn, sql.SQL("SELECT {cols} FROM {s}.dead_letters").format(
+        cols=cols, s=sql.Identifier(schema)))
 
 
 def _checksums(conn: psycopg.Connection[Any], schema: str) -> dict[str, tuple[int, str]]:
