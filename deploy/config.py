@@ -36,7 +36,8 @@ ENV_VARS = {
     "HWLEDGER_TOPIC": "events topic (default hwledger.events)",
     "HWLEDGER_PARTITIONS": "partitions when hwledger creates the topic (default 6)",
     "HWLEDGER_DB_SCHEMA": "Postgres schema to project into (default: the active schema)",
-    "HWLEDGER_HOME": "state folder: local stack data, spool, node id (default ./.hwledger)",
+    "HWLEDGER_HOME": "state folder: local stack data, spool, node id (default "
+                     "$XDG_STATE_HOME/hwledger, else ~/.local/state/hwledger)",
     "HWLEDGER_BROKER": "local stack broker: kafka (Apache Kafka, durable) or tansu (memory-only); "
                        "default kafka when Java 17+ is on PATH",
     "HWLEDGER_ONLINE_TTL_SECONDS": "a provider is online if seen within this many seconds",
@@ -58,6 +59,13 @@ ENV_VARS = {
     "HWLEDGER_STORAGE_CLASSES": "persistent storage, class=quantity[,...] e.g. beta3=7000Gi",
     AUDITOR_KEYS_SETTING: "auditors' public keys (JSON file); unset: audits are not verified",
 }
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """The state folder when HWLEDGER_HOME is unset: the user's XDG state directory, the same
+    from any working directory, so `hwledger status` finds the stack `dev up` started."""
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "hwledger"
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
@@ -155,7 +163,7 @@ class Settings:
     topic: str = "hwledger.events"
     partitions: int = 6
     db_schema: str | None = None
-    home: Path = Path(".hwledger")
+    home: Path = field(default_factory=lambda: default_home(os.environ))
     online_ttl_seconds: int = 900
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -184,7 +192,7 @@ class Settings:
             topic=env.get("HWLEDGER_TOPIC") or "hwledger.events",
             partitions=partitions,
             db_schema=env.get("HWLEDGER_DB_SCHEMA") or None,
-            home=Path(env.get("HWLEDGER_HOME") or ".hwledger"),
+            home=Path(env.get("HWLEDGER_HOME") or default_home(env)),
             online_ttl_seconds=_int(env, "HWLEDGER_ONLINE_TTL_SECONDS", 900),
             http_host=env.get("HWLEDGER_HTTP_HOST") or "127.0.0.1",
             http_port=_int(env, "HWLEDGER_HTTP_PORT", 8080),

@@ -186,3 +186,25 @@ def test_dev_up_in_the_foreground_stops_the_stack_on_sigterm(home: Path) -> None
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 0 and "stopped" in out
     assert run(["dev", "status"], home).returncode == 3
+
+
+def test_commands_find_the_stack_from_any_directory(tmp_path: Path) -> None:
+    """Without HWLEDGER_HOME the state folder is the XDG one, not the working directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HWLEDGER_")}
+    env |= {"XDG_STATE_HOME": str(tmp_path / "state"), "HWLEDGER_BROKER": "tansu"}
+    one, other = tmp_path / "one", tmp_path / "other"
+    one.mkdir()
+    other.mkdir()
+
+    def hwledger(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*HWLEDGER, *args], capture_output=True, text=True, timeout=120,
+                              cwd=cwd, env=env)
+
+    up = hwledger("dev", "up", "--detach", cwd=one)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert (tmp_path / "state" / "hwledger" / "stack.json").exists()
+        assert hwledger("dev", "status", cwd=other).returncode == 0
+    finally:
+        assert hwledger("dev", "down", cwd=other).returncode == 0
+    assert not (one / ".hwledger").exists()

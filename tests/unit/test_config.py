@@ -141,3 +141,10 @@ def test_database_urls_can_come_from_secret_files(tmp_path: Path) -> None:
     owner.write_bytes(b"postgresql://u:\xff@db/hw")
     with pytest.raises(ConfigError, match=r"not UTF-8 text$"):
         Settings.from_env({"HWLEDGER_DATABASE_URL_FILE": str(owner)})
+
+
+def test_the_state_folder_defaults_to_the_xdg_state_directory(tmp_path: Path) -> None:
+    assert Settings.from_env({"XDG_STATE_HOME": str(tmp_path)}).home == tmp_path / "hwledger"
+    assert Settings.from_env({}).home == Path.home() / ".local" / "state" / "hwledger"
+    assert Settings.from_env({"HWLEDGER_HOME": "/srv/hw", "XDG_STATE_HOME": str(tmp_path)}
+                             ).home == Path("/srv/hw")
