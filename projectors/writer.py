@@ -124,6 +124,21 @@ UPSERTS = {
                        + NEWER.format(at="audited_at", t="provider_audits"),
 }
 
+def changed_rows_upsert(alias: str, key: str, updates: Mapping[str, str]) -> str:
+    """ON CONFLICT tail that sets `updates` (column -> new value) only where a value changes:
+    an unchanged row is not rewritten (no dead tuple, no WAL, no index entries)."""
+    assignments = ", ".join(f"{name} = {value}" for name, value in updates.items())
+    old = ", ".join(f"{alias}.{name}" for name in updates)
+    return (f"ON CONFLICT ({key}) DO UPDATE SET {assignments} "
+            f"WHERE ({old}) IS DISTINCT FROM ({', '.join(updates.values())})")
+
+
+_INVENTORY_UPDATES = {
+    c.name: "greatest(i.last_seen_at, excluded.last_seen_at)" if c.name == "last_seen_at"
+    else f"excluded.{c.name}"
+    for c in tables.provider_inventory.columns if not c.primary_key}
+"""provider_inventory's new values on conflict: the recomputed row, last_seen_at never back."""
+
 INVENTORY = """
 WITH touched AS (
     SELECT * FROM unnest(%(providers)s::text[], %(seen)s::timestamptz[]) AS t(provider_id, seen)
@@ -176,25 +191,7 @@ SELECT t.provider_id, p.host_uri, t.seen, coalesce(x.node_count, 0),
 FROM touched t LEFT JOIN totals x USING (provider_id) LEFT JOIN tokens k USING (provider_id)
 LEFT JOIN classes s USING (provider_id) LEFT JOIN signed a USING (provider_id)
 LEFT JOIN providers p USING (provider_id)
-ON CONFLICT (provider_id) DO UPDATE SET
-    host_uri = excluded.host_uri,
-    last_seen_at = greatest(i.last_seen_at, excluded.last_seen_at),
-    node_count = excluded.node_count,
-    total_available_cpu = excluded.total_available_cpu,
-    total_available_memory = excluded.total_available_memory,
-    total_available_gpu = excluded.total_available_gpu,
-    total_available_ephemeral = excluded.total_available_ephemeral,
-    total_available_persistent = excluded.total_available_persistent,
-    max_node_free_cpu = excluded.max_node_free_cpu,
-    max_node_free_memory = excluded.max_node_free_memory,
-    max_node_free_gpu = excluded.max_node_free_gpu,
-    gpu_models = excluded.gpu_models,
-    gpu_models_free = excluded.gpu_models_free,
-    storage_classes = excluded.storage_classes,
-    self_attributes = excluded.self_attributes,
-    signed_attributes = excluded.signed_attributes,
-    audited_by = excluded.audited_by
-"""
+""" + changed_rows_upsert("i", "provider_id", _INVENTORY_UPDATES)
 
 
 TOUCH_INVENTORY = """
