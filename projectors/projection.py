@@ -264,20 +264,25 @@ def gpu_row(gpu: Mapping[str, Any]) -> Row:
                 int(gpu["vram_bytes"]), gpu["name"], gpu["interface"])
 
 
+SYSTEM_ID_FIELDS = ("cpu_model", "cpu_threads", "ram_bytes", "architecture", "motherboard",
+                    *identity.OPTIONAL_SYSTEM_IDENTITY)
+
+
 @lru_cache(maxsize=65536)
 def _system_id(system: tuple[Any, ...], config: tuple[tuple[Any, ...], ...]) -> str:
-    keys = ("cpu_model", "cpu_threads", "ram_bytes", "architecture", "motherboard")
     return identity.system_hardware_id(
-        dict(zip(keys, system, strict=True)),
+        dict(zip(SYSTEM_ID_FIELDS, system, strict=True)),
         [{"slot_index": c[0], "pci_vendor_id": c[1], "pci_device_id": c[2],
           "pci_subsystem_id": c[3], "vram_bytes": c[4], "slot_native_interface": c[5],
           "actual_interface": c[6]} for c in config])
 
 
 def system_row(system: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> Row:
-    """The system_hardware row: host spec plus GPU configuration identity."""
+    """The system_hardware row: host spec plus GPU configuration identity, then the optional
+    host identity inputs (null when not reported)."""
+    optional = tuple(system.get(k) for k in identity.OPTIONAL_SYSTEM_IDENTITY)
     key = (system["cpu_model"], int(system["cpu_threads"]), int(system["ram_bytes"]),
-           system["architecture"], system.get("motherboard"))
+           system["architecture"], system.get("motherboard"), *optional)
     config = tuple(sorted(
         (int(g["slot_index"]), g["pci_vendor_id"], g["pci_device_id"], g.get("pci_subsystem_id"),
          int(g["vram_bytes"]), g.get("slot_native_interface"), g.get("actual_interface"))
@@ -285,7 +290,7 @@ def system_row(system: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> 
     return (_system_id(key, config), system["cpu_model"], system["cpu_vendor"],
             int(system["cpu_cores"]), int(system["cpu_threads"]), int(system["ram_bytes"]),
             system["architecture"], system.get("motherboard"), len(gpus),
-            sum(int(g["vram_bytes"]) for g in gpus))
+            sum(int(g["vram_bytes"]) for g in gpus), *optional)
 
 
 @lru_cache(maxsize=16384)

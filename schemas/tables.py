@@ -62,6 +62,9 @@ system_hardware = Table(
     _required("ram_bytes", BigInteger), _required("architecture", Text),
     Column("motherboard", Text), _required("gpu_count", Integer),
     Column("total_vram_bytes", BigInteger),
+    Column("cpu_base_clock_mhz", Integer), Column("cpu_peak_clock_mhz", Integer),
+    Column("memory_speed_mhz", Integer), Column("memory_channels", Integer),
+    Column("memory_interleave_profile", Text), Column("bar_size_mb", BigInteger),
 )
 system_gpu_link = Table(
     "system_gpu_link", metadata,

@@ -142,7 +142,9 @@ def _gpu_plausible(g: Mapping[str, Any], known_links: Mapping[str, int]) -> bool
 
 def _snapshot_problems(data: Mapping[str, Any]) -> list[str]:
     system = data["system"]
-    found = _negative("system.", system, ["ram_bytes"])
+    found = _negative("system.", system, ["ram_bytes", "cpu_base_clock_mhz",
+                                          "cpu_peak_clock_mhz", "memory_speed_mhz",
+                                          "memory_channels", "bar_size_mb"])
     if system["cpu_cores"] <= 0 or system["cpu_threads"] < system["cpu_cores"]:
         found.append("system: cpu_cores must be positive and cpu_threads >= cpu_cores")
     found += _too_large("system.", system, ["ram_bytes"], MAX_BYTES)

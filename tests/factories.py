@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY
 from hwledger.seeds import gpu_catalog
 
 GiB = 1024**3
@@ -59,7 +60,8 @@ def snapshot(provider_id: str = "provider-a", node_id: str = "node-1", *,
         "provider_id": provider_id, "node_id": node_id,
         "system": {"cpu_model": "AMD EPYC 9654 96-Core Processor", "cpu_vendor": "amd",
                    "cpu_cores": 96, "cpu_threads": 192, "ram_bytes": 1536 * GiB,
-                   "architecture": "amd64", "motherboard": "Supermicro H13DSG-O-CPU"},
+                   "architecture": "amd64", "motherboard": "Supermicro H13DSG-O-CPU",
+                   **dict.fromkeys(OPTIONAL_SYSTEM_IDENTITY)},
         "software": {"os": "Ubuntu 22.04.4 LTS", "kernel_version": "5.15.0-105-generic",
                      "python_version": "3.11.7", "gpu_driver_version": "550.54.15",
                      "cuda_version": "12.4", "rocm_version": None, "runner_version": "0.1.0"},
@@ -69,6 +71,18 @@ def snapshot(provider_id: str = "provider-a", node_id: str = "node-1", *,
         "storage": [{"class": "beta3", "bytes": 7000 * GiB}],
     }
     return data | overrides
+
+
+HOST_IDENTITY = {"cpu_base_clock_mhz": 2400, "cpu_peak_clock_mhz": 3700,
+                 "memory_speed_mhz": 4800, "memory_channels": 12,
+                 "memory_interleave_profile": "NPS1", "bar_size_mb": 131072}
+"""Every optional host identity input (OPTIONAL_SYSTEM_IDENTITY) set."""
+
+
+def host_identity_snapshot(**overrides: Any) -> dict[str, Any]:
+    """`snapshot` of a host that reports every optional host identity input."""
+    data = snapshot(**overrides)
+    return data | {"system": data["system"] | HOST_IDENTITY}
 
 
 def run_started(snapshot_data: dict[str, Any], run_id: str = "run-1", *,

@@ -9,6 +9,7 @@ import pytest
 from fastavro import schemaless_writer
 
 from hwledger.schemas import codec
+from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY
 from hwledger.schemas.registry import EVENT_TYPES, all_versions, by_fingerprint, latest
 from tests import factories as f
 
@@ -19,6 +20,7 @@ def sample_events() -> list[tuple[str, dict[str, Any]]]:
     return [
         ("HardwareSnapshotted", snap),
         ("HardwareSnapshotted", f.snapshot(gpus=[])),
+        ("HardwareSnapshotted", f.host_identity_snapshot()),
         ("RunStarted", started),
         ("RunFinished", f.run_finished(started)),
         ("RunFinished", f.run_finished(started, "failed", error_message="CUDA OOM")),
@@ -54,6 +56,17 @@ def old_run_finished() -> tuple[dict[str, Any], bytes]:
 def test_old_writer_version_is_read_with_the_newest_reader() -> None:
     data, raw = old_run_finished()
     assert codec.decode(raw).data == data | {"error_message": None}
+
+
+def test_a_version_1_snapshot_reads_without_host_identity_inputs() -> None:
+    v1 = next(s for s in all_versions()
+              if s.event_type == "HardwareSnapshotted" and s.version == 1)
+    data = f.snapshot()
+    written = {**data, "system": {k: v for k, v in data["system"].items()
+                                  if k not in OPTIONAL_SYSTEM_IDENTITY}}
+    buf = io.BytesIO()
+    schemaless_writer(buf, v1.parsed, written)
+    assert codec.decode(codec.MARKER + v1.fingerprint + buf.getvalue()).data == data
 
 
 def test_fingerprints_are_unique_and_little_endian_crc64() -> None:

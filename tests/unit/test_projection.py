@@ -21,6 +21,7 @@ from hwledger.projectors.projection import (
 )
 from hwledger.projectors.service import backoff, fence_for
 from hwledger.schemas import codec
+from hwledger.schemas.identity import system_hardware_id
 from tests import factories as f
 
 TTL = timedelta(hours=1)
@@ -191,6 +192,17 @@ def test_merge_key_orders_by_code_point_with_a_null_motherboard_as_empty() -> No
     assert merge_key("system_hardware", system) == ("x", "v", 1, "a", "")
     assert merge_key("gpu_hardware", gpu_row(f.gpu(0, name="Z"))) < \
         merge_key("gpu_hardware", gpu_row(f.gpu(0, name="a")))
+
+
+def test_host_identity_inputs_are_stored_and_part_of_the_system_id() -> None:
+    plain, rich = f.snapshot(), f.host_identity_snapshot()
+    base, stored = system_row(plain["system"], plain["gpus"]), system_row(rich["system"],
+                                                                           rich["gpus"])
+    assert base[-6:] == (None,) * 6
+    assert stored[-6:] == (2400, 3700, 4800, 12, "NPS1", 131072)
+    assert stored[0] == system_hardware_id(rich["system"], rich["gpus"]) != base[0]
+    assert base[0] == system_hardware_id(plain["system"], plain["gpus"])
+    assert stored[1:-6] == base[1:-6]
 
 
 def test_references_name_what_the_batch_needs() -> None:
