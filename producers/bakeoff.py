@@ -116,6 +116,30 @@ def _int(hardware: Mapping[str, Any], field: str) -> int:
     return int(value)
 
 
+def _optional_int(block: Mapping[str, Any], field: str, where: str) -> int | None:
+    value = block.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise BakeoffError(f"{where}{field} is not a number >= 0")
+    return int(value)
+
+
+def _host_identity(hardware: Mapping[str, Any]) -> dict[str, Any]:
+    """bakeoff's optional host identity inputs (OPTIONAL_SYSTEM_IDENTITY): top-level fields of
+    the hardware block, but `bar_size_mb` under `bios_notes`; absent ones are None."""
+    notes = hardware.get("bios_notes")
+    profile = hardware.get("memory_interleave_profile")
+    if profile is not None and not isinstance(profile, str):
+        raise BakeoffError("hardware.memory_interleave_profile is not a string")
+    return {**{f: _optional_int(hardware, f, "hardware.") for f in (
+                "cpu_base_clock_mhz", "cpu_peak_clock_mhz", "memory_speed_mhz",
+                "memory_channels")},
+            "memory_interleave_profile": profile,
+            "bar_size_mb": _optional_int(notes, "bar_size_mb", "hardware.bios_notes.")
+            if isinstance(notes, Mapping) else None}
+
+
 def _system(hardware: Mapping[str, Any]) -> dict[str, Any]:
     cpu_model = hardware.get("cpu_model")
     if not isinstance(cpu_model, str) or not cpu_model.strip():
@@ -125,7 +149,7 @@ def _system(hardware: Mapping[str, Any]) -> dict[str, Any]:
             "cpu_threads": _int(hardware, "cpu_threads"),
             "ram_bytes": round(float(hardware.get("ram_gb") or 0) * GiB),
             "architecture": hardware.get("architecture") or DEFAULT_ARCHITECTURE,
-            "motherboard": hardware.get("motherboard")}
+            "motherboard": hardware.get("motherboard"), **_host_identity(hardware)}
 
 
 def _software(hardware: Mapping[str, Any]) -> dict[str, Any]:

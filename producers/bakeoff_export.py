@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from hwledger.producers.bakeoff import STATUSES, GiB, MiB
 from hwledger.schemas import tables
-from hwledger.schemas.identity import SOFTWARE_FIELDS
+from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY, SOFTWARE_FIELDS
 
 SCHEMA_VERSION = 1
 AUDIT_FIELDS = ("created_at", "updated_at")
@@ -101,6 +101,8 @@ def hardware_block(system: Row, gpus: Sequence[Row]) -> Document:
         "cpu_model": system["cpu_model"], "cpu_cores": system["cpu_cores"],
         "cpu_threads": system["cpu_threads"], "ram_gb": _number(system["ram_bytes"] / GiB),
         "architecture": system["architecture"], "motherboard": system["motherboard"],
+        **{f: system[f] for f in OPTIONAL_SYSTEM_IDENTITY if f != "bar_size_mb"},
+        "bios_notes": {"bar_size_mb": system["bar_size_mb"]},
         "gpus": [_gpu(g) for g in sorted(gpus, key=lambda g: int(g["slot_index"]))],
     }
 

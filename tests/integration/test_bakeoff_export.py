@@ -68,6 +68,11 @@ def test_export_round_trips_and_rewrites_nothing_unchanged(
     with connect(database_url, db_schema) as conn:
         systems = sorted(str(r[0]) for r in conn.execute(
             "SELECT system_hardware_id FROM system_hardware").fetchall())
+        host_identity = conn.execute(
+            "SELECT cpu_base_clock_mhz, cpu_peak_clock_mhz, memory_speed_mhz, memory_channels, "
+            "memory_interleave_profile, bar_size_mb FROM system_hardware "
+            "WHERE cpu_base_clock_mhz IS NOT NULL").fetchall()
+    assert host_identity == [(2000, 3800, 4800, 16, None, 131072)]
     layout = sorted([*(f"runs/{r}.json" for r in RUN_IDS),
                      *(f"hardware-snapshot/{s}.json" for s in systems),
                      "seeds/interface_types.json"])
@@ -79,6 +84,8 @@ def test_export_round_trips_and_rewrites_nothing_unchanged(
         range(8))
     assert h100["hardware"]["gpus"][7]["power_limit_w"] == 700
     assert h100["metrics"]["measured_tflops"] == 611.8
+    assert (h100["hardware"]["cpu_base_clock_mhz"], h100["hardware"]["memory_channels"],
+            h100["hardware"]["bios_notes"]) == (2000, 16, {"bar_size_mb": 131072})
     assert (h100["created_at"], h100["updated_at"]) == ("2026-07-20T03:00:00Z",
                                                          "2026-08-01T00:00:00Z")
     assert all({"schema_version", "created_at", "updated_at"} <= set(d) for d in files.values())

@@ -86,6 +86,16 @@ def test_exact_times_status_slots_and_resources_survive_what_bakeoff_cannot_say(
     assert gpu["vram_mb"] == 81559 and isinstance(gpu["vram_mb"], int)
 
 
+def test_host_identity_inputs_are_exported_with_bar_size_under_bios_notes() -> None:
+    rows = _rows(_events("h100x8-2026-07-20.json"))
+    hardware = run_document(rows["run"], rows["system"], rows["gpus"], rows["software"],
+                            rows["gpu_slots"])["hardware"]
+    assert (hardware["cpu_base_clock_mhz"], hardware["cpu_peak_clock_mhz"],
+            hardware["memory_speed_mhz"], hardware["memory_channels"],
+            hardware["memory_interleave_profile"], hardware["bios_notes"]) == (
+        2000, 3800, 4800, 16, None, {"bar_size_mb": 131072})
+
+
 @pytest.mark.parametrize(("key", "name"), [
     ("2026-05-14T09-12-03", "2026-05-14T09-12-03.json"),
     ("a/b", "a%2Fb.json"),

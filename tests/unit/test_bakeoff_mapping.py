@@ -10,6 +10,7 @@ import pytest
 
 from hwledger.producers.bakeoff import BakeoffError, run_events, snapshot_events
 from hwledger.producers.events import encode_event
+from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY
 
 RUNS = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data" / "runs"
 
@@ -38,6 +39,27 @@ def test_rich_block_uses_pci_ids_links_and_every_gpu() -> None:
         "h100", "2330", "16c110de")
     assert gpu["actual_interface"] == "SXM5" and gpu["interface"] == "sxm"
     assert snapshot["software"]["cuda_version"] == "12.4"
+
+
+def test_host_identity_inputs_map_and_bar_size_comes_from_bios_notes() -> None:
+    system = run_events(_doc("h100x8-2026-07-20.json"), "p")[0][1]["system"]
+    assert {k: system[k] for k in OPTIONAL_SYSTEM_IDENTITY} == {
+        "cpu_base_clock_mhz": 2000, "cpu_peak_clock_mhz": 3800, "memory_speed_mhz": 4800,
+        "memory_channels": 16, "memory_interleave_profile": None, "bar_size_mb": 131072}
+    thin = run_events(_doc("2026-05-14T09-12-03.json"), "p")[0][1]["system"]
+    assert {k: thin[k] for k in OPTIONAL_SYSTEM_IDENTITY} == dict.fromkeys(
+        OPTIONAL_SYSTEM_IDENTITY)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"memory_speed_mhz": "fast"}, "hardware.memory_speed_mhz is not a number >= 0"),
+    ({"bios_notes": {"bar_size_mb": -1}}, "hardware.bios_notes.bar_size_mb is not a number"),
+    ({"memory_interleave_profile": 4}, "memory_interleave_profile is not a string"),
+])
+def test_unmappable_host_identity_inputs_say_why(change: dict[str, Any], reason: str) -> None:
+    doc = _doc("h100x8-2026-07-20.json")
+    with pytest.raises(BakeoffError, match=reason):
+        run_events(doc | {"hardware": doc["hardware"] | change}, "p")
 
 
 def test_thin_block_identifies_gpus_by_name() -> None:
