@@ -32,9 +32,13 @@ from hwledger.producers.nvml import (
     read_nvml,
     unavailable,
 )
-from hwledger.producers.sysfs_gpus import PCI_DEVICES, read_sysfs_gpus
+from hwledger.producers.sysfs_gpus import DISPLAY_CLASS_PREFIX, PCI_DEVICES, read_sysfs_gpus
 from hwledger.schemas.errors import UserError
-from hwledger.schemas.identity import system_hardware_id, system_software_id
+from hwledger.schemas.identity import (
+    OPTIONAL_SYSTEM_IDENTITY,
+    system_hardware_id,
+    system_software_id,
+)
 from hwledger.schemas.tokens import identify
 from hwledger.seeds import gpu_catalog, interface_type_ids
 
@@ -47,6 +51,9 @@ SXM_SOCKETS = {"h100": "SXM5", "h200": "SXM5", "h800": "SXM5", "gh200": "SXM5",
                "a100": "SXM4", "a800": "SXM4", "v100": "SXM2", "p100": "SXM2"}
 DMI_PLACEHOLDERS = {"", "to be filled by o.e.m.", "default string", "not applicable",
                     "system product name", "none"}
+CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+DMI_TABLE = Path("/sys/firmware/dmi/tables/DMI")
+SMBIOS_MEMORY_DEVICE, SMBIOS_END = 17, 127
 NODE_NAMESPACE = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7a10")
 QUANTITY = re.compile(r"^(\d+)([KMGTP]i?)?$")
 UNITS = {"K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "P": 1000**5,
@@ -68,6 +75,12 @@ class HostFacts:
     kernel_version: str
     python_version: str
     disk_bytes: int
+    cpu_base_clock_mhz: int | None = None
+    cpu_peak_clock_mhz: int | None = None
+    memory_speed_mhz: int | None = None
+    memory_channels: int | None = None
+    memory_interleave_profile: str | None = None
+    bar_size_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,65 @@ def motherboard_name(vendor: str | None, board: str | None) -> str | None:
     return " ".join(parts) or None
 
 
+def clock_mhz(khz_text: str) -> int | None:
+    """A cpufreq frequency file (kHz) in MHz; None when empty or not a positive number."""
+    text = khz_text.strip()
+    return round(int(text) / 1000) if text.isdigit() and int(text) > 0 else None
+
+
+def _smbios_structures(table: bytes) -> list[tuple[int, bytes]]:
+    """(type, formatted area) of each structure of a raw SMBIOS table (/sys/firmware/dmi/
+    tables/DMI), up to the end-of-table structure or the first malformed one."""
+    found, pos = [], 0
+    while pos + 4 <= len(table):
+        kind, length = table[pos], table[pos + 1]
+        strings_end = table.find(b"\0\0", pos + length)
+        if length < 4 or strings_end < 0 or kind == SMBIOS_END:
+            break
+        found.append((kind, table[pos:pos + length]))
+        pos = strings_end + 2
+    return found
+
+
+def _word(area: bytes, offset: int, size: int = 2) -> int | None:
+    return int.from_bytes(area[offset:offset + size], "little") if len(area) >= offset + size \
+        else None
+
+
+def _device_speed(area: bytes) -> int | None:
+    """A type 17 structure's configured speed (MT/s), else its rated speed; 0xFFFF points to
+    the extended DWORD fields of SMBIOS 3.3."""
+    for offset, extended in ((0x20, 0x58), (0x15, 0x54)):
+        speed = _word(area, offset)
+        if speed == 0xFFFF:
+            speed = _word(area, extended, 4)
+        if speed:
+            return speed
+    return None
+
+
+def memory_speed_mhz(table: bytes) -> int | None:
+    """The speed installed memory runs at: the least speed of the populated SMBIOS memory
+    devices (type 17, size not 0); None when the table names none."""
+    speeds = [_device_speed(area) for kind, area in _smbios_structures(table)
+              if kind == SMBIOS_MEMORY_DEVICE and _word(area, 0x0C) not in (None, 0)]
+    known = [s for s in speeds if s is not None]
+    return min(known) if known else None
+
+
+def largest_bar_mb(resource_text: str) -> int | None:
+    """The largest BAR of a PCI `resource` file (`start end flags` per line) in MiB; None
+    when no BAR is set."""
+    sizes = []
+    for line in resource_text.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            start, end = int(parts[0], 16), int(parts[1], 16)
+            if end > start:
+                sizes.append((end - start + 1) // 2**20)
+    return max(sizes) if sizes and max(sizes) > 0 else None
+
+
 def link_name(link: tuple[int, int] | None) -> str | None:
     """(4, 16) -> 'PCIe 4.0 x16' when that interface_type exists, else None."""
     if link is None:
@@ -194,7 +266,8 @@ def build_snapshot(host: HostFacts, nvml: NvmlReport, other_gpus: list[RawGpu],
         "system": {"cpu_model": host.cpu_model, "cpu_vendor": host.cpu_vendor,
                    "cpu_cores": host.cpu_cores, "cpu_threads": host.cpu_threads,
                    "ram_bytes": host.ram_bytes, "architecture": host.architecture,
-                   "motherboard": host.motherboard},
+                   "motherboard": host.motherboard,
+                   **{f: getattr(host, f) for f in OPTIONAL_SYSTEM_IDENTITY}},
         "software": {"os": host.os, "kernel_version": host.kernel_version,
                      "python_version": host.python_version,
                      "gpu_driver_version": nvml.driver_version, "cuda_version": nvml.cuda_version,
@@ -236,10 +309,31 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def read_bar_size_mb(pci_devices: Path = PCI_DEVICES) -> int | None:
+    """The largest BAR of the display-class PCI devices (GPUs) under `pci_devices`, in MiB."""
+    try:
+        devices = sorted(pci_devices.iterdir())
+    except OSError:
+        return None
+    sizes = [largest_bar_mb(_read_text(d / "resource")) for d in devices
+             if _read_text(d / "class").startswith(DISPLAY_CLASS_PREFIX)]
+    known = [s for s in sizes if s is not None]
+    return max(known) if known else None
+
+
 def read_host_facts(proc: Path = Path("/proc"), dmi: Path = Path("/sys/class/dmi/id"),
-                    os_release: Path = Path("/etc/os-release"), disk: Path = Path("/")
-                    ) -> HostFacts:
-    """CPU, memory, board, OS and disk facts of this host."""
+                    os_release: Path = Path("/etc/os-release"), disk: Path = Path("/"),
+                    cpufreq: Path = CPUFREQ, dmi_table: Path = DMI_TABLE,
+                    pci_devices: Path = PCI_DEVICES) -> HostFacts:
+    """CPU, memory, board, OS and disk facts of this host; the optional host identity inputs
+    where Linux exposes them (cpufreq, the SMBIOS table, PCI BARs), else None."""
     model, vendor = cpu_from_cpuinfo(_read_text(proc / "cpuinfo"))
     threads = psutil.cpu_count(logical=True) or os.cpu_count() or 1
     cores = psutil.cpu_count(logical=False) or threads
@@ -258,6 +352,10 @@ def read_host_facts(proc: Path = Path("/proc"), dmi: Path = Path("/sys/class/dmi
         os=os_from_release(_read_text(os_release)) or f"{platform.system()}",
         kernel_version=platform.release(), python_version=platform.python_version(),
         disk_bytes=disk_bytes,
+        cpu_base_clock_mhz=clock_mhz(_read_text(cpufreq / "base_frequency")),
+        cpu_peak_clock_mhz=clock_mhz(_read_text(cpufreq / "cpuinfo_max_freq")),
+        memory_speed_mhz=memory_speed_mhz(_read_bytes(dmi_table)),
+        bar_size_mb=read_bar_size_mb(pci_devices),
     )
 
 

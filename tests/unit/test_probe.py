@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ from hwledger.producers.probe import (
     ProbeOptions,
     Prober,
     architecture_name,
+    clock_mhz,
     cpu_from_cpuinfo,
     fingerprint,
+    largest_bar_mb,
     link_name,
+    memory_speed_mhz,
     motherboard_name,
     node_id,
     os_from_release,
@@ -27,8 +31,10 @@ from hwledger.producers.probe import (
 )
 from hwledger.schemas import codec, validation
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY, system_hardware_id
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "nvml"
+HOST_FIXTURES = Path(__file__).parent.parent / "fixtures" / "host"
 GiB = 2**30
 HOST = HostFacts(cpu_model="AMD EPYC 9654 96-Core Processor", cpu_vendor="amd", cpu_cores=96,
                  cpu_threads=192, ram_bytes=1536 * GiB, architecture="amd64",
@@ -81,7 +87,7 @@ def test_h100_sxm_box(tmp_path: Path) -> None:
     assert snapshot["system"] == {
         "cpu_model": HOST.cpu_model, "cpu_vendor": "amd", "cpu_cores": 96, "cpu_threads": 192,
         "ram_bytes": 1536 * GiB, "architecture": "amd64",
-        "motherboard": "Supermicro H13DSG-O-CPU"}
+        "motherboard": "Supermicro H13DSG-O-CPU", **dict.fromkeys(OPTIONAL_SYSTEM_IDENTITY)}
 
 
 def test_a100_box_reports_the_degraded_link_but_not_an_idle_generation(tmp_path: Path) -> None:
@@ -212,6 +218,54 @@ def test_host_facts_from_recorded_proc_and_dmi(tmp_path: Path) -> None:
     assert facts.motherboard == "Supermicro H13DSG-O-CPU"
     assert facts.os == "Rocky Linux 9.3 (Blue Onyx)"
     assert 0 < facts.cpu_cores <= facts.cpu_threads and facts.ram_bytes > 0
+
+
+def host_tree(root: Path, doc: dict[str, Any]) -> dict[str, Path]:
+    """A recorded host's cpufreq folder, SMBIOS table and PCI tree under `root`."""
+    cpufreq = root / "cpufreq"
+    cpufreq.mkdir(parents=True)
+    for name, text in doc["cpufreq"].items():
+        (cpufreq / name).write_text(text + "\n")
+    (root / "DMI").write_bytes(bytes.fromhex(doc["dmi_table_hex"]))
+    return {"cpufreq": cpufreq, "dmi_table": root / "DMI",
+            "pci_devices": sysfs_tree(root / "pci", doc["pci"])}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in HOST_FIXTURES.glob("*.json")))
+def test_host_identity_inputs_from_recorded_cpufreq_smbios_and_pci(name: str,
+                                                                    tmp_path: Path) -> None:
+    doc = json.loads((HOST_FIXTURES / name).read_text("utf-8"))
+    facts = read_host_facts(tmp_path / "proc", tmp_path / "dmi", tmp_path / "os-release",
+                            **host_tree(tmp_path, doc))
+    assert {k: getattr(facts, k) for k in OPTIONAL_SYSTEM_IDENTITY} == doc["expected"]
+
+
+def test_host_identity_inputs_linux_does_not_expose_are_none(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    facts = read_host_facts(missing, missing, missing, cpufreq=missing, dmi_table=missing,
+                            pci_devices=missing)
+    assert {k: getattr(facts, k) for k in OPTIONAL_SYSTEM_IDENTITY} == dict.fromkeys(
+        OPTIONAL_SYSTEM_IDENTITY)
+    table = bytes.fromhex(json.loads((HOST_FIXTURES / "xeon_8480_h100_sxm.json").read_text(
+        "utf-8"))["dmi_table_hex"])
+    assert memory_speed_mhz(table[:40]) is None and memory_speed_mhz(b"\x11\x01") is None
+    assert clock_mhz("") is None and clock_mhz("n/a") is None and clock_mhz("0") is None
+    assert largest_bar_mb("") is None and largest_bar_mb("garbage\n") is None
+
+
+def test_host_identity_inputs_enter_the_snapshot_and_its_system_id(tmp_path: Path) -> None:
+    plain = prober_for(answers("h100_sxm_x8.json"), tmp_path / "a").probe().snapshot
+    rich_host = replace(HOST, cpu_base_clock_mhz=2000, cpu_peak_clock_mhz=3800,
+                        memory_speed_mhz=4800, bar_size_mb=131072)
+    rich = Prober("provider-a", "node-1", open_nvml=lambda: RecordedNvml(
+        answers("h100_sxm_x8.json")), pci_devices=tmp_path / "none",
+        read_host=lambda: rich_host).probe().snapshot
+    assert (rich["system"]["cpu_base_clock_mhz"], rich["system"]["bar_size_mb"]) == (2000,
+                                                                                  131072)
+    assert plain["system"]["cpu_base_clock_mhz"] is None
+    assert codec.describe_invalid("HardwareSnapshotted", rich) is None
+    assert system_hardware_id(rich["system"], rich["gpus"]) != system_hardware_id(
+        plain["system"], plain["gpus"])
 
 
 def test_node_id_is_stable_and_overridable(tmp_path: Path) -> None:
