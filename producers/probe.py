@@ -55,6 +55,7 @@ CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
 DMI_TABLE = Path("/sys/firmware/dmi/tables/DMI")
 SMBIOS_MEMORY_DEVICE, SMBIOS_END = 17, 127
 NODE_NAMESPACE = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7a10")
+HEX = re.compile(r"0x[0-9a-fA-F]+")
 QUANTITY = re.compile(r"^(\d+)([KMGTP]i?)?$")
 UNITS = {"K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "P": 1000**5,
          "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5}
@@ -214,7 +215,7 @@ def largest_bar_mb(resource_text: str) -> int | None:
     sizes = []
     for line in resource_text.splitlines():
         parts = line.split()
-        if len(parts) == 3:
+        if len(parts) == 3 and all(HEX.fullmatch(p) for p in parts[:2]):
             start, end = int(parts[0], 16), int(parts[1], 16)
             if end > start:
                 sizes.append((end - start + 1) // 2**20)

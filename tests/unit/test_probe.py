@@ -250,7 +250,7 @@ def test_host_identity_inputs_linux_does_not_expose_are_none(tmp_path: Path) -> 
         "utf-8"))["dmi_table_hex"])
     assert memory_speed_mhz(table[:40]) is None and memory_speed_mhz(b"\x11\x01") is None
     assert clock_mhz("") is None and clock_mhz("n/a") is None and clock_mhz("0") is None
-    assert largest_bar_mb("") is None and largest_bar_mb("garbage\n") is None
+    assert largest_bar_mb("") is None and largest_bar_mb("garbage\nnot a bar\n") is None
 
 
 def test_host_identity_inputs_enter_the_snapshot_and_its_system_id(tmp_path: Path) -> None:
