@@ -29,6 +29,15 @@ def test_snapshot_problems_are_named() -> None:
         assert expected in found
 
 
+def test_negative_host_identity_inputs_are_named() -> None:
+    snap = f.host_identity_snapshot()
+    assert problems("HardwareSnapshotted", snap) == []
+    snap["system"] |= {"bar_size_mb": -1, "cpu_base_clock_mhz": -2000}
+    assert problems("HardwareSnapshotted", snap) == [
+        "system.cpu_base_clock_mhz must not be negative (got -2000)",
+        "system.bar_size_mb must not be negative (got -1)"]
+
+
 def test_run_and_provider_problems_are_named() -> None:
     started = f.run_started(f.snapshot(), gpu_slots=[1, 1])
     assert problems("RunStarted", started) == ["resources.gpu_slots: duplicate slot 1"]
