@@ -38,6 +38,8 @@ ENV_VARS = {
     "HWLEDGER_DB_SCHEMA": "Postgres schema to project into (default: the active schema)",
     "HWLEDGER_HOME": "state folder: local stack data, spool, node id (default "
                      "$XDG_STATE_HOME/hwledger, else ~/.local/state/hwledger)",
+    "HWLEDGER_PROJECTOR_STALL_SECONDS": "the projector's /healthz fails when its loop has not "
+                                        "polled for this long (default 60)",
     "HWLEDGER_BROKER": "local stack broker: kafka (Apache Kafka, durable) or tansu (memory-only); "
                        "default kafka when Java 17+ is on PATH",
     "HWLEDGER_ONLINE_TTL_SECONDS": "a provider is online if seen within this many seconds",
@@ -174,6 +176,7 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     park_ttl_seconds: int = 21600
+    projector_stall_seconds: int = 60
     provider_id: str | None = None
     node_id: str | None = None
     auditor_keys_file: Path | None = None
@@ -204,6 +207,7 @@ class Settings:
             metrics_host=env.get("HWLEDGER_METRICS_HOST") or "127.0.0.1",
             metrics_port=_int(env, "HWLEDGER_METRICS_PORT", 9464),
             park_ttl_seconds=_int(env, "HWLEDGER_PARK_TTL_SECONDS", 21600),
+            projector_stall_seconds=_positive(env, "HWLEDGER_PROJECTOR_STALL_SECONDS", 60),
             provider_id=env.get("HWLEDGER_PROVIDER_ID") or None,
             node_id=env.get("HWLEDGER_NODE_ID") or None,
             auditor_keys_file=Path(env[AUDITOR_KEYS_SETTING]) if env.get(AUDITOR_KEYS_SETTING)

@@ -1,13 +1,26 @@
 """Prometheus metrics of the projector: events by type, dead letters, parked, lag, batches.
 
 Each `Metrics` owns its registry, so tests and benchmarks can build several side by side;
-`serve` exposes one on an HTTP port (0 = off).
+`serve` exposes one on an HTTP port (0 = off), with the projector's /healthz and /readyz.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from hwledger.projectors.health import Health, liveness, readiness
 from hwledger.projectors.projection import Plan
 from hwledger.schemas.errors import UserError
 
@@ -50,13 +63,44 @@ class Metrics:
         self.batch_size.observe(messages)
         self.batch_seconds.observe(seconds)
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        """Expose /metrics on `host`:`port` (0 = off; loopback unless configured, like the
-        query service); a busy port is a one-line UserError."""
+    def serve(self, port: int, host: str = "127.0.0.1", health: Health | None = None) -> None:
+        """Expose /metrics, and with `health` the probes /healthz and /readyz (JSON `status`,
+        `reason`; 503 when failing), on `host`:`port` (0 = off; loopback unless configured, like
+        the query service); a busy port is a one-line UserError."""
         if not port:
             return
         try:
-            start_http_server(port, addr=host, registry=self.registry)
+            server = ThreadingHTTPServer((host, port), _handler(self.registry, health))
         except OSError as exc:
             raise UserError(f"cannot serve metrics on port {port} (HWLEDGER_METRICS_PORT): "
                             f"{exc.strerror}") from exc
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+def _handler(registry: CollectorRegistry, health: Health | None
+             ) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+            elif path in ("/healthz", "/readyz") and health is not None:
+                ok, reason = (liveness(health, time.monotonic()) if path == "/healthz"
+                              else readiness(health))
+                body = json.dumps({"status": "ok" if ok else "failing", "reason": reason})
+                self._send(200 if ok else 503, "application/json", body.encode())
+            else:
+                body = json.dumps({"error": "not_found", "message": f"no route {path}"})
+                self._send(404, "application/json", body.encode())
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Probes every few seconds are not worth a log line."""
+
+    return Handler

@@ -42,6 +42,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from hwledger.projectors.health import DEFAULT_STALL_SECONDS, Health
 from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.projection import Record
@@ -81,6 +82,8 @@ class ProjectorConfig:
     rebuild's replay: no group to form, nothing to rebalance when a process finishes)."""
     auditor_keys: AuditorKeys | None = None
     """The auditors' public keys audits must be signed with; None: audits are not verified."""
+    stall_seconds: float = DEFAULT_STALL_SECONDS
+    """/healthz fails when the loop has not gone round for this long."""
 
 
 def consumer_config(config: ProjectorConfig) -> dict[str, Any]:
@@ -117,6 +120,7 @@ class Projector:
     def __init__(self, config: ProjectorConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self.health = Health(config.stall_seconds)
         self.stopping = False
         self.positions: dict[int, int | None] = {}
         self.halted: dict[int, str] = {}
@@ -140,6 +144,7 @@ class Projector:
             self.positions[p.partition] = offset
             p.offset = OFFSET_BEGINNING if offset is None else offset
         consumer.assign(partitions)
+        self.health.assigned = True
         log.info("assigned %s", {p.partition: p.offset for p in partitions})
         self.check_due = True  # check the log before the next batch (not inside the callback)
 
@@ -160,8 +165,11 @@ class Projector:
     def _with_retries(self, action: Callable[[], T]) -> T:
         for attempt in range(1, self.config.max_retries + 1):
             try:
-                return action()
+                done = action()
+                self.health.database_ok = True
+                return done
             except TRANSIENT as exc:
+                self.health.database_ok = False
                 if attempt == self.config.max_retries:
                     raise
                 wait = backoff(attempt, self.config.backoff_seconds)
@@ -327,6 +335,7 @@ class Projector:
         idle_since = time.monotonic()
         try:
             while not self.stopping:
+                self.health.last_loop = time.monotonic()
                 if self.check_due:
                     self._check_log()
                 records = self._poll_batch()
@@ -383,8 +392,8 @@ def _replica(config: ProjectorConfig, metrics_port: int, metrics_host: str) -> N
     """A replica process: its own consumer, connection and metrics port; SIGTERM stops it."""
     tune_gc()
     metrics = Metrics()
-    metrics.serve(metrics_port, metrics_host)
     projector = Projector(config, metrics)
+    metrics.serve(metrics_port, metrics_host, projector.health)
     install_signal_handlers(projector)
     raise SystemExit(projector.run())
 

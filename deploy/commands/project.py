@@ -78,12 +78,12 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
         kafka=settings.kafka_config(), group_id=args.group, batch_size=args.batch_size,
         batch_seconds=args.batch_seconds, park_ttl=timedelta(seconds=settings.park_ttl_seconds),
         idle_exit_seconds=args.exit_when_idle, exit_when_caught_up=args.until_caught_up,
-        auditor_keys=settings.auditor_keys())
+        auditor_keys=settings.auditor_keys(), stall_seconds=settings.projector_stall_seconds)
     check_broker(config.kafka)
     tune_gc()
     metrics = Metrics()
-    metrics.serve(settings.metrics_port, settings.metrics_host)
     projector = Projector(config, metrics)
+    metrics.serve(settings.metrics_port, settings.metrics_host, projector.health)
     install_signal_handlers(projector)
     replicas = start_replicas([config] * (args.processes - 1), settings.metrics_port,
                               settings.metrics_host)

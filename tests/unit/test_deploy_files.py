@@ -263,7 +263,7 @@ def test_k8s_probes_hit_real_routes_on_the_configured_ports() -> None:
     ports = {"projector": int(config_map()["HWLEDGER_METRICS_PORT"]),
              "query": int(config_map()["HWLEDGER_HTTP_PORT"])}
     expected = {"query": {"readinessProbe": "/readyz", "livenessProbe": "/healthz"},
-                "projector": {"livenessProbe": "/metrics"}}
+                "projector": {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}}
     for container in k8s_containers():
         probes = {key: container[key] for key in ("readinessProbe", "livenessProbe")
                   if key in container}

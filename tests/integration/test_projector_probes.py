@@ -1,0 +1,67 @@
+"""The projector's probes on its metrics port: /readyz once the group assigned it partitions,
+/healthz failing while the main loop is wedged although the HTTP thread (and /metrics) lives."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from typing import Any
+
+from hwledger.deploy.localstack import free_port
+from hwledger.projectors.metrics import Metrics
+from hwledger.projectors.service import Projector
+from tests.integration.projector_support import fresh_schema, projector_config
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _until(check: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_probes_follow_assignment_and_a_wedged_loop(
+        database_url: str, kafka_config: dict[str, Any], topic: str) -> None:
+    with fresh_schema(database_url) as schema:
+        config = replace(projector_config(database_url, schema, topic, kafka_config),
+                         idle_exit_seconds=None, exit_when_caught_up=False, stall_seconds=1.0)
+        metrics = Metrics()
+        projector = Projector(config, metrics)
+        port = free_port()
+        metrics.serve(port, health=projector.health)
+        base = f"http://127.0.0.1:{port}"
+        assert _get(base + "/readyz") == 503  # not assigned yet
+        wedge = threading.Event()
+        poll = projector._poll_batch
+
+        def wedged_poll() -> Any:
+            while wedge.is_set():  # a consumer call that never returns
+                time.sleep(0.05)
+            return poll()
+
+        projector._poll_batch = wedged_poll  # type: ignore[method-assign]
+        runner = threading.Thread(target=projector.run, daemon=True)
+        runner.start()
+        try:
+            _until(lambda: _get(base + "/readyz") == 200)
+            assert _get(base + "/healthz") == 200
+            wedge.set()
+            _until(lambda: _get(base + "/healthz") == 503, timeout=10)
+            assert _get(base + "/metrics") == 200
+            wedge.clear()
+            _until(lambda: _get(base + "/healthz") == 200, timeout=10)
+        finally:
+            wedge.clear()
+            projector.stop()
+            runner.join(30)
