@@ -40,6 +40,8 @@ ENV_VARS = {
                      "$XDG_STATE_HOME/hwledger, else ~/.local/state/hwledger)",
     "HWLEDGER_PROJECTOR_STALL_SECONDS": "the projector's /healthz fails when its loop has not "
                                         "polled for this long (default 60)",
+    "HWLEDGER_LOG_FORMAT": "text (default) or json: one JSON object per log line",
+    "HWLEDGER_ACCESS_LOG": "1: the query service logs every request (method, path, status)",
     "HWLEDGER_BROKER": "local stack broker: kafka (Apache Kafka, durable) or tansu (memory-only); "
                        "default kafka when Java 17+ is on PATH",
     "HWLEDGER_ONLINE_TTL_SECONDS": "a provider is online if seen within this many seconds",
@@ -177,6 +179,8 @@ class Settings:
     metrics_port: int = 9464
     park_ttl_seconds: int = 21600
     projector_stall_seconds: int = 60
+    log_format: str = "text"
+    access_log: bool = False
     provider_id: str | None = None
     node_id: str | None = None
     auditor_keys_file: Path | None = None
@@ -208,6 +212,8 @@ class Settings:
             metrics_port=_int(env, "HWLEDGER_METRICS_PORT", 9464),
             park_ttl_seconds=_int(env, "HWLEDGER_PARK_TTL_SECONDS", 21600),
             projector_stall_seconds=_positive(env, "HWLEDGER_PROJECTOR_STALL_SECONDS", 60),
+            log_format=_choice(env, "HWLEDGER_LOG_FORMAT", ("text", "json")) or "text",
+            access_log=_flag(env, "HWLEDGER_ACCESS_LOG"),
             provider_id=env.get("HWLEDGER_PROVIDER_ID") or None,
             node_id=env.get("HWLEDGER_NODE_ID") or None,
             auditor_keys_file=Path(env[AUDITOR_KEYS_SETTING]) if env.get(AUDITOR_KEYS_SETTING)

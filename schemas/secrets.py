@@ -12,8 +12,10 @@ of a dotted or underscored name (`ssl.key.pem`), without regard to case.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import psycopg
@@ -73,3 +75,17 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+class JsonRedactingFormatter(logging.Formatter):
+    """One JSON object a line (`time` in UTC ISO 8601, `level`, `logger`, `message`, and
+    `exception` with its traceback), every text through `redact`, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "logger": record.name,
+            "message": redact(record.getMessage())}
+        if record.exc_info:
+            line["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line)

@@ -44,12 +44,13 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @contextmanager
-def serving(home: Path, **env: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def serving(home: Path, log_level: str = "warning", **env: str
+            ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`hwledger serve` on a free port; yields the process (its output piped) and its base URL
     once /healthz answers, and stops it after the block."""
     port = free_port()
     process = subprocess.Popen(
-        [*HWLEDGER, "serve", "--port", str(port), "--log-level", "warning"], text=True,
+        [*HWLEDGER, "serve", "--port", str(port), "--log-level", log_level], text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_environment(home, env))
     base = f"http://127.0.0.1:{port}"
     try:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hwledger.deploy.config import Settings
-from hwledger.schemas.secrets import RedactingFormatter
+from hwledger.schemas.secrets import JsonRedactingFormatter, RedactingFormatter
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 Subparsers = Any  # argparse's _SubParsersAction is private
@@ -52,8 +52,10 @@ def wait_until_stopped() -> None:
         stopped.wait()
 
 
-def configure_logging(level: int | str = logging.INFO) -> None:
-    """Log lines (every logger's, uvicorn's too) to stderr, each through `redact`."""
+def configure_logging(level: int | str = logging.INFO, log_format: str = "text") -> None:
+    """Log lines (every logger's, uvicorn's too) to stderr, each through `redact`: plain text,
+    or one JSON object a line with `log_format="json"` (HWLEDGER_LOG_FORMAT)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonRedactingFormatter() if log_format == "json" else
+                         RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -244,7 +244,7 @@ def _keygen(args: argparse.Namespace, settings: Settings) -> int:
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
     if args.interval <= 0 or args.check_interval <= 0:
         raise UserError("--interval and --check-interval must be positive")
-    configure_logging(logging.WARNING)
+    configure_logging(logging.WARNING, settings.log_format)
     prober = Prober(require_provider_id(settings), node_id(settings.node_id, settings.home),
                     ProbeOptions.from_env())
     publisher = Publisher.from_settings(settings)

@@ -71,7 +71,7 @@ def _schema(settings: Settings, url: str) -> str:
 
 
 def _project(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging()
+    configure_logging(log_format=settings.log_format)
     url = settings.require_database_url()
     config = ProjectorConfig(
         database_url=url, schema=_schema(settings, url), topic=settings.topic,

@@ -50,8 +50,9 @@ def _app(settings: Settings) -> Any:
 def app_from_env() -> Any:
     """The ASGI app from HWLEDGER_* settings (the factory each `--workers` process calls),
     logging through `redact`."""
-    configure_logging()
-    return _app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logging(log_format=settings.log_format)
+    return _app(settings)
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -61,14 +62,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     migrated_schema(settings.checked_query_database_url(), settings.db_schema)
     host, port = args.host or settings.http_host, args.port or settings.http_port
-    configure_logging(args.log_level.upper())
+    configure_logging(args.log_level.upper(), settings.log_format)
     if args.workers > 1:
         uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, host=host,
-                    port=port, log_level=args.log_level, access_log=False,
+                    port=port, log_level=args.log_level, access_log=settings.access_log,
                     http=JsonErrorsProtocol, log_config=None)
     else:
         uvicorn.run(_app(settings), host=host, port=port, log_level=args.log_level,
-                    access_log=False, http=JsonErrorsProtocol, log_config=None)
+                    access_log=settings.access_log, http=JsonErrorsProtocol, log_config=None)
     return 0
 
 

@@ -63,7 +63,7 @@ def log_size(kafka: dict[str, object], topic: str) -> int:
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging(logging.WARNING)
+    configure_logging(logging.WARNING, settings.log_format)
     tune_gc()
     url = settings.require_database_url()
     if args.drop_old:

@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 from hwledger.deploy.config import Settings
 from hwledger.schemas.errors import ConfigError
-from hwledger.schemas.secrets import RedactingFormatter, check_database_url, redact
+from hwledger.schemas.secrets import (
+    JsonRedactingFormatter,
+    RedactingFormatter,
+    check_database_url,
+    redact,
+)
 
 ANY_LINE = st.text(st.characters(codec="utf-8", exclude_characters="\n"), min_size=1)
 NO_SPACE = st.text(st.characters(codec="utf-8", exclude_categories=("Zs", "Zl", "Zp", "Cc")),
@@ -104,3 +109,13 @@ def test_unencoded_at_or_slash_in_the_userinfo_is_refused_without_echoing_it(url
                                  "postgresql://db/hw"])
 def test_urls_libpq_reads_as_written_pass_the_check(url: str) -> None:
     assert check_database_url(url, "X") == url
+
+
+def test_json_log_lines_are_redacted_objects() -> None:
+    formatter = JsonRedactingFormatter()
+    record = logging.LogRecord("hwledger.test", logging.WARNING, __file__, 1,
+                               "cannot reach %s", ("postgresql://u:s3cret@db/x",), None)
+    line = json.loads(formatter.format(record))
+    assert line["level"] == "WARNING" and line["logger"] == "hwledger.test"
+    assert line["message"] == "cannot reach postgresql://u:***@db/x"
+    assert line["time"].endswith("+00:00")
