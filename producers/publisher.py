@@ -32,6 +32,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 5,
+    "compression.type": "zstd",  # batches of snapshots repeat most of their bytes
     "message.timeout.ms": 30_000,
     "log_level": 0,  # connection errors are kept in `last_error` instead of spamming stderr
 }
