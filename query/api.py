@@ -22,15 +22,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -47,6 +49,7 @@ from hwledger.query.aggregator import (
     filter_to_json,
     parse_group_spec,
 )
+from hwledger.query.fleet import FleetFilter
 from hwledger.query.repository import compiled
 from hwledger.query.service import (
     DEFAULT_LIMIT,
@@ -62,6 +65,11 @@ log = logging.getLogger("hwledger.query")
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 10_000
+MAX_PROVIDER_LIST = 1000
+CONSOLE = FilePath(__file__).with_name("console")
+"""The fleet console's static page (index.html, console.js, console.css), served at `/`."""
+TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -535,6 +543,41 @@ def create_app(service: QueryService) -> ASGIApp:
         """One system_hardware row with its embedded gpus[]."""
         return found_or_404("hardware", system_hardware_id,
                             await run_in_threadpool(service.hardware, system_hardware_id))
+
+    @app.get("/v1/gpus", responses={422: _ERROR, 503: {"description": "no db"}})
+    async def gpus(
+        vendor: Annotated[str | None, Query(max_length=64, pattern=TOKEN_PATTERN,
+                                            description="GPU vendor token, e.g. nvidia")] = None,
+        model: Annotated[str | None, Query(max_length=64, pattern=TOKEN_PATTERN,
+                                           description="GPU model token, e.g. h100")] = None,
+        region: Annotated[str | None, Query(max_length=256, pattern=TEXT_PATTERN,
+                                            description="the providers' `region` attribute")
+                          ] = None,
+        auditor: Annotated[str | None, Query(max_length=256, pattern=TEXT_PATTERN,
+                                             description="an auditor who signed the provider")
+                           ] = None,
+    ) -> JSONResponse:
+        """Installed and free GPUs of the online providers (seen within the online TTL) per
+        vendor, model, RAM and interface, the providers offering them, and the totals, with
+        `asOf`. Vendor and model match case-insensitively."""
+        wanted = FleetFilter(None if vendor is None else vendor.lower(),
+                             None if model is None else model.lower(), region, auditor)
+        return JSONResponse(await run_in_threadpool(service.gpus, wanted))
+
+    @app.get("/v1/providers", responses={422: _ERROR, 503: {"description": "no db"}})
+    async def providers(limit: Annotated[int, Query(ge=1, le=MAX_PROVIDER_LIST)] = 100
+                        ) -> JSONResponse:
+        """The first `limit` providers by owner, online or not: region, auditors, GPU models,
+        free GPUs, last seen and staleness (`fresh`, `ageing`: over half the online TTL,
+        `offline`), with the service clock `now`, `onlineSince` and `asOf`."""
+        return JSONResponse(await run_in_threadpool(service.providers, limit))
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        """The fleet console page."""
+        return FileResponse(CONSOLE / "index.html")
+
+    app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

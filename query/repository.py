@@ -23,11 +23,13 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Integer,
+    Numeric,
     Select,
     Text,
     and_,
     any_,
     bindparam,
+    case,
     cast,
     exists,
     false,
@@ -36,11 +38,13 @@ from sqlalchemy import (
     literal_column,
     select,
     true,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from hwledger.query.aggregator import BidScreeningFilter
+from hwledger.query.fleet import FleetFilter
 from hwledger.schemas.tables import node_free, node_gpus, projection_offsets, provider_inventory
 
 TOTAL_COLUMNS = (
@@ -356,3 +360,58 @@ def position_statement() -> Select[Any]:
                   func.max(po.last_event_at).label("last_event_at"),
                   cast(func.coalesce(partitions, func.json_build_array()), Text)
                   .label("partitions"))
+
+
+def _token(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A vendor or model name as its token (`tokens.gpu_tokens`: trimmed, lowercased)."""
+    return func.lower(func.btrim(column))
+
+
+GiB = 2**30
+
+
+def gpu_availability_statement(fleet: FleetFilter, online_since: datetime
+                               ) -> tuple[Select[Any], dict[str, Any]]:
+    """Installed and free GPUs of the online providers (the prefilter's `online` rule) per
+    vendor, model, RAM (whole GiB) and interface family (`binpacker.matches`), and the
+    providers offering them, plus one totals row (`grouped` false); ordered by the key. The
+    filters narrow the GPUs (vendor, model) and the providers (region, auditor)."""
+    g, inv = node_gpus.c, provider_inventory.c
+    interface = func.lower(func.btrim(g.interface))
+    gpu = (select(
+        _token(g.vendor).label("vendor"), _token(g.model).label("model"),
+        cast(func.round(cast(g.vram_bytes, Numeric) / GiB), Integer).label("ram_gib"),
+        case((func.starts_with(interface, "sxm"), literal("sxm")), else_=interface)
+        .label("interface"), g.free, g.provider_id)
+        .select_from(node_gpus.join(provider_inventory, inv.provider_id == g.provider_id)))
+    columns = {c.name: c for c in inv}
+    params: dict[str, Any] = {"online_since": online_since}
+    clauses = [_clause("online", "online_since", columns)]
+    if fleet.region is not None:
+        clauses.append(_clause("attribute", "region", columns))
+        params["region"] = {"region": fleet.region}
+    if fleet.auditor is not None:
+        clauses.append(_clause("all_of", "auditor", columns))
+        params["auditor"] = [fleet.auditor]
+    rows = gpu.where(*clauses).subquery("gpu")
+    r = rows.c
+    narrowed = [r[name] == bindparam(name, getattr(fleet, name), type_=Text)
+                for name in ("vendor", "model") if getattr(fleet, name) is not None]
+    keys = (r.vendor, r.model, r.ram_gib, r.interface)
+    free_providers = func.count(r.provider_id.distinct()).filter(r.free)
+    statement = (select(
+        func.grouping(*keys) == 0, *keys, func.count(), func.count().filter(r.free),
+        func.count(r.provider_id.distinct()), free_providers)
+        .where(true(), *narrowed)
+        .group_by(func.grouping_sets(tuple_(*keys), tuple_()))
+        .order_by(*keys))
+    return statement, params
+
+
+def provider_list_statement(limit: int) -> Select[Any]:
+    """The first `limit + 1` providers by owner (one more tells that the list was cut): owner,
+    host URI, `region` self attribute, auditors, GPU tokens, free GPUs, last seen."""
+    inv = provider_inventory.c
+    return (select(inv.provider_id, inv.host_uri, inv.self_attributes["region"].astext,
+                   inv.audited_by, inv.gpu_models, inv.total_available_gpu, inv.last_seen_at)
+            .order_by(inv.provider_id).limit(bindparam("limit", limit + 1, type_=Integer)))

@@ -7,7 +7,8 @@ active schema. `screen` / `bid_screening` (async) run ONE statement per answer, 
 per filter shape: the `asOf` projection position and the candidates as the answer's JSON
 text, written by Postgres; with `exact`, a REPEATABLE READ read-only transaction also reads
 the candidates' per-node inventory for the bin-packer. The detail reads (`provider`, `run`,
-`hardware`) return plain JSON-ready dicts or None. Database trouble raises `Unavailable`.
+`hardware`) and the fleet console's `gpus` / `providers` return plain JSON-ready dicts (or
+None). Database trouble raises `Unavailable`.
 
 Each screening answer's work is bounded (`Limits`): its statements by the time budget (the
 connections' statement_timeout), the bin-packer by a count of placement steps and by the
@@ -36,7 +37,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from hwledger.query import repository
+from hwledger.query import fleet, repository
 from hwledger.query.aggregator import BidScreeningFilter, GroupRequest, screening_filter
 from hwledger.query.binpacker import (
     GpuSlot,
@@ -46,6 +47,7 @@ from hwledger.query.binpacker import (
     place,
     placement_steps,
 )
+from hwledger.query.fleet import FleetFilter, iso
 from hwledger.schemas.db import check_schema_name
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import active_schema
@@ -126,7 +128,7 @@ class AsOf:
     def to_json(self) -> dict[str, Any]:
         found: dict[str, Any] = {
             "position": self.position,
-            "lastEventAt": _iso(self.last_event_at),
+            "lastEventAt": iso(self.last_event_at),
             "partitions": [{"projection": p, "topic": t, "partition": n, "nextOffset": o}
                            for p, t, n, o in self.partitions],
         }
@@ -151,10 +153,6 @@ class Answer:
     def providers(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = orjson.loads(self.providers_json)
         return found
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -492,6 +490,30 @@ class QueryService:
         return await self.screen(screening_filter(request), request if exact else None,
                                  limit=limit, min_position=min_position)
 
+    # -- fleet console -----------------------------------------------------------------
+
+    def gpus(self, wanted: FleetFilter) -> dict[str, Any]:
+        """Installed and free GPUs of the online providers, per GPU kind and in total
+        (`fleet.gpu_availability`), with `asOf` and the `onlineSince` cut-off."""
+        since = self.online_since()
+        statement, params = repository.gpu_availability_statement(wanted, since)
+        with self.snapshot() as (conn, schema):
+            as_of = read_as_of(conn)
+            rows = conn.execute(statement, params).all()
+        return {**fleet.gpu_availability(rows), "onlineSince": iso(since),
+                "asOf": {"schema": schema, **as_of.to_json()}}
+
+    def providers(self, limit: int) -> dict[str, Any]:
+        """The first `limit` providers by owner, online or not, with their staleness
+        (`fleet.provider_list`), the service clock `now`, `onlineSince` and `asOf`."""
+        now = self.clock()
+        with self.snapshot() as (conn, schema):
+            as_of = read_as_of(conn)
+            rows = conn.execute(repository.provider_list_statement(limit)).all()
+        return {**fleet.provider_list(rows, limit, now, self.online_ttl), "now": iso(now),
+                "onlineSince": iso(now - self.online_ttl),
+                "asOf": {"schema": schema, **as_of.to_json()}}
+
     # -- detail reads ------------------------------------------------------------------
 
     def provider(self, owner: str) -> dict[str, Any] | None:
@@ -513,7 +535,7 @@ class QueryService:
         free = {n.node_id: n for n in (inventory.nodes if inventory else ())}
         return {
             "owner": row["provider_id"], "hostUri": row["host_uri"],
-            "lastSeenAt": _iso(row["last_seen_at"]), "nodeCount": row["node_count"],
+            "lastSeenAt": iso(row["last_seen_at"]), "nodeCount": row["node_count"],
             "totals": {k.removeprefix("total_available_"): row[k] for k in row
                        if k.startswith("total_available_")},
             "maxNodeFree": {k.removeprefix("max_node_free_"): row[k] for k in row
@@ -559,8 +581,8 @@ class QueryService:
             hardware = _hardware(conn, str(row["system_hardware_id"]))
         return {
             "runId": row["run_id"], "owner": row["provider_id"], "node": row["node_id"],
-            "status": row["status"], "startedAt": _iso(row["started_at"]),
-            "finishedAt": _iso(row["finished_at"]), "taskRef": row["task_ref"],
+            "status": row["status"], "startedAt": iso(row["started_at"]),
+            "finishedAt": iso(row["finished_at"]), "taskRef": row["task_ref"],
             "modelRef": row["model_ref"], "snapshotEventId": str(row["snapshot_event_id"]),
             "resources": {"cpuMillicores": row["cpu_millicores"],
                           "memoryBytes": row["memory_bytes"],
@@ -606,7 +628,7 @@ def _uuid(value: str) -> str | None:
 def _plain(row: Mapping[Any, Any] | None, drop: Sequence[str] = ()) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {k: (str(v) if isinstance(v, uuid.UUID) else _iso(v) if isinstance(v, datetime)
+    return {k: (str(v) if isinstance(v, uuid.UUID) else iso(v) if isinstance(v, datetime)
                 else v) for k, v in row.items() if k not in drop}
 
 
@@ -615,7 +637,7 @@ def _node_json(row: Mapping[Any, Any], free: NodeInventory | None) -> dict[str, 
         "node": row["node_id"], "snapshotEventId": str(row["current_snapshot_event_id"]),
         "systemHardwareId": str(row["system_hardware_id"]),
         "systemSoftwareId": str(row["system_software_id"]),
-        "firstSeenAt": _iso(row["first_seen_at"]), "lastSeenAt": _iso(row["last_seen_at"]),
+        "firstSeenAt": iso(row["first_seen_at"]), "lastSeenAt": iso(row["last_seen_at"]),
         "free": None if free is None else {
             "cpuMillicores": free.cpu_millicores, "memoryBytes": free.memory_bytes,
             "ephemeralStorageBytes": free.ephemeral_bytes,

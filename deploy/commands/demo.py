@@ -93,7 +93,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         system.wait_for_events(published)
         answer = system.post("/v1/bid-screening?exact=true", request)
         console.print(_answer_table(answer))
-        console.print(f"query service: {system.query_url}/docs   database: {system.schema}")
+        console.print(f"fleet console: {system.query_url}/   API: {system.query_url}/docs   "
+                      f"database: {system.schema}")
         if args.once:
             return 0
         console.print("serving; Ctrl-C stops everything")

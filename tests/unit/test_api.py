@@ -87,6 +87,35 @@ def test_bad_query_parameters_keep_the_error_shape(client: TestClient, path: str
     assert response.json()["message"].startswith(f"{field}:")
 
 
+@pytest.mark.parametrize(("query", "field"), [
+    ("vendor=", "query.vendor"), ("vendor=nv%20idia", "query.vendor"),
+    ("model=" + "h" * 65, "query.model"), ("model=-h100", "query.model"),
+    ("region=us%00west", "query.region"), ("auditor=" + "a" * 257, "query.auditor"),
+])
+def test_bad_gpu_filters_are_422(client: TestClient, query: str, field: str) -> None:
+    response = client.get(f"/v1/gpus?{query}")
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_parameter"
+    assert response.json()["message"].startswith(f"{field}:")
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "many"])
+def test_the_provider_list_is_bounded(client: TestClient, limit: str) -> None:
+    response = client.get(f"/v1/providers?limit={limit}")
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("query.limit:")
+
+
+def test_the_console_page_and_its_assets_are_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="gpu-table"' in page.text
+    for asset, kind in (("console.js", "javascript"), ("console.css", "text/css")):
+        response = client.get(f"/console/{asset}")
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+    assert client.get("/console/nothing.js").json()["error"] == "not_found"
+
+
 def test_bodies_over_64_kib_are_413(client: TestClient) -> None:
     padding = "x" * MAX_BODY_BYTES
     status, answer = post(client, {"name": padding, "resources": [GPU_UNIT]})
@@ -97,6 +126,8 @@ def test_valid_request_without_database_is_503_not_500(client: TestClient) -> No
     status, answer = post(client, {"resources": [GPU_UNIT]})
     assert status == 503 and answer == {"error": "unavailable", "message": UNAVAILABLE_MESSAGE}
     assert client.get("/readyz").json() == answer
+    assert client.get("/v1/gpus").json() == answer
+    assert client.get("/v1/providers").json() == answer
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
@@ -112,7 +143,9 @@ def test_openapi_lists_the_routes_with_body_schemas(client: TestClient) -> None:
     assert {"/v1/bid-screening", "/v1/prefilter", "/v1/providers/{owner}", "/v1/runs/{run_id}",
             "/v1/providers/{owner}/runs/{run_id}",
             "/v1/hardware/{system_hardware_id}", "/healthz", "/readyz",
-            "/metrics"} <= set(document["paths"])
+            "/metrics", "/v1/gpus", "/v1/providers"} <= set(document["paths"])
+    assert {p["name"] for p in document["paths"]["/v1/gpus"]["get"]["parameters"]} == {
+        "vendor", "model", "region", "auditor"}
     operation = document["paths"]["/v1/bid-screening"]["post"]
     body = operation["requestBody"]
     assert body["content"]["application/json"]["schema"]["title"] == "GroupSpec"

@@ -21,6 +21,8 @@ def test_wheel_contains_subpackages_and_data(tmp_path: Path) -> None:
     assert "hwledger/schemas/avro/HardwareSnapshotted.v1.avsc" in names
     assert {"hwledger/seeds/interface_types.json", "hwledger/seeds/gpu_models.json",
             "hwledger/seeds/demo_fleet.json"} <= names
+    assert {"hwledger/query/console/index.html", "hwledger/query/console/console.js",
+            "hwledger/query/console/console.css"} <= names
     assert not any(n.startswith(("query/", "schemas/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hwledger = hwledger.deploy.cli:main" in zipfile.ZipFile(wheel).read(
