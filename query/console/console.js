@@ -46,11 +46,18 @@ async function loadGpus() {
   for (const gpu of answer.gpus) {
     const row = body.insertRow();
     row.dataset.gpu = `${gpu.vendor}/${gpu.model}/${gpu.ram}/${gpu.interface}`;
-    for (const key of ["vendor", "model", "ram", "interface"]) cell(row, gpu[key]);
+    const kind = row.insertCell();
+    const name = document.createElement("strong");
+    name.textContent = `${gpu.vendor} ${gpu.model}`;
+    const detail = document.createElement("small");
+    detail.textContent = `${gpu.ram} · ${gpu.interface}`;
+    kind.append(name, document.createElement("br"), detail);
     cell(row, gpu.installed, "num installed");
     cell(row, gpu.free, "num free");
     cell(row, gpu.providers, "num providers");
-    row.insertCell().appendChild(bar(gpu.free, gpu.installed));
+    const chart = row.insertCell();
+    chart.className = "chart";
+    chart.appendChild(bar(gpu.free, gpu.installed));
   }
   document.getElementById("total-installed").textContent = answer.totals.installed;
   document.getElementById("total-free").textContent = answer.totals.free;
@@ -61,8 +68,9 @@ function projectionLine(asOf, now) {
   const parts = [`projection position ${asOf.position}`,
                  `${asOf.partitions.length} partition(s)`, `schema ${asOf.schema}`];
   if (asOf.lastEventAt) {
-    const lag = Math.max(0, (Date.parse(now) - Date.parse(asOf.lastEventAt)) / 1000);
-    parts.push(`newest event ${asOf.lastEventAt} (lag ${lag.toFixed(0)} s)`);
+    const age = Math.max(0, (Date.parse(now) - Date.parse(asOf.lastEventAt)) / 1000);
+    parts.push(`newest projected event ${asOf.lastEventAt} (${age.toFixed(0)} s before the ` +
+               "service clock)");
   } else {
     parts.push("no event projected yet");
   }

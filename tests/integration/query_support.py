@@ -3,21 +3,26 @@
 `publish` sends events to Kafka (Avro via the codec, key = provider_id); `load` publishes and
 projects them with the projector's `catch_up`; `fresh_schema` is a migrated, seeded schema
 for tests that share one data set; `client` is an HTTP client over a QueryService whose clock
-is fixed at event time so the online TTL is deterministic.
+is fixed at event time so the online TTL is deterministic; `serving` runs the service under
+uvicorn for clients outside the process (a browser, raw sockets).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import uvicorn
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
-from hwledger.query.api import create_app
-from hwledger.query.service import QueryService, make_engine
+from hwledger.deploy.localstack import free_port
+from hwledger.query.api import JsonErrorsProtocol, create_app
+from hwledger.query.service import Limits, QueryService, make_engine
 from hwledger.schemas.codec import encode
 from hwledger.schemas.migrations import scratch_schema
 
@@ -81,6 +86,31 @@ def client(database_url: str, schema: str | None, now: datetime, *,
         with TestClient(create_app(service)) as found:
             yield found
     finally:
+        service.engine.dispose()
+
+
+@contextmanager
+def serving(database_url: str, schema: str, now: datetime | None,
+            limits: Limits | None = None) -> Iterator[str]:
+    """The query service under uvicorn on a free port, in a thread: its base URL. Its clock is
+    fixed at `now`, or the real one when None."""
+    service = QueryService(make_engine(database_url, pool_size=4), schema=schema,
+                           limits=limits or Limits(),
+                           clock=(lambda: datetime.now(UTC)) if now is None else (lambda: now))
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1",
+                                           port=free_port(), log_level="warning",
+                                           http=JsonErrorsProtocol))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "query service did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
         service.engine.dispose()
 
 

@@ -68,6 +68,7 @@ def counted(database_url: str, schema: str, now: datetime, *, vendor: str | None
               and (auditor is None or auditor in audits[p])}
     groups: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
         lambda: {"installed": 0, "free": 0, "providers": set(), "providersFree": set()})
+    total = groups[()]  # the totals, under the empty key
     for provider, node, system in current:
         if provider not in online:
             continue
@@ -79,7 +80,7 @@ def counted(database_url: str, schema: str, now: datetime, *, vendor: str | None
             key = (vendor_token, model_token.split("/", 1)[1], f"{round(vram / GiB)}Gi",
                    interface_family(interface))
             free = (provider, node, slot) not in held
-            for group in (groups[key], groups["total"]):
+            for group in (groups[key], total):
                 group["installed"] += 1
                 group["free"] += free
                 group["providers"].add(provider)
@@ -89,9 +90,8 @@ def counted(database_url: str, schema: str, now: datetime, *, vendor: str | None
     def figures(group: dict[str, Any]) -> dict[str, int]:
         return {k: len(v) if isinstance(v, set) else v for k, v in group.items()}
 
-    totals = groups.pop("total", None)
-    return {"totals": figures(totals) if totals else figures(
-                {"installed": 0, "free": 0, "providers": set(), "providersFree": set()}),
+    del groups[()]
+    return {"totals": figures(total),
             "gpus": [{"vendor": k[0], "model": k[1], "ram": k[2], "interface": k[3],
                       **figures(g)} for k, g in sorted(groups.items())]}
 
@@ -99,7 +99,8 @@ def counted(database_url: str, schema: str, now: datetime, *, vendor: str | None
 def service_clock(database_url: str, schema: str) -> datetime:
     """A clock at which about half the providers are offline (seen over the TTL ago)."""
     with connect(database_url, schema) as conn:
-        seen = sorted(at for (at,) in _rows(conn, "SELECT last_seen_at FROM provider_inventory"))
+        seen: list[datetime] = sorted(
+            at for (at,) in _rows(conn, "SELECT last_seen_at FROM provider_inventory"))
     return seen[len(seen) // 2] + timedelta(seconds=TTL_SECONDS)
 
 

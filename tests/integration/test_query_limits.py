@@ -12,20 +12,16 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
-from hwledger.deploy.localstack import free_port
-from hwledger.query.api import JsonErrorsProtocol, create_app
-from hwledger.query.service import Limits, QueryService, make_engine
+from hwledger.query.service import Limits
 from tests.cli import serving as command_serving
 from tests.factories import at, gpu, snapshot
-from tests.integration.query_support import Event, schema_with
+from tests.integration.query_support import Event, schema_with, serving
 
 NOW = at(10)
 PROVIDERS = 40
@@ -47,31 +43,9 @@ def fleet_schema(database_url: str) -> Iterator[str]:
         yield schema
 
 
-@contextmanager
-def serving(database_url: str, schema: str, limits: Limits | None = None) -> Iterator[str]:
-    """The query service under uvicorn on a free port, in a thread: its base URL."""
-    service = QueryService(make_engine(database_url, pool_size=4), schema=schema,
-                           clock=lambda: NOW, limits=limits or Limits())
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1",
-                                           port=free_port(), log_level="warning",
-                                           http=JsonErrorsProtocol))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "query service did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        service.engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def base(database_url: str, fleet_schema: str) -> Iterator[str]:
-    with serving(database_url, fleet_schema) as url:
+    with serving(database_url, fleet_schema, NOW) as url:
         yield url
 
 
@@ -128,7 +102,7 @@ def test_the_amplification_request_is_fast_and_healthz_keeps_answering(served: s
 
 def test_a_request_over_the_placement_steps_bound_is_422(database_url: str,
                                                          fleet_schema: str) -> None:
-    with serving(database_url, fleet_schema, Limits(max_placement_steps=4 * 2 * 39)) as url:
+    with serving(database_url, fleet_schema, NOW, Limits(max_placement_steps=4 * 2 * 39)) as url:
         status, body = ask(url)
         assert status == 422 and body["error"] == "too_costly"
         assert body["message"].startswith("placing the request on 40 candidates takes 320 "
@@ -137,14 +111,14 @@ def test_a_request_over_the_placement_steps_bound_is_422(database_url: str,
 
 
 def test_an_answer_over_the_cap_is_422(database_url: str, fleet_schema: str) -> None:
-    with serving(database_url, fleet_schema, Limits(max_answer_bytes=1000)) as url:
+    with serving(database_url, fleet_schema, NOW, Limits(max_answer_bytes=1000)) as url:
         status, body = ask(url)
         assert status == 422 and body["error"] == "too_costly"
         assert "over the cap of 1000" in body["message"]
 
 
 def test_a_spent_time_budget_is_503(database_url: str, fleet_schema: str) -> None:
-    with serving(database_url, fleet_schema, Limits(time_budget_seconds=1e-6)) as url:
+    with serving(database_url, fleet_schema, NOW, Limits(time_budget_seconds=1e-6)) as url:
         status, body = ask(url)
         assert status == 503 and body["error"] == "over_budget"
         assert "time budget" in body["message"]
