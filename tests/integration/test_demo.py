@@ -19,6 +19,7 @@ def test_demo_once_answers_the_sample_request(home: Path, broker: str) -> None:
                             capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "provider(s) can host the request" in result.stdout
+    assert "fleet console: http://" in result.stdout
     assert "nvidia/h100" in result.stdout and "amd/mi300x" in result.stdout
     assert "Traceback" not in result.stderr
     assert not (home / "stack.json").exists(), "the demo stops the stack it started"
