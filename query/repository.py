@@ -374,8 +374,9 @@ def gpu_availability_statement(fleet: FleetFilter, online_since: datetime
                                ) -> tuple[Select[Any], dict[str, Any]]:
     """Installed and free GPUs of the online providers (the prefilter's `online` rule) per
     vendor, model, RAM (whole GiB) and interface family (`binpacker.matches`), and the
-    providers offering them, plus one totals row (`grouped` false); ordered by the key. The
-    filters narrow the GPUs (vendor, model) and the providers (region, auditor)."""
+    providers offering them, plus one totals row (`grouped` false, last); ordered by the key
+    (text by code point). The filters narrow the GPUs (vendor, model) and the providers
+    (region, auditor)."""
     g, inv = node_gpus.c, provider_inventory.c
     interface = func.lower(func.btrim(g.interface))
     gpu = (select(
@@ -404,7 +405,8 @@ def gpu_availability_statement(fleet: FleetFilter, online_since: datetime
         func.count(r.provider_id.distinct()), free_providers)
         .where(true(), *narrowed)
         .group_by(func.grouping_sets(tuple_(*keys), tuple_()))
-        .order_by(*keys))
+        .order_by(r.vendor.collate("C"), r.model.collate("C"), r.ram_gib,
+                  r.interface.collate("C")))
     return statement, params
 
 

@@ -10,6 +10,7 @@ from hwledger.deploy.commands import (
     CommandModule,
     Subparsers,
     add_group,
+    bench_gpus,
     bench_project,
     bench_rebuild,
     bench_soak,
@@ -18,7 +19,8 @@ from hwledger.deploy.commands import (
 )
 
 BENCHMARK_MODULES: tuple[CommandModule, ...] = (query.BENCHMARK, produce.BENCHMARK,
-                                                 bench_project, bench_rebuild, bench_soak)
+                                                 bench_project, bench_rebuild, bench_soak,
+                                                 bench_gpus)
 
 
 def register(subparsers: Subparsers) -> None:
