@@ -12,7 +12,6 @@ SQL.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +31,8 @@ from hwledger.query.fleet import COUNTS, FleetFilter
 from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
-from hwledger.schemas.migrations import drop_schema, migrate
+from hwledger.schemas.errors import UserError
+from hwledger.schemas.migrations import scratch_schema
 from hwledger.schemas.tokens import gpu_tokens
 
 GiB = 2**30
@@ -55,8 +55,9 @@ def naive_gpu_availability(conn: psycopg.Connection[Any], online_since: datetime
     regions = {p: (a or {}).get("region")
                for p, a in _rows(conn, "SELECT provider_id, attributes FROM providers")}
     audits: dict[str, set[str]] = defaultdict(set)
-    for provider, auditor in _rows(conn, "SELECT provider_id, auditor FROM provider_audits"):
-        audits[provider].add(auditor)
+    for provider, auditor in _rows(conn, "SELECT provider_id, auditor FROM provider_audits "
+                                         "WHERE attributes <> '{}'::jsonb"):
+        audits[provider].add(auditor)  # an audit signs something only with attributes
     current = _rows(conn, "SELECT n.provider_id, n.node_id, s.system_hardware_id FROM nodes n "
                           "JOIN hardware_snapshots s ON s.event_id = n.current_snapshot_event_id")
     links: dict[Any, list[tuple[int, Any]]] = defaultdict(list)
@@ -103,8 +104,9 @@ def naive_gpu_availability(conn: psycopg.Connection[Any], online_since: datetime
                       **figures(g)} for k, g in sorted(groups.items())]}
 
 
-def project_fleet(conn: psycopg.Connection[Any], providers: int, seed: int) -> None:
-    """The synthetic history of `providers` providers, projected in batches and committed."""
+def project_fleet(conn: psycopg.Connection[Any], providers: int, seed: int) -> int:
+    """The synthetic history of `providers` providers, projected in batches and committed;
+    the events refused (dead letters), none for a sound history."""
     writer = Writer(conn, timedelta(hours=6))
     batch: list[Record] = []
     for offset, (kind, data) in enumerate(history(seed, providers, providers * 6)):
@@ -115,26 +117,26 @@ def project_fleet(conn: psycopg.Connection[Any], providers: int, seed: int) -> N
             batch = []
     writer.apply(batch, {})
     conn.commit()
+    refused = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+    conn.rollback()
+    return int(refused[0]) if refused else 0
 
 
 @contextmanager
 def fleet_schema(database_url: str, providers: int, seed: int) -> Iterator[tuple[str, datetime]]:
     """A fresh schema with the projected fleet and the clock at which 5% of it is offline;
     dropped afterwards."""
-    schema = f"bench_gpus_{uuid.uuid4().hex[:8]}"
-    with connect(database_url, None) as conn:
-        migrate(conn, schema)
-    try:
+    with scratch_schema(database_url, "bench_gpus") as schema:
         with connect(database_url, schema) as conn:
-            project_fleet(conn, providers, seed)
+            refused = project_fleet(conn, providers, seed)
+            if refused:
+                raise UserError(f"{refused} events of the synthetic fleet were dead-lettered")
             conn.autocommit = True
             conn.execute("VACUUM ANALYZE")
             seen = sorted(at for (at,) in _rows(
                 conn, "SELECT last_seen_at FROM provider_inventory WHERE last_seen_at IS NOT "
                       "NULL"))
         yield schema, seen[len(seen) // 20] + timedelta(seconds=TTL_SECONDS)
-    finally:
-        drop_schema(database_url, schema)
 
 
 def _timed(call: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:

@@ -13,6 +13,7 @@ def test_bench_gpus_times_every_filter_and_agrees_with_the_naive_count(
                                 say=lines.append)
     assert figures["naive_agrees_with_sql"] is True
     assert 0 < figures["providers_online"] < figures["providers"]
+    assert figures["gpu_slots"] > 0
     for name in ("unfiltered", "vendor_nvidia", "model_h100", "region_us-west",
                  "auditor_akash1auditor"):
         assert figures[f"{name}_p99_ms"] >= figures[f"{name}_p50_ms"] > 0
