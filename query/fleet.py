@@ -32,11 +32,11 @@ class FleetFilter:
 def gpu_availability(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
     """`{"totals", "gpus"}` from the rows of `gpu_availability_statement`: (grouped, vendor,
     model, ram GiB, interface, installed, free, providers, providers with a free GPU), where
-    `grouped` is false on the one totals row."""
+    `grouped` is false on the one totals row (whose sums are null when no GPU matched)."""
     totals = dict.fromkeys(COUNTS, 0)
     gpus = []
     for grouped, vendor, model, ram_gib, interface, *counts in rows:
-        figures = dict(zip(COUNTS, (int(c) for c in counts), strict=True))
+        figures = dict(zip(COUNTS, (int(c or 0) for c in counts), strict=True))
         if grouped:
             gpus.append({"vendor": vendor, "model": model, "ram": f"{int(ram_gib)}Gi",
                          "interface": interface, **figures})

@@ -173,8 +173,8 @@ def run_gpu_benchmark(database_url: str, *, providers: int, requests: int, naive
                                     if v is not None) or "unfiltered"
                     service.gpus(wanted)  # warm-up
                     times, answer = _timed(partial(service.gpus, wanted), requests)
-                    figures[f"{name}_p50_ms"] = ms(percentile(times, 50))
-                    figures[f"{name}_p99_ms"] = ms(percentile(times, 99))
+                    figures[f"{name}_p50_ms"] = ms(percentile(times, 0.5))
+                    figures[f"{name}_p99_ms"] = ms(percentile(times, 0.99))
                     say(f"/v1/gpus {name}: p50 {figures[f'{name}_p50_ms']} ms, "
                         f"p99 {figures[f'{name}_p99_ms']} ms, {answer['totals']}")
                     naive = naive_gpu_availability(conn, service.online_since(), wanted)
@@ -184,7 +184,7 @@ def run_gpu_benchmark(database_url: str, *, providers: int, requests: int, naive
                     naive_sample)
         finally:
             service.engine.dispose()
-        figures["naive_p50_ms"] = ms(percentile(naive_times, 50))
+        figures["naive_p50_ms"] = ms(percentile(naive_times, 0.5))
         figures["sql_vs_naive_p50_ratio"] = round(
             figures["naive_p50_ms"] / max(figures["unfiltered_p50_ms"], 1e-3), 1)
         figures["naive_agrees_with_sql"] = agree

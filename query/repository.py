@@ -370,21 +370,26 @@ def _token(column: ColumnElement[Any]) -> ColumnElement[Any]:
 GiB = 2**30
 
 
+GPU_AVAILABILITY_SESSION = "SET LOCAL work_mem = '64MB'"
+"""Set in the transaction of `gpu_availability_statement`: its first grouping takes every GPU
+slot of the online fleet (1.3 million at 100,000 providers), which at the default 4 MB is
+sorted on disk; in memory it is hashed, about half the time (docs/performance.md)."""
+
+
 def gpu_availability_statement(fleet: FleetFilter, online_since: datetime
                                ) -> tuple[Select[Any], dict[str, Any]]:
     """Installed and free GPUs of the online providers (the prefilter's `online` rule) per
     vendor, model, RAM (whole GiB) and interface family (`binpacker.matches`), and the
     providers offering them, plus one totals row (`grouped` false, last); ordered by the key
     (text by code point). The filters narrow the GPUs (vendor, model) and the providers
-    (region, auditor)."""
+    (region, auditor). The slots are first counted per provider and kind, so the providers of
+    a kind are a count of rows, not a distinct count over every slot."""
     g, inv = node_gpus.c, provider_inventory.c
     interface = func.lower(func.btrim(g.interface))
-    gpu = (select(
-        _token(g.vendor).label("vendor"), _token(g.model).label("model"),
-        cast(func.round(cast(g.vram_bytes, Numeric) / GiB), Integer).label("ram_gib"),
-        case((func.starts_with(interface, "sxm"), literal("sxm")), else_=interface)
-        .label("interface"), g.free, g.provider_id)
-        .select_from(node_gpus.join(provider_inventory, inv.provider_id == g.provider_id)))
+    kind = (_token(g.vendor).label("vendor"), _token(g.model).label("model"),
+            cast(func.round(cast(g.vram_bytes, Numeric) / GiB), Integer).label("ram_gib"),
+            case((func.starts_with(interface, "sxm"), literal("sxm")), else_=interface)
+            .label("interface"))
     columns = {c.name: c for c in inv}
     params: dict[str, Any] = {"online_since": online_since}
     clauses = [_clause("online", "online_since", columns)]
@@ -394,16 +399,22 @@ def gpu_availability_statement(fleet: FleetFilter, online_since: datetime
     if fleet.auditor is not None:
         clauses.append(_clause("all_of", "auditor", columns))
         params["auditor"] = [fleet.auditor]
-    rows = gpu.where(*clauses).subquery("gpu")
-    r = rows.c
-    narrowed = [r[name] == bindparam(name, getattr(fleet, name), type_=Text)
-                for name in ("vendor", "model") if getattr(fleet, name) is not None]
+    for index, name in ((0, "vendor"), (1, "model")):
+        if getattr(fleet, name) is not None:
+            clauses.append(kind[index].element == bindparam(name, getattr(fleet, name),
+                                                             type_=Text))
+    per_provider = (
+        select(*kind, g.provider_id, func.count().label("installed"),
+               func.count().filter(g.free).label("free"))
+        .select_from(node_gpus.join(provider_inventory, inv.provider_id == g.provider_id))
+        .where(*clauses).group_by(*(k.element for k in kind), g.provider_id)
+        .subquery("per_provider"))
+    r = per_provider.c
     keys = (r.vendor, r.model, r.ram_gib, r.interface)
-    free_providers = func.count(r.provider_id.distinct()).filter(r.free)
+    providers = func.count(r.provider_id.distinct())
     statement = (select(
-        func.grouping(*keys) == 0, *keys, func.count(), func.count().filter(r.free),
-        func.count(r.provider_id.distinct()), free_providers)
-        .where(true(), *narrowed)
+        func.grouping(*keys) == 0, *keys, func.sum(r.installed), func.sum(r.free), providers,
+        providers.filter(r.free > 0))
         .group_by(func.grouping_sets(tuple_(*keys), tuple_()))
         .order_by(r.vendor.collate("C"), r.model.collate("C"), r.ram_gib,
                   r.interface.collate("C")))

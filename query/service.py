@@ -499,6 +499,7 @@ class QueryService:
         statement, params = repository.gpu_availability_statement(wanted, since)
         with self.snapshot() as (conn, schema):
             as_of = read_as_of(conn)
+            conn.execute(text(repository.GPU_AVAILABILITY_SESSION))
             rows = conn.execute(statement, params).all()
         return {**fleet.gpu_availability(rows), "onlineSince": iso(since),
                 "asOf": {"schema": schema, **as_of.to_json()}}

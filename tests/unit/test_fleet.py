@@ -24,6 +24,9 @@ def test_gpu_rows_become_kinds_and_the_totals_row_the_totals() -> None:
 
 
 def test_no_gpus_is_zero_totals() -> None:
+    nothing = {"totals": {"installed": 0, "free": 0, "providers": 0, "providersFree": 0},
+               "gpus": []}
+    assert gpu_availability([(False, None, None, None, None, None, None, 0, 0)]) == nothing
     assert gpu_availability([]) == {"totals": {"installed": 0, "free": 0, "providers": 0,
                                                "providersFree": 0}, "gpus": []}
 
