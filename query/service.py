@@ -48,6 +48,7 @@ from hwledger.query.binpacker import (
     placement_steps,
 )
 from hwledger.query.fleet import FleetFilter, iso
+from hwledger.schemas.cache import BoundedCache
 from hwledger.schemas.db import check_schema_name
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import active_schema
@@ -55,6 +56,8 @@ from hwledger.schemas.secrets import redact
 
 DEFAULT_LIMIT = 100
 SCHEMA_CACHE_SECONDS = 1.0
+GPU_ANSWER_SECONDS = 10.0
+GPU_ANSWERS = 256
 CONNECT_TIMEOUT_SECONDS = 5
 
 
@@ -345,6 +348,9 @@ class QueryService:
         self.max_wait_seconds = max_wait_seconds
         self._read_model: tuple[float, ReadModel] | None = None
         self._lock = threading.Lock()
+        self._gpu_answers: BoundedCache[FleetFilter, tuple[float, dict[str, Any]]] = \
+            BoundedCache(GPU_ANSWERS)
+        self._gpu_lock = threading.Lock()
 
     async def close(self) -> None:
         await self.connections.close()
@@ -494,7 +500,21 @@ class QueryService:
 
     def gpus(self, wanted: FleetFilter) -> dict[str, Any]:
         """Installed and free GPUs of the online providers, per GPU kind and in total
-        (`fleet.gpu_availability`), with `asOf` and the `onlineSince` cut-off."""
+        (`fleet.gpu_availability`), with `asOf` and the `onlineSince` cut-off.
+
+        Counting a large fleet takes seconds (docs/performance.md), so an answer is reused for
+        GPU_ANSWER_SECONDS (its `asOf` tells its age) and one count runs at a time: repeated
+        console requests cannot each load the database with it."""
+        with self._gpu_lock:
+            cached = self._gpu_answers.get(wanted)
+            if cached is not None and time.monotonic() - cached[0] < GPU_ANSWER_SECONDS:
+                return cached[1]
+            answer = self.count_gpus(wanted)
+            self._gpu_answers.put(wanted, (time.monotonic(), answer))
+            return answer
+
+    def count_gpus(self, wanted: FleetFilter) -> dict[str, Any]:
+        """`gpus`, counted now."""
         since = self.online_since()
         statement, params = repository.gpu_availability_statement(wanted, since)
         with self.snapshot() as (conn, schema):

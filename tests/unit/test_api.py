@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hwledger.query.api import MAX_BODY_BYTES, UNAVAILABLE_MESSAGE, create_app
-from hwledger.query.service import QueryService, make_engine
+from hwledger.query.fleet import FleetFilter
+from hwledger.query.service import GPU_ANSWER_SECONDS, QueryService, make_engine
 
 NOWHERE = "postgresql://nobody@127.0.0.1:1/none"
 GPU_UNIT = {"resource": {"cpu": {"units": {"val": "1000"}},
@@ -245,3 +246,23 @@ def test_a_bug_is_500_in_the_error_shape() -> None:
                          failing.post("/v1/bid-screening", json={"resources": [GPU_UNIT]})):
             assert response.status_code == 500
             assert response.json()["error"] == "internal_error"
+
+
+def test_a_gpu_answer_is_reused_for_its_window_and_counted_once_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    service = QueryService(make_engine("postgresql://nobody@127.0.0.1:1/none"))
+    counted: list[FleetFilter] = []
+
+    def count(wanted: FleetFilter) -> dict[str, Any]:
+        counted.append(wanted)
+        return {"count": len(counted)}
+
+    monkeypatch.setattr(service, "count_gpus", count)
+    clock = [100.0]
+    monkeypatch.setattr("hwledger.query.service.time.monotonic", lambda: clock[0])
+    nvidia = FleetFilter(vendor="nvidia")
+    assert service.gpus(nvidia) == service.gpus(nvidia) == {"count": 1}
+    assert service.gpus(FleetFilter()) == {"count": 2}
+    clock[0] += GPU_ANSWER_SECONDS + 1
+    assert service.gpus(nvidia) == {"count": 3}
+    service.engine.dispose()
