@@ -3,7 +3,7 @@
 `publish` sends events to Kafka (Avro via the codec, key = provider_id); `load` publishes and
 projects them with the projector's `catch_up`; `fresh_schema` is a migrated, seeded schema
 for tests that share one data set; `client` is an HTTP client over a QueryService whose clock
-is fixed at event time so the online TTL is deterministic; `serving` runs the service under
+is fixed at event time so the online TTL is deterministic; `service_thread` runs the service under
 uvicorn for clients outside the process (a browser, raw sockets).
 """
 
@@ -90,7 +90,7 @@ def client(database_url: str, schema: str | None, now: datetime, *,
 
 
 @contextmanager
-def serving(database_url: str, schema: str, now: datetime | None,
+def service_thread(database_url: str, schema: str, now: datetime | None,
             limits: Limits | None = None) -> Iterator[str]:
     """The query service under uvicorn on a free port, in a thread: its base URL. Its clock is
     fixed at `now`, or the real one when None."""

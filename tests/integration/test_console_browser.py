@@ -27,7 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.seeds.demo import demo_fleet_events
-from tests.integration.query_support import fresh_schema, load, serving
+from tests.integration.query_support import fresh_schema, load, service_thread
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -53,7 +53,7 @@ def console_url(database_url: str, kafka_config: dict[str, Any]) -> Iterator[str
     ensure_topic(kafka_config, topic, 3)
     with fresh_schema(database_url) as schema:
         load(database_url, schema, kafka_config, topic, demo_fleet_events(datetime.now(UTC)))
-        with serving(database_url, schema, None) as url:
+        with service_thread(database_url, schema, None) as url:
             yield url
 
 

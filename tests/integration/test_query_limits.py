@@ -19,9 +19,9 @@ import orjson
 import pytest
 
 from hwledger.query.service import Limits
-from tests.cli import serving as command_serving
+from tests.cli import serving
 from tests.factories import at, gpu, snapshot
-from tests.integration.query_support import Event, schema_with, serving
+from tests.integration.query_support import Event, schema_with, service_thread
 
 NOW = at(10)
 PROVIDERS = 40
@@ -45,7 +45,7 @@ def fleet_schema(database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def base(database_url: str, fleet_schema: str) -> Iterator[str]:
-    with serving(database_url, fleet_schema, NOW) as url:
+    with service_thread(database_url, fleet_schema, NOW) as url:
         yield url
 
 
@@ -60,7 +60,7 @@ def served(database_url: str, fleet_schema: str, tmp_path_factory: pytest.TempPa
            ) -> Iterator[str]:
     """`hwledger serve` in its own process, as deployed (the test's threads share no GIL with
     it), over the fleet; the online TTL spans the fleet's event times."""
-    with command_serving(tmp_path_factory.mktemp("serve"), HWLEDGER_DB_SCHEMA=fleet_schema,
+    with serving(tmp_path_factory.mktemp("serve"), HWLEDGER_DB_SCHEMA=fleet_schema,
                          HWLEDGER_QUERY_DATABASE_URL=database_url,
                          HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE="1",
                          HWLEDGER_ONLINE_TTL_SECONDS=str(10**9)) as (_, url):
@@ -102,7 +102,8 @@ def test_the_amplification_request_is_fast_and_healthz_keeps_answering(served: s
 
 def test_a_request_over_the_placement_steps_bound_is_422(database_url: str,
                                                          fleet_schema: str) -> None:
-    with serving(database_url, fleet_schema, NOW, Limits(max_placement_steps=4 * 2 * 39)) as url:
+    limits = Limits(max_placement_steps=4 * 2 * 39)
+    with service_thread(database_url, fleet_schema, NOW, limits) as url:
         status, body = ask(url)
         assert status == 422 and body["error"] == "too_costly"
         assert body["message"].startswith("placing the request on 40 candidates takes 320 "
@@ -111,14 +112,14 @@ def test_a_request_over_the_placement_steps_bound_is_422(database_url: str,
 
 
 def test_an_answer_over_the_cap_is_422(database_url: str, fleet_schema: str) -> None:
-    with serving(database_url, fleet_schema, NOW, Limits(max_answer_bytes=1000)) as url:
+    with service_thread(database_url, fleet_schema, NOW, Limits(max_answer_bytes=1000)) as url:
         status, body = ask(url)
         assert status == 422 and body["error"] == "too_costly"
         assert "over the cap of 1000" in body["message"]
 
 
 def test_a_spent_time_budget_is_503(database_url: str, fleet_schema: str) -> None:
-    with serving(database_url, fleet_schema, NOW, Limits(time_budget_seconds=1e-6)) as url:
+    with service_thread(database_url, fleet_schema, NOW, Limits(time_budget_seconds=1e-6)) as url:
         status, body = ask(url)
         assert status == 503 and body["error"] == "over_budget"
         assert "time budget" in body["message"]
