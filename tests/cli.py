@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hwledger.deploy.localstack import free_port
+from tests.waiting import wait_until
 
 HWLEDGER = [sys.executable, "-m", "hwledger.deploy.cli"]
 
@@ -54,15 +54,15 @@ def serving(home: Path, log_level: str = "warning", **env: str
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_environment(home, env))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def answers() -> bool:
             try:
                 with urllib.request.urlopen(base + "/healthz", timeout=2):
-                    break
+                    return True
             except OSError:
                 assert process.poll() is None, process.communicate()
-                assert time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.1)
+                return False
+
+        wait_until(answers, 30, "serve to answer /healthz", interval=0.1)
         yield process, base
     finally:
         process.terminate()

@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "tests/integration" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.integration)
         if item.get_closest_marker("apache_kafka") is not None:
+            item.add_marker(pytest.mark.slow)
             java = has_java() if java is None else java
             if not java:
                 item.add_marker(pytest.mark.skip(reason=NO_JAVA))

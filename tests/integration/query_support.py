@@ -10,7 +10,6 @@ uvicorn for clients outside the process (a browser, raw sockets).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.query.service import Limits, QueryService, make_engine
 from hwledger.schemas.codec import encode
 from hwledger.schemas.migrations import scratch_schema
+from tests.waiting import wait_until
 
 Event = tuple[str, dict[str, Any]]
 GiB = 2**30
@@ -102,10 +102,9 @@ def service_thread(database_url: str, schema: str, now: datetime | None,
                                            http=JsonErrorsProtocol))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "query service did not start"
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), 20, "the query service to start",
+               interval=0.02)
+    assert thread.is_alive(), "the query service stopped while starting"
     try:
         yield f"http://127.0.0.1:{server.config.port}"
     finally:

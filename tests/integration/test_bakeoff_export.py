@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hwledger.deploy.commands.bakeoff import (
     ExportResult,
     export_directory,
@@ -24,6 +26,8 @@ from hwledger.projectors import catch_up
 from hwledger.schemas.db import connect
 from tests.cli import run
 from tests.integration.projector_support import checksums, fresh_schema
+
+pytestmark = pytest.mark.slow
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data"
 PROVIDERS = ("bakeoff-lab", "other-lab")

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hwledger.deploy.commands.bakeoff import import_directory
 from hwledger.producers.publisher import Publisher
 from hwledger.projectors import catch_up
@@ -14,6 +16,8 @@ from hwledger.schemas.db import connect
 from tests.factories import at
 from tests.integration.projector_support import checksums
 from tests.integration.query_support import client
+
+pytestmark = pytest.mark.slow
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data"
 RUNS = {"2026-05-14T09-12-03": ("succeeded", "nvidia", "rtx4090"),

@@ -27,6 +27,7 @@ def test_equal_rows_in_any_order_give_equal_checksums_and_a_change_shows(
         assert table_checksum(conn, "a")[1] != table_checksum(conn, "b")[1]
 
 
+@pytest.mark.slow
 def test_a_table_past_the_one_gigabyte_value_limit(database_url: str) -> None:
     rows, width = 1100, 1_000_000  # 1.1 GB of row text, stored compressed
     with fresh_schema(database_url) as schema, connect(database_url, schema) as conn:

@@ -17,6 +17,8 @@ from hwledger.deploy.localstack import TANSU_NOTICE
 from tests.cli import HWLEDGER, call, run, serving
 from tests.servers import Servers
 
+pytestmark = pytest.mark.slow
+
 
 def old_java(tmp_path: Path) -> str:
     """A PATH whose `java` is too old for Apache Kafka (as on a machine without Java 17+)."""

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("broker", [pytest.param("kafka", marks=pytest.mark.apache_kafka),
                                     "tansu"])

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,12 @@ from tests.integration.projector_support import (
     stored_total,
 )
 from tests.servers import broker_under_test, kafka_cluster
+from tests.waiting import wait_until
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     broker_under_test() != "kafka",
     reason="needs Apache Kafka (Java 17+, or HWLEDGER_TEST_BROKER=kafka): Tansu keeps its log "
-           "in memory, so it survives no broker restart and has no replication")
+           "in memory, so it survives no broker restart and has no replication")]
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -89,15 +90,6 @@ def new_topic(cluster: KafkaCluster) -> tuple[dict[str, Any], str]:
     topic = f"hwledger.faults.{uuid.uuid4().hex[:8]}"
     ensure_topic(kafka, topic, PARTITIONS, replicas=len(cluster.nodes))
     return kafka, topic
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
-    """Poll until `condition` holds; returns the seconds it took."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < seconds, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 class Feed(threading.Thread):
@@ -154,7 +146,7 @@ def projecting(database_url: str, schema: str, topic: str, kafka: dict[str, Any]
 def caught_up(database_url: str, schema: str, topic: str, kafka: dict[str, Any],
               seconds: float = 180) -> None:
     """Wait until `schema` has projected every message in the log."""
-    wait_for(lambda: stored_total(database_url, schema, topic) == log_size(kafka, topic),
+    wait_until(lambda: stored_total(database_url, schema, topic) == log_size(kafka, topic),
              seconds, "the projection to reach the end of the log")
 
 
@@ -290,7 +282,7 @@ def test_sigkill_of_the_broker_under_load_loses_nothing_and_applies_nothing_twic
                 projecting(database_url, live, topic, kafka):
             feed = Feed(publisher, events, chunks=40, seconds=12)
             feed.start()
-            wait_for(lambda: stored_total(database_url, live, topic) > 0
+            wait_until(lambda: stored_total(database_url, live, topic) > 0
                      and len(feed.accepted) >= SIGKILL_EVENTS // 4, 60, "events to flow")
             one_broker.kill(1)
             publishing_at_kill = feed.is_alive()
@@ -298,7 +290,7 @@ def test_sigkill_of_the_broker_under_load_loses_nothing_and_applies_nothing_twic
             time.sleep(1)
             one_broker.restart(1)
             before, waiting = acknowledged(publisher), publisher.pending()
-            recovery = wait_for(lambda: acknowledged(publisher) > before, 60,
+            recovery = wait_until(lambda: acknowledged(publisher) > before, 60,
                                 "the publisher's first delivery after the restart")
             assert publishing_at_kill and waiting > 0  # killed while publishing
             assert projected_at_kill < SIGKILL_EVENTS  # and while projecting
@@ -349,7 +341,7 @@ def test_three_projectors_joining_and_leaving_the_leader_included_equal_a_clean_
         def progressing() -> None:
             """Wait until the group projects again after a join or leave."""
             before = stored_total(database_url, live, topic)
-            wait_for(lambda: stored_total(database_url, live, topic) > before, 30,
+            wait_until(lambda: stored_total(database_url, live, topic) > before, 30,
                      "the group to project again")
             changes.append(before)
 
@@ -393,12 +385,12 @@ def test_three_brokers_lose_two_one_after_the_other_and_nothing_acknowledged_is_
                 projecting(database_url, live, topic, kafka):
             feed = Feed(publisher, events, chunks=72, seconds=36)
             feed.start()
-            wait_for(lambda: stored_total(database_url, live, topic) > 0
+            wait_until(lambda: stored_total(database_url, live, topic) > 0
                      and len(feed.accepted) >= len(events) // 6, 60, "events to flow")
             first = leader_of(kafka, topic, 0)
             three_brokers.kill(first)
             after_first = acknowledged(publisher)
-            wait_for(lambda: acknowledged(publisher) > after_first + 500, 60,
+            wait_until(lambda: acknowledged(publisher) > after_first + 500, 60,
                      "two brokers to acknowledge")
             second = next(n for n in (1, 2, 3) if n != first)
             three_brokers.kill(second)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -65,6 +66,7 @@ def project_in_batches(conn: psycopg.Connection[Any], messages: Sequence[Message
 @given(seed=st.integers(0, 2**32), providers=st.integers(1, 4),
        events=st.integers(20, 160), shuffle=st.randoms(use_true_random=False),
        duplicates=st.integers(0, 4))
+@pytest.mark.slow
 def test_interleavings_with_duplicates_converge(database_url: str, seed: int, providers: int,
                                                 events: int, shuffle: random.Random,
                                                 duplicates: int) -> None:

@@ -5,7 +5,6 @@ a `hwledger status` alarm, and resume from the log start after `hwledger offsets
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,19 +27,15 @@ from tests.integration.projector_support import (
     stored_total,
 )
 from tests.servers import broker_under_test
+from tests.waiting import wait_until
 
-
-def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+pytestmark = pytest.mark.slow
 
 
 def _recreate(kafka_config: dict[str, Any], topic: str) -> None:
     admin = AdminClient({**kafka_config, "log_level": 0})
     admin.delete_topics([topic], operation_timeout=10)[topic].result(15)
-    _wait(lambda: topic not in admin.list_topics(timeout=5).topics, 30, "the topic to go")
+    wait_until(lambda: topic not in admin.list_topics(timeout=5).topics, 30, "the topic to go")
     ensure_topic(kafka_config, topic, 3)
 
 
@@ -85,7 +80,7 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
     thread = threading.Thread(target=projector.run, daemon=True)
     thread.start()
     try:
-        _wait(lambda: stored_total(database_url, db_schema, topic) == len(before), 60,
+        wait_until(lambda: stored_total(database_url, db_schema, topic) == len(before), 60,
               "the first events")
         lose_log(kafka_config, topic)
         publish(kafka_config, topic, encoded(after))
@@ -93,7 +88,7 @@ def test_a_lost_log_stops_its_partitions_with_an_alarm_until_reset(
         def lost() -> list[int]:
             return [p for p in range(3) if metrics.registry.get_sample_value(
                 "hwledger_projector_log_lost", {"partition": str(p)}) == 1]
-        _wait(lambda: len(lost()) == 3, 60, "the lost-log alarm on every partition")
+        wait_until(lambda: len(lost()) == 3, 60, "the lost-log alarm on every partition")
         halted = lost()
         assert thread.is_alive()
         new_ids = {str(d["event_id"]) for _, d in after}

@@ -97,6 +97,7 @@ def test_poison_messages_go_to_dead_letters_and_valid_events_all_apply(
     assert row is not None and row[0] == len(valid) + BAD
 
 
+@pytest.mark.slow
 def test_dlq_list_parked_and_retry(database_url: str, db_schema: str,
                                    db: psycopg.Connection[Any], topic: str,
                                    kafka_config: dict[str, Any],

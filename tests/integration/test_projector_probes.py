@@ -14,6 +14,7 @@ from hwledger.deploy.localstack import free_port
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.service import Projector
 from tests.integration.projector_support import fresh_schema, projector_config
+from tests.waiting import wait_until
 
 
 def _get(url: str) -> int:
@@ -22,13 +23,6 @@ def _get(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
-
-
-def _until(check: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_probes_follow_assignment_and_a_wedged_loop(
@@ -54,13 +48,13 @@ def test_probes_follow_assignment_and_a_wedged_loop(
         runner = threading.Thread(target=projector.run, daemon=True)
         runner.start()
         try:
-            _until(lambda: _get(base + "/readyz") == 200)
+            wait_until(lambda: _get(base + "/readyz") == 200, 30, "ready")
             assert _get(base + "/healthz") == 200
             wedge.set()
-            _until(lambda: _get(base + "/healthz") == 503, timeout=10)
+            wait_until(lambda: _get(base + "/healthz") == 503, 10, "/healthz to fail")
             assert _get(base + "/metrics") == 200
             wedge.clear()
-            _until(lambda: _get(base + "/healthz") == 200, timeout=10)
+            wait_until(lambda: _get(base + "/healthz") == 200, 10, "/healthz to recover")
         finally:
             wedge.clear()
             projector.stop()

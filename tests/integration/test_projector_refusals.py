@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 import psycopg
+import pytest
 
 from hwledger.projectors import catch_up
 from hwledger.projectors.rebuild import rebuild
@@ -99,6 +100,7 @@ def test_fuzz_random_bytes_and_bad_mutations_among_valid_events(
     assert sorted(bytes(r[0]) for r in letters) == sorted(bad), f"seed {seed}"
 
 
+@pytest.mark.slow
 def test_a_poisoned_log_rebuilds_equal_to_the_live_schema_with_the_same_dead_letters(
         own_database: str, kafka_config: dict[str, Any], topic: str) -> None:
     rng = random.Random(5)

@@ -44,6 +44,9 @@ from tests.integration.projector_support import (
     stored_total,
     wait_until_assigned,
 )
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow
 
 EVENTS = 20_000
 
@@ -117,10 +120,8 @@ def test_sigkill_at_random_moments_converges(database_url: str, kafka_config: di
     for _ in range(10):
         proc = spawn(database_url, live, topic, kafka_config, f"crash-{topic}",
                      "--batch-size", "500")
-        deadline = time.monotonic() + 20
-        while (stored_total(database_url, live, topic) == progress[-1]
-               and time.monotonic() < deadline):
-            time.sleep(0.02)
+        wait_until(lambda: stored_total(database_url, live, topic) > progress[-1], 20,
+                   "the projector to make progress", interval=0.02)
         time.sleep(rng.uniform(0, 0.4))  # a random moment while it is projecting
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -149,11 +150,13 @@ def test_three_projectors_joining_and_leaving_converge(
         """Wait until the group projects again: each join or leave waits for the previous
         rebalance to settle. leader_stays: the embedded broker (Tansu) does not elect a new
         group leader when the leader leaves, so the first member stays until the end."""
-        time.sleep(1)
         before = stored_total(database_url, live, topic)
-        deadline = time.monotonic() + 30
-        while stored_total(database_url, live, topic) == before and time.monotonic() < deadline:
-            time.sleep(0.05)
+
+        def projected_more() -> bool:
+            now = stored_total(database_url, live, topic)
+            return now > before or now == EVENTS
+
+        wait_until(projected_more, 30, "the group to project again")
 
     def join() -> subprocess.Popen[bytes]:
         proc = spawn(database_url, live, topic, kafka_config, f"rebalance-{topic}",
@@ -176,9 +179,8 @@ def test_three_projectors_joining_and_leaving_converge(
     leave(third)
     moved = stored_total(database_url, live, topic)
     flow.join()
-    deadline = time.monotonic() + 90
-    while stored_total(database_url, live, topic) < EVENTS and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: stored_total(database_url, live, topic) == EVENTS, 90,
+               "every event to be projected", interval=0.2)
     leave(again, settle=False)
     leave(first, settle=False)
     reader.done.set()
@@ -194,9 +196,8 @@ def test_sigterm_finishes_the_batch_in_flight_and_exits_0(
     publish(kafka_config, topic, log_messages[:5000])
     proc = spawn(database_url, db_schema, topic, kafka_config, f"term-{topic}",
                  "--batch-size", "200")
-    deadline = time.monotonic() + 60
-    while stored_total(database_url, db_schema, topic) == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: stored_total(database_url, db_schema, topic) > 0, 60,
+               "the first batch")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     with connect(database_url, db_schema) as conn:
@@ -237,9 +238,8 @@ def test_processes_share_the_partitions_and_sigterm_stops_them_all(
     publish(kafka_config, topic, log_messages)
     proc = spawn(database_url, live, topic, kafka_config, f"processes-{topic}",
                  "--batch-size", "500", "--processes", "2")
-    deadline = time.monotonic() + 120
-    while stored_total(database_url, live, topic) < EVENTS and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: stored_total(database_url, live, topic) == EVENTS, 120,
+               "every event to be projected", interval=0.2)
     replicas = psutil.Process(proc.pid).children()
     with connect(database_url, live) as conn:
         backends = conn.execute(
@@ -264,9 +264,7 @@ def ride_out_outage(database_url: str, schemas: tuple[str, str], kafka_config: d
     ensure_topic(kafka_config, topic, 3)
     publish(kafka_config, topic, log_messages[:EVENTS // 2])
     proc = spawn(database_url, live, topic, kafka_config, f"outage-{topic}", "--batch-size", "500")
-    deadline = time.monotonic() + 60
-    while stored_total(database_url, live, topic) == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: stored_total(database_url, live, topic) > 0, 60, "the first batch")
     outage()
     later = threading.Thread(target=publish, daemon=True,
                              args=(kafka_config, topic, log_messages[EVENTS // 2:]))
@@ -275,9 +273,8 @@ def ride_out_outage(database_url: str, schemas: tuple[str, str], kafka_config: d
     assert proc.poll() is None
     recover()
     later.join(60)
-    deadline = time.monotonic() + 120
-    while stored_total(database_url, live, topic) < EVENTS and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: stored_total(database_url, live, topic) == EVENTS, 120,
+               "every event to be projected", interval=0.2)
     assert proc.poll() is None  # rode the outage out
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
@@ -332,9 +329,8 @@ def test_postgres_restart_is_retried_without_loss(
                                                batch_size=200, backoff_seconds=0.2))
         worker = threading.Thread(target=projector.run)
         worker.start()
-        deadline = time.monotonic() + 60
-        while stored_total(url, "hwledger", topic) < 1000 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: stored_total(url, "hwledger", topic) >= 1000, 60,
+                   "1000 events projected", interval=0.02)
         server.stop()
         time.sleep(3)
         server.start(port)

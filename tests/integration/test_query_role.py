@@ -20,6 +20,8 @@ from hwledger.schemas.errors import ConfigError
 from hwledger.schemas.roles import check_query_role
 from tests.cli import call, one_line_error, run, serving
 
+pytestmark = pytest.mark.slow
+
 GPU_REQUEST = {"resources": [{"resource": {"cpu": {"units": {"val": "1000"}}}, "count": 1}]}
 
 

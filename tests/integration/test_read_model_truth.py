@@ -9,6 +9,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ SLOW = settings(max_examples=8, deadline=None,
 @SLOW
 @given(seed=st.integers(0, 2**32), providers=st.integers(2, 5), events=st.integers(30, 160),
        shuffle=st.randoms(use_true_random=False))
+@pytest.mark.slow
 def test_conflicting_reports_converge_across_interleavings_and_batch_sizes(
         database_url: str, seed: int, providers: int, events: int,
         shuffle: random.Random) -> None:

@@ -14,6 +14,8 @@ from hwledger.schemas.migrations import active_schema, current_version, newest_v
 from tests.cli import one_line_error, run
 from tests.servers import Servers
 
+pytestmark = pytest.mark.slow
+
 BEHIND = newest_version() - 1
 
 

@@ -19,6 +19,8 @@ from tests.cli import run
 from tests.integration.query_support import client
 from tests.servers import Servers
 
+pytestmark = pytest.mark.slow
+
 TOKENS = ("Zq7Xk", "Yv3Wj", "Tn5Rm", "Ls8Pd", "Qh2Gc", "Bf6Nt")
 PASSWORD = "Zq7Xk:Yv3Wj/Tn5Rm@Ls8Pd Qh2Gc'Bf6Nt"  # every character a URL or DSN must escape
 PLAIN = "Zq7Xk:Yv3Wj/Tn5Rm@Ls8Pd"  # no space or quote: an unquoted DSN value, a raw userinfo

@@ -7,8 +7,6 @@ real app under uvicorn: first absent (exit 3), then serving (exit 0).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,33 +14,20 @@ from typing import Any
 
 import psycopg
 import pytest
-import uvicorn
 from confluent_kafka import Producer
 
 from hwledger.deploy.cli import main
 from hwledger.deploy.localstack import free_port
 from hwledger.projectors.writer import PROJECTION
-from hwledger.query.api import create_app
-from hwledger.query.service import QueryService, make_engine
+from tests.integration.query_support import service_thread
 from tests.servers import Servers
 
 
 @pytest.fixture
 def query_port(database_url: str, db_schema: str) -> Iterator[int]:
     """The real query service on a free port, in a thread."""
-    service = QueryService(make_engine(database_url, pool_size=1), schema=db_schema)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1",
-                                           port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "query service did not start"
-        time.sleep(0.05)
-    yield server.config.port
-    server.should_exit = True
-    thread.join(10)
-    service.engine.dispose()
+    with service_thread(database_url, db_schema, now=None) as base:
+        yield int(base.rsplit(":", 1)[1])
 
 
 def _produce(bootstrap: str, topic: str, per_partition: dict[int, int]) -> None:
