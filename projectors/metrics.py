@@ -1,7 +1,8 @@
 """Prometheus metrics of the projector: events by type, dead letters, parked, lag, batches.
 
-Each `Metrics` owns its registry, so tests and benchmarks can build several side by side;
-`serve` exposes one on an HTTP port (0 = off), with the projector's /healthz and /readyz.
+Each `Metrics` owns its registry (with the standard process, platform and GC collectors of
+`standard_registry`), so tests and benchmarks can build several side by side; `serve` exposes
+one on an HTTP port (0 = off), with the projector's /healthz and /readyz.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from prometheus_client import (
 from hwledger.projectors.health import Health, liveness, readiness
 from hwledger.projectors.projection import Plan
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.prometheus import standard_registry
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = standard_registry()
         r = self.registry
         self.events = Counter("hwledger_projector_events_total",
                               "events projected, by event type", ["type"], registry=r)

@@ -12,6 +12,10 @@ field. Every other error answer has the same shape: query-parameter errors, unkn
 (404), wrong methods (405), a request too costly by its shape (422 `too_costly`), database
 trouble or a spent time budget (503), a bug (500 `internal_error`) and the HTTP parser's 400s
 (`JsonErrorsProtocol`, the uvicorn protocol `hwledger serve` runs).
+
+/metrics (`Metrics`) labels requests by route template, counts the screening answers'
+candidates, placements and bin-packer rejections, and with `serve --workers` merges every
+worker's figures (`hwledger.schemas.prometheus`; docs/operations.md, "Metrics").
 """
 
 from __future__ import annotations
@@ -33,13 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -60,6 +58,7 @@ from hwledger.query.service import (
     TooCostly,
     Unavailable,
 )
+from hwledger.schemas.prometheus import scrape_registry, standard_registry, worker_exited
 
 log = logging.getLogger("hwledger.query")
 
@@ -288,16 +287,55 @@ def answer_json(answer: Answer, explain: bool) -> bytes:
     return orjson.dumps(found)
 
 
+UNMATCHED_ROUTE = "unmatched"
+"""The `route` label of a request no route matched (a 404), whatever its path."""
+COUNT_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 10_000)
+"""Buckets of the providers-per-request histograms (the answer's `limit` is at most 10,000)."""
+
+
+def route_label(scope: Scope) -> str:
+    """The `route` label of a request: the template of the route it matched (e.g.
+    `/v1/providers/{owner}/runs/{run_id}`), never its raw path (unbounded values) or a
+    function name; UNMATCHED_ROUTE when none matched."""
+    template = getattr(scope.get("route"), "path_format", None)
+    return template if isinstance(template, str) else UNMATCHED_ROUTE
+
+
 class Metrics:
-    """Request counts and latencies per route, on the app's own registry."""
+    """Request counts and latencies per route, and bid screening's candidates, placements and
+    bin-packer rejections, on the app's own registry (with the standard collectors)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = r = standard_registry()
         self.requests = Counter("hwledger_query_requests_total", "HTTP requests",
-                                ["route", "status"], registry=self.registry)
+                                ["route", "status"], registry=r)
         self.latency = Histogram("hwledger_query_request_seconds", "HTTP request latency",
-                                 ["route"], registry=self.registry,
+                                 ["route"], registry=r,
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5))
+        self.workers = Gauge("hwledger_query_workers", "worker processes serving requests",
+                             registry=r, multiprocess_mode="livesum")
+        self.workers.set(1)
+        self.candidates = Histogram(
+            "hwledger_query_screening_candidates",
+            "prefilter candidates per screening answer (with exact=true, before the bin-packer)",
+            ["route", "exact"], registry=r, buckets=COUNT_BUCKETS)
+        self.placements = Histogram(
+            "hwledger_query_screening_placements",
+            "providers the bin-packer placed the request on, per exact=true answer",
+            registry=r, buckets=COUNT_BUCKETS)
+        self.rejections = Counter(
+            "hwledger_query_binpacker_rejections_total",
+            "candidates the bin-packer could not place (prefilter false positives)", registry=r)
+
+    def observe_screening(self, route: str, screened: Screened) -> None:
+        """Count one screening answer's candidates, and with `exact` its placements and
+        rejections."""
+        answer = screened.answer
+        self.candidates.labels(route, "true" if screened.exact else "false").observe(
+            answer.candidates)
+        if screened.exact:
+            self.placements.observe(answer.candidates - len(answer.rejected))
+            self.rejections.inc(len(answer.rejected))
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         async def observed(scope: Scope, receive: Receive, send: Send) -> None:
@@ -318,7 +356,7 @@ class Metrics:
                 failed = False
             finally:  # no answer: 500 when the app raised, 499 when the client went away
                 code = status[0] or (500 if failed else 499)
-                route = getattr(scope.get("endpoint"), "__name__", "unmatched")
+                route = route_label(scope)
                 self.requests.labels(route, str(code)).inc()
                 self.latency.labels(route).observe(time.perf_counter() - started)
         return observed
@@ -383,27 +421,49 @@ _EXACT = _parameter("exact", "run the bin-packer and keep only placeable provide
                     {"type": "boolean", "default": False})
 
 
-async def bid_screening(service: QueryService, query: Mapping[str, str], body: bytes) -> bytes:
+@dataclass(frozen=True)
+class Screened:
+    """A screening route's answer, whether the bin-packer ran, and whether to explain."""
+
+    answer: Answer
+    exact: bool
+    explain: bool
+
+
+async def bid_screening(service: QueryService, query: Mapping[str, str], body: bytes
+                        ) -> Screened:
     """Candidates for a GroupSpec; `exact=true` keeps only placeable ones (with placement)."""
     exact = _flag(query.get("exact"), "exact")
     options = ScreeningQuery.parse(query)
     group = parse_group_spec(parse_json(body))
     answer = await service.bid_screening(group, exact=exact, limit=options.limit,
                                          min_position=options.min_position)
-    return answer_json(answer, options.explain)
+    return Screened(answer, exact, options.explain)
 
 
-async def prefilter(service: QueryService, query: Mapping[str, str], body: bytes) -> bytes:
+async def prefilter(service: QueryService, query: Mapping[str, str], body: bytes) -> Screened:
     """Candidates for a BidScreeningFilter (the prefilter alone); `exact` does not apply."""
     options = ScreeningQuery.parse(query)
     screen = filter_from_json(parse_json(body))
     answer = await service.screen(screen, limit=options.limit,
                                   min_position=options.min_position)
-    return answer_json(answer, options.explain)
+    return Screened(answer, False, options.explain)
 
 
-Handler = Callable[[QueryService, Mapping[str, str], bytes], Awaitable[bytes]]
-SCREENING: dict[str, Handler] = {"/v1/bid-screening": bid_screening, "/v1/prefilter": prefilter}
+Handler = Callable[[QueryService, Mapping[str, str], bytes], Awaitable[Screened]]
+
+
+@dataclass(frozen=True)
+class ScreeningRoute:
+    """A screening route: its path (a template without parameters, as `route_label` reads
+    `path_format`) and its handler."""
+
+    path_format: str
+    handler: Handler
+
+
+SCREENING = {route.path_format: route for route in (
+    ScreeningRoute("/v1/bid-screening", bid_screening), ScreeningRoute("/v1/prefilter", prefilter))}
 
 
 def _operation(handler: Handler, body: dict[str, Any], *parameters: dict[str, Any]
@@ -433,14 +493,15 @@ async def _respond(send: Send, status: int, body: bytes,
     await send({"type": "http.response.body", "body": body})
 
 
-def screening_routes(service: QueryService, app: ASGIApp) -> ASGIApp:
-    """SCREENING as plain ASGI in front of `app` (which gets every other request)."""
+def screening_routes(service: QueryService, app: ASGIApp, metrics: Metrics) -> ASGIApp:
+    """SCREENING as plain ASGI in front of `app` (which gets every other request); each
+    answer goes to `metrics.observe_screening`."""
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-        handler = SCREENING.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None:
+        route = SCREENING.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
             await app(scope, receive, send)
             return
-        scope["endpoint"] = handler
+        scope["route"] = route
         if scope["method"] != "POST":
             await _respond(send, 405, orjson.dumps({
                 "error": "method_not_allowed", "message": f"{scope['path']}: use POST"}),
@@ -449,7 +510,8 @@ def screening_routes(service: QueryService, app: ASGIApp) -> ASGIApp:
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"),
                                keep_blank_values=True))
         try:
-            answer = await handler(service, query, await read_body(scope, receive))
+            screened = await route.handler(service, query, await read_body(scope, receive))
+            answer = answer_json(screened.answer, screened.explain)
         except Disconnected:
             return
         except tuple(FAILURES) as exc:
@@ -459,6 +521,7 @@ def screening_routes(service: QueryService, app: ASGIApp) -> ASGIApp:
             log.exception("%s failed", scope["path"])
             await _respond(send, 500, INTERNAL_ERROR)
             return
+        metrics.observe_screening(route.path_format, screened)
         await _respond(send, 200, answer)
     return serve
 
@@ -468,6 +531,7 @@ def create_app(service: QueryService) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        worker_exited()
         await service.connections.close()
 
     app = FastAPI(title="hwledger query service", version="1", lifespan=lifespan,
@@ -591,10 +655,11 @@ def create_app(service: QueryService) -> ASGIApp:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        """Prometheus metrics of this process."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics of this process (of every worker with `serve --workers`)."""
+        return Response(generate_latest(scrape_registry(metrics.registry)),
+                        media_type=CONTENT_TYPE_LATEST)
 
-    return metrics.middleware(screening_routes(service, app))
+    return metrics.middleware(screening_routes(service, app, metrics))
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):

@@ -221,7 +221,8 @@ def _key(name: str) -> ColumnElement[Any]:
 
 def _answer(candidates: Select[Any], limited: bool) -> Select[Any]:
     """ONE row: the projection position, the candidates as the JSON array of the HTTP answer
-    (ordered by owner) and whether the limit cut the answer short.
+    (ordered by owner), whether the limit cut the answer short and how many candidates the
+    array holds (for the service's metrics, without parsing it).
 
     With a limit, `:limit` is the probe size (the answer's limit plus one): the candidates are
     numbered in scan order and the first `:limit - 1` are shown, exactly the rows a client
@@ -237,13 +238,16 @@ def _answer(candidates: Select[Any], limited: bool) -> Select[Any]:
         _key("lastSeenAt"), c.last_seen_at)
     providers = func.json_agg(aggregate_order_by(provider, c.provider_id))
     truncated: ColumnElement[bool] = false()
+    shown: ColumnElement[int] = func.count()
     if limited:
         probe = bindparam("limit", type_=Integer)
         providers = providers.filter(c.n < probe)  # type: ignore[assignment]
         truncated = func.count() >= probe
+        shown = func.count().filter(c.n < probe)
     answer = select(
         cast(func.coalesce(providers, literal_column("'[]'::json")), Text).label("providers"),
-        truncated.label("truncated")).select_from(found).subquery("answer")
+        truncated.label("truncated"), shown.label("candidates")
+    ).select_from(found).subquery("answer")
     position = position_statement().subquery("position")
     return select(position, answer).select_from(position.join(answer, true()))
 

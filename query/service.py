@@ -143,7 +143,9 @@ class AsOf:
 @dataclass(frozen=True)
 class Answer:
     """`providers_json` is the JSON array of the answer's providers ({"owner", "hostUri",
-    "auditedBy", "gpuModels", "lastSeenAt", "placement"?}, ordered by owner) as text."""
+    "auditedBy", "gpuModels", "lastSeenAt", "placement"?}, ordered by owner) as text;
+    `candidates` counts the prefilter's providers the answer started from (with `exact`, the
+    placed ones and the `rejected` ones), for the service's metrics."""
 
     schema: str
     as_of: AsOf
@@ -152,6 +154,7 @@ class Answer:
     prefilter: repository.Prefilter
     rejected: tuple[tuple[str, str], ...] = ()
     truncated: bool = False
+    candidates: int = 0
 
     def providers(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = orjson.loads(self.providers_json)
@@ -468,7 +471,7 @@ class QueryService:
                 cursor = await conn.execute(*prefilter.answer_sql(schema))
                 row = await cursor.fetchone()
                 assert row is not None  # aggregates: always one row
-                position, last_event_at, partitions, providers_json, truncated = row
+                position, last_event_at, partitions, providers_json, truncated, candidates = row
                 check_answer_size(providers_json, self.limits)
                 if request is not None:
                     providers = await self.off_loop(budget, lambda: orjson.loads(providers_json))
@@ -480,7 +483,7 @@ class QueryService:
         as_of = replace(as_of_from(position, last_event_at, partitions),
                         min_position_reached=reached)
         return Answer(schema, as_of, providers_json, screen, prefilter, tuple(rejected),
-                      truncated)
+                      truncated, candidates)
 
     def place_candidates(self, request: GroupRequest, providers: Sequence[dict[str, Any]],
                          rows: Sequence[Iterable[Sequence[Any]]], budget: Budget

@@ -28,6 +28,7 @@ from hwledger.query.service import (
 )
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrated_schema
+from hwledger.schemas.prometheus import multiprocess_directory
 
 
 def service_for(settings: Settings) -> QueryService:
@@ -64,9 +65,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     host, port = args.host or settings.http_host, args.port or settings.http_port
     configure_logging(args.log_level.upper(), settings.log_format)
     if args.workers > 1:
-        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, host=host,
-                    port=port, log_level=args.log_level, access_log=settings.access_log,
-                    http=JsonErrorsProtocol, log_config=None)
+        with multiprocess_directory():  # one scrape of any worker counts them all
+            uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers,
+                        host=host, port=port, log_level=args.log_level,
+                        access_log=settings.access_log, http=JsonErrorsProtocol,
+                        log_config=None)
     else:
         uvicorn.run(_app(settings), host=host, port=port, log_level=args.log_level,
                     access_log=settings.access_log, http=JsonErrorsProtocol, log_config=None)

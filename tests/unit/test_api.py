@@ -158,7 +158,7 @@ def test_openapi_lists_the_routes_with_body_schemas(client: TestClient) -> None:
 def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
     post(client, b"{")
     text = client.get("/metrics").text
-    assert 'hwledger_query_requests_total{route="bid_screening",status="422"}' in text
+    assert 'hwledger_query_requests_total{route="/v1/bid-screening",status="422"}' in text
 
 
 def test_screening_routes_take_only_post(client: TestClient) -> None:
@@ -185,7 +185,7 @@ def test_a_client_gone_before_its_body_gets_no_answer_and_counts_as_499() -> Non
     assert sent == []
     asyncio.run(request("GET", "/metrics"))
     metrics = b"".join(m.get("body", b"") for m in sent).decode()
-    assert 'hwledger_query_requests_total{route="bid_screening",status="499"} 1.0' in metrics
+    assert 'hwledger_query_requests_total{route="/v1/bid-screening",status="499"} 1.0' in metrics
 
 
 def test_every_route_answers_a_wrong_method_with_the_error_shape(client: TestClient) -> None:
