@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path as FilePath
@@ -39,6 +39,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hwledger.query.aggregator import (
@@ -293,12 +294,26 @@ COUNT_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 10_000)
 """Buckets of the providers-per-request histograms (the answer's `limit` is at most 10,000)."""
 
 
-def route_label(scope: Scope) -> str:
-    """The `route` label of a request: the template of the route it matched (e.g.
-    `/v1/providers/{owner}/runs/{run_id}`), never its raw path (unbounded values) or a
-    function name; UNMATCHED_ROUTE when none matched."""
-    template = getattr(scope.get("route"), "path_format", None)
-    return template if isinstance(template, str) else UNMATCHED_ROUTE
+def route_label(scope: Scope, routes: Sequence[BaseRoute]) -> str:
+    """The `route` label of a request: the template of the route it is for (e.g.
+    `/v1/providers/{owner}/runs/{run_id}`, `/console/{path}`), never its raw path (unbounded
+    values) or a function name; UNMATCHED_ROUTE when none matches. A screening path is its
+    own template; others are matched against `routes` as the router does (a full match, else
+    the first partial one: a wrong method)."""
+    if scope["path"] in SCREENING:
+        return str(scope["path"])
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return _template(route)
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return UNMATCHED_ROUTE if partial is None else _template(partial)
+
+
+def _template(route: BaseRoute) -> str:
+    return str(getattr(route, "path_format", UNMATCHED_ROUTE))
 
 
 class Metrics:
@@ -337,12 +352,14 @@ class Metrics:
             self.placements.observe(answer.candidates - len(answer.rejected))
             self.rejections.inc(len(answer.rejected))
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
+    def middleware(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
+        """`app` with each HTTP request counted and timed by `route_label` over `routes`."""
         async def observed(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
             started = time.perf_counter()
+            route = route_label(scope, routes)  # before the app: mounts rewrite the scope
             status = [0]
             failed = True
 
@@ -356,7 +373,6 @@ class Metrics:
                 failed = False
             finally:  # no answer: 500 when the app raised, 499 when the client went away
                 code = status[0] or (500 if failed else 499)
-                route = route_label(scope)
                 self.requests.labels(route, str(code)).inc()
                 self.latency.labels(route).observe(time.perf_counter() - started)
         return observed
@@ -451,19 +467,7 @@ async def prefilter(service: QueryService, query: Mapping[str, str], body: bytes
 
 
 Handler = Callable[[QueryService, Mapping[str, str], bytes], Awaitable[Screened]]
-
-
-@dataclass(frozen=True)
-class ScreeningRoute:
-    """A screening route: its path (a template without parameters, as `route_label` reads
-    `path_format`) and its handler."""
-
-    path_format: str
-    handler: Handler
-
-
-SCREENING = {route.path_format: route for route in (
-    ScreeningRoute("/v1/bid-screening", bid_screening), ScreeningRoute("/v1/prefilter", prefilter))}
+SCREENING: dict[str, Handler] = {"/v1/bid-screening": bid_screening, "/v1/prefilter": prefilter}
 
 
 def _operation(handler: Handler, body: dict[str, Any], *parameters: dict[str, Any]
@@ -497,11 +501,10 @@ def screening_routes(service: QueryService, app: ASGIApp, metrics: Metrics) -> A
     """SCREENING as plain ASGI in front of `app` (which gets every other request); each
     answer goes to `metrics.observe_screening`."""
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-        route = SCREENING.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None:
+        handler = SCREENING.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
             await app(scope, receive, send)
             return
-        scope["route"] = route
         if scope["method"] != "POST":
             await _respond(send, 405, orjson.dumps({
                 "error": "method_not_allowed", "message": f"{scope['path']}: use POST"}),
@@ -510,7 +513,7 @@ def screening_routes(service: QueryService, app: ASGIApp, metrics: Metrics) -> A
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"),
                                keep_blank_values=True))
         try:
-            screened = await route.handler(service, query, await read_body(scope, receive))
+            screened = await handler(service, query, await read_body(scope, receive))
             answer = answer_json(screened.answer, screened.explain)
         except Disconnected:
             return
@@ -521,7 +524,7 @@ def screening_routes(service: QueryService, app: ASGIApp, metrics: Metrics) -> A
             log.exception("%s failed", scope["path"])
             await _respond(send, 500, INTERNAL_ERROR)
             return
-        metrics.observe_screening(route.path_format, screened)
+        metrics.observe_screening(scope["path"], screened)
         await _respond(send, 200, answer)
     return serve
 
@@ -659,7 +662,7 @@ def create_app(service: QueryService) -> ASGIApp:
         return Response(generate_latest(scrape_registry(metrics.registry)),
                         media_type=CONTENT_TYPE_LATEST)
 
-    return metrics.middleware(screening_routes(service, app, metrics))
+    return metrics.middleware(screening_routes(service, app, metrics), app.routes)
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):

@@ -44,14 +44,13 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @contextmanager
-def serving(home: Path, log_level: str = "warning", *, workers: int = 1, **env: str
+def serving(home: Path, log_level: str = "warning", *args: str, **env: str
             ) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`hwledger serve --workers WORKERS` on a free port; yields the process (its output piped)
-    and its base URL once /healthz answers, and stops it after the block."""
+    """`hwledger serve ARGS` on a free port; yields the process (its output piped) and its base
+    URL once /healthz answers, and stops it after the block."""
     port = free_port()
     process = subprocess.Popen(
-        [*HWLEDGER, "serve", "--port", str(port), "--log-level", log_level,
-         "--workers", str(workers)], text=True,
+        [*HWLEDGER, "serve", "--port", str(port), "--log-level", log_level, *args], text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_environment(home, env))
     base = f"http://127.0.0.1:{port}"
     try:

@@ -178,7 +178,8 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--host", help="bind address (default HWLEDGER_HTTP_HOST)")
     parser.add_argument("--port", type=int, help="port (default HWLEDGER_HTTP_PORT)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes (each with its own connection pool)")
+                        help="worker processes (each with its own connection pool; /metrics "
+                             "of any of them counts all)")
     parser.add_argument("--log-level", default="info",
                         choices=("critical", "error", "warning", "info", "debug"))
     parser = add_command(subparsers, "screen", screen,

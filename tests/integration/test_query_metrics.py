@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cli import serving
@@ -80,7 +79,8 @@ def scrape(base: str) -> Samples:
 def test_one_scrape_of_serve_with_two_workers_counts_every_workers_requests(
         database_url: str, fleet_schema: str, home: Path, tmp_path: Path) -> None:
     requests, threads = 40, 4
-    with serving(home, workers=2, TMPDIR=str(tmp_path), HWLEDGER_DB_SCHEMA=fleet_schema,
+    with serving(home, "warning", "--workers", "2", TMPDIR=str(tmp_path),
+                 HWLEDGER_DB_SCHEMA=fleet_schema,
                  HWLEDGER_QUERY_DATABASE_URL=database_url,
                  HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE="1",
                  HWLEDGER_ONLINE_TTL_SECONDS=str(10**9)) as (process, base):
