@@ -159,8 +159,8 @@ class NodeRow:
 @dataclass
 class Plan:
     """Row changes of one batch, in the shapes the writer's statements take. `touched`: the
-    providers whose inventory row the batch changes; `last_seen`: the newest own fact of each
-    provider that has one in the batch."""
+    providers whose inventory row the batch changes; `last_seen` / `first_seen`: the newest /
+    oldest own fact of each provider that has one in the batch."""
 
     gpu_hardware: dict[str, Row] = field(default_factory=dict)
     system_hardware: dict[str, Row] = field(default_factory=dict)
@@ -179,6 +179,7 @@ class Plan:
     unparked: list[int] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
     last_seen: dict[str, datetime] = field(default_factory=dict)
+    first_seen: dict[str, datetime] = field(default_factory=dict)
     projected: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     newly_parked: list[Pending] = field(default_factory=list)
@@ -359,7 +360,8 @@ def _snapshot_content(data: Mapping[str, Any]) -> SnapshotContent:
                links.get(g.get("actual_interface") or "")) for g, row in zip(gpus, gpu_rows,
                                                                               strict=True)),
         frozenset(g["slot_index"] for g in gpus),
-        (alloc["cpu_millicores"], alloc["memory_bytes"], alloc["ephemeral_storage_bytes"]),
+        tuple(validation.allocatable_value(alloc[k]) for k in
+              ("cpu_millicores", "memory_bytes", "ephemeral_storage_bytes")),
         json.dumps(storage, sort_keys=True), json.dumps(power, sort_keys=True))
 
 
@@ -467,6 +469,9 @@ class _Projector:
             seen = self.plan.last_seen.get(provider)
             self.plan.last_seen[provider] = occurred_at if seen is None else max(seen,
                                                                                  occurred_at)
+            first = self.plan.first_seen.get(provider)
+            self.plan.first_seen[provider] = occurred_at if first is None else min(first,
+                                                                                   occurred_at)
         if item.event.type == "HardwareSnapshotted":
             self.release(provider, f"snapshot {event_id}")
         elif item.event.type == "RunStarted":
@@ -521,7 +526,8 @@ class _Projector:
         self.plan.runs.append((
             run_id, data["provider_id"], data["node_id"], snapshot_id, data["event_id"],
             data["occurred_at"], res["cpu_millicores"], res["memory_bytes"],
-            res["ephemeral_storage_bytes"], data.get("task_ref"), data.get("model_ref")))
+            res["ephemeral_storage_bytes"], data.get("task_ref"), data.get("model_ref"),
+            data.get("leased_ips", 0)))
         self.plan.run_gpu_usage.extend((run_id, s, key[0]) for s in slots)
         self.state.runs[key] = KnownRun(
             str(data["node_id"]), None, slots[0] if slots else None,
@@ -549,7 +555,7 @@ class _Projector:
     def on_ProviderRegistered(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
         provider = str(data["provider_id"])
         row = (provider, data["host_uri"], _attributes(data["attributes"]), data["occurred_at"],
-               data["event_id"])
+               data["event_id"], data.get("leased_ip_capacity"), data.get("reclamation_window"))
         _keep_latest(self.plan.providers, provider, row, 3)
         return None
 

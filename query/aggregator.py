@@ -3,8 +3,9 @@
 Pure functions only. `parse_group_spec` validates the request and keeps what the bin-packer
 needs (per-unit replicas, GPU alternatives with ram/interface); `screening_filter` reduces it to
 the capacity totals, per-node maxima, per-unit GPU tokens and storage classes, signedBy and
-self attributes that the SQL prefilter checks. Bad input raises `InvalidRequest` naming the
-field (`resources[0].resource.gpu.attributes[1].key: ...`).
+self attributes, the leased IPs (distinct LEASED_IP endpoint sequence numbers across the whole
+group) and the reclamation window that the SQL prefilter checks. Bad input raises
+`InvalidRequest` naming the field (`resources[0].resource.gpu.attributes[1].key: ...`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from hwledger.schemas.errors import UserError
 from hwledger.schemas.tokens import request_token
 
 MAX_QUANTITY = 2**50  # ~1 PiB of bytes, ~1e15 millicores: anything larger is a typo
-MAX_TOTAL = 2**62  # keeps every sum inside Postgres bigint
+MAX_TOTAL = 2**63 - 1
+"""The largest total (or per-node maximum) a request may ask for: the largest Postgres bigint,
+which the read model's totals saturate at (docs/decisions.md, "Totals")."""
+MAX_RECLAMATION_WINDOW = MAX_TOTAL
+LEASED_IP = "LEASED_IP"
+ENDPOINT_KINDS = ("SHARED_HTTP", "RANDOM_PORT", LEASED_IP)
 MAX_COUNT = 10_000
 MAX_ITEMS = 64
 MAX_TEXT = 256
@@ -78,6 +84,8 @@ class ResourceUnit:
     persistent: tuple[PersistentVolume, ...] = ()
     gpu_units: int = 0
     gpu_alternatives: tuple[GpuAlternative, ...] = ()
+    leased_ip_endpoints: frozenset[int] = frozenset()
+    """Sequence numbers of the unit's LEASED_IP endpoints (the others need no leased IP)."""
 
     @property
     def node_memory_bytes(self) -> int:
@@ -98,12 +106,19 @@ class ResourceUnit:
 
 @dataclass(frozen=True)
 class GroupRequest:
-    """A validated GroupSpec."""
+    """A validated GroupSpec; `reclamation_window` in seconds (None: none asked for)."""
 
     units: tuple[ResourceUnit, ...]
     signed_by_all_of: tuple[str, ...] = ()
     signed_by_any_of: tuple[str, ...] = ()
     attributes: tuple[Attribute, ...] = ()
+    reclamation_window: int | None = None
+
+    @property
+    def leased_ips(self) -> int:
+        """Leased IPs the group needs: its distinct LEASED_IP sequence numbers (Akash AC18: an
+        endpoint several units share is one IP)."""
+        return len(frozenset().union(*(u.leased_ip_endpoints for u in self.units)))
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,7 @@ class UnitScreen:
 
 @dataclass(frozen=True)
 class BidScreeningFilter:
-    """What the SQL prefilter checks (DESIGN section 6)."""
+    """What the SQL prefilter checks (DESIGN section 6); `reclamation_window` in seconds."""
 
     total_cpu: int = 0
     total_memory: int = 0
@@ -128,6 +143,8 @@ class BidScreeningFilter:
     signed_by_all_of: tuple[str, ...] = ()
     signed_by_any_of: tuple[str, ...] = ()
     attributes: tuple[Attribute, ...] = ()
+    total_leased_ip: int = 0
+    reclamation_window: int | None = None
 
 
 # ---- small validators -------------------------------------------------------------------
@@ -319,6 +336,44 @@ def _storage(value: Any, field: str) -> tuple[int, int, tuple[PersistentVolume, 
     return ephemeral, ram, tuple(persistent)
 
 
+# ---- endpoints --------------------------------------------------------------------------
+
+
+def _endpoints(value: Any, field: str) -> frozenset[int]:
+    """The sequence numbers of a unit's LEASED_IP endpoints (`{kind, sequenceNumber}`, or
+    `sequence_number` as in Akash's REST JSON; an absent number is 0, protobuf's default)."""
+    found = set()
+    for index, item in enumerate(_list(value, field)):
+        here = f"{field}[{index}]"
+        endpoint = _object(item, here)
+        kind = _text(endpoint.get("kind"), f"{here}.kind")
+        if kind not in ENDPOINT_KINDS:
+            raise InvalidRequest(f"{here}.kind", f"unknown endpoint kind {kind!r} (one of "
+                                                 f"{', '.join(ENDPOINT_KINDS)})")
+        number = _pick(endpoint, "sequenceNumber", "sequence_number")
+        number = 0 if number is None else number
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < 2**32:
+            raise InvalidRequest(f"{here}.sequenceNumber",
+                                 f"expected an integer 0..{2**32 - 1}, got {number!r}")
+        if kind == LEASED_IP:
+            found.add(number)
+    return frozenset(found)
+
+
+def _reclamation_window(value: Any, field: str = "reclamationWindow") -> int | None:
+    """`reclamationWindow`: seconds the provider must give notice for at least (as the peer's
+    field); absent or null = none asked for."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(field, f"expected seconds as an integer, got {_kind(value)}")
+    if not 1 <= value <= MAX_RECLAMATION_WINDOW:
+        raise InvalidRequest(field,
+                             f"must be between 1 and {MAX_RECLAMATION_WINDOW} seconds, got "
+                             f"{value}")
+    return value
+
+
 # ---- the GroupSpec ----------------------------------------------------------------------
 
 
@@ -345,7 +400,9 @@ def _unit(value: Any, field: str) -> ResourceUnit:
     return ResourceUnit(count=count_value, cpu_millicores=cpu_millicores,
                         memory_bytes=memory_bytes, ram_volume_bytes=ram,
                         ephemeral_bytes=ephemeral, persistent=persistent,
-                        gpu_units=gpu_units, gpu_alternatives=alternatives)
+                        gpu_units=gpu_units, gpu_alternatives=alternatives,
+                        leased_ip_endpoints=_endpoints(resource.get("endpoints"),
+                                                       f"{here}.endpoints"))
 
 
 def _requirements(value: Any) -> tuple[tuple[str, ...], tuple[str, ...], tuple[Attribute, ...]]:
@@ -376,7 +433,8 @@ def parse_group_spec(document: Any) -> GroupRequest:
     units = tuple(_unit(item, f"resources[{i}]")
                   for i, item in enumerate(_list(units_value, "resources")))
     all_of, any_of, attributes = _requirements(spec.get("requirements"))
-    request = GroupRequest(units, all_of, any_of, attributes)
+    request = GroupRequest(units, all_of, any_of, attributes, _reclamation_window(
+        _pick(spec, "reclamationWindow", "reclamation_window")))
     screening_filter(request)  # totals must fit the database's integers
     return request
 
@@ -397,13 +455,15 @@ def screening_filter(request: GroupRequest) -> BidScreeningFilter:
         signed_by_all_of=request.signed_by_all_of,
         signed_by_any_of=request.signed_by_any_of,
         attributes=request.attributes,
+        total_leased_ip=request.leased_ips,
+        reclamation_window=request.reclamation_window,
     )
     check_totals(built)
     return built
 
 
 _TOTALS = ("total_cpu", "total_memory", "total_gpu", "total_ephemeral", "total_persistent",
-           "max_node_cpu", "max_node_memory", "max_node_gpu")
+           "max_node_cpu", "max_node_memory", "max_node_gpu", "total_leased_ip")
 
 
 def check_totals(built: BidScreeningFilter) -> None:
@@ -424,6 +484,7 @@ def filter_to_json(built: BidScreeningFilter) -> dict[str, Any]:
         "signed_by": {"all_of": list(built.signed_by_all_of),
                       "any_of": list(built.signed_by_any_of)},
         "attributes": [{"key": a.key, "value": a.value} for a in built.attributes],
+        "reclamation_window": built.reclamation_window,
     }
 
 
@@ -440,7 +501,7 @@ def _count(value: Any, field: str) -> int:
 def filter_from_json(document: Any) -> BidScreeningFilter:
     """Validate a BidScreeningFilter JSON document (the form `filter_to_json` writes)."""
     doc = _object(document, "body")
-    known = {*_TOTALS, "units", "signed_by", "attributes"}
+    known = {*_TOTALS, "units", "signed_by", "attributes", "reclamation_window"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise InvalidRequest(unknown[0], "unknown field")
@@ -464,4 +525,6 @@ def filter_from_json(document: Any) -> BidScreeningFilter:
         signed_by_all_of=_names(signed.get("all_of"), "signed_by.all_of"),
         signed_by_any_of=_names(signed.get("any_of"), "signed_by.any_of"),
         attributes=attributes,
+        reclamation_window=_reclamation_window(doc.get("reclamation_window"),
+                                               "reclamation_window"),
     )

@@ -99,7 +99,9 @@ def synthetic_provider(rng: random.Random, index: int, now: datetime) -> dict[st
                                 "true",
                             "tier": rng.choice(("community", "datacenter"))},
         "signed_attributes": {a: {"tier": "verified"} for a in audited},
-        "audited_by": audited,
+        "audited_by": audited, "reclamation_window": None,
+        "created_at": now - timedelta(days=rng.randint(1, 400)), "location": None,
+        "organization": None,
     }
 
 

@@ -7,7 +7,8 @@ All GPUs of one replica share a model, and the first replica freezes the unit's 
 the replicas after it. Persistent volumes draw on the provider's per-class pool. All or
 nothing: the result is a `Placement` of every replica, counted per unit and node, or the first
 `PlacementFailure`. A node takes all the replicas it can hold in one step, so the work is at
-most units x nodes (`placement_steps`) whatever the counts.
+most units x nodes (`placement_steps`) whatever the counts. Before any node, `provider_gate`
+checks what is provider-wide: the leased IP pool (Akash AC18-AC21) and the reclamation window.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class ProviderNodes:
     provider_id: str
     nodes: tuple[NodeInventory, ...]
     persistent: Mapping[str, int] = field(default_factory=dict)  # storage class -> bytes
+    leased_ips: int | None = None
+    """Free leased IPs of the provider's pool; None: no IP operator, so none at all."""
+    reclamation_window: int | None = None
+    """Seconds of notice the provider gives before reclaiming; None: it offers none."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,33 @@ def _pool_failure(unit: ResourceUnit, pools: Mapping[str, int]) -> str:
     raise AssertionError("the pools hold another replica")
 
 
+def provider_gate(request: GroupRequest, inventory: ProviderNodes) -> PlacementFailure | None:
+    """Why the provider as a whole cannot take the request, before any node is tried; None
+    when it can. Leased IPs come from one provider-wide pool: a request for none skips the
+    check (AC21), a provider without an IP operator has none (AC20), and the distinct IPs the
+    group needs must not exceed the free ones (AC19). A requested reclamation window needs a
+    provider window at least as long; a provider without one fails only when one is asked for.
+    """
+    wanted = request.leased_ips
+    if wanted:
+        if inventory.leased_ips is None:
+            return PlacementFailure(f"no leased IPs available: the request needs {wanted} and "
+                                    "the provider has no IP operator")
+        if wanted > inventory.leased_ips:
+            return PlacementFailure(f"insufficient number of IPs: the request needs {wanted}, "
+                                    f"{inventory.leased_ips} free")
+    window = request.reclamation_window
+    if window is not None:
+        offered = inventory.reclamation_window
+        if offered is None:
+            return PlacementFailure(f"no reclamation window offered (the request asks for "
+                                    f"{window} s)")
+        if offered < window:
+            return PlacementFailure(f"reclamation window {offered} s is shorter than the "
+                                    f"requested {window} s")
+    return None
+
+
 def placement_steps(request: GroupRequest, inventory: ProviderNodes) -> int:
     """The most node visits `place` makes for this request: units x nodes."""
     return len(request.units) * len(inventory.nodes)
@@ -188,7 +220,11 @@ def place(request: GroupRequest, inventory: ProviderNodes) -> Placement | Placem
 
     Replicas are placed as counts: each node, in order, takes as many of the unit's remaining
     replicas as its free capacity (and the class pools) hold, which is what placing them one
-    by one on the first node that fits does, in at most units x nodes steps."""
+    by one on the first node that fits does, in at most units x nodes steps. The provider's
+    `provider_gate` comes first."""
+    refused = provider_gate(request, inventory)
+    if refused is not None:
+        return refused
     nodes = {n.node_id: _Node(n.cpu_millicores, n.memory_bytes, n.ephemeral_bytes, list(n.gpus))
              for n in inventory.nodes}
     pools = dict(inventory.persistent)

@@ -9,9 +9,17 @@ query benchmark builds its synthetic rows with it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from hwledger.query.binpacker import ProviderNodes
+from hwledger.schemas.validation import INT64_MAX
+
+
+def saturated(values: Iterable[int]) -> int:
+    """A sum as the read model stores it: at most INT64_MAX (unlimited allocatables are
+    INT64_MAX each, so their sums would leave a bigint)."""
+    return min(sum(values), INT64_MAX)
 
 
 def provider_totals(provider: ProviderNodes) -> dict[str, Any]:
@@ -20,11 +28,12 @@ def provider_totals(provider: ProviderNodes) -> dict[str, Any]:
     free_tokens = sorted({t for n in nodes for g in n.gpus for t in g.tokens})
     return {
         "node_count": len(nodes),
-        "total_available_cpu": sum(n.cpu_millicores for n in nodes),
-        "total_available_memory": sum(n.memory_bytes for n in nodes),
+        "total_available_cpu": saturated(n.cpu_millicores for n in nodes),
+        "total_available_memory": saturated(n.memory_bytes for n in nodes),
         "total_available_gpu": sum(len(n.gpus) for n in nodes),
-        "total_available_ephemeral": sum(n.ephemeral_bytes for n in nodes),
-        "total_available_persistent": sum(provider.persistent.values()),
+        "total_available_ephemeral": saturated(n.ephemeral_bytes for n in nodes),
+        "total_available_persistent": saturated(provider.persistent.values()),
+        "total_available_leased_ip": provider.leased_ips,
         "max_node_free_cpu": max((n.cpu_millicores for n in nodes), default=0),
         "max_node_free_memory": max((n.memory_bytes for n in nodes), default=0),
         "max_node_free_gpu": max((len(n.gpus) for n in nodes), default=0),

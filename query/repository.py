@@ -56,7 +56,11 @@ TOTAL_COLUMNS = (
     ("max_node_cpu", "max_node_free_cpu"),
     ("max_node_memory", "max_node_free_memory"),
     ("max_node_gpu", "max_node_free_gpu"),
+    ("total_leased_ip", "total_available_leased_ip"),
 )
+"""Filter field -> the provider_inventory column that must be at least as large (a null
+`total_available_leased_ip`, a provider without an IP operator, fails when IPs are asked for;
+none asked for adds no clause, Akash AC20/AC21)."""
 
 
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
@@ -163,6 +167,8 @@ def conditions(screen: BidScreeningFilter, online_since: datetime | None,
     for name, column in TOTAL_COLUMNS:
         if getattr(screen, name) > 0:
             found.append((column, name, getattr(screen, name)))
+    if screen.reclamation_window is not None:  # a provider without a window (null) fails
+        found.append(("reclamation_window", "reclamation_window", screen.reclamation_window))
     for index, unit in enumerate(screen.units):
         if unit.gpu_tokens:
             found.append(("common_gpu" if shares.common_gpu(unit.gpu_tokens) else "gpu",
@@ -235,7 +241,8 @@ def _answer(candidates: Select[Any], limited: bool) -> Select[Any]:
         _key("owner"), c.provider_id, _key("hostUri"), c.host_uri,
         _key("auditedBy"), func.coalesce(c.audited_by, EMPTY_TEXT_ARRAY),
         _key("gpuModels"), func.coalesce(c.gpu_models, EMPTY_TEXT_ARRAY),
-        _key("lastSeenAt"), c.last_seen_at)
+        _key("lastSeenAt"), c.last_seen_at, _key("createdAt"), c.created_at,
+        _key("location"), c.location, _key("organization"), c.organization)
     providers = func.json_agg(aggregate_order_by(provider, c.provider_id))
     truncated: ColumnElement[bool] = false()
     shown: ColumnElement[int] = func.count()
@@ -267,7 +274,8 @@ def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
     inv = provider_inventory.c
     inner = {c.name: c for c in inv}
     fenced = [(kind, name) for kind, name in shape if kind in FENCED]
-    output = [inv.provider_id, inv.host_uri, inv.audited_by, inv.gpu_models, inv.last_seen_at]
+    output = [inv.provider_id, inv.host_uri, inv.audited_by, inv.gpu_models, inv.last_seen_at,
+              inv.created_at, inv.location, inv.organization]
     statement = select(*output).where(
         and_(true(), *(_clause(k, n, inner) for k, n in shape if k not in FENCED)))
     if fenced:
@@ -349,6 +357,15 @@ def gpu_statement(provider_ids: Sequence[str]) -> Select[Any]:
                    g.interface)
             .where(g.provider_id == any_(_text_array(provider_ids)), g.free)
             .order_by(g.provider_id, g.node_id, g.slot_index))
+
+
+def gate_statement(provider_ids: Sequence[str]) -> Select[Any]:
+    """The provider-wide figures the bin-packer's gate checks before any node
+    (`binpacker.provider_gate`): free leased IPs (null: no IP operator) and the reclamation
+    window (null: none offered)."""
+    inv = provider_inventory.c
+    return (select(inv.provider_id, inv.total_available_leased_ip, inv.reclamation_window)
+            .where(inv.provider_id == any_(_text_array(provider_ids))))
 
 
 @cache

@@ -236,10 +236,12 @@ def ended_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
     return bool(readable)
 
 
-def inventories(node_rows: Iterable[Sequence[Any]], gpu_rows: Iterable[Sequence[Any]]
-                ) -> dict[str, ProviderNodes]:
+def inventories(node_rows: Iterable[Sequence[Any]], gpu_rows: Iterable[Sequence[Any]],
+                gate_rows: Iterable[Sequence[Any]] = ()) -> dict[str, ProviderNodes]:
     """Per-node free capacity, free GPUs and persistent pools from the rows of
-    `repository.node_statement` and `repository.gpu_statement`."""
+    `repository.node_statement` and `repository.gpu_statement`, with the provider-wide leased
+    IPs and reclamation window of `repository.gate_statement`."""
+    gates = {provider: (ips, window) for provider, ips, window in gate_rows}
     gpus: dict[tuple[str, str], list[GpuSlot]] = {}
     for provider, node, slot, vendor, model, vram, interface in gpu_rows:
         gpus.setdefault((provider, node), []).append(
@@ -253,21 +255,24 @@ def inventories(node_rows: Iterable[Sequence[Any]], gpu_rows: Iterable[Sequence[
         pool = pools.setdefault(provider, {})
         for volume in storage or []:
             pool[str(volume["class"])] = pool.get(str(volume["class"]), 0) + int(volume["bytes"])
-    return {p: ProviderNodes(p, tuple(n), pools.get(p, {})) for p, n in found.items()}
+    return {p: ProviderNodes(p, tuple(found.get(p, ())), pools.get(p, {}),
+                             *gates.get(p, (None, None))) for p in {*found, *gates}}
 
 
 def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, ProviderNodes]:
     """The providers' per-node inventory (see `inventories`), read on a SQLAlchemy connection."""
     return inventories(conn.execute(repository.node_statement(provider_ids)),
-                       conn.execute(repository.gpu_statement(provider_ids)))
+                       conn.execute(repository.gpu_statement(provider_ids)),
+                       conn.execute(repository.gate_statement(provider_ids)))
 
 
 async def read_inventory_rows(conn: psycopg.AsyncConnection[Any], schema: str,
                               provider_ids: Sequence[str]) -> list[list[Any]]:
-    """The node and GPU rows of `inventories`, on an async psycopg connection."""
+    """The node, GPU and gate rows of `inventories`, on an async psycopg connection."""
     rows = []
     for statement in (repository.node_statement(provider_ids),
-                      repository.gpu_statement(provider_ids)):
+                      repository.gpu_statement(provider_ids),
+                      repository.gate_statement(provider_ids)):
         cursor = await conn.execute(*repository.compiled(statement, schema=schema))
         rows.append(await cursor.fetchall())
     return rows

@@ -107,7 +107,7 @@ runs = Table(
     _required("memory_bytes", BigInteger), _required("ephemeral_storage_bytes", BigInteger),
     Column("task_ref", Text), Column("model_ref", Text),
     Column("finished_event_id", UUID, info=LATER), Column("finished_at", TIMESTAMPTZ, info=LATER),
-    Column("status", Text, info=LATER),
+    Column("status", Text, info=LATER), _required("leased_ips", Integer),
 )
 run_gpu_usage = Table(
     "run_gpu_usage", metadata,
@@ -130,6 +130,7 @@ providers = Table(
     Column("provider_id", Text, primary_key=True), _required("host_uri", Text),
     _required("attributes", JSONB), _required("registered_at", TIMESTAMPTZ),
     _required("event_id", UUID),
+    Column("leased_ip_capacity", BigInteger), Column("reclamation_window", BigInteger),
 )
 provider_audits = Table(
     "provider_audits", metadata,
@@ -152,6 +153,8 @@ provider_inventory = Table(
     _required("storage_classes", ARRAY(Text)),
     _required("self_attributes", JSONB), _required("signed_attributes", JSONB),
     _required("audited_by", ARRAY(Text)),
+    Column("total_available_leased_ip", BigInteger), Column("reclamation_window", BigInteger),
+    Column("created_at", TIMESTAMPTZ), Column("location", Text), Column("organization", Text),
 )
 projection_offsets = Table(
     "projection_offsets", metadata,

@@ -11,7 +11,10 @@ record is dead-lettered here instead of failing its batch (docs/decisions.md, "P
 - ids that are UUIDs in canonical spelling (lowercase, hyphenated): the one spelling Python
   and PostgreSQL agree on;
 - at most `MAX_GPUS` GPUs per snapshot, byte quantities at most `MAX_BYTES`, millicores at
-  most `MAX_MILLICORES`, so per-provider sums never overflow a bigint;
+  most `MAX_MILLICORES`; an allocatable of `UNLIMITED` (-1, as in Akash) is unlimited, read
+  as `INT64_MAX` (the projector's per-provider sums saturate at it, docs/decisions.md);
+- leased IPs (a provider's pool, a run's share) at most `MAX_LEASED_IPS`, a reclamation
+  window not negative;
 - finite run metrics (no NaN or infinity).
 """
 
@@ -38,6 +41,12 @@ MAX_GPUS = 256
 MAX_BYTES = 2**50
 """1 PiB per node and field: 8,192 such nodes still sum inside a bigint."""
 MAX_MILLICORES = 2**31
+UNLIMITED = -1
+"""An allocatable of -1: the dimension is not limited (Akash's convention)."""
+INT64_MAX = 2**63 - 1
+"""What an unlimited allocatable is read as, and where the read model's sums saturate."""
+MAX_LEASED_IPS = 2**24
+"""A /8 of addresses: a provider's pool, or a run's share of it."""
 UUID_FIELDS = ("event_id", "snapshot_event_id")
 CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -149,7 +158,9 @@ def _snapshot_problems(data: Mapping[str, Any]) -> list[str]:
         found.append("system: cpu_cores must be positive and cpu_threads >= cpu_cores")
     found += _too_large("system.", system, ["ram_bytes"], MAX_BYTES)
     found += _too_large("system.", system, ["cpu_threads"], MAX_MILLICORES // 1000)
-    found += _resource_problems("allocatable.", data["allocatable"])
+    allocatable = data["allocatable"]
+    found += _resource_problems("allocatable.", {
+        k: v for k, v in allocatable.items() if v != UNLIMITED})
     for volume in data["storage"]:
         where = f"storage[{_shown(volume['class'])}]."
         found += _negative(where, volume, ["bytes"]) + _too_large(where, volume, ["bytes"],
@@ -168,9 +179,16 @@ def _resource_problems(prefix: str, resources: Mapping[str, Any]) -> list[str]:
                               MAX_BYTES)
 
 
+def allocatable_value(value: int) -> int:
+    """An allocatable as the read model stores it: `UNLIMITED` is `INT64_MAX`."""
+    return INT64_MAX if value == UNLIMITED else value
+
+
 def _run_started_problems(data: Mapping[str, Any]) -> list[str]:
     resources = data["resources"]
     found = _resource_problems("resources.", resources)
+    found += _negative("", data, ["leased_ips"])
+    found += _too_large("", data, ["leased_ips"], MAX_LEASED_IPS)
     found += [f"resources.gpu_slots: duplicate slot {s}"
               for s in _duplicates(resources["gpu_slots"])]
     found += [f"resources.gpu_slots: negative slot {s}" for s in resources["gpu_slots"] if s < 0]
@@ -193,11 +211,17 @@ def _attribute_problems(data: Mapping[str, Any]) -> list[str]:
             for k in _duplicates([a["key"] for a in data["attributes"]])]
 
 
+def _registration_problems(data: Mapping[str, Any]) -> list[str]:
+    found = _attribute_problems(data)
+    found += _negative("", data, ["leased_ip_capacity", "reclamation_window"])
+    return found + _too_large("", data, ["leased_ip_capacity"], MAX_LEASED_IPS)
+
+
 _CHECKS = {
     "HardwareSnapshotted": _snapshot_problems,
     "RunStarted": _run_started_problems,
     "RunFinished": _run_finished_problems,
-    "ProviderRegistered": _attribute_problems,
+    "ProviderRegistered": _registration_problems,
     "ProviderAudited": _attribute_problems,
 }
 

@@ -96,6 +96,7 @@ def run_started(snapshot_data: dict[str, Any], run_id: str = "run-1", *,
                       "ephemeral_storage_bytes": 200 * GiB,
                       "gpu_slots": [0] if gpu_slots is None else gpu_slots},
         "task_ref": "bench/llama3-70b", "model_ref": "meta-llama/Meta-Llama-3-70B",
+        "leased_ips": 0,
     }
     return data | overrides
 
@@ -120,6 +121,7 @@ def provider_registered(provider_id: str = "provider-a", *, minutes: float = 0,
         "event_id": event_id(seed), "occurred_at": at(minutes), "producer": PRODUCER,
         "provider_id": provider_id, "host_uri": f"https://{provider_id}.example.net:8443",
         "attributes": [{"key": k, "value": v} for k, v in attrs.items()],
+        "leased_ip_capacity": None, "reclamation_window": None,
     }
     return data | overrides
 

@@ -241,7 +241,8 @@ def test_limit_truncates_and_the_answer_is_ordered_json(screen: Screen) -> None:
     assert full["truncated"] is False and len(full["providers"]) >= 3
     assert [p["owner"] for p in full["providers"]] == sorted(owners(full))
     first = full["providers"][0]
-    assert set(first) == {"owner", "hostUri", "auditedBy", "gpuModels", "lastSeenAt"}
+    assert set(first) == {"owner", "hostUri", "auditedBy", "gpuModels", "lastSeenAt", "createdAt",
+                          "location", "organization"}
     assert datetime.fromisoformat(first["lastSeenAt"]).utcoffset() == timedelta(0)
     cut = screen(group_spec(cpu_unit(1000)), limit=2)
     assert cut["truncated"] is True and len(cut["providers"]) == 2

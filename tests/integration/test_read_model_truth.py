@@ -67,7 +67,7 @@ def _inventory(conn: Any) -> dict[str, dict[str, Any]]:
 FREE_COLUMNS = ("node_count", "total_available_cpu", "total_available_memory",
                 "total_available_gpu", "total_available_ephemeral", "total_available_persistent",
                 "max_node_free_cpu", "max_node_free_memory", "max_node_free_gpu",
-                "gpu_models_free", "storage_classes")
+                "gpu_models_free", "storage_classes", "total_available_leased_ip")
 
 
 @SLOW
@@ -85,7 +85,8 @@ def test_prefilter_totals_agree_with_the_bin_packers_nodes(
         ids = sorted(stored)
         nodes = inventories(*(conn.execute(*repository.compiled(statement)).fetchall()
                               for statement in (repository.node_statement(ids),
-                                                repository.gpu_statement(ids))))
+                                                repository.gpu_statement(ids),
+                                                repository.gate_statement(ids))))
         assert stored, "the history made no providers"
         for provider, row in stored.items():
             assert provider_totals(nodes.get(provider, ProviderNodes(provider, ()))) == row

@@ -63,7 +63,7 @@ def test_times_iso_or_epoch_millis() -> None:
 
 def bad_file() -> bytes:
     snap = f.snapshot()
-    negative = f.snapshot(allocatable={**snap["allocatable"], "memory_bytes": -1})
+    negative = f.snapshot(allocatable={**snap["allocatable"], "memory_bytes": -2})
     duplicate = f.snapshot(gpus=[f.gpu(0), f.gpu(0)])
     mistyped = f.snapshot(system={**snap["system"], "cpu_cores": "ninety-six"})
     missing = f.provider_registered()

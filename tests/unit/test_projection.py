@@ -120,7 +120,7 @@ def test_impossible_values_are_dead_letters_with_reasons() -> None:
     second = f.run_finished(ok, "failed", minutes=40)
     same = f.run_finished(ok, "succeeded", minutes=41)
     negative = f.snapshot(node_id="n2", allocatable={
-        "cpu_millicores": -1, "memory_bytes": 1, "ephemeral_storage_bytes": 1})
+        "cpu_millicores": -2, "memory_bytes": 1, "ephemeral_storage_bytes": 1})  # -1: unlimited
     plan, _ = run(("HardwareSnapshotted", s), ("RunStarted", bad_slot), ("RunStarted", ok),
                   ("RunFinished", first), ("RunFinished", second), ("RunFinished", same),
                   ("HardwareSnapshotted", negative))

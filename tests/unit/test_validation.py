@@ -20,7 +20,7 @@ def test_snapshot_problems_are_named() -> None:
     snap = f.snapshot(gpus=[f.gpu(0), f.gpu(0), f.gpu(1, vram_bytes=-1, interface="nvlink",
                                                        actual_interface="PCIe 9.0 x3")])
     snap["system"]["ram_bytes"] = -5
-    snap["allocatable"]["memory_bytes"] = -1
+    snap["allocatable"]["memory_bytes"] = -2  # -1 is unlimited
     found = " | ".join(problems("HardwareSnapshotted", snap))
     for expected in ("duplicate slot_index 0", "vram_bytes must be positive",
                      "interface must be one of", "'PCIe 9.0 x3' is not a known interface_type",
