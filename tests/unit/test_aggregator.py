@@ -184,3 +184,102 @@ def test_bad_filters_name_the_field(document: Any, start: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         filter_from_json(document)
     assert str(caught.value).startswith(start)
+
+
+def endpoints(*items: tuple[str, int]) -> list[dict[str, Any]]:
+    return [{"kind": kind, "sequenceNumber": number} for kind, number in items]
+
+
+def with_endpoints(*items: tuple[str, int], count: int = 1) -> dict[str, Any]:
+    found = unit(count=count)
+    found["resource"]["endpoints"] = endpoints(*items)
+    return found
+
+
+def test_leased_ips_are_the_distinct_leased_ip_sequence_numbers_of_the_group() -> None:
+    request = parse_group_spec(spec(
+        with_endpoints(("LEASED_IP", 1), ("SHARED_HTTP", 2), ("RANDOM_PORT", 3), count=3),
+        with_endpoints(("LEASED_IP", 1)), with_endpoints(("LEASED_IP", 4), ("LEASED_IP", 4))))
+    assert request.leased_ips == 2  # #1 in two units is one IP; replicas do not multiply
+    assert screening_filter(request).total_leased_ip == 2
+
+
+def test_endpoints_other_than_leased_ip_need_no_leased_ip() -> None:
+    request = parse_group_spec(spec(with_endpoints(("SHARED_HTTP", 1), ("RANDOM_PORT", 2)),
+                                    unit()))
+    assert request.leased_ips == 0
+    assert screening_filter(request).total_leased_ip == 0
+
+
+def test_endpoint_numbers_in_both_spellings_and_absent_is_zero() -> None:
+    document = spec(unit(), unit(), unit())
+    document["resources"][0]["resource"]["endpoints"] = [{"kind": "LEASED_IP",
+                                                          "sequence_number": 5}]
+    document["resources"][1]["resource"]["endpoints"] = [{"kind": "LEASED_IP"}]
+    document["resources"][2]["resource"]["endpoints"] = [{"kind": "LEASED_IP",
+                                                          "sequenceNumber": 0}]
+    assert parse_group_spec(document).leased_ips == 2
+
+
+@pytest.mark.parametrize(("items", "start"), [
+    ([{"kind": "PUBLIC_IP", "sequenceNumber": 1}],
+     "resources[0].resource.endpoints[0].kind: unknown endpoint kind 'PUBLIC_IP'"),
+    ([{"sequenceNumber": 1}], "resources[0].resource.endpoints[0].kind: expected a string"),
+    ([{"kind": "LEASED_IP", "sequenceNumber": -1}],
+     "resources[0].resource.endpoints[0].sequenceNumber: expected an integer"),
+    ([{"kind": "LEASED_IP", "sequenceNumber": "1"}],
+     "resources[0].resource.endpoints[0].sequenceNumber: expected an integer"),
+    (["LEASED_IP"], "resources[0].resource.endpoints[0]: expected an object"),
+    ({"kind": "LEASED_IP"}, "resources[0].resource.endpoints: expected a list"),
+])
+def test_bad_endpoints_name_the_field(items: Any, start: str) -> None:
+    document = spec(unit())
+    document["resources"][0]["resource"]["endpoints"] = items
+    assert message(document).startswith(start)
+
+
+def test_reclamation_window_is_seconds_or_absent() -> None:
+    assert parse_group_spec(spec(unit())).reclamation_window is None
+    asked = parse_group_spec({**spec(unit()), "reclamationWindow": 3600})
+    assert asked.reclamation_window == 3600
+    assert screening_filter(asked).reclamation_window == 3600
+    assert parse_group_spec({**spec(unit()), "reclamation_window": 60}).reclamation_window == 60
+    assert parse_group_spec({**spec(unit()), "reclamationWindow": None}).reclamation_window \
+        is None
+
+
+@pytest.mark.parametrize("value", [0, -5, "3600", True, 1.5, 2**63])
+def test_bad_reclamation_windows_name_the_field(value: Any) -> None:
+    assert message({**spec(unit()), "reclamationWindow": value}).startswith(
+        "reclamationWindow: ")
+
+
+def test_the_largest_total_is_the_largest_bigint() -> None:
+    quantity = MAX_QUANTITY  # 2^50: 8,192 of them are 2^63
+    largest = spec(unit(memory=str(quantity), count=8191), unit(memory=str(quantity - 1)))
+    assert screening_filter(parse_group_spec(largest)).total_memory == 2**63 - 1
+    one_more = spec(unit(memory=str(quantity), count=8191), unit(memory=str(quantity)))
+    assert "total_memory 9223372036854775808 is absurdly large" in message(one_more)
+    above_the_old_cap = spec(unit(memory=str(quantity), count=4096), unit(memory="1"))
+    assert screening_filter(parse_group_spec(above_the_old_cap)).total_memory == 2**62 + 1
+
+
+@pytest.mark.parametrize("total", [2**62, 2**62 + 1, 2**63 - 1])
+def test_filter_totals_up_to_the_largest_bigint(total: int) -> None:
+    assert filter_from_json({"total_memory": total}).total_memory == total
+
+
+def test_filter_totals_past_a_bigint_are_refused() -> None:
+    with pytest.raises(InvalidRequest, match="total_memory: must be between 0 and "
+                                             "9223372036854775807"):
+        filter_from_json({"total_memory": 2**63})
+
+
+def test_filter_json_carries_leased_ips_and_the_reclamation_window() -> None:
+    screen = screening_filter(parse_group_spec({**spec(with_endpoints(("LEASED_IP", 7))),
+                                                "reclamationWindow": 86400}))
+    document = filter_to_json(screen)
+    assert (document["total_leased_ip"], document["reclamation_window"]) == (1, 86400)
+    assert filter_from_json(document) == screen
+    with pytest.raises(InvalidRequest, match="reclamation_window: must be between 1"):
+        filter_from_json({"reclamation_window": 0})

@@ -264,3 +264,23 @@ def test_every_snapshot_with_an_impossible_content_is_dead_lettered() -> None:
     assert not plan.snapshots
     assert [d.reason for d in plan.dead_letters] == [
         "gpus[slot 0].vram_bytes must be positive (got 0)"] * 2
+
+
+def test_an_unlimited_allocatable_is_stored_as_the_largest_bigint() -> None:
+    unlimited = f.snapshot(allocatable={"cpu_millicores": -1, "memory_bytes": 4 * f.GiB,
+                                        "ephemeral_storage_bytes": -1})
+    plan, _ = run(("HardwareSnapshotted", unlimited))
+    assert not plan.dead_letters
+    assert plan.snapshots[0][6:9] == (2**63 - 1, 4 * f.GiB, 2**63 - 1)
+
+
+def test_registrations_and_runs_carry_leased_ips_and_the_reclamation_window() -> None:
+    s = f.snapshot(minutes=2)
+    plan, _ = run(("ProviderRegistered", f.provider_registered(
+                      minutes=3, leased_ip_capacity=8, reclamation_window=3600)),
+                  ("HardwareSnapshotted", s),
+                  ("RunStarted", f.run_started(s, minutes=4, leased_ips=2)))
+    assert plan.providers["provider-a"][5:] == (8, 3600)
+    assert plan.runs[0][-1] == 2
+    assert (plan.first_seen, plan.last_seen) == ({"provider-a": f.at(2)},
+                                                 {"provider-a": f.at(4)})

@@ -127,3 +127,13 @@ def test_common_gpu_tokens_and_attributes_go_behind_the_fence() -> None:
     assert "screened.self_attributes @> %(attribute0)s" in outer
     assert shares_from(None) == Shares() and shares_from((None, None, None, None)) == Shares()
     assert "OFFSET" not in compiled(screen)[0]  # no statistics: every index stays usable
+
+
+def test_leased_ips_and_the_reclamation_window_are_clauses_only_when_asked_for() -> None:
+    sql, params = compiled(BidScreeningFilter(total_leased_ip=2, reclamation_window=3600))
+    assert "provider_inventory.total_available_leased_ip >= %(total_leased_ip)s::BIGINT" in sql
+    assert "provider_inventory.reclamation_window >= %(reclamation_window)s::BIGINT" in sql
+    assert (params["total_leased_ip"], params["reclamation_window"]) == (2, 3600)
+    plain, _ = compiled(BidScreeningFilter(total_cpu=1))
+    assert "leased_ip" not in plain.split("WHERE", 1)[1]
+    assert "reclamation_window" not in plain.split("WHERE", 1)[1]

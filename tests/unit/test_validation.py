@@ -47,3 +47,32 @@ def test_run_and_provider_problems_are_named() -> None:
     registered["attributes"] += registered["attributes"][:1]
     assert problems("ProviderRegistered", registered) == [
         "provider_id must not be empty", "attributes: duplicate key 'region'"]
+
+
+def test_an_allocatable_of_minus_one_is_unlimited_and_below_it_is_refused() -> None:
+    unlimited = f.snapshot(allocatable={"cpu_millicores": -1, "memory_bytes": -1,
+                                        "ephemeral_storage_bytes": -1})
+    assert problems("HardwareSnapshotted", unlimited) == []
+    below = f.snapshot(allocatable={"cpu_millicores": -2, "memory_bytes": 1,
+                                    "ephemeral_storage_bytes": 1})
+    assert problems("HardwareSnapshotted", below) == [
+        "allocatable.cpu_millicores must not be negative (got -2)"]
+    asked = f.run_started(f.snapshot(), resources={"cpu_millicores": -1, "memory_bytes": 1,
+                                                   "ephemeral_storage_bytes": 1,
+                                                   "gpu_slots": []})
+    assert problems("RunStarted", asked) == [  # a run holds what it holds: never unlimited
+        "resources.cpu_millicores must not be negative (got -1)"]
+
+
+def test_leased_ips_and_reclamation_windows_are_bounded() -> None:
+    assert problems("ProviderRegistered", f.provider_registered(
+        leased_ip_capacity=16, reclamation_window=86400)) == []
+    assert problems("ProviderRegistered", f.provider_registered(
+        leased_ip_capacity=-1, reclamation_window=-60)) == [
+        "leased_ip_capacity must not be negative (got -1)",
+        "reclamation_window must not be negative (got -60)"]
+    assert problems("ProviderRegistered", f.provider_registered(
+        leased_ip_capacity=2**24 + 1)) == [
+        f"leased_ip_capacity must be at most {2**24} (got {2**24 + 1})"]
+    assert problems("RunStarted", f.run_started(f.snapshot(), leased_ips=-1)) == [
+        "leased_ips must not be negative (got -1)"]
