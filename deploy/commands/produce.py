@@ -75,6 +75,12 @@ def register(subparsers: Subparsers) -> None:
     reg = add_command(provider, "register", _register,
                       "publish ProviderRegistered (host URI, self-declared attributes)")
     reg.add_argument("--host-uri", required=True)
+    reg.add_argument("--leased-ips", type=non_negative, metavar="N",
+                     help="leased IPs the provider's IP operator can lease out (default: no "
+                          "IP operator, no leased IPs)")
+    reg.add_argument("--reclamation-window", type=non_negative, metavar="SECONDS",
+                     help="notice the provider gives before reclaiming leased capacity "
+                          "(default: none offered)")
     audit = add_command(provider, "audit", _audit,
                         "publish ProviderAudited (an auditor's signed attributes; none = revoke)")
     audit.add_argument("--auditor", required=True)
@@ -220,9 +226,20 @@ def _publish_provider_event(args: argparse.Namespace, settings: Settings, event_
     return _deliver(publisher, args.timeout, 1)
 
 
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
 def _register(args: argparse.Namespace, settings: Settings) -> int:
-    return _publish_provider_event(args, settings, "ProviderRegistered",
-                                   {"host_uri": args.host_uri})
+    return _publish_provider_event(args, settings, "ProviderRegistered", {
+        "host_uri": args.host_uri, "leased_ip_capacity": args.leased_ips,
+        "reclamation_window": args.reclamation_window})
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:

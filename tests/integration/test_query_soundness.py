@@ -1,5 +1,7 @@
 """Soundness: for random inventories and requests, every provider the bin-packer can place is in
-the prefilter's answer (false positives are fine, false negatives are bugs).
+the prefilter's answer (false positives are fine, false negatives are bugs). Inventories include
+unlimited allocatables (-1), leased IP pools (or no IP operator) with runs holding IPs, and
+reclamation windows; requests include LEASED_IP and other endpoints and reclamation windows.
 
 Histories are applied with the projector's `apply_events` (no Kafka, for speed). Examples:
 500 by default; set HWLEDGER_SOUNDNESS_EXAMPLES for longer runs.
@@ -21,7 +23,15 @@ from hwledger.query.aggregator import parse_group_spec, screening_filter
 from hwledger.query.binpacker import Placement, ProviderNodes, place
 from hwledger.query.service import QueryService, make_engine, provider_nodes
 from hwledger.schemas.db import connect
-from tests.factories import CATALOG_KEYS, GiB, gpu, run_finished, run_started, snapshot
+from tests.factories import (
+    CATALOG_KEYS,
+    GiB,
+    gpu,
+    provider_registered,
+    run_finished,
+    run_started,
+    snapshot,
+)
 from tests.integration.query_support import Event, fresh_schema
 
 EXAMPLES = int(os.environ.get("HWLEDGER_SOUNDNESS_EXAMPLES", "500"))
@@ -43,9 +53,11 @@ def node_events(draw: st.DrawFn, provider: str, name: str) -> list[Event]:
                             max_size=2))
     snap = snapshot(provider, name, gpus=[gpu(i, k) for i, k in enumerate(kinds)],
                     minutes=draw(st.integers(0, 5)),
-                    allocatable={"cpu_millicores": draw(st.sampled_from((1000, 2000, 4000))),
-                                 "memory_bytes": draw(st.sampled_from((1, 2, 4))) * GiB,
-                                 "ephemeral_storage_bytes": draw(st.sampled_from((1, 2))) * GiB},
+                    allocatable={"cpu_millicores": draw(st.sampled_from((1000, 2000, 4000, -1))),
+                                 "memory_bytes": draw(st.sampled_from((GiB, 2 * GiB, 4 * GiB,
+                                                                       -1))),
+                                 "ephemeral_storage_bytes": draw(st.sampled_from(
+                                     (GiB, 2 * GiB, -1)))},
                     storage=[{"class": c, "bytes": b * GiB} for c, b in volumes])
     events: list[Event] = [("HardwareSnapshotted", snap)]
     for index in range(draw(st.integers(0, 2))):
@@ -54,7 +66,8 @@ def node_events(draw: st.DrawFn, provider: str, name: str) -> list[Event]:
                           resources={"cpu_millicores": draw(st.sampled_from((0, 500, 1500))),
                                      "memory_bytes": draw(st.sampled_from((0, GiB))),
                                      "ephemeral_storage_bytes": draw(st.sampled_from((0, GiB))),
-                                     "gpu_slots": slots})
+                                     "gpu_slots": slots},
+                          leased_ips=draw(st.integers(0, 2)))
         events.append(("RunStarted", run))
         if draw(st.booleans()):
             events.append(("RunFinished", run_finished(run, minutes=8 + index)))
@@ -67,6 +80,10 @@ def histories(draw: st.DrawFn) -> tuple[list[str], list[Event]]:
     providers = [f"sound-{tag}-{p}" for p in range(draw(st.integers(1, 3)))]
     events: list[Event] = []
     for provider in providers:
+        if draw(st.booleans()):
+            events.append(("ProviderRegistered", provider_registered(
+                provider, leased_ip_capacity=draw(st.one_of(st.none(), st.integers(0, 3))),
+                reclamation_window=draw(st.sampled_from((None, 1800, 3600, 7200))))))
         for n in range(draw(st.integers(1, 3))):
             events.extend(draw(node_events(provider, f"node-{n}")))
     return providers, events
@@ -94,8 +111,14 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
                 {"key": k, "value": "true"}
                 for k in draw(st.lists(st.sampled_from(GPU_KEYS), max_size=2, unique=True))]},
         }
+        resource["endpoints"] = [
+            {"kind": kind, "sequenceNumber": number} for kind, number in draw(st.lists(
+                st.tuples(st.sampled_from(("LEASED_IP", "SHARED_HTTP", "RANDOM_PORT")),
+                          st.integers(0, 3)), max_size=3))]
         units.append({"resource": resource, "count": draw(st.integers(1, 3))})
-    return {"name": "soundness", "resources": units}
+    document = {"name": "soundness", "resources": units}
+    window = draw(st.sampled_from((None, 1800, 3600, 7200)))
+    return document if window is None else {**document, "reclamationWindow": window}
 
 
 @pytest.fixture(scope="module")
