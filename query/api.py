@@ -118,11 +118,19 @@ GROUP_SPEC_SCHEMA: dict[str, Any] = {
     "description": "Akash-style GroupSpec. GPU attribute keys look like "
                    "vendor/nvidia/model/h100/ram/80Gi/interface/sxm (value \"true\"); a storage "
                    "volume with attribute class=ram counts as memory; persistent=true volumes "
-                   "need a class.",
+                   "need a class. The group needs one leased IP per distinct sequence number "
+                   "of its LEASED_IP endpoints across all units. Every total (a quantity times "
+                   "its count, summed over units) is at most 2^63-1.",
     "type": "object",
     "required": ["resources"],
     "properties": {
         "name": {"type": "string"},
+        "reclamationWindow": {
+            "type": "integer", "minimum": 1, "maximum": 2**63 - 1,
+            "description": "seconds of notice the provider must give before reclaiming leased "
+                           "capacity, at least (only providers offering a window this long "
+                           "or longer); absent: no window asked for (reclamation_window is "
+                           "accepted too)"},
         "requirements": {"type": "object", "properties": {
             "signedBy": {"type": "object", "properties": {"allOf": _NAMES, "anyOf": _NAMES}},
             "attributes": _ATTRIBUTES}},
@@ -138,18 +146,29 @@ GROUP_SPEC_SCHEMA: dict[str, Any] = {
                     "storage": {"type": "array", "items": {"type": "object", "properties": {
                         "name": {"type": "string"}, "quantity": _QUANTITY,
                         "attributes": _ATTRIBUTES}}},
+                    "endpoints": {"type": "array", "items": {
+                        "type": "object", "required": ["kind"], "properties": {
+                            "kind": {"enum": ["SHARED_HTTP", "RANDOM_PORT", "LEASED_IP"]},
+                            "sequenceNumber": {
+                                "type": "integer", "minimum": 0, "maximum": 2**32 - 1,
+                                "description": "the endpoint's number (sequence_number is "
+                                               "accepted too; absent = 0); LEASED_IP "
+                                               "endpoints sharing it are one IP"}}}},
                 }},
             }}},
     },
 }
-_COUNT = {"type": "integer", "minimum": 0}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 FILTER_SCHEMA: dict[str, Any] = {
     "title": "BidScreeningFilter",
     "type": "object",
     "properties": {
         **{name: _COUNT for name in (
             "total_cpu", "total_memory", "total_gpu", "total_ephemeral", "total_persistent",
-            "max_node_cpu", "max_node_memory", "max_node_gpu")},
+            "max_node_cpu", "max_node_memory", "max_node_gpu", "total_leased_ip")},
+        "reclamation_window": {"type": ["integer", "null"], "minimum": 1,
+                               "maximum": 2**63 - 1,
+                               "description": "seconds; null or absent: none asked for"},
         "units": {"type": "array", "items": {"type": "object", "properties": {
             "gpu_tokens": _NAMES, "storage_classes": _NAMES}}},
         "signed_by": {"type": "object", "properties": {"all_of": _NAMES, "any_of": _NAMES}},
@@ -174,7 +193,19 @@ ANSWER_SCHEMA: dict[str, Any] = {
         "providers": {"type": "array", "items": {"type": "object", "properties": {
             "owner": {"type": "string"}, "hostUri": {"type": ["string", "null"]},
             "auditedBy": _NAMES, "gpuModels": _NAMES,
-            "lastSeenAt": {"type": ["string", "null"]}, "placement": _PLACEMENT}}},
+            "lastSeenAt": {"type": ["string", "null"]},
+            "createdAt": {"type": ["string", "null"], "format": "date-time",
+                          "description": "when the provider was first seen: the event time "
+                                         "of its earliest own fact (snapshot, run, "
+                                         "registration); null when it has only audits"},
+            "location": {"type": ["string", "null"],
+                         "description": "the location-region attribute: signed (the first "
+                                        "auditor in auditedBy that signed it), else "
+                                        "self-declared, else null"},
+            "organization": {"type": ["string", "null"],
+                             "description": "the organization attribute: signed first, "
+                                            "else self-declared, else null"},
+            "placement": _PLACEMENT}}},
         "asOf": {"type": "object"}, "truncated": {"type": "boolean"},
     },
 }

@@ -229,6 +229,19 @@ def test_openapi_documents_the_counted_placement(client: TestClient) -> None:
     assert {"413", "415", "422", "503"} <= set(operation["responses"])
 
 
+def test_openapi_documents_the_screening_fields(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v1/bid-screening"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    resource = body["properties"]["resources"]["items"]["properties"]["resource"]
+    kinds = resource["properties"]["endpoints"]["items"]["properties"]["kind"]["enum"]
+    assert kinds == ["SHARED_HTTP", "RANDOM_PORT", "LEASED_IP"]
+    assert body["properties"]["reclamationWindow"]["minimum"] == 1
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    provider = answer["properties"]["providers"]["items"]["properties"]
+    assert {"createdAt", "location", "organization"} <= set(provider)
+    assert provider["location"]["type"] == ["string", "null"]
+
+
 class Failing(QueryService):
     """A service whose reads hit a bug."""
 
