@@ -149,9 +149,11 @@ def naive_match(row: Mapping[str, Any], screen: BidScreeningFilter,
     """The baseline: the prefilter's rules evaluated in Python on one loaded row."""
     if row["last_seen_at"] is None or row["last_seen_at"] < online_since:
         return False
-    for field, column in repository.TOTAL_COLUMNS:
-        if row[column] < getattr(screen, field):
-            return False
+    asked = [(row[column], getattr(screen, field)) for field, column in repository.TOTAL_COLUMNS]
+    if screen.reclamation_window is not None:
+        asked.append((row["reclamation_window"], screen.reclamation_window))
+    if any(need > 0 and (have is None or have < need) for have, need in asked):
+        return False  # as SQL: a clause only when asked for, and a null column fails it
     free, classes = set(row["gpu_models_free"]), set(row["storage_classes"])
     for unit in screen.units:
         if unit.gpu_tokens and not free & set(unit.gpu_tokens):

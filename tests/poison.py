@@ -121,7 +121,7 @@ def mutation(rng: random.Random, valid: list[Event]) -> bytes:
         data = _with(path, data, rng.choice(BAD_STRINGS)(_at(data, path)))
     elif kind == 2 and _number_paths(data):
         path = rng.choice(_number_paths(data))
-        data = _with(path, data, -(2**31) if rng.random() < 0.5 else -1)
+        data = _with(path, data, -(2**31) if rng.random() < 0.5 else -2)  # -1: unlimited
     elif kind == 2:
         data["provider_id"] = "\x00"
     elif kind == 3:
