@@ -564,7 +564,9 @@ class QueryService:
         free = {n.node_id: n for n in (inventory.nodes if inventory else ())}
         return {
             "owner": row["provider_id"], "hostUri": row["host_uri"],
-            "lastSeenAt": iso(row["last_seen_at"]), "nodeCount": row["node_count"],
+            "lastSeenAt": iso(row["last_seen_at"]), "createdAt": iso(row["created_at"]),
+            "location": row["location"], "organization": row["organization"],
+            "reclamationWindow": row["reclamation_window"], "nodeCount": row["node_count"],
             "totals": {k.removeprefix("total_available_"): row[k] for k in row
                        if k.startswith("total_available_")},
             "maxNodeFree": {k.removeprefix("max_node_free_"): row[k] for k in row

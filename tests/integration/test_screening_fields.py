@@ -182,6 +182,16 @@ def test_a_finished_run_gives_its_leased_ips_back(
     assert http.get(f"/v1/providers/{names['p-noop']}").json()["totals"]["leased_ip"] is None
 
 
+def test_the_provider_detail_carries_the_screening_fields(
+        http: TestClient, loaded: tuple[dict[str, str], str, str]) -> None:
+    detail = http.get(f"/v1/providers/{loaded[0]['p-ips']}").json()
+    assert (detail["reclamationWindow"], detail["createdAt"], detail["location"],
+            detail["organization"]) == (7200, "2026-11-01T12:01:00+00:00", "eu-central",
+                                        "SelfOrg")
+    plain = http.get(f"/v1/providers/{loaded[0]['p-unlimited']}").json()
+    assert (plain["reclamationWindow"], plain["location"]) == (None, None)
+
+
 @pytest.mark.parametrize(("window", "expected"), [
     (None, {"p-ips", "p-noop", "p-pool", "p-unlimited"}), (3600, {"p-ips", "p-pool"}),
     (7200, {"p-ips"}), (7201, set()),
