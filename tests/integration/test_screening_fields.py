@@ -20,6 +20,7 @@ from hwledger.deploy.cli import main
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors import catch_up
 from hwledger.schemas.db import connect
+from hwledger.schemas.migrations import drop_schema, migrate
 from tests.factories import (
     GiB,
     at,
@@ -269,3 +270,33 @@ def test_provider_register_publishes_the_leased_ip_pool_and_the_window(
                 "SELECT provider_id, leased_ip_capacity, reclamation_window FROM providers "
                 "ORDER BY provider_id").fetchall() == [("p-flags", 2, 86400),
                                                        ("p-plain", None, None)]
+
+
+def test_migration_0010_fills_the_new_columns_of_existing_rows(database_url: str) -> None:
+    schema = f"m_{uuid.uuid4().hex[:12]}"
+    try:
+        with connect(database_url, None) as conn:
+            migrate(conn, schema, target=7)
+        with connect(database_url, schema) as conn:
+            conn.execute(
+                "INSERT INTO providers VALUES ('p-old', 'https://old', %s, %s, %s), "
+                "('p-bare', 'https://bare', '{}', %s, %s)",
+                (json.dumps({"location-region": "us-east", "organization": "Own"}), at(3),
+                 str(uuid.uuid4()), at(1), str(uuid.uuid4())))
+            conn.execute(
+                "INSERT INTO provider_audits VALUES ('p-old', 'akash1b', %s, %s, %s), "
+                "('p-old', 'akash1a', %s, %s, %s)",
+                (json.dumps({"organization": "Signed B"}), at(4), str(uuid.uuid4()),
+                 json.dumps({"tier": "x"}), at(4), str(uuid.uuid4())))
+            conn.execute("INSERT INTO provider_inventory (provider_id) "
+                         "VALUES ('p-old'), ('p-bare')")
+            conn.commit()
+            migrate(conn, schema)
+            rows = conn.execute("SELECT provider_id, created_at, location, organization, "
+                                "total_available_leased_ip, reclamation_window "
+                                "FROM provider_inventory ORDER BY provider_id").fetchall()
+    finally:
+        drop_schema(database_url, schema)
+    # akash1a signed no organization, so akash1b's is the first signed one
+    assert rows == [("p-bare", at(1), None, None, None, None),
+                    ("p-old", at(3), "us-east", "Signed B", None, None)]
