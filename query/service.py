@@ -143,9 +143,10 @@ class AsOf:
 @dataclass(frozen=True)
 class Answer:
     """`providers_json` is the JSON array of the answer's providers ({"owner", "hostUri",
-    "auditedBy", "gpuModels", "lastSeenAt", "placement"?}, ordered by owner) as text;
-    `candidates` counts the prefilter's providers the answer started from (with `exact`, the
-    placed ones and the `rejected` ones), for the service's metrics."""
+    "auditedBy", "gpuModels", "lastSeenAt", "createdAt", "location", "organization",
+    "placement"?}, ordered by owner) as text; `candidates` counts the prefilter's providers the
+    answer started from (with `exact`, the placed ones and the `rejected` ones), for the
+    service's metrics."""
 
     schema: str
     as_of: AsOf
