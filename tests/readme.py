@@ -18,11 +18,11 @@ def blocks(language: str) -> list[str]:
 
 
 def hwledger_commands() -> list[list[str]]:
-    """Every `hwledger ...` line of the README's bash blocks, comment dropped, split as the
-    shell would: the arguments after `hwledger`."""
+    """Every `hwledger ...` command of the README's bash blocks (continued lines joined,
+    comment dropped), split as the shell would: the arguments after `hwledger`."""
     commands = []
     for body in blocks("bash"):
-        for line in body.splitlines():
+        for line in body.replace("\\\n", " ").splitlines():  # a trailing \ continues a line
             words = shlex.split(line, comments=True)
             if words and words[0] == "hwledger":
                 commands.append(words[1:])
