@@ -2,11 +2,13 @@
 
 Used to prove convergence (replays, interleavings, crashes, rebalances) and to verify that a
 rebuilt schema equals the live one. Bookkeeping that names log positions (offsets, dead
-letters, parked events) is not part of the read model and is not checksummed.
+letters, parked events) is not part of the read model and is not checksummed. applied_events
+is, up to its retention: two schemas are compared over the rows neither has pruned.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -43,8 +45,29 @@ def table_checksum(conn: psycopg.Connection[Any], table: str) -> tuple[int, str]
     return rows_checksum(conn, sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
 
 
-def table_checksums(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, str]]:
-    """table -> (row count, checksum over its rows) in the current schema."""
-    found = {table: table_checksum(conn, table) for table in READ_MODEL_TABLES}
+def applied_checksum(conn: psycopg.Connection[Any], since: datetime | None = None
+                     ) -> tuple[int, str]:
+    """(row count, checksum) of applied_events by event id and type (a row applied before
+    migration 0009 has no event time), with `since` only the rows a prune before it keeps."""
+    kept = sql.SQL("") if since is None else sql.SQL(
+        " WHERE occurred_at IS NULL OR occurred_at >= {}").format(sql.Literal(since))
+    return rows_checksum(conn, sql.SQL("SELECT event_id, event_type FROM applied_events{}")
+                         .format(kept))
+
+
+def table_checksums(conn: psycopg.Connection[Any], applied_since: datetime | None = None
+                    ) -> dict[str, tuple[int, str]]:
+    """table -> (row count, checksum over its rows) in the current schema; applied_events by
+    `applied_checksum` (from `applied_since` on, when given: see retention)."""
+    found = {table: applied_checksum(conn, applied_since) if table == "applied_events"
+             else table_checksum(conn, table) for table in READ_MODEL_TABLES}
     conn.commit()
     return found
+
+
+def pruned_before(conn: psycopg.Connection[Any], table: str) -> datetime | None:
+    """The event time before which the current schema's `table` was pruned, if it was."""
+    row = conn.execute("SELECT pruned_before FROM retention_horizons WHERE table_name = %s",
+                       (table,)).fetchone()
+    conn.commit()
+    return None if row is None else row[0]

@@ -12,14 +12,20 @@ Rules (DESIGN sections 4 and 5):
   reported for that id (`MERGE_ORDER`), so the row does not depend on arrival or batch size;
 - a node's current snapshot is the latest by (occurred_at, event_id); providers and audits are
   last-writer-wins by the same key, so arrival order does not matter;
-- a provider's liveness (`last_seen`) moves only on its own facts: snapshots, runs and its
-  registration, never on an auditor's ProviderAudited;
-- an event id already applied (or already parked) changes nothing;
+- a provider's liveness (`last_seen`) moves only on its own facts: snapshots, heartbeats, runs
+  and its registration, never on an auditor's ProviderAudited;
+- a NodeHeartbeated (`LIVENESS_FACTS`) moves only liveness: its node's and provider's last seen
+  time, a maximum, so applying it twice changes nothing and it is not kept in applied_events;
+  it names its node's last snapshot, and one whose snapshot is not known is parked like a run;
+- an event id already applied (or already parked) changes nothing; so does a snapshot or a run
+  start that is already stored under its event id (a duplicate whose applied_events row was
+  pruned: see `retention.prune_applied_events`);
 - an audit whose signature does not verify against the configured auditor keys is a dead
   letter (with no keys configured, audits are not verified);
-- impossible values go to dead letters; a reference not yet known (RunStarted before its
-  snapshot, RunFinished before its RunStarted) is parked and applied when the reference arrives,
-  or dead-lettered once the provider's event time has moved `park_ttl` past it.
+- impossible values go to dead letters; a reference not yet known (RunStarted or a heartbeat
+  before its snapshot, RunFinished before its RunStarted) is parked and applied when the
+  reference arrives, or dead-lettered once the provider's event time has moved `park_ttl` past
+  it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ Row = tuple[Any, ...]
 OTHERS_FACTS = frozenset({"ProviderAudited"})
 """Event types about a provider that the provider does not publish itself: they change its
 inventory row but are no sign of life."""
+LIVENESS_FACTS = frozenset({"NodeHeartbeated"})
+"""Event types that are only a sign of life: they move last seen times (a maximum, so a
+re-applied one changes nothing) and no other column, so they are not recorded in
+applied_events and do not recompute the provider's inventory row."""
+DUPLICATE = "duplicate"
+"""A handler's outcome for an event already stored under its event id."""
 
 MERGE_ORDER: dict[str, tuple[str, ...]] = {
     "gpu_hardware": ("name", "interface"),
@@ -101,6 +113,7 @@ class KnownRun:
     first_slot: int | None
     system_hardware_id: str
     system_software_id: str
+    started_event_id: str
 
 
 @dataclass
@@ -129,8 +142,8 @@ class State:
 
 @dataclass(frozen=True)
 class References:
-    """Stored state a batch refers to: event ids, snapshot ids, runs (provider_id, run_id) and
-    providers."""
+    """Stored state a batch refers to: event ids, snapshot ids (those referenced and the
+    batch's own snapshots), runs (provider_id, run_id) and providers."""
 
     event_ids: frozenset[str]
     snapshot_ids: frozenset[str]
@@ -160,7 +173,8 @@ class NodeRow:
 class Plan:
     """Row changes of one batch, in the shapes the writer's statements take. `touched`: the
     providers whose inventory row the batch changes; `last_seen` / `first_seen`: the newest /
-    oldest own fact of each provider that has one in the batch."""
+    oldest own fact of each provider that has one in the batch; `node_seen`: the newest
+    heartbeat of each node that has one."""
 
     gpu_hardware: dict[str, Row] = field(default_factory=dict)
     system_hardware: dict[str, Row] = field(default_factory=dict)
@@ -168,6 +182,7 @@ class Plan:
     system_software: dict[str, Row] = field(default_factory=dict)
     snapshots: list[Row] = field(default_factory=list)
     nodes: dict[tuple[str, str], NodeRow] = field(default_factory=dict)
+    node_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
     runs: list[Row] = field(default_factory=list)
     run_gpu_usage: list[Row] = field(default_factory=list)
     run_finishes: list[Row] = field(default_factory=list)
@@ -222,8 +237,10 @@ def references(batch: Sequence[Decoded]) -> References:
         providers.add(str(data["provider_id"]))
         if "run_id" in data:
             runs.add((str(data["provider_id"]), str(data["run_id"])))
-        if item.event.type == "RunStarted":
+        if item.event.type in ("RunStarted", "NodeHeartbeated"):
             snapshot_ids.add(str(data["snapshot_event_id"]))
+        elif item.event.type == "HardwareSnapshotted":
+            snapshot_ids.add(str(data["event_id"]))
     return References(frozenset(e for e in event_ids if _is_uuid(e)),
                       frozenset(s for s in snapshot_ids if _is_uuid(s)),
                       frozenset((p, r) for p, r in runs
@@ -451,6 +468,8 @@ class _Projector:
         outcome = getattr(self, f"on_{item.event.type}")(item, data)
         if outcome is None:
             self.applied(item, provider, data["occurred_at"])
+        elif outcome == DUPLICATE:
+            self.plan.duplicates += 1
         elif outcome.startswith("park:"):
             self.park(item, outcome.removeprefix("park:"))
         else:
@@ -458,13 +477,14 @@ class _Projector:
 
     def applied(self, item: Decoded, provider: str, occurred_at: datetime) -> None:
         assert item.event is not None
-        event_id = str(item.event_id)
+        event_id, kind = str(item.event_id), item.event.type
         self.state.applied.add(event_id)
-        self.plan.applied.append((event_id, item.event.type))
-        self.plan.projected[item.event.type] += 1
+        if kind not in LIVENESS_FACTS:
+            self.plan.applied.append((event_id, kind, occurred_at))
+            self.plan.touched.add(provider)
+        self.plan.projected[kind] += 1
         if item.record.parked_id is not None:
             self.plan.unparked.append(item.record.parked_id)
-        self.plan.touched.add(provider)
         if item.event.type not in OTHERS_FACTS:
             seen = self.plan.last_seen.get(provider)
             self.plan.last_seen[provider] = occurred_at if seen is None else max(seen,
@@ -481,6 +501,8 @@ class _Projector:
         assert item.event is not None
         plan = self.plan
         event_id, at = str(data["event_id"]), data["occurred_at"]
+        if event_id in self.state.snapshots:
+            return DUPLICATE
         provider, node = str(data["provider_id"]), str(data["node_id"])
         content = snapshot_content(item.event)
         system_id, software_id = content.system[0], content.software[0]
@@ -521,6 +543,8 @@ class _Projector:
                     "does not have")
         key = (str(data["provider_id"]), run_id)
         if key in self.state.runs:
+            if self.state.runs[key].started_event_id == data["event_id"]:
+                return DUPLICATE
             return f"run {run_id} of {key[0]} was already started by another event"
         res = data["resources"]
         self.plan.runs.append((
@@ -531,7 +555,21 @@ class _Projector:
         self.plan.run_gpu_usage.extend((run_id, s, key[0]) for s in slots)
         self.state.runs[key] = KnownRun(
             str(data["node_id"]), None, slots[0] if slots else None,
-            snapshot.system_hardware_id, snapshot.system_software_id)
+            snapshot.system_hardware_id, snapshot.system_software_id, str(data["event_id"]))
+        return None
+
+    def on_NodeHeartbeated(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+        snapshot_id = str(data["snapshot_event_id"])
+        snapshot = self.state.snapshots.get(snapshot_id)
+        if snapshot is None:
+            return f"park:snapshot {snapshot_id}"
+        key = (str(data["provider_id"]), str(data["node_id"]))
+        if (snapshot.provider_id, snapshot.node_id) != key:
+            return (f"heartbeat of {key[0]}/{key[1]} references snapshot {snapshot_id} of "
+                    f"{snapshot.provider_id}/{snapshot.node_id}")
+        seen = self.plan.node_seen.get(key)
+        self.plan.node_seen[key] = data["occurred_at"] if seen is None else max(
+            seen, data["occurred_at"])
         return None
 
     def on_RunFinished(self, item: Decoded, data: Mapping[str, Any]) -> str | None:

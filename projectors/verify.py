@@ -9,12 +9,18 @@ shown, over the columns both schemas have.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from hwledger.projectors.checksums import READ_MODEL_TABLES, rows_checksum, table_checksums
+from hwledger.projectors.checksums import (
+    READ_MODEL_TABLES,
+    pruned_before,
+    rows_checksum,
+    table_checksums,
+)
 from hwledger.schemas.db import connect, use_schema
 
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "reason", "raw")
@@ -55,15 +61,29 @@ def _dead_letters(conn: psycopg.Connection[Any], schema: str) -> tuple[int, str]
         cols=cols, s=sql.Identifier(schema)))
 
 
-def _checksums(conn: psycopg.Connection[Any], schema: str) -> dict[str, tuple[int, str]]:
+def _checksums(conn: psycopg.Connection[Any], schema: str, applied_since: datetime | None
+               ) -> dict[str, tuple[int, str]]:
     use_schema(conn, schema)
-    return table_checksums(conn) | {"dead_letters": _dead_letters(conn, schema)}
+    return (table_checksums(conn, applied_since)
+            | {"dead_letters": _dead_letters(conn, schema)})
+
+
+def _applied_since(conn: psycopg.Connection[Any], schemas: tuple[str, str]) -> datetime | None:
+    """The later applied_events prune horizon of the two schemas (None: neither pruned)."""
+    horizons = []
+    for schema in schemas:
+        use_schema(conn, schema)
+        horizons.append(pruned_before(conn, "applied_events"))
+    found = [h for h in horizons if h is not None]
+    return max(found) if found else None
 
 
 def compare(database_url: str, a: str, b: str, limit: int = 5) -> list[TableDiff]:
-    """Every read-model table (and the dead letters) of schemas `a` and `b`, compared."""
+    """Every read-model table (and the dead letters) of schemas `a` and `b`, compared;
+    applied_events over the rows both keep (after the later of their prune horizons)."""
     with connect(database_url, None) as conn:
-        left, right = _checksums(conn, a), _checksums(conn, b)
+        since = _applied_since(conn, (a, b))
+        left, right = _checksums(conn, a, since), _checksums(conn, b, since)
         found = []
         for table in (*READ_MODEL_TABLES, "dead_letters"):
             equal = left[table] == right[table]

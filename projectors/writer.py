@@ -232,9 +232,19 @@ SELECT provider_id, seen, first FROM touched
 ON CONFLICT (provider_id) DO UPDATE SET
     last_seen_at = greatest(i.last_seen_at, excluded.last_seen_at),
     created_at = least(i.created_at, excluded.created_at)
+WHERE (i.last_seen_at, i.created_at) IS DISTINCT FROM
+      (greatest(i.last_seen_at, excluded.last_seen_at), least(i.created_at, excluded.created_at))
 """
-"""While a rebuild defers the inventory: only remember each provider's first and last own
-fact."""
+"""Only each provider's first and last own fact: while a rebuild defers the inventory, and for
+the providers a batch saw only heartbeats of (nothing else in their row can change)."""
+
+NODE_SEEN = """
+UPDATE nodes n SET last_seen_at = u.seen
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(provider_id, node_id, seen)
+WHERE (n.provider_id, n.node_id) = (u.provider_id, u.node_id) AND n.last_seen_at < u.seen
+"""
+"""Heartbeats: a node's last_seen_at moves forward only (an older or repeated one writes
+nothing)."""
 
 INVENTORY_CHUNK = 5000
 
@@ -405,16 +415,18 @@ class Writer:
                 "FROM hardware_snapshots s WHERE s.event_id = ANY(%s::uuid[])",
                 (list(refs.snapshot_ids),)):
             state.snapshots[sid] = KnownSnapshot(prov, node, frozenset(slots), system, software)
-        for run_id, prov, node, status, first_slot, system, software in conn.execute(
+        for run_id, prov, node, status, first_slot, system, software, started in conn.execute(
                 "SELECT r.run_id, r.provider_id, r.node_id, r.status, "
                 "(SELECT min(u.slot_index) FROM run_gpu_usage u "
                 "WHERE (u.provider_id, u.run_id) = (r.provider_id, r.run_id)), "
-                "s.system_hardware_id::text, s.system_software_id::text FROM runs r "
+                "s.system_hardware_id::text, s.system_software_id::text, "
+                "r.started_event_id::text FROM runs r "
                 "JOIN hardware_snapshots s ON s.event_id = r.snapshot_event_id "
                 "JOIN unnest(%s::text[], %s::text[]) AS k(provider_id, run_id) "
                 "ON (k.provider_id, k.run_id) = (r.provider_id, r.run_id)",
                 ([p for p, _ in refs.runs], [r for _, r in refs.runs])):
-            state.runs[(prov, run_id)] = KnownRun(node, status, first_slot, system, software)
+            state.runs[(prov, run_id)] = KnownRun(node, status, first_slot, system, software,
+                                                  started)
         for parked_id, topic, partition, offset, raw, waiting, at in conn.execute(
                 'SELECT parked_id, topic, partition, "offset", raw, waiting_for, occurred_at '
                 "FROM parked_events WHERE provider_id = ANY(%s) "
@@ -506,6 +518,10 @@ class Writer:
         bulk_insert(conn, "nodes", NODES, [
             (n.provider_id, n.node_id, n.snapshot_event_id, n.occurred_at, n.first_seen_at,
              n.last_seen_at) for _, n in sorted(plan.nodes.items())], UPSERTS["nodes"])
+        if plan.node_seen:
+            keys = sorted(plan.node_seen)
+            conn.execute(NODE_SEEN, ([p for p, _ in keys], [n for _, n in keys],
+                                     [plan.node_seen[k] for k in keys]))
         copy_rows(conn, "runs", RUNS, plan.runs)
         copy_rows(conn, "run_gpu_usage", RUN_GPU_USAGE, plan.run_gpu_usage)
         if plan.run_finishes:
@@ -539,13 +555,16 @@ class Writer:
 
     def write_inventory(self, plan: Plan) -> None:
         """Recompute the provider_inventory rows of the providers `plan` touched (their
-        last_seen_at moves to their newest own fact, if the batch has one)."""
-        if plan.touched:
-            providers = sorted(plan.touched)
-            self.conn.execute(
-                TOUCH_INVENTORY if self._inventory_deferred() else INVENTORY,
-                {"providers": providers, "seen": [plan.last_seen.get(p) for p in providers],
-                 "first": [plan.first_seen.get(p) for p in providers]})
+        last_seen_at moves to their newest own fact, if the batch has one); a provider the
+        batch saw only heartbeats of gets only its last_seen_at moved."""
+        deferred = self._inventory_deferred()
+        recomputed = set() if deferred else plan.touched
+        alive = sorted((plan.touched | set(plan.last_seen)) - recomputed)
+        for statement, providers in ((INVENTORY, sorted(recomputed)), (TOUCH_INVENTORY, alive)):
+            if providers:
+                self.conn.execute(statement, {
+                    "providers": providers, "seen": [plan.last_seen.get(p) for p in providers],
+                    "first": [plan.first_seen.get(p) for p in providers]})
 
     def _inventory_deferred(self) -> bool:
         """Is this schema's inventory still deferred (a rebuild before its switch)?

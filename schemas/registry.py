@@ -23,6 +23,7 @@ from fastavro.schema import SchemaParseException, fingerprint, to_parsing_canoni
 
 EVENT_TYPES = (
     "HardwareSnapshotted",
+    "NodeHeartbeated",
     "RunStarted",
     "RunFinished",
     "ProviderRegistered",

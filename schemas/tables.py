@@ -165,6 +165,11 @@ projection_offsets = Table(
 applied_events = Table(
     "applied_events", metadata,
     Column("event_id", UUID, primary_key=True), _required("event_type", Text),
+    Column("occurred_at", TIMESTAMPTZ),
+)
+retention_horizons = Table(
+    "retention_horizons", metadata,
+    Column("table_name", Text, primary_key=True), _required("pruned_before", TIMESTAMPTZ),
 )
 dead_letters = Table(
     "dead_letters", metadata,

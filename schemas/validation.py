@@ -219,6 +219,7 @@ def _registration_problems(data: Mapping[str, Any]) -> list[str]:
 
 _CHECKS = {
     "HardwareSnapshotted": _snapshot_problems,
+    "NodeHeartbeated": lambda data: [],  # its one content field is a UUID, checked below
     "RunStarted": _run_started_problems,
     "RunFinished": _run_finished_problems,
     "ProviderRegistered": _registration_problems,

@@ -101,6 +101,17 @@ def run_started(snapshot_data: dict[str, Any], run_id: str = "run-1", *,
     return data | overrides
 
 
+def heartbeat(snapshot_data: dict[str, Any], *, minutes: float = 5, seed: str | None = None,
+              **overrides: Any) -> dict[str, Any]:
+    """A NodeHeartbeated of the snapshot's node, naming that snapshot."""
+    data: dict[str, Any] = {
+        "event_id": event_id(seed), "occurred_at": at(minutes), "producer": PRODUCER,
+        "provider_id": snapshot_data["provider_id"], "node_id": snapshot_data["node_id"],
+        "snapshot_event_id": snapshot_data["event_id"],
+    }
+    return data | overrides
+
+
 def run_finished(started: dict[str, Any], status: str = "succeeded", *, minutes: float = 30,
                  seed: str | None = None, **overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""`hwledger db migrate|seed`: bring the read-model schemas and the query role up to date.
+"""`hwledger db migrate|seed|prune`: bring the read-model schemas and the query role up to
+date; drop applied_events rows older than the dedup window (projectors/retention.py).
 
 Without HWLEDGER_DB_SCHEMA both reach the active schema (`hwledger_meta.active_schema`, created
 when missing) and every other read-model schema still present (`hwledger`, `hwledger_v<N>`), so
@@ -10,6 +11,7 @@ service's role read-only on each of them (schemas/roles.py).
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,10 @@ import psycopg
 
 from hwledger.deploy.commands import Subparsers, add_command, add_group
 from hwledger.deploy.config import Settings
+from hwledger.projectors.retention import DEFAULT_WINDOW, prune_applied_events
 from hwledger.schemas.db import connect, use_schema
 from hwledger.schemas.errors import UserError
-from hwledger.schemas.migrations import migrate, read_model_schemas
+from hwledger.schemas.migrations import migrate, read_model_schemas, require_current
 from hwledger.schemas.roles import ensure_query_role
 from hwledger.seeds import seed_database
 
@@ -35,6 +38,22 @@ def register(subparsers: Subparsers) -> None:
     seed = add_command(db, "seed", _seed, "load seeds/interface_types.json into the same "
                                           "schemas (idempotent)")
     seed.add_argument("--file", type=Path, help="another interface_types.json to load")
+    prune = add_command(db, "prune", _prune, "drop applied_events rows older than the dedup "
+                                             "window of event time, in the same schemas "
+                                             "(safe at any window: docs/operations.md)")
+    prune.add_argument("--window-days", type=_days, default=DEFAULT_WINDOW,
+                       help="keep the rows of this many days of event time before the newest "
+                            f"event projected (default {DEFAULT_WINDOW.days})")
+
+
+def _days(text: str) -> timedelta:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not days > 0:
+        raise argparse.ArgumentTypeError(f"the window must be positive (got {text})")
+    return timedelta(days=days)
 
 
 def _schemas(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
@@ -54,6 +73,20 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             print(f"schema {schema!r}: applied {names}" if applied
                   else f"schema {schema!r} is up to date")
             print(ensure_query_role(conn, schema, settings.query_database_url))
+    return 0
+
+
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings.require_database_url(), None) as conn:
+        for schema in _schemas(conn, settings):
+            use_schema(conn, schema)
+            require_current(conn, schema)
+            pruned = prune_applied_events(conn, args.window_days, datetime.now(UTC))
+            before = "nothing projected yet" if pruned.horizon is None else \
+                f"older than {pruned.horizon.isoformat()}"
+            print(f"schema {schema!r}: pruned {pruned.deleted} applied_events rows {before} "
+                  f"(window {args.window_days.total_seconds() / 86400:g} days) "
+                  f"in {pruned.seconds:.2f} s")
     return 0
 
 

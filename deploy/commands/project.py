@@ -130,7 +130,7 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
             raise UserError(str(exc.args[0])) from None
         except ValueError as exc:
             raise UserError(f"dead letter {args.id} is still bad: {exc}") from None
-    outcome = "applied" if plan.applied else "a duplicate of an applied event"
+    outcome = "a duplicate of an applied event" if plan.duplicates else "applied"
     print(f"dead letter {args.id}: {outcome}")
     return 0
 

@@ -1,0 +1,134 @@
+"""NodeHeartbeated in the pure projection, duplicates found in the tables, retention slices."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hwledger.projectors.projection import (
+    Decoded,
+    KnownRun,
+    KnownSnapshot,
+    Plan,
+    Record,
+    State,
+    decode_all,
+    project,
+    references,
+)
+from hwledger.projectors.retention import horizon, prune_slices
+from hwledger.schemas import codec
+from tests import factories as f
+
+TTL = timedelta(hours=1)
+
+
+def batch(*events: tuple[str, dict[str, Any]]) -> list[Decoded]:
+    return decode_all(Record("t", 0, i, codec.encode(t, d)) for i, (t, d) in enumerate(events))
+
+
+def run(*events: tuple[str, dict[str, Any]], state: State | None = None) -> tuple[Plan, State]:
+    state = state or State()
+    return project(batch(*events), state, TTL), state
+
+
+def known(snapshot: dict[str, Any]) -> State:
+    """A state in which `snapshot` is stored."""
+    return State(snapshots={snapshot["event_id"]: KnownSnapshot(
+        snapshot["provider_id"], snapshot["node_id"], frozenset(range(8)), "sys", "sw")})
+
+
+def test_a_heartbeat_moves_only_liveness_and_is_not_an_applied_row() -> None:
+    s = f.snapshot()
+    plan, _ = run(("NodeHeartbeated", f.heartbeat(s, minutes=5)),
+                  ("NodeHeartbeated", f.heartbeat(s, minutes=3)), state=known(s))
+    assert plan.node_seen == {("provider-a", "node-1"): f.at(5)}
+    assert plan.last_seen == {"provider-a": f.at(5)}
+    assert plan.touched == set() and plan.applied == [] and plan.snapshots == []
+    assert plan.nodes == {} and plan.projected["NodeHeartbeated"] == 2
+
+
+def test_a_heartbeat_after_its_snapshot_in_the_same_batch_applies() -> None:
+    s = f.snapshot(minutes=0)
+    plan, _ = run(("HardwareSnapshotted", s), ("NodeHeartbeated", f.heartbeat(s, minutes=5)))
+    assert plan.node_seen == {("provider-a", "node-1"): f.at(5)}
+    assert plan.touched == {"provider-a"} and plan.last_seen == {"provider-a": f.at(5)}
+    assert [row[1] for row in plan.applied] == ["HardwareSnapshotted"]
+    assert plan.applied[0][2] == f.at(0)
+
+
+def test_a_heartbeat_before_its_snapshot_is_parked_then_applied() -> None:
+    s = f.snapshot(minutes=0)
+    beat = f.heartbeat(s, minutes=5)
+    first, state = run(("NodeHeartbeated", beat))
+    (parked,) = first.newly_parked
+    assert parked.waiting_for == f"snapshot {s['event_id']}" and first.node_seen == {}
+    second, _ = run(("HardwareSnapshotted", s), state=state)
+    assert second.node_seen == {("provider-a", "node-1"): f.at(5)}
+    assert second.newly_parked == [] and second.dead_letters == []
+
+
+def test_a_heartbeat_whose_snapshot_never_comes_ages_into_a_dead_letter() -> None:
+    s = f.snapshot()
+    plan, _ = run(("NodeHeartbeated", f.heartbeat(s, minutes=1)),
+                  ("ProviderRegistered", f.provider_registered(minutes=1 + 61)))
+    (dead,) = plan.dead_letters
+    assert dead.event_type == "NodeHeartbeated"
+    assert f"waiting for snapshot {s['event_id']}" in dead.reason
+
+
+def test_a_heartbeat_naming_another_nodes_snapshot_is_a_dead_letter() -> None:
+    s = f.snapshot(node_id="node-1")
+    plan, _ = run(("NodeHeartbeated", f.heartbeat(s, node_id="node-2")), state=known(s))
+    (dead,) = plan.dead_letters
+    assert "heartbeat of provider-a/node-2 references snapshot" in dead.reason
+    assert plan.node_seen == {} and plan.last_seen == {}
+
+
+def test_a_heartbeat_with_a_malformed_snapshot_reference_is_a_dead_letter() -> None:
+    s = f.snapshot()
+    plan, _ = run(("NodeHeartbeated", f.heartbeat(s, snapshot_event_id="not-a-uuid")))
+    (dead,) = plan.dead_letters
+    assert "snapshot_event_id" in dead.reason
+
+
+def test_references_name_heartbeat_snapshots_and_the_batchs_own_snapshots() -> None:
+    s, other = f.snapshot(), f.snapshot(node_id="node-2")
+    refs = references(batch(("HardwareSnapshotted", other), ("NodeHeartbeated", f.heartbeat(s))))
+    assert refs.snapshot_ids == {s["event_id"], other["event_id"]}
+
+
+def test_a_stored_snapshot_seen_again_is_a_duplicate_without_rows() -> None:
+    s = f.snapshot()
+    plan, _ = run(("HardwareSnapshotted", s), state=known(s))
+    assert plan.duplicates == 1 and plan.snapshots == [] and plan.applied == []
+    assert plan.dead_letters == [] and plan.nodes == {}
+
+
+def test_a_stored_run_start_seen_again_is_a_duplicate_another_one_a_dead_letter() -> None:
+    s = f.snapshot()
+    started = f.run_started(s, "run-1")
+    state = known(s)
+    state.runs[("provider-a", "run-1")] = KnownRun("node-1", None, 0, "sys", "sw",
+                                                   started["event_id"])
+    plan, _ = run(("RunStarted", started), ("RunStarted", f.run_started(s, "run-1")),
+                  state=state)
+    assert plan.duplicates == 1 and plan.runs == []
+    (dead,) = plan.dead_letters
+    assert "already started by another event" in dead.reason
+
+
+def test_the_prune_horizon_is_the_window_before_the_newest_event_or_now() -> None:
+    week = timedelta(days=7)
+    assert horizon(None, f.at(0), week) is None
+    assert horizon(f.at(0), f.at(60), week) == f.at(0) - week
+    assert horizon(f.at(600), f.at(60), week) == f.at(60) - week  # a clock running ahead
+
+
+def test_prune_slices_cover_everything_before_the_horizon_an_hour_at_a_time() -> None:
+    hour = timedelta(hours=1)
+    assert prune_slices(None, f.at(0)) == [(None, f.at(0))]
+    assert prune_slices(f.at(60), f.at(0)) == [(None, f.at(0))]
+    slices = prune_slices(f.at(0), f.at(150))
+    assert slices == [(None, f.at(0)), (f.at(0), f.at(0) + hour),
+                      (f.at(0) + hour, f.at(0) + 2 * hour), (f.at(120), f.at(150))]
