@@ -2,9 +2,10 @@
 
 `SnapshotTracker` publishes a HardwareSnapshotted at start and afterwards only when a re-probe
 has a new fingerprint (a GPU swap, a driver upgrade), so runs always name the snapshot in
-effect. `Runner` adds runs: `with runner.run(...) as run:` publishes RunStarted (resources,
-GPU slots, the snapshot in effect) and, when the block ends, RunFinished with the status
-(succeeded, failed with the error, cancelled on Ctrl-C) and the metrics set on `run`.
+effect; between them, `publish_heartbeat` sends the small NodeHeartbeated naming it.
+`Runner` adds runs: `with runner.run(...) as run:` publishes RunStarted (resources, GPU slots,
+the snapshot in effect) and, when the block ends, RunFinished with the status (succeeded,
+failed with the error, cancelled on Ctrl-C) and the metrics set on `run`.
 
     from hwledger.deploy.config import Settings
     from hwledger.producers.runner import Runner
@@ -21,12 +22,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from hwledger.producers.events import ProducerSettings
+from hwledger.producers.events import ProducerSettings, complete
 from hwledger.producers.probe import ProbeOptions, Prober, fingerprint, node_id
 from hwledger.producers.publisher import Publisher
 from hwledger.schemas.errors import UserError
@@ -41,6 +42,12 @@ def require_provider_id(settings: ProducerSettings) -> str:
     return settings.provider_id
 
 
+def heartbeat_of(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """A NodeHeartbeated of the snapshot's node naming it (a fresh event id and time)."""
+    return complete({"provider_id": snapshot["provider_id"], "node_id": snapshot["node_id"],
+                     "snapshot_event_id": str(snapshot["event_id"])})
+
+
 class SnapshotTracker:
     """Publishes this node's snapshot when it changed; remembers the one in effect."""
 
@@ -51,11 +58,14 @@ class SnapshotTracker:
         self._fingerprint: str | None = None
         self._warned: set[str] = set()
 
-    @property
-    def snapshot_event_id(self) -> str:
+    def _require_snapshot(self) -> dict[str, Any]:
         if self.snapshot is None:
             raise UserError("no snapshot published yet: call start() first")
-        return str(self.snapshot["event_id"])
+        return self.snapshot
+
+    @property
+    def snapshot_event_id(self) -> str:
+        return str(self._require_snapshot()["event_id"])
 
     def _probe(self) -> dict[str, Any]:
         result = self.prober.probe()
@@ -75,6 +85,12 @@ class SnapshotTracker:
         snapshot = self._probe()
         self._publish(snapshot)
         return snapshot
+
+    def publish_heartbeat(self) -> str:
+        """Publish a NodeHeartbeated naming the snapshot in effect; returns its event id."""
+        heartbeat = heartbeat_of(self._require_snapshot())
+        self.publisher.publish("NodeHeartbeated", heartbeat)
+        return str(heartbeat["event_id"])
 
     def refresh(self) -> bool:
         """Re-probe; publish a new snapshot only when the fingerprint changed."""

@@ -31,7 +31,7 @@ from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
 from hwledger.producers import bench
-from hwledger.producers.agent import run_agent
+from hwledger.producers.agent import SNAPSHOT_EVERY, run_agent
 from hwledger.producers.events import complete
 from hwledger.producers.events_file import read_events
 from hwledger.producers.nvml import PynvmlBackend
@@ -100,9 +100,13 @@ def register(subparsers: Subparsers) -> None:
                         help="the private key file to create (mode 0600; never overwritten)")
 
     agent = add_command(subparsers, "agent", _agent,
-                        "publish snapshots: at start, every heartbeat, and on hardware change")
+                        "publish a snapshot at start and on hardware change, a heartbeat "
+                        "(NodeHeartbeated) every interval")
     agent.add_argument("--interval", type=float, default=300.0,
-                       help="heartbeat snapshot every this many seconds (default 300)")
+                       help="heartbeat every this many seconds (default 300)")
+    agent.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY, metavar="N",
+                       help="every N-th heartbeat is a full snapshot, the safety net "
+                            f"(default {SNAPSHOT_EVERY})")
     agent.add_argument("--check-interval", type=float, default=30.0,
                        help="re-probe for changes every this many seconds (default 30)")
 
@@ -259,8 +263,8 @@ def _keygen(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
-    if args.interval <= 0 or args.check_interval <= 0:
-        raise UserError("--interval and --check-interval must be positive")
+    if args.interval <= 0 or args.check_interval <= 0 or args.snapshot_every <= 0:
+        raise UserError("--interval, --check-interval and --snapshot-every must be positive")
     configure_logging(logging.WARNING, settings.log_format)
     prober = Prober(require_provider_id(settings), node_id(settings.node_id, settings.home),
                     ProbeOptions.from_env())
@@ -269,18 +273,21 @@ def _agent(args: argparse.Namespace, settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     console.print(f"agent for node {prober.node_id} of provider {prober.provider_id}: "
-                  f"heartbeat every {args.interval:g}s; SIGTERM stops it")
+                  f"heartbeat every {args.interval:g}s, a full snapshot every "
+                  f"{args.snapshot_every}; SIGTERM stops it")
 
     def report(reason: str, event_id: str) -> None:
-        console.print(f"{time.strftime('%H:%M:%S')} snapshot {event_id} ({reason})")
+        kind = "heartbeat" if reason == "heartbeat" else "snapshot"
+        console.print(f"{time.strftime('%H:%M:%S')} {kind} {event_id} ({reason})")
 
     try:
         count = run_agent(SnapshotTracker(prober, publisher), stop, heartbeat_s=args.interval,
-                          check_s=args.check_interval, report=report)
+                          check_s=args.check_interval, snapshot_every=args.snapshot_every,
+                          report=report)
     finally:
         left = publisher.close(5.0)
         prober.close()
-    console.print(f"stopped after {count} snapshot(s); {left} event(s) left in the spool")
+    console.print(f"stopped after {count} event(s); {left} event(s) left in the spool")
     return 0
 
 

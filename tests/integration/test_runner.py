@@ -104,14 +104,25 @@ def test_agent_command_heartbeats_and_exits_cleanly_on_sigterm(
            "HWLEDGER_KAFKA_BOOTSTRAP": kafka_config["bootstrap.servers"],
            "HWLEDGER_PROVIDER_ID": "provider-agent"}
     agent = subprocess.Popen([sys.executable, "-m", "hwledger.deploy.cli", "agent",
-                              "--interval", "0.5", "--check-interval", "0.5"],
+                              "--interval", "0.5", "--check-interval", "0.5",
+                              "--snapshot-every", "3"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    time.sleep(3.5)
     agent.send_signal(signal.SIGTERM)
     out, err = agent.communicate(timeout=20)
     assert agent.returncode == 0, err
-    assert "(start)" in out and "(heartbeat)" in out and "0 event(s) left" in out
-    snapshots = [codec.decode(v).data for _, v in consume(kafka_config, topic, 2)]
-    assert len(snapshots) >= 2
+    assert "(start)" in out and "(heartbeat)" in out and "(resnapshot)" in out
+    assert "0 event(s) left" in out
+    events = [codec.decode(v) for _, v in consume(kafka_config, topic, 4)]
+    assert [e.type for e in events[:4]] == [
+        "HardwareSnapshotted", "NodeHeartbeated", "NodeHeartbeated", "HardwareSnapshotted"]
+    current = ""
+    for event in events:  # each heartbeat names the snapshot published before it
+        if event.type == "HardwareSnapshotted":
+            current = event.data["event_id"]
+        else:
+            assert event.data["snapshot_event_id"] == current
+            assert event.data["node_id"] == events[0].data["node_id"]
+    snapshots = [e.data for e in events if e.type == "HardwareSnapshotted"]
     assert len({s["event_id"] for s in snapshots}) == len(snapshots)
     assert len({fingerprint(s) for s in snapshots}) == 1

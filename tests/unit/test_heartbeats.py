@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from hwledger.producers.agent import heartbeat_publishes_snapshot
+from hwledger.producers.runner import heartbeat_of
 from hwledger.projectors.projection import (
     Decoded,
     KnownRun,
@@ -132,3 +134,19 @@ def test_prune_slices_cover_everything_before_the_horizon_an_hour_at_a_time() ->
     slices = prune_slices(f.at(0), f.at(150))
     assert slices == [(None, f.at(0)), (f.at(0), f.at(0) + hour),
                       (f.at(0) + hour, f.at(0) + 2 * hour), (f.at(120), f.at(150))]
+
+
+def test_every_nth_heartbeat_is_a_full_snapshot() -> None:
+    plan = [heartbeat_publishes_snapshot(beats, 3) for beats in range(3)]
+    assert plan == [False, False, True]
+    assert heartbeat_publishes_snapshot(0, 1)
+
+
+def test_a_heartbeat_names_its_snapshot_and_encodes_small() -> None:
+    s = f.snapshot()
+    beat = heartbeat_of(s)
+    assert (beat["provider_id"], beat["node_id"], beat["snapshot_event_id"]) == (
+        s["provider_id"], s["node_id"], s["event_id"])
+    assert beat["event_id"] != s["event_id"]
+    small, full = codec.encode("NodeHeartbeated", beat), codec.encode("HardwareSnapshotted", s)
+    assert len(small) < 160 < 800 < len(full)
