@@ -1,9 +1,16 @@
 """The soak: steady producers, the projector and a query load together, in one process.
 
-Producers publish 8-GPU HardwareSnapshotted events through the spool at a fixed rate; a few of
-them are latency probes whose provider is then polled through the HTTP API until its
-`lastSeenAt` reaches the probe's event time (produce-to-queryable latency). A query thread
-keeps bid-screening requests flowing. Resident memory is sampled every second.
+Producers publish through the spool at a fixed rate what agents publish: per node a full
+8-GPU HardwareSnapshotted first and every `SNAPSHOT_EVERY`-th time, a NodeHeartbeated naming
+it otherwise. A few events are latency probes whose provider is then polled through the HTTP
+API until its `lastSeenAt` reaches the probe's event time (produce-to-queryable latency). A
+query thread keeps bid-screening requests flowing. Resident memory is sampled every second.
+
+Bytes per node and day: every publication's Kafka record size (`record_bytes`: key, Avro value
+and the record framing of Kafka's v2 format, before compression, without the batch header
+shared by a batch's records) is counted, and beside it the size of the full snapshot the
+earlier agent published at that moment instead (the baseline), both scaled to a node that
+publishes every `PERIOD_S` seconds for a day.
 """
 
 from __future__ import annotations
@@ -23,10 +30,39 @@ import psutil
 
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
+from hwledger.producers.agent import SNAPSHOT_EVERY, heartbeat_publishes_snapshot
 from hwledger.producers.publisher import Publisher
+from hwledger.producers.runner import heartbeat_of
+from hwledger.schemas import codec
 from hwledger.seeds.demo import demo_fleet_events
 
 PROBES_PER_SECOND = 10
+PERIOD_S = 300
+DAY_S = 86_400
+
+
+def _varint_len(value: int) -> int:
+    """Bytes of a zigzag varint (Kafka's record fields)."""
+    zigzag = (value << 1) ^ (value >> 63)
+    length = 1
+    while zigzag >= 0x80:
+        zigzag >>= 7
+        length += 1
+    return length
+
+
+def record_bytes(key: bytes, value: bytes) -> int:
+    """One record's size in a Kafka v2 record batch, uncompressed: length, attributes,
+    timestamp and offset deltas (one byte each: records of a batch are close), key, value,
+    no headers."""
+    body = (1 + 1 + 1 + _varint_len(len(key)) + len(key) + _varint_len(len(value)) + len(value)
+            + _varint_len(0))
+    return _varint_len(body) + body
+
+
+def per_node_day(total_bytes: int, publications: int) -> float:
+    """Mean bytes of a publication, times the publications of one node in a day."""
+    return total_bytes / publications * DAY_S / PERIOD_S if publications else 0.0
 
 
 @dataclass
@@ -40,6 +76,9 @@ class SoakResult:
     query_errors: int = 0
     rss_mb: list[float] = field(default_factory=list)
     last_query_error: str = ""
+    wire_bytes: int = 0
+    snapshot_wire_bytes: int = 0
+    heartbeats: int = 0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -60,6 +99,8 @@ def memory_drift(samples_mb: Sequence[float]) -> float:
 
 def figures(result: SoakResult) -> dict[str, Any]:
     p99 = percentile(result.latencies_s, 0.99)
+    after = per_node_day(result.wire_bytes, result.published)
+    before = per_node_day(result.snapshot_wire_bytes, result.published)
     return {
         "benchmark": "soak", "seconds": round(result.seconds, 1), "rate_goal": result.rate,
         "events_per_second": round(result.published / result.seconds, 1),
@@ -72,12 +113,48 @@ def figures(result: SoakResult) -> dict[str, Any]:
         "rss_end_mb": round(result.rss_mb[-1], 1) if result.rss_mb else None,
         "rss_drift_mb": round(memory_drift(result.rss_mb), 1),
         "goal_p99_le_1s": p99 <= 1.0 and result.lost_probes == 0,
+        "heartbeats": result.heartbeats,
+        "heartbeat_bytes_per_node_day": round(after),
+        "heartbeat_bytes_per_node_day_before": round(before),
+        "heartbeat_bytes_ratio": round(before / after, 2) if after else None,
+        "heartbeat_bytes_measure": "Kafka v2 record (key + Avro value + framing), uncompressed",
     }
 
 
-def _snapshots() -> list[dict[str, Any]]:
+def demo_snapshots() -> list[dict[str, Any]]:
     """Snapshot templates (the demo fleet's nodes) that the load cycles through."""
     return [d for t, d in demo_fleet_events(datetime.now(UTC)) if t == "HardwareSnapshotted"]
+
+
+class NodeLoad:
+    """What the soak's nodes publish, as agents do, with the bytes of each publication counted
+    into `result` beside those of the snapshot the earlier agent published instead."""
+
+    def __init__(self, templates: Sequence[dict[str, Any]], result: SoakResult) -> None:
+        self.templates = templates
+        self.result = result
+        self.nodes: dict[str, tuple[str, int]] = {}
+        """provider -> (its snapshot in effect, heartbeats since)"""
+
+    def publication(self, index: int, now: datetime) -> tuple[str, dict[str, Any]]:
+        """The event node `index` (one node of provider `soak-<index>`) publishes at `now`."""
+        provider = f"soak-{index}"
+        snapshot = self.templates[index % len(self.templates)] | {
+            "event_id": str(uuid.uuid4()), "occurred_at": now, "provider_id": provider}
+        full = record_bytes(provider.encode(), codec.encode("HardwareSnapshotted", snapshot))
+        self.result.snapshot_wire_bytes += full
+        current = self.nodes.get(provider)
+        if current is None or heartbeat_publishes_snapshot(current[1], SNAPSHOT_EVERY):
+            self.nodes[provider] = (snapshot["event_id"], 0)
+            self.result.wire_bytes += full
+            return "HardwareSnapshotted", snapshot
+        self.nodes[provider] = (current[0], current[1] + 1)
+        beat = heartbeat_of({"provider_id": provider, "node_id": snapshot["node_id"],
+                             "event_id": current[0]}) | {"occurred_at": now}
+        self.result.wire_bytes += record_bytes(provider.encode(),
+                                               codec.encode("NodeHeartbeated", beat))
+        self.result.heartbeats += 1
+        return "NodeHeartbeated", beat
 
 
 def _every(period: float, stop: threading.Event, step: Callable[[int], None]) -> None:
@@ -96,8 +173,9 @@ class _Soak:
         self.system = system
         self.rate = rate
         self.result = result
-        self.templates = _snapshots()
+        self.templates = demo_snapshots()
         self.probes: list[tuple[str, datetime]] = []
+        self.load = NodeLoad(self.templates, result)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.last_query_error = ""
@@ -108,12 +186,8 @@ class _Soak:
         def step(tick: int) -> None:
             clock = datetime.now(UTC)
             now = clock.replace(microsecond=clock.microsecond // 1000 * 1000)  # Avro millis
-            events = []
-            for i in range(batch):
-                template = self.templates[(tick * batch + i) % len(self.templates)]
-                events.append(("HardwareSnapshotted", template | {
-                    "event_id": str(uuid.uuid4()), "occurred_at": now,
-                    "provider_id": f"soak-{(tick * batch + i) % 500}"}))
+            events = [self.load.publication((tick * batch + i) % 500, now)
+                      for i in range(batch)]
             probe = tick % max(1, 100 // PROBES_PER_SECOND) == 0
             if probe:
                 with self.lock:

@@ -11,6 +11,7 @@ from hwledger.deploy.commands import (
     Subparsers,
     add_group,
     bench_gpus,
+    bench_heartbeat_day,
     bench_project,
     bench_rebuild,
     bench_soak,
@@ -20,7 +21,7 @@ from hwledger.deploy.commands import (
 
 BENCHMARK_MODULES: tuple[CommandModule, ...] = (query.BENCHMARK, produce.BENCHMARK,
                                                  bench_project, bench_rebuild, bench_soak,
-                                                 bench_gpus)
+                                                 bench_gpus, bench_heartbeat_day)
 
 
 def register(subparsers: Subparsers) -> None:

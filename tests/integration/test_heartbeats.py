@@ -4,6 +4,7 @@ schema that never pruned."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,21 @@ def test_db_prune_prints_one_line_per_schema(database_url: str, tmp_path: Path) 
         refused = cli.run(["db", "prune", "--window-days", "-1"], tmp_path,
                           HWLEDGER_DATABASE_URL=database_url, HWLEDGER_DB_SCHEMA=schema)
         assert refused.returncode == 2 and "the window must be positive" in refused.stderr
+
+
+def test_bench_heartbeat_day_at_a_tiny_size(database_url: str, tmp_path: Path) -> None:
+    result = cli.run(["bench", "heartbeat-day", "--sample", "4", "--periods", "6"], tmp_path,
+                     HWLEDGER_DATABASE_URL=database_url)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (found["benchmark"], found["measured_periods"], found["scale"]) == (
+        "heartbeat-day", 5, 100_000 / 4 * 288 / 5)
+    assert 0 < found["after_wal_bytes_per_event"] < found["before_wal_bytes_per_event"]
+    assert found["before_hardware_snapshots_growth_mb_per_day"] > 0
+    assert found["after_hardware_snapshots_growth_mb_per_day"] == 0
+    assert found["after_provider_inventory_hot_ratio"] == 1.0
+    assert found["before_provider_inventory_hot_ratio"] == 0.0  # the last_seen_at btree
+    with connect(database_url, None) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_namespace "
+                            "WHERE nspname LIKE 'bench_hb_%'").fetchone()
+    assert left == (0,)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from hwledger.producers.agent import heartbeat_publishes_snapshot
+from hwledger.deploy.heartbeat_day import DayConfig, period_events
+from hwledger.deploy.soak import NodeLoad, SoakResult, figures, per_node_day, record_bytes
+from hwledger.producers.agent import SNAPSHOT_EVERY, heartbeat_publishes_snapshot
 from hwledger.producers.runner import heartbeat_of
 from hwledger.projectors.projection import (
     Decoded,
@@ -150,3 +152,49 @@ def test_a_heartbeat_names_its_snapshot_and_encodes_small() -> None:
     assert beat["event_id"] != s["event_id"]
     small, full = codec.encode("NodeHeartbeated", beat), codec.encode("HardwareSnapshotted", s)
     assert len(small) < 160 < 800 < len(full)
+
+
+def test_a_kafka_record_is_its_key_value_and_framing() -> None:
+    assert record_bytes(b"k", b"v" * 10) == 1 + (3 + 1 + 1 + 1 + 10 + 1)
+    assert record_bytes(b"k" * 5, b"v" * 200) == 2 + (3 + 1 + 5 + 2 + 200 + 1)
+    assert per_node_day(1000, 10) == 100 * 288 and per_node_day(0, 0) == 0.0
+
+
+def test_soak_nodes_heartbeat_between_full_snapshots_counted_beside_the_old_load() -> None:
+    result = SoakResult(1.0, 1)
+    load = NodeLoad([f.snapshot()], result)
+    kinds = [load.publication(index, f.at(minute))
+             for minute in range(SNAPSHOT_EVERY + 1) for index in (0, 1)]
+    assert [k for k, _ in kinds[::2]] == (
+        ["HardwareSnapshotted"] + ["NodeHeartbeated"] * (SNAPSHOT_EVERY - 1)
+        + ["HardwareSnapshotted"])
+    first, beat = kinds[0][1], kinds[2][1]
+    assert beat["snapshot_event_id"] == first["event_id"] and beat["provider_id"] == "soak-0"
+    assert beat["occurred_at"] == f.at(1)
+    assert result.heartbeats == 2 * (SNAPSHOT_EVERY - 1)
+    full = record_bytes(b"soak-0", codec.encode("HardwareSnapshotted", first))
+    beats = sum(record_bytes(d["provider_id"].encode(), codec.encode(k, d))
+                for k, d in kinds if k == "NodeHeartbeated")
+    assert result.snapshot_wire_bytes == full * len(kinds)
+    assert result.wire_bytes == full * 4 + beats
+    result.published = len(kinds)
+    found = figures(result)
+    assert found["heartbeat_bytes_per_node_day"] == round(
+        (full * 4 + beats) / len(kinds) * 288)
+    assert found["heartbeat_bytes_ratio"] > 3
+
+
+def test_the_heartbeat_day_publishes_snapshots_before_and_heartbeats_after() -> None:
+    config = DayConfig(sample=2, nodes=2, periods=14, snapshot_every=12)
+    templates = [f.snapshot()]
+    before = period_events("before", 5, config, templates)
+    assert [k for k, _ in before] == ["HardwareSnapshotted"] * 4
+    assert len({(d["provider_id"], d["node_id"]) for _, d in before}) == 4
+    first = period_events("after", 0, config, templates)
+    beats = period_events("after", 5, config, templates)
+    again = period_events("after", 12, config, templates)
+    assert {k for k, _ in first} == {k for k, _ in again} == {"HardwareSnapshotted"}
+    assert [d["snapshot_event_id"] for _, d in beats] == [d["event_id"] for _, d in first]
+    later = period_events("after", 13, config, templates)
+    assert [d["snapshot_event_id"] for _, d in later] == [d["event_id"] for _, d in again]
+    assert beats[0][1]["occurred_at"] == f.T0.replace(day=1, hour=0, minute=25)
