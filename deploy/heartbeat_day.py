@@ -57,7 +57,7 @@ Event = tuple[str, dict[str, Any]]
 @dataclass(frozen=True)
 class DayConfig:
     providers: int = 100_000
-    sample: int = 100
+    sample: int = 250
     nodes: int = 4
     periods: int = 288
     snapshot_every: int = 12

@@ -25,7 +25,7 @@ def register(subparsers: Subparsers) -> None:
     bench.add_argument("--providers", type=positive, default=100_000,
                        help="providers the day figures are scaled to (default 100000)")
     bench.add_argument("--sample", type=positive, default=250,
-                       help="providers simulated (default 100)")
+                       help="providers simulated (default 250)")
     bench.add_argument("--nodes", type=positive, default=4, help="nodes per provider")
     bench.add_argument("--periods", type=_periods, default=288,
                        help="300 s periods (default 288, a day)")
