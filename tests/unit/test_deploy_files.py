@@ -64,6 +64,8 @@ def pod_specs() -> Iterator[dict[str, Any]]:
     for doc in k8s_documents():
         if doc["kind"] in ("Deployment", "Job"):
             yield doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            yield doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def k8s_containers() -> list[CONTAINER_SPEC]:
@@ -156,7 +158,7 @@ def test_every_file_parses() -> None:
     assert set(load_compose()["services"]) == {"kafka", "postgres", "topic", "migrate",
                                                "projector", "query"}
     kinds = sorted(doc["kind"] for doc in k8s_documents())
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Job", "Kustomization",
+    assert kinds == ["ConfigMap", "CronJob", "Deployment", "Deployment", "Job", "Kustomization",
                      "Namespace", "PodDisruptionBudget", "PodDisruptionBudget", "Service"]
     assert all(doc.get("apiVersion") for doc in k8s_documents())
 
@@ -213,7 +215,7 @@ def test_k8s_commands_are_real_hwledger_command_lines() -> None:
     assert all(is_hwledger_image(container["image"]) for container in k8s_containers())
     for argv in runs:
         assert_real_command(argv)
-    assert command_names(runs) == {"db migrate", "db seed", "project", "serve"}
+    assert command_names(runs) == {"db migrate", "db seed", "db prune", "project", "serve"}
 
 
 def test_env_names_are_settings_of_the_config_module() -> None:
