@@ -107,9 +107,25 @@ def test_agent_command_heartbeats_and_exits_cleanly_on_sigterm(
                               "--interval", "0.5", "--check-interval", "0.5",
                               "--snapshot-every", "3"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.5)
+    lines: list[str] = []
+    resnapshot = threading.Event()
+
+    def read() -> None:
+        assert agent.stdout is not None
+        for line in agent.stdout:
+            lines.append(line)
+            if "(resnapshot)" in line:
+                resnapshot.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    resnapshot.wait(60)  # start, two heartbeats, the safety-net snapshot: about 1.5 s
     agent.send_signal(signal.SIGTERM)
-    out, err = agent.communicate(timeout=20)
+    agent.wait(timeout=20)
+    reader.join(10)
+    assert agent.stderr is not None
+    err = agent.stderr.read()
+    out = "".join(lines)
     assert agent.returncode == 0, err
     assert "(start)" in out and "(heartbeat)" in out and "(resnapshot)" in out
     assert "0 event(s) left" in out
