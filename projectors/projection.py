@@ -587,7 +587,7 @@ class _Projector:
                                        status))
         self.plan.run_metrics.append((
             run_id, run.system_hardware_id, run.first_slot, run.system_software_id,
-            *(data.get(f) for f in METRIC_FIELDS), provider))
+            *(data.get(f) for f in METRIC_FIELDS), provider, data.get("compute_format")))
         return None
 
     def on_ProviderRegistered(self, item: Decoded, data: Mapping[str, Any]) -> str | None:

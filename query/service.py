@@ -48,6 +48,7 @@ from hwledger.query.binpacker import (
     placement_steps,
 )
 from hwledger.query.fleet import FleetFilter, iso
+from hwledger.schemas import gpu_specs
 from hwledger.schemas.cache import BoundedCache
 from hwledger.schemas.db import check_schema_name
 from hwledger.schemas.errors import UserError
@@ -608,7 +609,9 @@ class QueryService:
                 "SELECT * FROM system_software WHERE system_software_id = :s"),
                 {"s": row["system_software_id"]}).mappings().first()
             metrics = conn.execute(text(
-                "SELECT * FROM run_hardware_metrics WHERE provider_id = :p AND run_id = :r"),
+                "SELECT m.*, u.peak_tflops, u.tflops_utilization_pct FROM run_hardware_metrics m "
+                "JOIN run_tflops_utilization u USING (provider_id, run_id) "
+                "WHERE m.provider_id = :p AND m.run_id = :r"),
                 {"p": row["provider_id"], "r": run_id}).mappings().first()
             hardware = _hardware(conn, str(row["system_hardware_id"]))
         return {
@@ -690,6 +693,12 @@ def _hardware(conn: Connection, system_hardware_id: str) -> dict[str, Any] | Non
         "LEFT JOIN interface_type a ON a.interface_type_id = l.actual_interface_type_id "
         "WHERE l.system_hardware_id = :h ORDER BY l.slot_index"),
         {"h": system_hardware_id}).mappings().all()
+    models = sorted({(g["pci_vendor_id"], g["pci_device_id"]) for g in gpus})
+    specs = gpu_specs.spec_documents(
+        conn.execute(gpu_specs.specs_statement(models)).mappings().all(),
+        conn.execute(gpu_specs.tflops_statement(models)).mappings().all(),
+        conn.execute(gpu_specs.formats_statement()).scalars().all())
     found = _plain(row) or {}
-    found["gpus"] = [_plain(g) for g in gpus]
+    found["gpus"] = [{**(_plain(g) or {}),
+                      "spec": specs.get((g["pci_vendor_id"], g["pci_device_id"]))} for g in gpus]
     return json.loads(json.dumps(found, default=str))  # type: ignore[no-any-return]

@@ -123,7 +123,7 @@ run_hardware_metrics = Table(
     Column("tokens_per_second", DOUBLE_PRECISION), Column("peak_vram_bytes", BigInteger),
     Column("power_limit_w", Integer), Column("measured_tflops", DOUBLE_PRECISION),
     Column("gpu_sm_utilization_pct", DOUBLE_PRECISION), Column("energy_wh", DOUBLE_PRECISION),
-    Column("provider_id", Text, primary_key=True),
+    Column("provider_id", Text, primary_key=True), Column("compute_format", Text),
 )
 providers = Table(
     "providers", metadata,
@@ -156,6 +156,47 @@ provider_inventory = Table(
     Column("total_available_leased_ip", BigInteger), Column("reclamation_window", BigInteger),
     Column("created_at", TIMESTAMPTZ), Column("location", Text), Column("organization", Text),
 )
+gpu_architecture = Table(
+    "gpu_architecture", metadata,
+    Column("gpu_architecture_id", SmallInteger, primary_key=True),
+    _required("name", Text), _required("vendor", Text),
+)
+vram_type = Table(
+    "vram_type", metadata,
+    Column("vram_type_id", SmallInteger, primary_key=True), _required("name", Text),
+)
+compute_formats = Table(
+    "compute_formats", metadata,
+    Column("compute_format_id", SmallInteger, primary_key=True),
+    _required("name", Text), _required("bits", SmallInteger), _required("kind", Text),
+)
+tflops_source = Table(
+    "tflops_source", metadata,
+    Column("tflops_source_id", SmallInteger, primary_key=True),
+    _required("name", Text), _required("kind", Text), _required("title", Text),
+    Column("url", Text),
+)
+gpu_spec = Table(
+    "gpu_spec", metadata,
+    Column("pci_vendor_id", Text, primary_key=True),
+    Column("pci_device_id", Text, primary_key=True),
+    _required("gpu_architecture_id", SmallInteger), _required("vram_type_id", SmallInteger),
+    _required("memory_bus_width_bits", Integer),
+    _required("memory_data_rate_gbps", DOUBLE_PRECISION),
+    _required("memory_bandwidth_gbps", DOUBLE_PRECISION),
+    _required("boost_clock_mhz", Integer), _required("tdp_w", Integer),
+    _required("tflops_source_id", SmallInteger), Column("note", Text),
+)
+gpu_tflops = Table(
+    "gpu_tflops", metadata,
+    Column("pci_vendor_id", Text, primary_key=True),
+    Column("pci_device_id", Text, primary_key=True),
+    Column("compute_format_id", SmallInteger, primary_key=True),
+    _required("dense_tflops", DOUBLE_PRECISION), Column("sparse_tflops", DOUBLE_PRECISION),
+    _required("tflops_source_id", SmallInteger),
+)
+"""The GPU spec catalog (migration 0008): seeded reference data keyed by PCI vendor:device id
+(`seeds/gpu_specs.json`), not projected from the log."""
 projection_offsets = Table(
     "projection_offsets", metadata,
     Column("projection", Text, primary_key=True), Column("topic", Text, primary_key=True),
@@ -207,6 +248,16 @@ node_gpus = Table(
 )
 """View (migration 0005): every GPU slot of every node's current snapshot, `free` unless an
 unfinished run holds it."""
+
+run_tflops_utilization = Table(
+    "run_tflops_utilization", metadata,
+    Column("provider_id", Text), Column("run_id", Text), Column("compute_format", Text),
+    Column("measured_tflops", DOUBLE_PRECISION), Column("gpu_count", BigInteger),
+    Column("peak_tflops", DOUBLE_PRECISION), Column("tflops_utilization_pct", DOUBLE_PRECISION),
+    info={"view": True},
+)
+"""View (migration 0008): a run's measured TFLOPS over the catalog's dense peak of its GPUs in
+its compute format."""
 
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 

@@ -120,6 +120,7 @@ def run_finished(started: dict[str, Any], status: str = "succeeded", *, minutes:
         "wall_clock_seconds": 1740.5, "seconds_to_first_token": 0.42, "tokens_per_second": 2310.0,
         "peak_vram_bytes": 71 * GiB, "power_limit_w": 700, "measured_tflops": 612.3,
         "gpu_sm_utilization_pct": 87.5, "energy_wh": 310.2, "error_message": None,
+        "compute_format": None,
     }
     return data | overrides
 

@@ -1,0 +1,71 @@
+"""GPU facts against the real Postgres (and broker): the seeded spec catalog in
+`GET /v1/hardware/{id}`, and a run's measured TFLOPS over the catalog's peak in
+`GET /v1/runs/{id}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hwledger.schemas.db import connect
+from tests import factories as f
+from tests.integration.query_support import client, schema_with
+
+MYSTERY = f.gpu(2, "h100-sxm", name="Mystery Accelerator", model="mystery", vendor="nvidia",
+                pci_device_id="fffe")
+
+
+def test_seeded_catalog_and_its_lookups(database_url: str) -> None:
+    with schema_with(database_url, []) as schema, connect(database_url, schema) as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM gpu_spec), (SELECT count(*) FROM gpu_architecture), "
+            "(SELECT count(*) FROM compute_formats), (SELECT count(*) FROM gpu_tflops "
+            "WHERE sparse_tflops IS NOT NULL AND abs(sparse_tflops - 2 * dense_tflops) > "
+            "0.015 * sparse_tflops)").fetchone()
+        assert counts == (31, 9, 8, 0)
+        linked = conn.execute(
+            "SELECT a.name, v.name, s.memory_bandwidth_gbps, t.dense_tflops, src.kind "
+            "FROM gpu_spec s JOIN gpu_architecture a USING (gpu_architecture_id) "
+            "JOIN vram_type v USING (vram_type_id) JOIN gpu_tflops t "
+            "USING (pci_vendor_id, pci_device_id) JOIN compute_formats c USING (compute_format_id) "
+            "JOIN tflops_source src ON src.tflops_source_id = t.tflops_source_id "
+            "WHERE (s.pci_vendor_id, s.pci_device_id, c.name) = ('10de', '26b9', 'fp64')"
+        ).fetchone()
+        assert linked == ("Ada Lovelace", "GDDR6", 864.0, 1.43, "derived")
+
+
+def test_hardware_and_run_routes_show_the_spec_and_the_tflops_utilization(
+        database_url: str) -> None:
+    snapshot = f.snapshot(gpus=[f.gpu(0), f.gpu(1), MYSTERY])
+    bf16 = f.run_started(snapshot, "run-bf16", gpu_slots=[0, 1])
+    unnamed = f.run_started(snapshot, "run-unnamed", gpu_slots=[0])
+    mystery = f.run_started(snapshot, "run-mystery", gpu_slots=[1, 2])
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("HardwareSnapshotted", snapshot), ("RunStarted", bf16), ("RunStarted", unnamed),
+        ("RunStarted", mystery),
+        ("RunFinished", f.run_finished(bf16, measured_tflops=989.5, compute_format="bf16")),
+        ("RunFinished", f.run_finished(unnamed, measured_tflops=100.0)),
+        ("RunFinished", f.run_finished(mystery, measured_tflops=100.0, compute_format="bf16")),
+    ]
+    with schema_with(database_url, events) as schema, client(database_url, schema,
+                                                              f.at(40)) as http:
+        run = http.get("/v1/providers/provider-a/runs/run-bf16").json()
+        assert run["metrics"]["compute_format"] == "bf16"
+        assert (run["metrics"]["peak_tflops"], run["metrics"]["tflops_utilization_pct"]) == (
+            1979.0, 50.0)
+        assert http.get("/v1/runs/run-bf16").json()["metrics"] == run["metrics"]
+        for name in ("run-unnamed", "run-mystery"):
+            metrics = http.get(f"/v1/runs/{name}").json()["metrics"]
+            assert (metrics["peak_tflops"], metrics["tflops_utilization_pct"]) == (None, None)
+        gpus = http.get(f"/v1/hardware/{run['hardware']['system_hardware_id']}").json()["gpus"]
+        spec = gpus[0]["spec"]
+        assert (spec["architecture"], spec["vram_type"], spec["memory_bus_width_bits"],
+                spec["memory_bandwidth_gbps"], spec["boost_clock_mhz"], spec["tdp_w"]) == (
+            "Hopper", "HBM3", 5120, 3350.0, 1980, 700)
+        assert spec["peak_tflops"]["fp16"] == {"dense": 989.5, "sparse": 1979.0,
+                                               "source": "nvidia-h100"}
+        assert spec["peak_tflops"]["fp4"] is None
+        assert list(spec["peak_tflops"]) == ["fp64", "fp32", "tf32", "fp16", "bf16", "fp8",
+                                             "fp4", "int8"]
+        assert spec["sources"]["nvidia-h100"]["url"].startswith("https://www.nvidia.com/")
+        assert gpus[2]["spec"] is None
+        assert run["hardware"]["gpus"][0]["spec"] == spec
