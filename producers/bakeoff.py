@@ -188,7 +188,8 @@ def _metrics(doc: Mapping[str, Any], hardware: Mapping[str, Any]) -> dict[str, A
             "peak_vram_bytes": int(peak_mb) * MiB if peak_mb else None,
             "power_limit_w": int(power) if isinstance(power, int | float) else None,
             "measured_tflops": float(tflops) if isinstance(tflops, int | float) else None,
-            "gpu_sm_utilization_pct": None, "energy_wh": total("energy_wh")}
+            "gpu_sm_utilization_pct": None, "energy_wh": total("energy_wh"),
+            "compute_format": None}
 
 
 def _exported(derived: dict[str, Any], doc: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The statements read the read model through the table metadata of `schemas.tables`; the
 functions turn their rows into bakeoff documents: one self-contained run file per finished run,
-one hardware-snapshot file per system (GPUs embedded), the interface_type seed. Audit fields
+one hardware-snapshot file per system (GPUs embedded, each with its `spec` from the GPU spec
+catalog, `schemas.gpu_specs`), the interface_type seed. Audit fields
 follow bakeoff: `created_at` is the record's first time in the ledger (and an existing file's
 is kept), `updated_at` is the write time, and a record whose content is unchanged is not
 rewritten.
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Select, and_, func, select, true
@@ -24,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from hwledger.producers.bakeoff import STATUSES, GiB, MiB
 from hwledger.schemas import tables
+from hwledger.schemas.gpu_specs import PciId, spec_documents
 from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY, SOFTWARE_FIELDS
 
 SCHEMA_VERSION = 1
@@ -34,13 +37,15 @@ OTHER_RUN_STATUS = "failed"
 `status` keeps hwledger's."""
 METRICS = ("wall_clock_seconds", "seconds_to_first_token", "tokens_per_second",
            "peak_vram_bytes", "power_limit_w", "measured_tflops", "gpu_sm_utilization_pct",
-           "energy_wh")
+           "energy_wh", "compute_format")
 SEED_DESCRIPTION = ("GPU host-interface bus types, as hwledger's interface_type table holds "
                     "them (exported by hwledger).")
 MAX_FILE_NAME = 255
 _SAFE = re.compile(r"[A-Za-z0-9_.-]")
 Row = Mapping[str, Any]
 Document = dict[str, Any]
+Specs = Mapping[PciId, Document]
+NO_SPECS: Specs = MappingProxyType({})
 
 
 class ExportError(ValueError):
@@ -82,7 +87,7 @@ def _hex(value: str | None) -> str | None:
     return None if value is None else f"0x{value}"
 
 
-def _gpu(gpu: Row) -> Document:
+def _gpu(gpu: Row, specs: Specs) -> Document:
     subsystem = gpu["pci_subsystem_id"]
     return {
         "slot_index": gpu["slot_index"], "gpu_model": gpu["name"],
@@ -92,33 +97,35 @@ def _gpu(gpu: Row) -> Document:
         "pci_subsystem_vendor_id": _hex(subsystem[4:]) if subsystem else None,
         "slot_native_interface": gpu["slot_native_interface"],
         "actual_interface": gpu["actual_interface"],
+        "spec": specs.get((gpu["pci_vendor_id"], gpu["pci_device_id"])),
     }
 
 
-def hardware_block(system: Row, gpus: Sequence[Row]) -> Document:
-    """A system_hardware row and its GPU links as bakeoff's fuller hardware block."""
+def hardware_block(system: Row, gpus: Sequence[Row], specs: Specs = NO_SPECS) -> Document:
+    """A system_hardware row and its GPU links as bakeoff's fuller hardware block, each GPU
+    with its catalog spec (None when the catalog has no such model)."""
     return {
         "cpu_model": system["cpu_model"], "cpu_cores": system["cpu_cores"],
         "cpu_threads": system["cpu_threads"], "ram_gb": _number(system["ram_bytes"] / GiB),
         "architecture": system["architecture"], "motherboard": system["motherboard"],
         **{f: system[f] for f in OPTIONAL_SYSTEM_IDENTITY if f != "bar_size_mb"},
         "bios_notes": {"bar_size_mb": system["bar_size_mb"]},
-        "gpus": [_gpu(g) for g in sorted(gpus, key=lambda g: int(g["slot_index"]))],
+        "gpus": [_gpu(g, specs) for g in sorted(gpus, key=lambda g: int(g["slot_index"]))],
     }
 
 
-def snapshot_document(system: Row, gpus: Sequence[Row]) -> Document:
+def snapshot_document(system: Row, gpus: Sequence[Row], specs: Specs = NO_SPECS) -> Document:
     """`hardware-snapshot/<system_hardware_id>.json`: the system fields, GPUs embedded."""
-    return {"schema_version": SCHEMA_VERSION, **hardware_block(system, gpus)}
+    return {"schema_version": SCHEMA_VERSION, **hardware_block(system, gpus, specs)}
 
 
 def run_document(run: Row, system: Row, gpus: Sequence[Row], software: Row,
-                 gpu_slots: Sequence[int]) -> Document:
+                 gpu_slots: Sequence[int], specs: Specs = NO_SPECS) -> Document:
     """`runs/<run_id>.json` of a finished run: run fields, status, metrics, the hardware and
     software block with every GPU (each with the snapshot's power limit) and the slots used.
     `run` is a runs row with its snapshot's `gpu_power_limits_w` and the metrics columns."""
     power = run["gpu_power_limits_w"] or {}
-    block = hardware_block(system, gpus)
+    block = hardware_block(system, gpus, specs)
     for gpu in block["gpus"]:
         gpu["power_limit_w"] = power.get(str(gpu["slot_index"]))
     peak = run["peak_vram_bytes"]
@@ -184,6 +191,9 @@ class ReadModel:
     gpu_links: Sequence[Row]
     software: Sequence[Row]
     interface_types: Sequence[Row]
+    gpu_specs: Sequence[Row]
+    gpu_tflops: Sequence[Row]
+    compute_formats: Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,7 @@ def planned_files(model: ReadModel, since: datetime | None
     is exported when the provider snapshotted it at or after `since` or an exported run
     ran on it."""
     hardware = {str(h["system_hardware_id"]): h for h in model.system_hardware}
+    specs = spec_documents(model.gpu_specs, model.gpu_tflops, model.compute_formats)
     software = {str(s["system_software_id"]): s for s in model.software}
     links: dict[str, list[Row]] = defaultdict(list)
     for link in model.gpu_links:
@@ -227,7 +238,7 @@ def planned_files(model: ReadModel, since: datetime | None
                                    seen["first_seen_at"])
         if since is None or seen["last_seen_at"] >= since or (provider, system) in ran_on:
             planned.append(Planned(folder / "hardware-snapshot" / f"{system}.json",
-                                   snapshot_document(hardware[system], links[system]),
+                                   snapshot_document(hardware[system], links[system], specs),
                                    seen["first_seen_at"]))
     for run in model.runs:
         provider, system = run["provider_id"], str(run["system_hardware_id"])
@@ -242,7 +253,7 @@ def planned_files(model: ReadModel, since: datetime | None
             folders[provider] / "runs" / name,
             run_document(run, hardware[system], links[system],
                          software[str(run["system_software_id"])],
-                         slots[(provider, run["run_id"])]),
+                         slots[(provider, run["run_id"])], specs),
             run["started_at"]))
     seed = seed_document(model.interface_types)
     planned += [Planned(folders[p] / "seeds" / "interface_types.json", seed, at)

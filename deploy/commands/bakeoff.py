@@ -50,6 +50,7 @@ from hwledger.producers.bakeoff_export import (
 from hwledger.producers.events import EncodedEvent, InvalidEventError, encode_event
 from hwledger.producers.publisher import Publisher
 from hwledger.query.repository import compiled
+from hwledger.schemas import gpu_specs
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrated_schema
@@ -183,7 +184,10 @@ def read_model(conn: psycopg.Connection[Any], provider_id: str | None,
             system_hardware=rows(system_hardware_statement(provider_id)),
             gpu_links=rows(gpu_links_statement(provider_id)),
             software=rows(software_statement(provider_id)),
-            interface_types=rows(interface_types_statement()))
+            interface_types=rows(interface_types_statement()),
+            gpu_specs=rows(gpu_specs.specs_statement()),
+            gpu_tflops=rows(gpu_specs.tflops_statement()),
+            compute_formats=[r["name"] for r in rows(gpu_specs.formats_statement())])
 
 
 def _existing(path: Path) -> Any:

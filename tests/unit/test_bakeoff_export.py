@@ -138,7 +138,33 @@ def _model(*providers: str, runs: bool = True) -> ReadModel:
         gpu_links=next(iter(events.values()))["gpus"],
         software=[next(iter(events.values()))["software"]],
         interface_types=[{"interface_type_id": 2, "name": "SXM5"},
-                         {"interface_type_id": 1, "name": "PCIe 4.0 x16"}])
+                         {"interface_type_id": 1, "name": "PCIe 4.0 x16"}],
+        gpu_specs=[RTX4090_SPEC], gpu_tflops=[RTX4090_FP16], compute_formats=["fp16", "fp4"])
+
+
+RTX4090_SOURCE = {"source": "nvidia-ada-whitepaper", "source_kind": "vendor",
+                  "source_title": "Ada whitepaper", "source_url": "https://images.nvidia.com/"}
+RTX4090_SPEC = {"pci_vendor_id": "10de", "pci_device_id": "2684", "architecture": "Ada Lovelace",
+                "vram_type": "GDDR6X", "memory_bus_width_bits": 384,
+                "memory_data_rate_gbps": 21.0, "memory_bandwidth_gbps": 1008.0,
+                "boost_clock_mhz": 2520, "tdp_w": 450, "note": None, **RTX4090_SOURCE}
+RTX4090_FP16 = {"pci_vendor_id": "10de", "pci_device_id": "2684", "compute_format": "fp16",
+                "dense_tflops": 165.2, "sparse_tflops": 330.4, **RTX4090_SOURCE}
+
+
+def test_exported_gpus_carry_their_catalog_spec_and_still_import_back() -> None:
+    planned, _ = planned_files(_model("lab"), None)
+    files = {p.path.parent.name: p.content for p in planned}
+    for document in (files["runs"]["hardware"], files["hardware-snapshot"]):
+        spec = document["gpus"][0]["spec"]
+        assert (spec["architecture"], spec["memory_bandwidth_gbps"], spec["tdp_w"]) == (
+            "Ada Lovelace", 1008.0, 450)
+        assert spec["peak_tflops"] == {"fp16": {"dense": 165.2, "sparse": 330.4,
+                                                "source": "nvidia-ada-whitepaper"},
+                                       "fp4": None}
+        assert spec["sources"]["nvidia-ada-whitepaper"]["kind"] == "vendor"
+    events = _events("2026-05-14T09-12-03.json", "lab")
+    assert run_events(json.loads(render(files["runs"])), "lab") == events
 
 
 def test_one_data_directory_per_provider_keeps_shared_run_ids_apart() -> None:
