@@ -12,6 +12,7 @@ When no database or broker is named, the addresses of the local stack started by
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,8 @@ ENV_VARS = {
     "HWLEDGER_PARK_TTL_SECONDS": "event-time seconds before a parked event is a dead letter",
     "HWLEDGER_PROVIDER_ID": "provider id this host publishes under",
     "HWLEDGER_NODE_ID": "override the node id derived from /etc/machine-id",
+    "HWLEDGER_GPU_SAMPLE_HZ": "runner library: samples per second of a run's GPUs (power, "
+                              "memory, utilisation) while it runs (default 10, 0 = off)",
     "HWLEDGER_ALLOCATABLE_CPU_MILLICORES": "CPU offered to runs (default: threads x 1000)",
     "HWLEDGER_ALLOCATABLE_MEMORY": "memory offered to runs, e.g. 1400Gi (default: all RAM)",
     "HWLEDGER_ALLOCATABLE_EPHEMERAL_STORAGE": "ephemeral storage offered (default: / size)",
@@ -93,6 +96,19 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     value = _int(env, name, default)
     if value < 1:
         raise UserError(f"{name}={value} must be at least 1")
+    return value
+
+
+def _rate(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{name}={raw!r} must be 0 (off) or a positive number")
     return value
 
 
@@ -183,6 +199,7 @@ class Settings:
     access_log: bool = False
     provider_id: str | None = None
     node_id: str | None = None
+    gpu_sample_hz: float = 10.0
     auditor_keys_file: Path | None = None
     kafka_extra: dict[str, str] = field(default_factory=dict)
 
@@ -216,6 +233,7 @@ class Settings:
             access_log=_flag(env, "HWLEDGER_ACCESS_LOG"),
             provider_id=env.get("HWLEDGER_PROVIDER_ID") or None,
             node_id=env.get("HWLEDGER_NODE_ID") or None,
+            gpu_sample_hz=_rate(env, "HWLEDGER_GPU_SAMPLE_HZ", 10.0),
             auditor_keys_file=Path(env[AUDITOR_KEYS_SETTING]) if env.get(AUDITOR_KEYS_SETTING)
             else None,
             kafka_extra=kafka_options(env),

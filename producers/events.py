@@ -39,6 +39,9 @@ class ProducerSettings(Protocol):
     @property
     def node_id(self) -> str | None: ...
 
+    @property
+    def gpu_sample_hz(self) -> float: ...
+
     def kafka_config(self, **overrides: Any) -> dict[str, Any]: ...
 
 

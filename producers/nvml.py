@@ -1,9 +1,10 @@
-"""The NVML calls the probe makes, behind a small interface.
+"""The NVML calls the probe and the run sampler make, behind a small interface.
 
-`Nvml` names exactly the questions the probe asks NVML. `PynvmlBackend` asks the real library
-(package nvidia-ml-py); `RecordedNvml` replays answers recorded on real machines (the unit
-tests' fixtures). `read_nvml` turns the answers into `RawGpu` records plus driver versions; any
-NVML failure (no library, no driver, an error) yields zero GPUs and one warning, never a crash.
+`Nvml` names exactly the questions the probe and the sampler (`producers.telemetry`) ask
+NVML. `PynvmlBackend` asks the real library (package nvidia-ml-py); `RecordedNvml` replays
+answers recorded on real machines (the unit tests' fixtures). `read_nvml` turns the answers
+into `RawGpu` records plus driver versions; any NVML failure (no library, no driver, an error)
+yields zero GPUs and one warning, never a crash.
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ class Nvml(Protocol):
 
     def power_limit_mw(self, index: int) -> int: ...
 
+    def power_usage_mw(self, index: int) -> int:
+        """The board's power draw now (milliwatts)."""
+        ...
+
+    def memory_used(self, index: int) -> int:
+        """Device memory in use now (bytes), every process's."""
+        ...
+
+    def utilization_gpu_pct(self, index: int) -> int:
+        """Percent of the last sample period in which a kernel ran (NVML's `gpu` rate)."""
+        ...
+
 
 class PynvmlBackend:
     """The real NVML through pynvml; initialised once, shut down by `close`."""
@@ -122,6 +135,15 @@ class PynvmlBackend:
     def power_limit_mw(self, index: int) -> int:
         return int(self._call(self._nvml.nvmlDeviceGetPowerManagementLimit, self._handle(index)))
 
+    def power_usage_mw(self, index: int) -> int:
+        return int(self._call(self._nvml.nvmlDeviceGetPowerUsage, self._handle(index)))
+
+    def memory_used(self, index: int) -> int:
+        return int(self._call(self._nvml.nvmlDeviceGetMemoryInfo, self._handle(index)).used)
+
+    def utilization_gpu_pct(self, index: int) -> int:
+        return int(self._call(self._nvml.nvmlDeviceGetUtilizationRates, self._handle(index)).gpu)
+
     def close(self) -> None:
         with contextlib.suppress(NvmlUnavailable):
             self._call(self._nvml.nvmlShutdown)
@@ -133,13 +155,25 @@ class RecordedNvml:
     `answers` holds `driver_version`, `cuda_driver_version` and `devices`, a list of objects
     with `name`, `pci_device_id`, `pci_subsystem_id` (NVML's packed integers), `bus_id`,
     `memory_total`, `max_link` and `current_link` ([generation, width]) and `power_limit_mw`.
-    A value of null, or an `error` string at the top level, replays as an NVML error.
+    A value of null, or an `error` string at the top level, replays as an NVML error. A device's
+    optional `telemetry` list holds one {power_mw, memory_used, utilization_gpu} a sample: the
+    n-th question of a kind about a device gets the n-th entry (the last one once used up).
     """
 
     def __init__(self, answers: Mapping[str, Any]) -> None:
         if answers.get("error"):
             raise NvmlUnavailable(str(answers["error"]))
         self.answers = answers
+        self._asked: dict[tuple[int, str], int] = {}
+
+    def _sampled(self, index: int, key: str) -> int:
+        sequence = self.answers["devices"][index].get("telemetry") or []
+        asked = self._asked.get((index, key), 0)
+        self._asked[(index, key)] = asked + 1
+        value = sequence[min(asked, len(sequence) - 1)].get(key) if sequence else None
+        if value is None:
+            raise NvmlUnavailable(f"{key}: Not Supported")
+        return int(value)
 
     def _top(self, key: str) -> Any:
         value = self.answers.get(key)
@@ -184,12 +218,21 @@ class RecordedNvml:
     def power_limit_mw(self, index: int) -> int:
         return int(self._device(index, "power_limit_mw"))
 
+    def power_usage_mw(self, index: int) -> int:
+        return self._sampled(index, "power_mw")
+
+    def memory_used(self, index: int) -> int:
+        return self._sampled(index, "memory_used")
+
+    def utilization_gpu_pct(self, index: int) -> int:
+        return self._sampled(index, "utilization_gpu")
+
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _optional(fn: Callable[[], T]) -> T | None:
+def optional(fn: Callable[[], T]) -> T | None:
     """An answer some GPUs do not give (power limit on a GeForce card, link on SXM boards)."""
     try:
         return fn()
@@ -204,15 +247,15 @@ def cuda_version_text(packed: int) -> str:
 
 def _gpu(nvml: Nvml, index: int) -> RawGpu:
     device_id, subsystem_id, bus_id = nvml.pci_info(index)
-    power_mw = _optional(lambda: nvml.power_limit_mw(index))
+    power_mw = optional(lambda: nvml.power_limit_mw(index))
     return RawGpu(
         name=nvml.name(index),
         pci_vendor_id=f"{device_id & 0xFFFF:04x}",
         pci_device_id=f"{device_id >> 16:04x}",
         pci_subsystem_id=f"{subsystem_id:08x}" if subsystem_id else None,
         vram_bytes=nvml.memory_total(index),
-        max_link=_optional(lambda: nvml.max_link(index)),
-        current_link=_optional(lambda: nvml.current_link(index)),
+        max_link=optional(lambda: nvml.max_link(index)),
+        current_link=optional(lambda: nvml.current_link(index)),
         power_limit_w=None if power_mw is None else round(power_mw / 1000),
         bus_id=bus_id.lower(),
     )
@@ -229,10 +272,10 @@ def unavailable(exc: BaseException) -> NvmlReport:
 def read_nvml(nvml: Nvml) -> NvmlReport:
     """Every NVIDIA GPU NVML sees, or zero GPUs and one warning when NVML fails."""
     try:
-        packed_cuda = _optional(nvml.cuda_driver_version)
+        packed_cuda = optional(nvml.cuda_driver_version)
         return NvmlReport(
             gpus=[_gpu(nvml, i) for i in range(nvml.device_count())],
-            driver_version=_optional(nvml.driver_version),
+            driver_version=optional(nvml.driver_version),
             cuda_version=None if packed_cuda is None else cuda_version_text(packed_cuda),
         )
     except NVML_ERRORS as exc:

@@ -14,7 +14,7 @@ import os
 import platform
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +33,12 @@ from hwledger.producers.nvml import (
     unavailable,
 )
 from hwledger.producers.sysfs_gpus import DISPLAY_CLASS_PREFIX, PCI_DEVICES, read_sysfs_gpus
+from hwledger.producers.telemetry import (
+    CombinedTelemetry,
+    NvmlTelemetry,
+    SysfsTelemetry,
+    TelemetrySource,
+)
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.identity import (
     OPTIONAL_SYSTEM_IDENTITY,
@@ -410,6 +416,8 @@ class Prober:
         self._nvml: Nvml | None = None
         self._pci_devices = pci_devices
         self._read_host = read_host
+        self._nvml_slots = 0
+        self._sysfs_slots: dict[int, str] = {}
 
     def _nvml_report(self) -> NvmlReport:
         if self._open_nvml is None:
@@ -423,10 +431,28 @@ class Prober:
 
     def probe(self) -> Probe:
         report = self._nvml_report()
-        snapshot = build_snapshot(self._read_host(), report, read_sysfs_gpus(self._pci_devices),
-                                  self.options, provider_id=self.provider_id,
-                                  node_id=self.node_id)
+        others = read_sysfs_gpus(self._pci_devices)
+        snapshot = build_snapshot(self._read_host(), report, others, self.options,
+                                  provider_id=self.provider_id, node_id=self.node_id)
+        self._nvml_slots = len(report.gpus)
+        self._sysfs_slots = {len(report.gpus) + i: g.bus_id for i, g in enumerate(others)}
         return Probe(snapshot, list(report.warnings))
+
+    def telemetry_source(self, slots: Iterable[int]) -> TelemetrySource | None:
+        """A source for the GPU slots of the last probe that NVML or amdgpu's sysfs files can
+        watch (the slot order of `build_snapshot`: NVML's GPUs first, then the PCI tree's);
+        None when none of `slots` can be watched."""
+        wanted = set(slots)
+        sources: list[TelemetrySource] = []
+        nvidia = {s: s for s in sorted(wanted) if s < self._nvml_slots}
+        if nvidia and self._nvml is not None:
+            sources.append(NvmlTelemetry(self._nvml, nvidia))
+        amd = {s: self._pci_devices / bus for s, bus in self._sysfs_slots.items() if s in wanted}
+        if amd:
+            sources.append(SysfsTelemetry(amd))
+        if not sources:
+            return None
+        return sources[0] if len(sources) == 1 else CombinedTelemetry(sources)
 
     def close(self) -> None:
         close = getattr(self._nvml, "close", None)

@@ -5,7 +5,9 @@ has a new fingerprint (a GPU swap, a driver upgrade), so runs always name the sn
 effect; between them, `publish_heartbeat` sends the small NodeHeartbeated naming it.
 `Runner` adds runs: `with runner.run(...) as run:` publishes RunStarted (resources, GPU slots,
 the snapshot in effect) and, when the block ends, RunFinished with the status (succeeded,
-failed with the error, cancelled on Ctrl-C) and the metrics set on `run`.
+failed with the error, cancelled on Ctrl-C) and the metrics: the measured duration and, while
+the block is open, a sampler thread's figures of the run's GPUs (NVML, amdgpu sysfs;
+`producers.telemetry`), under the metrics set on `run`, which win.
 
     from hwledger.deploy.config import Settings
     from hwledger.producers.runner import Runner
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -30,6 +33,7 @@ from typing import Any
 from hwledger.producers.events import ProducerSettings, complete
 from hwledger.producers.probe import ProbeOptions, Prober, fingerprint, node_id
 from hwledger.producers.publisher import Publisher
+from hwledger.producers.telemetry import DEFAULT_SAMPLE_HZ, Sample, Sampler, summarize
 from hwledger.schemas.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -103,7 +107,8 @@ class SnapshotTracker:
 
 @dataclass
 class Run:
-    """A run in progress: set `metrics` (RunFinished field names) and optionally `status`."""
+    """A run in progress: set `metrics` (RunFinished field names: `measured_tflops` with its
+    `compute_format`, ...) and optionally `status`."""
 
     run_id: str
     gpu_slots: list[int]
@@ -111,22 +116,36 @@ class Run:
     status: str | None = None
 
 
+def finished_metrics(duration_s: float, samples: Sequence[Sample],
+                     stated: dict[str, Any]) -> dict[str, Any]:
+    """RunFinished's metrics: the measured duration and the samples' figures, under the
+    metrics the caller stated (a stated key wins, even a stated None)."""
+    return {"wall_clock_seconds": duration_s, **summarize(samples), **stated}
+
+
 class Runner:
     """One runner process: snapshot at start, re-probe before each run, RunStarted/Finished.
 
+    `sample_hz` is the rate the run's GPUs are sampled at while a run is open (0: not at all).
     Closing the runner closes the publisher and prober it was given.
     """
 
-    def __init__(self, prober: Prober, publisher: Publisher) -> None:
+    def __init__(self, prober: Prober, publisher: Publisher, *,
+                 sample_hz: float = DEFAULT_SAMPLE_HZ,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if sample_hz < 0:
+            raise UserError(f"the GPU sample rate must be 0 (off) or positive, not {sample_hz}")
         self.tracker = SnapshotTracker(prober, publisher)
         self.publisher = publisher
+        self.sample_hz = sample_hz
+        self.clock = clock
 
     @classmethod
     def from_settings(cls, settings: ProducerSettings,
                       options: ProbeOptions | None = None) -> Runner:
         prober = Prober(require_provider_id(settings), node_id(settings.node_id, settings.home),
                         options or ProbeOptions.from_env())
-        return cls(prober, Publisher.from_settings(settings))
+        return cls(prober, Publisher.from_settings(settings), sample_hz=settings.gpu_sample_hz)
 
     def start(self) -> None:
         self.tracker.publish_current()
@@ -158,6 +177,10 @@ class Runner:
                           "gpu_slots": run.gpu_slots},
             "task_ref": task_ref, "model_ref": model_ref,
         })
+        source = (self.tracker.prober.telemetry_source(run.gpu_slots)
+                  if self.sample_hz > 0 else None)
+        sampler = None if source is None else Sampler(source, self.sample_hz, self.clock).start()
+        started = self.clock()
         error: str | None = None
         status = "succeeded"
         try:
@@ -169,8 +192,10 @@ class Runner:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            samples = [] if sampler is None else sampler.stop()
+            metrics = finished_metrics(self.clock() - started, samples, run.metrics)
             self.publisher.publish("RunFinished", {
-                **ids, **run.metrics, "status": run.status or status, "error_message": error})
+                **ids, **metrics, "status": run.status or status, "error_message": error})
 
     def close(self) -> None:
         self.publisher.close()

@@ -1,14 +1,26 @@
-"""GPU facts against the real Postgres (and broker): the seeded spec catalog in
-`GET /v1/hardware/{id}`, and a run's measured TFLOPS over the catalog's peak in
-`GET /v1/runs/{id}`."""
+"""GPU facts against the real Postgres and broker: the seeded spec catalog in
+`GET /v1/hardware/{id}`, a run's measured TFLOPS over the catalog's peak in `GET /v1/runs/{id}`,
+and a run published by the runner library with its sampled figures."""
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from hwledger.producers.nvml import RecordedNvml
+from hwledger.producers.probe import Prober
+from hwledger.producers.publisher import Publisher
+from hwledger.producers.runner import Runner
+from hwledger.projectors import catch_up
 from hwledger.schemas.db import connect
 from tests import factories as f
 from tests.integration.query_support import client, schema_with
+
+GiB = 2**30
+RUN_RECORDING = Path(__file__).parents[1] / "fixtures" / "nvml" / "h100_sxm_x2_run.json"
 
 MYSTERY = f.gpu(2, "h100-sxm", name="Mystery Accelerator", model="mystery", vendor="nvidia",
                 pci_device_id="fffe")
@@ -69,3 +81,36 @@ def test_hardware_and_run_routes_show_the_spec_and_the_tflops_utilization(
         assert spec["sources"]["nvidia-h100"]["url"].startswith("https://www.nvidia.com/")
         assert gpus[2]["spec"] is None
         assert run["hardware"]["gpus"][0]["spec"] == spec
+
+
+def test_a_run_published_by_the_runner_library_shows_its_sampled_figures(
+        database_url: str, db_schema: str, kafka_config: dict[str, Any], topic: str,
+        home: Path, tmp_path: Path) -> None:
+    recording = json.loads(RUN_RECORDING.read_text("utf-8"))
+    gpus = Prober("provider-t", "node-t", open_nvml=lambda: RecordedNvml(recording),
+                  pci_devices=tmp_path)
+    with Runner(gpus, Publisher(kafka_config, topic, home / "spool-gpu"), sample_hz=100) as runner:
+        with runner.run(gpu_slots=[0, 1], run_id="run-sampled") as run:
+            time.sleep(0.3)  # 30 samples: the 8 recorded ones, then the last one held
+            run.metrics.update(measured_tflops=989.5, compute_format="bf16",
+                               tokens_per_second=2310.0)
+        assert runner.publisher.flush(20) == 0
+    bare = Prober("provider-u", "node-u", open_nvml=None, pci_devices=tmp_path)
+    with Runner(bare, Publisher(kafka_config, topic, home / "spool-bare")) as runner:
+        with runner.run(run_id="run-bare"):
+            time.sleep(0.05)
+        assert runner.publisher.flush(20) == 0
+    catch_up(database_url, db_schema, kafka_config, topic)
+    with client(database_url, db_schema, datetime.now(UTC)) as http:
+        sampled = http.get("/v1/runs/run-sampled").json()["metrics"]
+        bare_metrics = http.get("/v1/providers/provider-u/runs/run-bare").json()["metrics"]
+    assert sampled["peak_vram_bytes"] == 141 * GiB  # 71 + 70 GiB, the recording's peak
+    assert 0.3 <= sampled["wall_clock_seconds"] < 5
+    # both GPUs draw at least 116 W and at most 661 W over the run
+    assert 2 * 116 * 0.3 / 3600 < sampled["energy_wh"] < 2 * 661 * 5 / 3600
+    assert 0 < sampled["gpu_sm_utilization_pct"] < 99
+    assert (sampled["tokens_per_second"], sampled["compute_format"]) == (2310.0, "bf16")
+    assert (sampled["peak_tflops"], sampled["tflops_utilization_pct"]) == (1979.0, 50.0)
+    assert bare_metrics["wall_clock_seconds"] >= 0.05
+    assert [bare_metrics[k] for k in ("peak_vram_bytes", "energy_wh", "gpu_sm_utilization_pct",
+                                      "tflops_utilization_pct")] == [None] * 4

@@ -148,3 +148,13 @@ def test_the_state_folder_defaults_to_the_xdg_state_directory(tmp_path: Path) ->
     assert Settings.from_env({}).home == Path.home() / ".local" / "state" / "hwledger"
     assert Settings.from_env({"HWLEDGER_HOME": "/srv/hw", "XDG_STATE_HOME": str(tmp_path)}
                              ).home == Path("/srv/hw")
+
+
+def test_the_gpu_sample_rate_comes_from_the_environment(tmp_path: Path) -> None:
+    home = {"HWLEDGER_HOME": str(tmp_path)}
+    assert Settings.from_env(home).gpu_sample_hz == 10.0
+    assert Settings.from_env(home | {"HWLEDGER_GPU_SAMPLE_HZ": "2.5"}).gpu_sample_hz == 2.5
+    assert Settings.from_env(home | {"HWLEDGER_GPU_SAMPLE_HZ": "0"}).gpu_sample_hz == 0
+    for bad in ("-1", "fast", "nan"):
+        with pytest.raises(UserError, match=f"HWLEDGER_GPU_SAMPLE_HZ='{bad}'"):
+            Settings.from_env(home | {"HWLEDGER_GPU_SAMPLE_HZ": bad})
