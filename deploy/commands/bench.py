@@ -15,13 +15,14 @@ from hwledger.deploy.commands import (
     bench_project,
     bench_rebuild,
     bench_soak,
+    bench_telemetry,
     produce,
     query,
 )
 
 BENCHMARK_MODULES: tuple[CommandModule, ...] = (query.BENCHMARK, produce.BENCHMARK,
                                                  bench_project, bench_rebuild, bench_soak,
-                                                 bench_gpus, bench_heartbeat_day)
+                                                 bench_gpus, bench_heartbeat_day, bench_telemetry)
 
 
 def register(subparsers: Subparsers) -> None:

@@ -142,3 +142,13 @@ def test_a_failing_source_stops_the_sampling_with_one_warning(
 def test_the_sample_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="sample rate must be positive"):
         Sampler(_Exploding(), hz=0)
+
+
+def test_the_overhead_benchmark_times_the_sampler_against_no_sampler() -> None:
+    from hwledger.producers.telemetry_bench import run_telemetry_benchmark
+
+    found = run_telemetry_benchmark(seconds=0.3, repeats=1, hz=50, gpus=2)
+    assert 30 <= found["samples_per_second"] <= 60  # 50 Hz plus the start and stop samples
+    assert found["cpu_s_per_s_sampler"] > 0 and found["cpu_s_per_s_baseline"] >= 0
+    assert found["overhead_cpu_s_per_s"] == pytest.approx(
+        found["cpu_s_per_s_sampler"] - found["cpu_s_per_s_baseline"], abs=1e-6)
