@@ -48,11 +48,13 @@ def test_seeded_catalog_and_its_lookups(database_url: str) -> None:
 def test_hardware_and_run_routes_show_the_spec_and_the_tflops_utilization(
         database_url: str) -> None:
     snapshot = f.snapshot(gpus=[f.gpu(0), f.gpu(1), MYSTERY])
+    cpu_only = f.snapshot("provider-b", gpus=[])
     bf16 = f.run_started(snapshot, "run-bf16", gpu_slots=[0, 1])
     unnamed = f.run_started(snapshot, "run-unnamed", gpu_slots=[0])
     mystery = f.run_started(snapshot, "run-mystery", gpu_slots=[1, 2])
     events: list[tuple[str, dict[str, Any]]] = [
-        ("HardwareSnapshotted", snapshot), ("RunStarted", bf16), ("RunStarted", unnamed),
+        ("HardwareSnapshotted", snapshot), ("HardwareSnapshotted", cpu_only),
+        ("RunStarted", bf16), ("RunStarted", unnamed),
         ("RunStarted", mystery),
         ("RunFinished", f.run_finished(bf16, measured_tflops=989.5, compute_format="bf16")),
         ("RunFinished", f.run_finished(unnamed, measured_tflops=100.0)),
@@ -81,6 +83,8 @@ def test_hardware_and_run_routes_show_the_spec_and_the_tflops_utilization(
         assert spec["sources"]["nvidia-h100"]["url"].startswith("https://www.nvidia.com/")
         assert gpus[2]["spec"] is None
         assert run["hardware"]["gpus"][0]["spec"] == spec
+        node = http.get("/v1/providers/provider-b").json()["nodes"][0]
+        assert http.get(f"/v1/hardware/{node['systemHardwareId']}").json()["gpus"] == []
 
 
 def test_a_run_published_by_the_runner_library_shows_its_sampled_figures(
