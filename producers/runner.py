@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -131,14 +131,12 @@ class Runner:
     """
 
     def __init__(self, prober: Prober, publisher: Publisher, *,
-                 sample_hz: float = DEFAULT_SAMPLE_HZ,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 sample_hz: float = DEFAULT_SAMPLE_HZ) -> None:
         if sample_hz < 0:
             raise UserError(f"the GPU sample rate must be 0 (off) or positive, not {sample_hz}")
         self.tracker = SnapshotTracker(prober, publisher)
         self.publisher = publisher
         self.sample_hz = sample_hz
-        self.clock = clock
 
     @classmethod
     def from_settings(cls, settings: ProducerSettings,
@@ -179,8 +177,8 @@ class Runner:
         })
         source = (self.tracker.prober.telemetry_source(run.gpu_slots)
                   if self.sample_hz > 0 else None)
-        sampler = None if source is None else Sampler(source, self.sample_hz, self.clock).start()
-        started = self.clock()
+        sampler = None if source is None else Sampler(source, self.sample_hz).start()
+        started = time.monotonic()
         error: str | None = None
         status = "succeeded"
         try:
@@ -193,7 +191,7 @@ class Runner:
             raise
         finally:
             samples = [] if sampler is None else sampler.stop()
-            metrics = finished_metrics(self.clock() - started, samples, run.metrics)
+            metrics = finished_metrics(time.monotonic() - started, samples, run.metrics)
             self.publisher.publish("RunFinished", {
                 **ids, **metrics, "status": run.status or status, "error_message": error})
 

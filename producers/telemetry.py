@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -161,13 +161,11 @@ class Sampler:
     once at each of them. A source that raises stops the sampling with one warning; the run
     goes on and keeps the samples taken."""
 
-    def __init__(self, source: TelemetrySource, hz: float = DEFAULT_SAMPLE_HZ,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, source: TelemetrySource, hz: float = DEFAULT_SAMPLE_HZ) -> None:
         if hz <= 0:
             raise ValueError(f"sample rate must be positive (got {hz})")
         self.source = source
         self.interval = 1 / hz
-        self.clock = clock
         self.samples: list[Sample] = []
         self._failed = False
         self._stop = threading.Event()
@@ -176,7 +174,7 @@ class Sampler:
 
     def _sample(self) -> bool:
         try:
-            self.samples.append(Sample(self.clock(), tuple(self.source.read())))
+            self.samples.append(Sample(time.monotonic(), tuple(self.source.read())))
         except Exception as exc:  # a telemetry failure must not fail the run it watches
             log.warning("GPU telemetry stopped: %s: %s", type(exc).__name__, exc)
             self._failed = True
@@ -184,10 +182,10 @@ class Sampler:
         return True
 
     def _loop(self) -> None:
-        due = self.clock()
+        due = time.monotonic()
         while self._sample():
             due += self.interval
-            if self._stop.wait(max(0.0, due - self.clock())):
+            if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
 
     def start(self) -> Sampler:
