@@ -38,6 +38,8 @@ def register(subparsers: Subparsers) -> None:
     seed = add_command(db, "seed", _seed, "load seeds/interface_types.json into the same "
                                           "schemas (idempotent)")
     seed.add_argument("--file", type=Path, help="another interface_types.json to load")
+    seed.add_argument("--gpu-specs", type=Path, metavar="FILE",
+                      help="another gpu_specs.json (the GPU spec catalog) to load")
     prune = add_command(db, "prune", _prune, "drop applied_events rows older than the dedup "
                                              "window of event time, in the same schemas "
                                              "(safe at any window: docs/operations.md)")
@@ -94,7 +96,8 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings.require_database_url(), None) as conn:
         for schema in _schemas(conn, settings):
             use_schema(conn, schema)
-            changed = seed_database(conn, args.file)
+            changed = seed_database(conn, args.file, args.gpu_specs)
             conn.commit()
-            print(f"schema {schema!r}: seeded interface_type: {changed} rows changed")
+            print(f"schema {schema!r}: seeded interface_type and the GPU spec catalog: "
+                  f"{changed} rows changed")
     return 0

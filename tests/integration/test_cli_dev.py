@@ -172,6 +172,21 @@ def test_malformed_seed_file_is_one_line(home: Path, tmp_path: Path, database_ur
         "Expecting property name enclosed in double quotes"
 
 
+def test_a_gpu_spec_file_breaking_a_formula_is_one_line(home: Path, tmp_path: Path,
+                                                        database_url: str) -> None:
+    shipped = Path(__file__).parents[2] / "seeds" / "gpu_specs.json"
+    doc = json.loads(shipped.read_text("utf-8"))
+    doc["gpu_specs"][0]["memory_bandwidth_gbps"] = 4000
+    bad = tmp_path / "gpu_specs.json"
+    bad.write_text(json.dumps(doc))
+    result = run(["db", "seed", "--gpu-specs", str(bad)], home,
+                 HWLEDGER_DATABASE_URL=database_url)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"hwledger: error: {bad}: 10de:2335: memory_bandwidth_gbps 4000 is not bus width x "
+        "data rate / 8 = 4800")
+
+
 def test_dev_up_in_the_foreground_stops_the_stack_on_sigterm(home: Path) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HWLEDGER_")}
     process = subprocess.Popen([*HWLEDGER, "dev", "up"], stdout=subprocess.PIPE, text=True,
