@@ -16,11 +16,13 @@ from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import Runner
 from hwledger.projectors import catch_up
 from hwledger.schemas.db import connect
+from hwledger.seeds import seed_database
 from tests import factories as f
 from tests.integration.query_support import client, schema_with
 
 GiB = 2**30
 RUN_RECORDING = Path(__file__).parents[1] / "fixtures" / "nvml" / "h100_sxm_x2_run.json"
+SPECS = Path(__file__).parents[2] / "seeds" / "gpu_specs.json"
 
 MYSTERY = f.gpu(2, "h100-sxm", name="Mystery Accelerator", model="mystery", vendor="nvidia",
                 pci_device_id="fffe")
@@ -43,6 +45,28 @@ def test_seeded_catalog_and_its_lookups(database_url: str) -> None:
             "WHERE (s.pci_vendor_id, s.pci_device_id, c.name) = ('10de', '26b9', 'fp64')"
         ).fetchone()
         assert linked == ("Ada Lovelace", "GDDR6", 864.0, 1.43, "derived")
+        assert seed_database(conn) == 0
+
+
+def test_reseeding_a_changed_catalog_updates_and_drops_figures(database_url: str,
+                                                               tmp_path: Path) -> None:
+    doc = json.loads(SPECS.read_text("utf-8"))
+    h200 = doc["gpu_specs"][0]
+    h200["dense_tflops"]["fp8"], h200["tdp_w"] = None, 650
+    del h200["sparse_tflops"]["fp8"]
+    changed = tmp_path / "gpu_specs.json"
+    changed.write_text(json.dumps(doc))
+    query = ("SELECT s.tdp_w, array(SELECT c.name FROM gpu_tflops t JOIN compute_formats c "
+             "USING (compute_format_id) WHERE (t.pci_vendor_id, t.pci_device_id) = "
+             "(s.pci_vendor_id, s.pci_device_id) ORDER BY 1) FROM gpu_spec s "
+             "WHERE s.pci_device_id = '2335'")
+    with schema_with(database_url, []) as schema, connect(database_url, schema) as conn:
+        assert seed_database(conn, specs_path=changed) == 2  # the spec row, the fp8 row
+        assert conn.execute(query).fetchone() == (
+            650, ["bf16", "fp16", "fp32", "fp64", "int8", "tf32"])
+        assert seed_database(conn) == 2
+        assert conn.execute(query).fetchone() == (
+            700, ["bf16", "fp16", "fp32", "fp64", "fp8", "int8", "tf32"])
 
 
 def test_hardware_and_run_routes_show_the_spec_and_the_tflops_utilization(
