@@ -14,6 +14,7 @@ import pytest
 
 from hwledger.producers import runner
 from hwledger.producers.nvml import RecordedNvml
+from hwledger.producers.probe import Prober
 from hwledger.schemas import codec
 from tests.integration.test_publisher import consume
 from tests.readme import blocks
@@ -26,7 +27,7 @@ def test_the_readme_runner_example_publishes_a_run(
         monkeypatch: pytest.MonkeyPatch) -> None:
     answers = json.loads(FIXTURE.read_text("utf-8"))
     monkeypatch.setattr(runner, "Prober", functools.partial(
-        runner.Prober, open_nvml=lambda: RecordedNvml(answers)))
+        Prober, open_nvml=lambda: RecordedNvml(answers)))
     for name, value in {"HWLEDGER_KAFKA_BOOTSTRAP": kafka_config["bootstrap.servers"],
                         "HWLEDGER_TOPIC": topic, "HWLEDGER_HOME": str(home),
                         "HWLEDGER_PROVIDER_ID": "akash1readme"}.items():
