@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from hwledger.projectors.projection import Record
 from hwledger.projectors.retention import prune_applied_events
@@ -140,6 +141,7 @@ def test_pruning_keeps_the_read_model_and_verify_agrees(database_url: str) -> No
         assert next(d for d in diffs if d.table == "applied_events").rows_a < len(history)
 
 
+@pytest.mark.slow
 def test_db_prune_prints_one_line_per_schema(database_url: str, tmp_path: Path) -> None:
     with fresh_schema(database_url) as schema:
         with connect(database_url, schema) as conn:
@@ -154,6 +156,7 @@ def test_db_prune_prints_one_line_per_schema(database_url: str, tmp_path: Path) 
         assert refused.returncode == 2 and "the window must be positive" in refused.stderr
 
 
+@pytest.mark.slow
 def test_bench_heartbeat_day_at_a_tiny_size(database_url: str, tmp_path: Path) -> None:
     result = cli.run(["bench", "heartbeat-day", "--sample", "4", "--periods", "6"], tmp_path,
                      HWLEDGER_DATABASE_URL=database_url)

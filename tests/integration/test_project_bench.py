@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from hwledger.deploy.project_bench import BenchConfig, run_benchmark
 
 
+@pytest.mark.slow
 def test_bench_project_measures_every_side_and_its_ceiling_writes_the_same_rows(
         database_url: str, kafka_config: dict[str, Any]) -> None:
     figures = run_benchmark(BenchConfig(database_url=database_url, kafka=kafka_config,

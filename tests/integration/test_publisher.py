@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from hwledger.deploy.cli import main
@@ -69,6 +70,7 @@ def test_published_snapshot_decodes_to_the_probe_payload(
     assert event.data == snapshot
 
 
+@pytest.mark.slow
 def test_broker_outage_spools_and_delivers_everything_once_in_order(tmp_path: Path) -> None:
     port = free_port()
     topic = "hwledger.outage"

@@ -3,10 +3,13 @@ the load client's requests all come back 200, and EXPLAIN shows the GIN index.""
 
 from __future__ import annotations
 
+import pytest
+
 from hwledger.deploy.localstack import free_port
 from hwledger.query.bench import run_benchmark
 
 
+@pytest.mark.slow
 def test_bench_query_measures_every_side_and_agrees_with_the_naive_filter(
         database_url: str) -> None:
     lines: list[str] = []

@@ -76,6 +76,7 @@ def scrape(base: str) -> Samples:
     return samples(httpx.get(base + "/metrics", timeout=10).text)
 
 
+@pytest.mark.slow
 def test_one_scrape_of_serve_with_two_workers_counts_every_workers_requests(
         database_url: str, fleet_schema: str, home: Path, tmp_path: Path) -> None:
     requests, threads = 40, 4

@@ -159,6 +159,7 @@ def test_terminated_backends_cost_no_request(own_database: str) -> None:
             assert detail.status_code == 200, detail.text
 
 
+@pytest.mark.slow
 def test_fuzz_from_openapi_never_5xx(database_url: str, fleet_schema: str) -> None:
     with client(database_url, fleet_schema, NOW, max_wait_seconds=0.05) as http:
         schema = schemathesis.openapi.from_asgi("/openapi.json", http.app)

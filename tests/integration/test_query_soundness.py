@@ -133,6 +133,7 @@ def sound(database_url: str) -> Iterator[tuple[str, QueryService]]:
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
+@pytest.mark.slow
 @given(history=histories(), request=requests())
 def test_prefilter_never_drops_a_placeable_provider(
         database_url: str, sound: tuple[str, QueryService],

@@ -98,6 +98,7 @@ def test_agent_publishes_on_change_between_heartbeats(
     assert [len(s["gpus"]) for s in snapshots] == [1, 2]
 
 
+@pytest.mark.slow
 def test_agent_command_heartbeats_and_exits_cleanly_on_sigterm(
         kafka_config: dict[str, Any], topic: str, home: Path) -> None:
     env = {**os.environ, "HWLEDGER_HOME": str(home), "HWLEDGER_TOPIC": topic,
