@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from importlib import resources
@@ -282,25 +283,36 @@ def interface_type_ids() -> dict[str, int]:
 
 
 def _upsert(cur: psycopg.Cursor[Any], table: str, keys: tuple[str, ...],
-            row: dict[str, Any]) -> int:
-    """Insert `row` into `table`, or update the row with its `keys` when a value differs;
-    returns rows changed (0 when the stored row is already equal)."""
-    names = list(row)
+            rows: Sequence[dict[str, Any]]) -> int:
+    """Insert `rows` (the same columns each) into `table` in one statement, updating a stored
+    row with the same `keys` only when a value differs; returns rows changed (0 when every
+    stored row is already equal)."""
+    names = list(rows[0])
     values = [n for n in names if n not in keys]
+    row_params = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(names)))
     statement = sql.SQL(
-        "INSERT INTO {table} AS t ({columns}) VALUES ({params}) ON CONFLICT ({keys}) "
+        "INSERT INTO {table} AS t ({columns}) VALUES {params} ON CONFLICT ({keys}) "
         "DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
         table=sql.Identifier(table),
         columns=sql.SQL(", ").join(map(sql.Identifier, names)),
-        params=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+        params=sql.SQL(", ").join([row_params] * len(rows)),
         keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
         sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
                                 for n in values),
         old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in values),
         new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(n))
                                for n in values))
-    cur.execute(statement, [row[n] for n in names])
+    cur.execute(statement, [row[n] for row in rows for n in names])
     return cur.rowcount
+
+
+_DROPPED_FIGURES = """
+DELETE FROM gpu_tflops g
+WHERE (g.pci_vendor_id, g.pci_device_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+  AND (g.pci_vendor_id, g.pci_device_id, g.compute_format_id) NOT IN (
+      SELECT * FROM unnest(%s::text[], %s::text[], %s::smallint[]))
+"""
+"""The figures of seeded GPUs that the catalog file no longer has."""
 
 
 def catalog_rows(catalog: GpuSpecCatalog) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
@@ -346,18 +358,19 @@ def seed_database(conn: psycopg.Connection[Any], path: Path | None = None,
     rows: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
         ("interface_type", ("interface_type_id",), asdict(r)) for r in load_interface_types(path)]
     rows += catalog_rows(catalog)
-    kept: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for table, _, row in rows:
-        if table == "gpu_tflops":
-            kept[(row["pci_vendor_id"], row["pci_device_id"])].append(row["compute_format_id"])
+    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+    for table, keys, row in rows:  # one statement per table, in order (lookups first)
+        groups[(table, keys)].append(row)
+    kept = groups[("gpu_tflops", ("pci_vendor_id", "pci_device_id", "compute_format_id"))]
     changed = 0
     with conn.cursor() as cur:
-        for table, keys, row in rows:
-            changed += _upsert(cur, table, keys, row)
-        for spec in catalog.specs:
-            cur.execute("DELETE FROM gpu_tflops WHERE pci_vendor_id = %s AND pci_device_id = %s "
-                        "AND compute_format_id <> ALL(%s)",
-                        (spec.pci_vendor_id, spec.pci_device_id,
-                         kept[(spec.pci_vendor_id, spec.pci_device_id)]))
-            changed += cur.rowcount
+        for (table, keys), table_rows in groups.items():
+            if table_rows:
+                changed += _upsert(cur, table, keys, table_rows)
+        cur.execute(_DROPPED_FIGURES, (
+            [spec.pci_vendor_id for spec in catalog.specs],
+            [spec.pci_device_id for spec in catalog.specs],
+            [r["pci_vendor_id"] for r in kept], [r["pci_device_id"] for r in kept],
+            [r["compute_format_id"] for r in kept]))
+        changed += cur.rowcount
     return changed
