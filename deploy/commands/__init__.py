@@ -13,12 +13,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from hwledger.deploy.config import Settings
 from hwledger.schemas.secrets import JsonRedactingFormatter, RedactingFormatter
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+N = TypeVar("N", int, float)
 Subparsers = Any  # argparse's _SubParsersAction is private
 
 
@@ -35,6 +36,26 @@ def add_command(subparsers: Subparsers, name: str, handler: Handler, help_text: 
                                                              description=help_text)
     parser.set_defaults(handler=handler)
     return parser
+
+
+def number(convert: Callable[[str], N], kind: str, accept: Callable[[N], bool], rule: str
+           ) -> Callable[[str], N]:
+    """An argparse `type`: the text as `convert` reads it (else "'x' is not `kind`"), refused
+    unless `accept` holds (else "value `rule`"): argparse turns both into a usage error."""
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{value} {rule}")
+        return value
+    return parse
+
+
+positive = number(int, "an integer", lambda v: v >= 1, "must be at least 1")
+non_negative = number(int, "an integer", lambda v: v >= 0, "must not be negative")
+positive_number = number(float, "a number", lambda v: v > 0, "must be positive")
 
 
 def add_group(subparsers: Subparsers, name: str, help_text: str) -> Subparsers:

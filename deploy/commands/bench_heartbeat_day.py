@@ -10,8 +10,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from hwledger.deploy.commands import Subparsers, add_command
-from hwledger.deploy.commands.project import positive
+from hwledger.deploy.commands import Subparsers, add_command, positive
 from hwledger.deploy.config import Settings
 from hwledger.deploy.heartbeat_day import SIDES, DayConfig, figures, run_day
 

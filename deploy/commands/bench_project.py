@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hwledger.deploy.commands import Subparsers, add_command
-from hwledger.deploy.commands.project import positive
+from hwledger.deploy.commands import Subparsers, add_command, positive
 from hwledger.deploy.config import Settings
 from hwledger.deploy.project_bench import BenchConfig, run_benchmark
 from hwledger.projectors.service import tune_gc

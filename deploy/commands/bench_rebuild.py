@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hwledger.deploy.commands import Subparsers, add_command
-from hwledger.deploy.commands.project import positive
+from hwledger.deploy.commands import Subparsers, add_command, positive
 from hwledger.deploy.config import Settings
 from hwledger.deploy.rebuild_bench import run_rebuild_benchmark
 from hwledger.projectors.service import tune_gc

@@ -5,28 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from hwledger.deploy.commands import Subparsers, add_command
-from hwledger.deploy.commands.project import positive
+from hwledger.deploy.commands import Subparsers, add_command, positive, positive_number
 from hwledger.deploy.config import Settings
 from hwledger.producers.telemetry_bench import run_telemetry_benchmark
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
 
 
 def register(bench_group: Subparsers) -> None:
     parser = add_command(bench_group, "telemetry", _bench,
                          "CPU seconds per second of run: GPU sampler (recorded NVML) vs none")
-    parser.add_argument("--hz", type=_rate, default=10.0, help="sample rate (default 10)")
+    parser.add_argument("--hz", type=positive_number, default=10.0, help="sample rate (default 10)")
     parser.add_argument("--gpus", type=positive, default=8, help="GPUs sampled (default 8)")
-    parser.add_argument("--seconds", type=_rate, default=3.0, help="length of one run")
+    parser.add_argument("--seconds", type=positive_number, default=3.0, help="length of one run")
     parser.add_argument("--repeats", type=positive, default=5)
 
 

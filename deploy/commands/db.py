@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from hwledger.deploy.commands import Subparsers, add_command, add_group
+from hwledger.deploy.commands import Subparsers, add_command, add_group, positive_number
 from hwledger.deploy.config import Settings
 from hwledger.projectors.retention import DEFAULT_WINDOW, prune_applied_events
 from hwledger.schemas.db import connect, use_schema
@@ -49,13 +49,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _days(text: str) -> timedelta:
-    try:
-        days = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if not days > 0:
-        raise argparse.ArgumentTypeError(f"the window must be positive (got {text})")
-    return timedelta(days=days)
+    return timedelta(days=positive_number(text))
 
 
 def _schemas(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:

@@ -26,7 +26,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hwledger.deploy.commands import Subparsers, add_command, add_group, configure_logging
+from hwledger.deploy.commands import (
+    Subparsers,
+    add_command,
+    add_group,
+    configure_logging,
+    non_negative,
+)
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
@@ -229,15 +235,6 @@ def _publish_provider_event(args: argparse.Namespace, settings: Settings, event_
     publisher.publish(event_type, seal(data))
     return _deliver(publisher, args.timeout, 1)
 
-
-def non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must not be negative")
-    return value
 
 
 def _register(args: argparse.Namespace, settings: Settings) -> int:

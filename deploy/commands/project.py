@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from hwledger.deploy.commands import Subparsers, add_command, add_group, configure_logging
+from hwledger.deploy.commands import (
+    Subparsers,
+    add_command,
+    add_group,
+    configure_logging,
+    positive,
+)
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
 from hwledger.deploy.status import Unreachable, gather_broker
@@ -54,15 +60,6 @@ def register(subparsers: Subparsers) -> None:
     reset.add_argument("--partition", type=int, action="append", required=True,
                        help="partition to reset (repeat for several)")
 
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _schema(settings: Settings, url: str) -> str:

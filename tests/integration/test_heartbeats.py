@@ -153,7 +153,7 @@ def test_db_prune_prints_one_line_per_schema(database_url: str, tmp_path: Path) 
                                         "older than 2026-11-07T12:03:00+00:00 (window 3 days)")
         refused = cli.run(["db", "prune", "--window-days", "-1"], tmp_path,
                           HWLEDGER_DATABASE_URL=database_url, HWLEDGER_DB_SCHEMA=schema)
-        assert refused.returncode == 2 and "the window must be positive" in refused.stderr
+        assert refused.returncode == 2 and "--window-days: -1.0 must be positive" in refused.stderr
 
 
 @pytest.mark.slow

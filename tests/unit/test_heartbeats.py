@@ -10,30 +10,15 @@ from hwledger.deploy.soak import NodeLoad, SoakResult, figures, per_node_day, re
 from hwledger.producers.agent import SNAPSHOT_EVERY, heartbeat_publishes_snapshot
 from hwledger.producers.runner import heartbeat_of
 from hwledger.projectors.projection import (
-    Decoded,
     KnownRun,
     KnownSnapshot,
-    Plan,
-    Record,
     State,
-    decode_all,
-    project,
     references,
 )
 from hwledger.projectors.retention import horizon, prune_slices
 from hwledger.schemas import codec
 from tests import factories as f
-
-TTL = timedelta(hours=1)
-
-
-def batch(*events: tuple[str, dict[str, Any]]) -> list[Decoded]:
-    return decode_all(Record("t", 0, i, codec.encode(t, d)) for i, (t, d) in enumerate(events))
-
-
-def run(*events: tuple[str, dict[str, Any]], state: State | None = None) -> tuple[Plan, State]:
-    state = state or State()
-    return project(batch(*events), state, TTL), state
+from tests.projecting import batch, run
 
 
 def known(snapshot: dict[str, Any]) -> State:

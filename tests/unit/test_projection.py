@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from hwledger.projectors.projection import (
-    Decoded,
-    Plan,
     Record,
     State,
     decode_all,
@@ -20,20 +17,9 @@ from hwledger.projectors.projection import (
     system_row,
 )
 from hwledger.projectors.service import backoff, fence_for
-from hwledger.schemas import codec
 from hwledger.schemas.identity import system_hardware_id
 from tests import factories as f
-
-TTL = timedelta(hours=1)
-
-
-def batch(*events: tuple[str, dict[str, Any]]) -> list[Decoded]:
-    return decode_all(Record("t", 0, i, codec.encode(t, d)) for i, (t, d) in enumerate(events))
-
-
-def run(*events: tuple[str, dict[str, Any]], state: State | None = None) -> tuple[Plan, State]:
-    state = state or State()
-    return project(batch(*events), state, TTL), state
+from tests.projecting import TTL, batch, run
 
 
 def test_snapshot_rows_are_content_addressed_and_tokenized() -> None:
