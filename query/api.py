@@ -48,6 +48,8 @@ from hwledger.query.aggregator import (
     filter_to_json,
     parse_group_spec,
 )
+from hwledger.query.binpacker import Packing
+from hwledger.query.cursor import InvalidCursor, decode_cursor, encode_cursor
 from hwledger.query.fleet import FleetFilter
 from hwledger.query.repository import compiled
 from hwledger.query.service import (
@@ -206,7 +208,12 @@ ANSWER_SCHEMA: dict[str, Any] = {
                              "description": "the organization attribute: signed first, "
                                             "else self-declared, else null"},
             "placement": _PLACEMENT}}},
-        "asOf": {"type": "object"}, "truncated": {"type": "boolean"},
+        "asOf": {"type": "object"},
+        "truncated": {"type": "boolean", "description": "more providers may follow: ask again "
+                                                        "with `cursor`"},
+        "cursor": {"type": ["string", "null"], "description": "where the next page starts "
+                                                              "(null when not truncated or "
+                                                              "not paged)"},
     },
 }
 _ERROR = {"description": "bad input: {\"error\", \"message\"} naming the field",
@@ -311,11 +318,14 @@ def answer_json(answer: Answer, explain: bool) -> bytes:
         "providers": orjson.Fragment(answer.providers_json),
         "asOf": {"schema": answer.schema, **answer.as_of.to_json()},
         "truncated": answer.truncated,
+        "cursor": None if answer.after is None else encode_cursor(answer.after),
     }
     if explain:
         found["filter"] = filter_to_json(answer.screen)
         found["sql"] = compiled(answer.prefilter.statement)[0]
         found["rejected"] = [{"owner": o, "reason": r} for o, r in answer.rejected]
+        if answer.work is not None:
+            found["cost"] = answer.work.to_json()
     return orjson.dumps(found)
 
 
@@ -415,19 +425,40 @@ _BOOLEANS = {**dict.fromkeys(("true", "1", "yes", "on", "t", "y"), True),
 
 @dataclass(frozen=True)
 class ScreeningQuery:
-    """The screening routes' query parameters but bid screening's own `exact`, read by hand
-    (`SCREENING_PATHS` documents them); a bad value is InvalidParameter."""
+    """The screening routes' query parameters but bid screening's own `exact` and `packing`,
+    read by hand (`SCREENING_PATHS` documents them); a bad value is InvalidParameter."""
 
     explain: bool = False
     limit: int = DEFAULT_LIMIT
     min_position: int | None = None
+    after: str | None = None
+    paged: bool = False
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> ScreeningQuery:
         limit = _bounded(query.get("limit"), "limit", 1, MAX_LIMIT)
         return cls(explain=_flag(query.get("explain"), "explain"),
                    limit=DEFAULT_LIMIT if limit is None else limit,
-                   min_position=_bounded(query.get("minPosition"), "minPosition", 0, 2**62))
+                   min_position=_bounded(query.get("minPosition"), "minPosition", 0, 2**62),
+                   after=_cursor(query.get("cursor")), paged=_flag(query.get("paged"), "paged"))
+
+
+def _cursor(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return decode_cursor(value)
+    except InvalidCursor as exc:
+        raise InvalidParameter("cursor", str(exc)) from None
+
+
+def _packing(value: str | None) -> Packing:
+    if value is None:
+        return Packing.SEARCH
+    try:
+        return Packing(value.strip().lower())
+    except ValueError:
+        raise InvalidParameter("packing", f"expected one of {', '.join(Packing)}") from None
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -464,7 +495,19 @@ _LIMIT = _parameter("limit", "most providers returned",
 _MIN_POSITION = _parameter("minPosition",
                            "wait (bounded) until the projection position reaches this value",
                            {"type": "integer", "minimum": 0, "maximum": 2**62})
-_EXACT = _parameter("exact", "run the bin-packer and keep only placeable providers",
+_EXACT = _parameter("exact", "run the bin-packer and return the first `limit` placeable "
+                             "providers (by owner), reading candidates until that many are "
+                             "placed or none are left", {"type": "boolean", "default": False})
+_PACKING = _parameter("packing", "with exact=true: `search` tries the other unit orders and GPU "
+                                 "models a unit could freeze when Akash's greedy rule fails; "
+                                 "`greedy` is Akash's rule alone",
+                      {"type": "string", "enum": list(Packing), "default": Packing.SEARCH})
+_CURSOR = _parameter("cursor", "the `cursor` of the previous answer: the next page",
+                     {"type": "string"})
+_PAGED = _parameter("paged", "list the candidates by owner, so that a truncated answer carries "
+                             "the `cursor` of the next page (implied by `cursor` and by "
+                             "exact=true; without it the first `limit` matches the scan finds "
+                             "are returned, which is faster, and `cursor` is null)",
                     {"type": "boolean", "default": False})
 
 
@@ -481,10 +524,13 @@ async def bid_screening(service: QueryService, query: Mapping[str, str], body: b
                         ) -> Screened:
     """Candidates for a GroupSpec; `exact=true` keeps only placeable ones (with placement)."""
     exact = _flag(query.get("exact"), "exact")
+    packing = _packing(query.get("packing"))
     options = ScreeningQuery.parse(query)
     group = parse_group_spec(parse_json(body))
     answer = await service.bid_screening(group, exact=exact, limit=options.limit,
-                                         min_position=options.min_position)
+                                         min_position=options.min_position,
+                                         after=options.after, paged=options.paged,
+                                         packing=packing)
     return Screened(answer, exact, options.explain)
 
 
@@ -493,7 +539,8 @@ async def prefilter(service: QueryService, query: Mapping[str, str], body: bytes
     options = ScreeningQuery.parse(query)
     screen = filter_from_json(parse_json(body))
     answer = await service.screen(screen, limit=options.limit,
-                                  min_position=options.min_position)
+                                  min_position=options.min_position, after=options.after,
+                                  paged=options.paged)
     return Screened(answer, False, options.explain)
 
 
@@ -512,9 +559,10 @@ def _operation(handler: Handler, body: dict[str, Any], *parameters: dict[str, An
 
 
 SCREENING_PATHS = {
-    "/v1/bid-screening": _operation(bid_screening, GROUP_SPEC_SCHEMA, _EXACT, _EXPLAIN, _LIMIT,
-                                    _MIN_POSITION),
-    "/v1/prefilter": _operation(prefilter, FILTER_SCHEMA, _EXPLAIN, _LIMIT, _MIN_POSITION),
+    "/v1/bid-screening": _operation(bid_screening, GROUP_SPEC_SCHEMA, _EXACT, _PACKING,
+                                    _EXPLAIN, _LIMIT, _PAGED, _CURSOR, _MIN_POSITION),
+    "/v1/prefilter": _operation(prefilter, FILTER_SCHEMA, _EXPLAIN, _LIMIT, _PAGED, _CURSOR,
+                                _MIN_POSITION),
 }
 """The OpenAPI path items of the screening routes, which FastAPI does not serve."""
 

@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 
 from hwledger.query import repository
 from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
-from hwledger.query.binpacker import GpuSlot, NodeInventory, ProviderNodes
+from hwledger.query.binpacker import GpuGroup, NodeInventory, ProviderNodes
 from hwledger.query.inventory import provider_totals
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect
@@ -73,14 +73,14 @@ def synthetic_provider(rng: random.Random, index: int, now: datetime) -> dict[st
         node_cpu = rng.choice((16, 32, 64, 96, 128, 192)) * 1000
         node_memory = rng.choice((64, 128, 256, 512, 1024, 2048)) * GiB
         used = rng.random() * 0.8
-        free: tuple[GpuSlot, ...] = ()
+        free: tuple[GpuGroup, ...] = ()
         if rng.random() < 0.7:
             vendor, model, _, counts = rng.choices(GPU_MIX, weights=[m[2] for m in GPU_MIX])[0]
             count = rng.choice(counts)
             free_count = count - rng.randint(0, count) if rng.random() < 0.4 else count
             installed.update(gpu_tokens(vendor, model))
-            free = tuple(GpuSlot(slot, vendor, model, 80 * GiB, "sxm")
-                         for slot in range(free_count))
+            free = (GpuGroup(vendor, model, 80 * GiB, "sxm", tuple(range(free_count))),) \
+                if free_count else ()
         nodes.append(NodeInventory(f"node-{node}", int(node_cpu * (1 - used)),
                                    int(node_memory * (1 - used)),
                                    rng.choice((500, 1000, 4000)) * GiB, free))

@@ -25,18 +25,19 @@ def saturated(values: Iterable[int]) -> int:
 def provider_totals(provider: ProviderNodes) -> dict[str, Any]:
     """The free-capacity columns of the provider's provider_inventory row."""
     nodes = provider.nodes
-    free_tokens = sorted({t for n in nodes for g in n.gpus for t in g.tokens})
+    free_tokens = sorted({t for n in nodes for g in n.gpus if g.slots
+                          for t in (g.kind.vendor, g.kind.model)})
     return {
         "node_count": len(nodes),
         "total_available_cpu": saturated(n.cpu_millicores for n in nodes),
         "total_available_memory": saturated(n.memory_bytes for n in nodes),
-        "total_available_gpu": sum(len(n.gpus) for n in nodes),
+        "total_available_gpu": sum(n.gpu_count for n in nodes),
         "total_available_ephemeral": saturated(n.ephemeral_bytes for n in nodes),
         "total_available_persistent": saturated(provider.persistent.values()),
         "total_available_leased_ip": provider.leased_ips,
         "max_node_free_cpu": max((n.cpu_millicores for n in nodes), default=0),
         "max_node_free_memory": max((n.memory_bytes for n in nodes), default=0),
-        "max_node_free_gpu": max((len(n.gpus) for n in nodes), default=0),
+        "max_node_free_gpu": max((n.gpu_count for n in nodes), default=0),
         "gpu_models_free": free_tokens,
         "storage_classes": sorted(provider.persistent),
     }

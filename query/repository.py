@@ -155,13 +155,16 @@ def shares_from(row: Sequence[Any] | None) -> Shares:
 
 
 def conditions(screen: BidScreeningFilter, online_since: datetime | None,
-               shares: Shares = Shares()) -> list[Condition]:
+               shares: Shares = Shares(), after: str | None = None) -> list[Condition]:
     """Every condition of the prefilter (DESIGN section 6), to be AND'd: its kind, the name of
     its parameter, and the value bound to it. A unit's GPU tokens that together are free at
     COMMON_SHARE of the providers or more, and an attribute at least that common (per
     `shares`), are `common_gpu` / `common_attribute` conditions, checked behind the fence
-    (`_statements`) instead of through a GIN index."""
+    (`_statements`) instead of through a GIN index. `after` (a page's cursor) keeps the
+    providers after that one in the answer's order."""
     found: list[Condition] = []
+    if after is not None:
+        found.append(("after", "after", after))
     if online_since is not None:
         found.append(("online", "online_since", online_since))
     for name, column in TOTAL_COLUMNS:
@@ -190,9 +193,11 @@ def conditions(screen: BidScreeningFilter, online_since: datetime | None,
     return found
 
 
-def _clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
-            ) -> ColumnElement[bool]:
+def clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
+           ) -> ColumnElement[bool]:
     """One condition on `columns` (provider_inventory's, or the fenced subquery's)."""
+    if kind == "after":
+        return columns["provider_id"] > bindparam(name, type_=Text)
     if kind == "online":  # coalesce: nearly every provider is online, so an index on
         # last_seen_at would only add a useless bitmap to the plan (see _statements)
         return func.coalesce(columns["last_seen_at"],
@@ -225,17 +230,21 @@ def _key(name: str) -> ColumnElement[Any]:
     return literal_column(f"'{name}'")
 
 
-def _answer(candidates: Select[Any], limited: bool) -> Select[Any]:
+def _answer(candidates: Select[Any], limited: bool, ordered: bool) -> Select[Any]:
     """ONE row: the projection position, the candidates as the JSON array of the HTTP answer
-    (ordered by owner), whether the limit cut the answer short and how many candidates the
-    array holds (for the service's metrics, without parsing it).
+    (ordered by owner), whether the limit cut the answer short, how many candidates the array
+    holds (for the service's metrics, without parsing it) and the answer's last owner (a page's
+    cursor).
 
     With a limit, `:limit` is the probe size (the answer's limit plus one): the candidates are
-    numbered in scan order and the first `:limit - 1` are shown, exactly the rows a client
-    fetching `:limit` rows would keep. Postgres writes the JSON (timestamps with the session's
-    UTC offset), so the service passes the text through instead of building Python objects.
+    the first `:limit` (by owner when `ordered`, else in scan order), of which the first
+    `:limit - 1` are shown, exactly the rows a client fetching `:limit` rows would keep. Postgres writes the JSON (timestamps with the
+    session's UTC offset), so the service passes the text through instead of building Python
+    objects.
     """
-    found = candidates.add_columns(func.row_number().over().label("n")).subquery("candidate")
+    rows = candidates.subquery("candidate_rows")
+    number = func.row_number().over(order_by=rows.c.provider_id if ordered else None)
+    found = select(rows, number.label("n")).subquery("candidate")
     c = found.c
     provider = func.json_build_object(
         _key("owner"), c.provider_id, _key("hostUri"), c.host_uri,
@@ -244,25 +253,31 @@ def _answer(candidates: Select[Any], limited: bool) -> Select[Any]:
         _key("lastSeenAt"), c.last_seen_at, _key("createdAt"), c.created_at,
         _key("location"), c.location, _key("organization"), c.organization)
     providers = func.json_agg(aggregate_order_by(provider, c.provider_id))
+    last = func.max(c.provider_id)
     truncated: ColumnElement[bool] = false()
     shown: ColumnElement[int] = func.count()
     if limited:
         probe = bindparam("limit", type_=Integer)
         providers = providers.filter(c.n < probe)  # type: ignore[assignment]
+        last = last.filter(c.n < probe)  # type: ignore[assignment]
         truncated = func.count() >= probe
         shown = func.count().filter(c.n < probe)
     answer = select(
         cast(func.coalesce(providers, literal_column("'[]'::json")), Text).label("providers"),
-        truncated.label("truncated"), shown.label("candidates")
+        truncated.label("truncated"), shown.label("candidates"), last.label("last")
     ).select_from(found).subquery("answer")
     position = position_statement().subquery("position")
     return select(position, answer).select_from(position.join(answer, true()))
 
 
 @lru_cache(maxsize=4096)
-def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
+def _statements(shape: Shape, limited: bool, ordered: bool
+                ) -> tuple[Select[Any], Select[Any]]:
     """The prefilter, and the answer statement over it (`_answer`), for one shape of filter.
-    Built once per shape: a request only binds values.
+    Built once per shape: a request only binds values. With a limit and `ordered`, the
+    candidates are the first by owner (`provider_id`, the order a cursor walks); unordered, the
+    first the scan finds, so it stops at the limit instead of sorting every match (an ordered
+    answer costs a sort of the matches: docs/performance.md, "Ordered prefilter plans").
 
     Glob attributes, signedBy and common GPU tokens are checked outside an `OFFSET 0` subquery
     holding the other conditions. Postgres prices a glob's per-row `jsonb_each_text` as if it
@@ -277,23 +292,28 @@ def _statements(shape: Shape, limited: bool) -> tuple[Select[Any], Select[Any]]:
     output = [inv.provider_id, inv.host_uri, inv.audited_by, inv.gpu_models, inv.last_seen_at,
               inv.created_at, inv.location, inv.organization]
     statement = select(*output).where(
-        and_(true(), *(_clause(k, n, inner) for k, n in shape if k not in FENCED)))
+        and_(true(), *(clause(k, n, inner) for k, n in shape if k not in FENCED)))
+    if limited and ordered:
+        statement = statement.order_by(inv.provider_id)
     if fenced:
         extra = [inv.storage_classes, inv.self_attributes, inv.gpu_models_free]
         screened = statement.add_columns(*extra).offset(0).subquery("screened")
         outer = {c.name: c for c in screened.c}
         statement = select(*(screened.c[c.name] for c in output)).where(
-            *(_clause(k, n, outer) for k, n in fenced))
+            *(clause(k, n, outer) for k, n in fenced))
+        if limited and ordered:
+            statement = statement.order_by(screened.c.provider_id)
     if limited:
         statement = statement.limit(bindparam("limit", type_=Integer))
-    return statement, _answer(statement, limited)
+    return statement, _answer(statement, limited, ordered)
 
 
 @lru_cache(maxsize=4096)
-def _answer_sql(shape: Shape, limited: bool, schema: str) -> tuple[str, dict[str, Any]]:
+def _answer_sql(shape: Shape, limited: bool, ordered: bool, schema: str
+                ) -> tuple[str, dict[str, Any]]:
     """The answer statement compiled once per shape and schema: its SQL text (tables qualified
     with `schema`) and the constants bound inside it."""
-    return compiled(_statements(shape, limited)[1], schema=schema)
+    return compiled(_statements(shape, limited, ordered)[1], schema=schema)
 
 
 def driver_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -303,33 +323,37 @@ def driver_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Prefilter:
-    """The prefilter of one request: its filter shape, whether it has a limit, and the values.
+    """The prefilter of one request: its filter shape, whether it has a limit, whether it lists
+    by owner (`ordered`: pages and `exact` batches), and the values.
     `statement` is the prefilter alone, `answer` the ONE statement the service runs (`_answer`:
     the projection position, the candidates as JSON, truncated)."""
 
     shape: Shape
     limited: bool
     params: dict[str, Any]
+    ordered: bool = False
 
     @property
     def statement(self) -> Select[Any]:
-        return _statements(self.shape, self.limited)[0]
+        return _statements(self.shape, self.limited, self.ordered)[0]
 
     @property
     def answer(self) -> Select[Any]:
-        return _statements(self.shape, self.limited)[1]
+        return _statements(self.shape, self.limited, self.ordered)[1]
 
     def answer_sql(self, schema: str) -> tuple[str, dict[str, Any]]:
         """The answer statement's SQL for `schema` and every value it binds, driver-ready."""
-        sql, constants = _answer_sql(self.shape, self.limited, schema)
+        sql, constants = _answer_sql(self.shape, self.limited, self.ordered, schema)
         return sql, {**constants, **driver_params(self.params)}
 
 
 def prefilter(screen: BidScreeningFilter, online_since: datetime | None,
-              limit: int | None = None, shares: Shares = Shares()) -> Prefilter:
-    """One parameterized SELECT of the candidate providers. No ORDER BY: with a limit, the scan
-    stops at the first `limit` matches instead of sorting every match."""
-    found = conditions(screen, online_since, shares)
+              limit: int | None = None, shares: Shares = Shares(), after: str | None = None,
+              ordered: bool = False) -> Prefilter:
+    """One parameterized SELECT of the candidate providers: with a limit, the first `limit`
+    in scan order, or by owner when `ordered` or after `after` (a page's cursor); without,
+    every match in scan order."""
+    found = conditions(screen, online_since, shares, after)
     params: dict[str, Any] = {}
     for kind, name, value in found:
         if kind == "glob":
@@ -338,25 +362,30 @@ def prefilter(screen: BidScreeningFilter, online_since: datetime | None,
             params[name] = value
     if limit is not None:
         params["limit"] = limit
-    return Prefilter(tuple((k, n) for k, n, _ in found), limit is not None, params)
+    return Prefilter(tuple((k, n) for k, n, _ in found), limit is not None, params,
+                     ordered or after is not None)
 
 
 def node_statement(provider_ids: Sequence[str]) -> Select[Any]:
-    """Per node of the given providers: free cpu/memory/ephemeral and its storage volumes
-    (the `node_free` view: the inventory rule the provider_inventory totals come from)."""
+    """Per node of the given providers: free cpu/memory/ephemeral and its storage volumes as
+    JSON text (the `node_free` view: the inventory rule the provider_inventory totals come
+    from)."""
     f = node_free.c
-    return (select(f.provider_id, f.node_id, f.cpu, f.memory, f.ephemeral, f.storage)
+    return (select(f.provider_id, f.node_id, f.cpu, f.memory, f.ephemeral,
+                   cast(f.storage, Text))
             .where(f.provider_id == any_(_text_array(provider_ids)))
             .order_by(f.provider_id, f.node_id))
 
 
 def gpu_statement(provider_ids: Sequence[str]) -> Select[Any]:
-    """Every free GPU of the given providers' current snapshots (the `node_gpus` view)."""
+    """The free GPUs of the given providers' current snapshots (the `node_gpus` view), one row
+    per node and kind (vendor, model, vram, interface) with the slot indices ascending."""
     g = node_gpus.c
-    return (select(g.provider_id, g.node_id, g.slot_index, g.vendor, g.model, g.vram_bytes,
-                   g.interface)
+    kind = (g.provider_id, g.node_id, g.vendor, g.model, g.vram_bytes, g.interface)
+    return (select(*kind, func.array_agg(aggregate_order_by(g.slot_index, g.slot_index)))
             .where(g.provider_id == any_(_text_array(provider_ids)), g.free)
-            .order_by(g.provider_id, g.node_id, g.slot_index))
+            .group_by(*kind)
+            .order_by(g.provider_id, g.node_id, func.min(g.slot_index)))
 
 
 def gate_statement(provider_ids: Sequence[str]) -> Select[Any]:
@@ -413,12 +442,12 @@ def gpu_availability_statement(fleet: FleetFilter, online_since: datetime
             .label("interface"))
     columns = {c.name: c for c in inv}
     params: dict[str, Any] = {"online_since": online_since}
-    clauses = [_clause("online", "online_since", columns)]
+    clauses = [clause("online", "online_since", columns)]
     if fleet.region is not None:
-        clauses.append(_clause("attribute", "region", columns))
+        clauses.append(clause("attribute", "region", columns))
         params["region"] = {"region": fleet.region}
     if fleet.auditor is not None:
-        clauses.append(_clause("all_of", "auditor", columns))
+        clauses.append(clause("all_of", "auditor", columns))
         params["auditor"] = [fleet.auditor]
     for index, name in ((0, "vendor"), (1, "model")):
         if getattr(fleet, name) is not None:

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -40,10 +41,13 @@ from sqlalchemy.exc import DBAPIError
 from hwledger.query import fleet, repository
 from hwledger.query.aggregator import BidScreeningFilter, GroupRequest, screening_filter
 from hwledger.query.binpacker import (
-    GpuSlot,
+    SEARCH_FACTOR,
+    GpuGroup,
     NodeInventory,
+    Packing,
     Placement,
     ProviderNodes,
+    Steps,
     place,
     placement_steps,
 )
@@ -56,6 +60,9 @@ from hwledger.schemas.migrations import active_schema
 from hwledger.schemas.secrets import redact
 
 DEFAULT_LIMIT = 100
+MAX_BATCH = 1000
+"""`exact` reads the candidates in batches: the first of `limit`, each next one twice as large,
+at most MAX_BATCH (or `limit` when that is larger)."""
 SCHEMA_CACHE_SECONDS = 1.0
 GPU_ANSWER_SECONDS = 10.0
 GPU_ANSWERS = 256
@@ -141,13 +148,29 @@ class AsOf:
         return found
 
 
+@dataclass
+class ExactWork:
+    """What the bin-packer did for one `exact` answer: candidates examined, prefilter batches
+    read, placement steps spent (`explain`'s `cost`)."""
+
+    candidates: int = 0
+    batches: int = 0
+    steps: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"candidatesExamined": self.candidates, "batches": self.batches,
+                "placementSteps": self.steps}
+
+
 @dataclass(frozen=True)
 class Answer:
     """`providers_json` is the JSON array of the answer's providers ({"owner", "hostUri",
     "auditedBy", "gpuModels", "lastSeenAt", "createdAt", "location", "organization",
-    "placement"?}, ordered by owner) as text; `candidates` counts the prefilter's providers the
-    answer started from (with `exact`, the placed ones and the `rejected` ones), for the
-    service's metrics."""
+    "placement"?}, ordered by owner) as text. `truncated`: more providers may follow
+    (candidates, or with `exact` placeable ones, not examined yet); then `after` is where the
+    next page starts (the cursor's owner). `candidates` counts the prefilter's providers the
+    answer started from (with `exact`, those examined: the placed ones and the `rejected`
+    ones), for the service's metrics."""
 
     schema: str
     as_of: AsOf
@@ -157,6 +180,8 @@ class Answer:
     rejected: tuple[tuple[str, str], ...] = ()
     truncated: bool = False
     candidates: int = 0
+    after: str | None = None
+    work: ExactWork | None = None
 
     def providers(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = orjson.loads(self.providers_json)
@@ -244,18 +269,17 @@ def inventories(node_rows: Iterable[Sequence[Any]], gpu_rows: Iterable[Sequence[
     `repository.node_statement` and `repository.gpu_statement`, with the provider-wide leased
     IPs and reclamation window of `repository.gate_statement`."""
     gates = {provider: (ips, window) for provider, ips, window in gate_rows}
-    gpus: dict[tuple[str, str], list[GpuSlot]] = {}
-    for provider, node, slot, vendor, model, vram, interface in gpu_rows:
+    gpus: dict[tuple[str, str], list[GpuGroup]] = {}
+    for provider, node, vendor, model, vram, interface, slots in gpu_rows:
         gpus.setdefault((provider, node), []).append(
-            GpuSlot(int(slot), str(vendor), str(model), int(vram), str(interface)))
+            GpuGroup(vendor, model, vram, interface, tuple(slots)))
     found: dict[str, list[NodeInventory]] = {}
     pools: dict[str, dict[str, int]] = {}
     for provider, node, cpu, memory, ephemeral, storage in node_rows:
         found.setdefault(provider, []).append(NodeInventory(
-            str(node), int(cpu), int(memory), int(ephemeral), tuple(gpus.get((provider, node),
-                                                                             ()))))
+            node, cpu, memory, ephemeral, tuple(gpus.get((provider, node), ()))))
         pool = pools.setdefault(provider, {})
-        for volume in storage or []:
+        for volume in orjson.loads(storage) if storage else ():
             pool[str(volume["class"])] = pool.get(str(volume["class"]), 0) + int(volume["bytes"])
     return {p: ProviderNodes(p, tuple(found.get(p, ())), pools.get(p, {}),
                              *gates.get(p, (None, None))) for p in {*found, *gates}}
@@ -291,29 +315,50 @@ def read_as_of(conn: Connection) -> AsOf:
 
 
 def exact_placements(request: GroupRequest, providers: Sequence[dict[str, Any]],
-                     found: Mapping[str, ProviderNodes], limits: Limits, budget: Budget
+                     found: Mapping[str, ProviderNodes], limits: Limits, budget: Budget,
+                     work: ExactWork, *, wanted: int | None = None,
+                     packing: Packing = Packing.SEARCH
                      ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """The providers (JSON objects) the bin-packer can place, with their placement, and why the
-    others fail. TooCostly before any work when the placement steps of all candidates
-    together exceed the bound; BudgetExceeded when the deadline passes."""
-    inventory = {p["owner"]: found.get(p["owner"], ProviderNodes(p["owner"], ()))
-                 for p in providers}
-    steps = sum(placement_steps(request, nodes) for nodes in inventory.values())
-    if steps > limits.max_placement_steps:
-        raise TooCostly(f"placing the request on {len(providers)} candidates takes {steps} "
-                        f"steps (units x nodes), over the bound of "
-                        f"{limits.max_placement_steps}: lower `limit` or narrow the request")
-    kept, rejected = [], []
-    for provider in providers:
+    others fail, in order until `wanted` are placed; `work` counts what was examined.
+
+    Every placement step of the request counts against `limits.max_placement_steps`: TooCostly
+    before any work when the greedy passes (units x nodes) of this batch would go over what is
+    left, or when a search needs more than that; BudgetExceeded when the deadline passes."""
+    inventory = [found.get(p["owner"], ProviderNodes(p["owner"], ())) for p in providers]
+    greedy = [placement_steps(request, nodes) for nodes in inventory]
+    left = limits.max_placement_steps - work.steps
+    if sum(greedy) > left:
+        before = f" after {work.candidates} examined" if work.candidates else ""
+        over = (f"over the bound of {left}" if not work.steps else
+                f"over the {left} left of the bound of {limits.max_placement_steps}")
+        raise TooCostly(f"placing the request on {len(providers)} candidates{before} takes "
+                        f"{sum(greedy)} steps (units x nodes), {over}: lower `limit` or narrow "
+                        f"the request")
+    reserved = sum(greedy)
+    kept: list[dict[str, Any]] = []
+    rejected: list[tuple[str, str]] = []
+    for provider, nodes, steps in zip(providers, inventory, greedy, strict=True):
+        if wanted is not None and len(kept) >= wanted:
+            break
         budget.check("bin-packer")
-        owner = provider["owner"]
-        outcome = place(request, inventory[owner])
+        reserved -= steps
+        available = limits.max_placement_steps - work.steps - reserved
+        spend = Steps(min(available, max(steps, SEARCH_FACTOR * steps)))
+        outcome = place(request, nodes, packing=packing, steps=spend)
+        work.candidates += 1
+        work.steps += spend.spent
+        if spend.exhausted and spend.spent + spend.left == available:
+            raise TooCostly(f"the placement search of {provider['owner']} ran past the bound of "
+                            f"{limits.max_placement_steps} placement steps after "
+                            f"{work.candidates} candidates: lower `limit`, narrow the request "
+                            f"or use packing=greedy")
         if isinstance(outcome, Placement):
             kept.append({**provider, "placement": [
                 {"unit": u.unit, "node": u.node_id, "count": u.count,
                  "gpuSlots": list(u.gpu_slots)} for u in outcome.units]})
         else:
-            rejected.append((owner, outcome.reason))
+            rejected.append((provider["owner"], outcome.reason))
     return kept, rejected
 
 
@@ -461,50 +506,100 @@ class QueryService:
         return self.clock() - self.online_ttl
 
     async def screen(self, screen: BidScreeningFilter, request: GroupRequest | None = None, *,
-                     limit: int = DEFAULT_LIMIT, min_position: int | None = None) -> Answer:
-        """The prefilter with the projection position in one statement; with `request`, the
-        bin-packer on the candidates' per-node inventory read in the same REPEATABLE READ
-        snapshot."""
+                     limit: int = DEFAULT_LIMIT, min_position: int | None = None,
+                     after: str | None = None, paged: bool = False,
+                     packing: Packing = Packing.SEARCH) -> Answer:
+        """The first `limit` candidates (the prefilter) with the projection position in one
+        statement: in scan order, or by owner after `after` when `paged` or `after` is given
+        (then a truncated answer names where the next page starts). With `request`, the first
+        `limit` placeable ones by owner: the bin-packer on the candidates' per-node inventory,
+        read in batches in the same REPEATABLE READ snapshot until `limit` are placed or the
+        candidates run out."""
         reached = None if min_position is None else await self.wait_for_position(min_position)
         budget = Budget.start(self.limits.time_budget_seconds)
         rejected: list[tuple[str, str]] = []
+        work = None if request is None else ExactWork()
         with unavailable_on_database_errors():
             model = await self.current_read_model()
             schema = model.schema
-            prefilter = repository.prefilter(screen, self.online_since(), limit + 1,
-                                             model.shares)
+            since = self.online_since()
+            prefilter = repository.prefilter(screen, since, limit + 1, model.shares, after,
+                                             ordered=paged or request is not None)
             async with self.connections.connection() as conn, \
                     conn.transaction() if request is not None else nullcontext():
                 cursor = await conn.execute(*prefilter.answer_sql(schema))
                 row = await cursor.fetchone()
                 assert row is not None  # aggregates: always one row
-                position, last_event_at, partitions, providers_json, truncated, candidates = row
+                (position, last_event_at, partitions, providers_json, truncated, candidates,
+                 last) = row
                 check_answer_size(providers_json, self.limits)
-                if request is not None:
-                    providers = await self.off_loop(budget, lambda: orjson.loads(providers_json))
-                    rows = await read_inventory_rows(conn, schema,
-                                                     [p["owner"] for p in providers])
-                    providers_json, rejected = await self.off_loop(
-                        budget, lambda: self.place_candidates(request, providers, rows, budget))
-                    check_answer_size(providers_json, self.limits)
+                if request is not None and work is not None:
+                    providers_json, rejected, truncated, last = await self.place_batches(
+                        conn, schema, lambda start, probe: repository.prefilter(
+                            screen, since, probe, model.shares, start),
+                        request, limit, packing, budget, work,
+                        (providers_json, truncated, last))
+                    candidates = work.candidates
         as_of = replace(as_of_from(position, last_event_at, partitions),
                         min_position_reached=reached)
         return Answer(schema, as_of, providers_json, screen, prefilter, tuple(rejected),
-                      truncated, candidates)
+                      truncated, candidates, last if truncated and prefilter.ordered else None,
+                      work)
 
-    def place_candidates(self, request: GroupRequest, providers: Sequence[dict[str, Any]],
-                         rows: Sequence[Iterable[Sequence[Any]]], budget: Budget
-                         ) -> tuple[str, list[tuple[str, str]]]:
-        """The placeable providers' JSON text and the rejections (CPU work, in a worker)."""
-        kept, rejected = exact_placements(request, providers, inventories(*rows), self.limits,
-                                          budget)
-        return orjson.dumps(kept).decode(), rejected
+    async def place_batches(self, conn: psycopg.AsyncConnection[Any], schema: str,
+                            batches: Callable[[str, int], repository.Prefilter],
+                            request: GroupRequest, limit: int, packing: Packing,
+                            budget: Budget, work: ExactWork, batch: tuple[str, bool, str | None]
+                            ) -> tuple[str, list[tuple[str, str]], bool, str | None]:
+        """The bin-packer over batches of candidates, starting with `batch` (the first answer
+        row: candidates' JSON, more to come, last owner), each next one the prefilter
+        `batches(after, probe)`, until `limit` are placed or the candidates run out: the
+        placeable providers' JSON, the rejections, whether more may follow and the last owner
+        examined (where the next page starts)."""
+        kept: list[dict[str, Any]] = []
+        rejected: list[tuple[str, str]] = []
+        size = limit
+        while True:
+            candidates_json, more, last = batch
+            providers: list[dict[str, Any]] = await self.off_loop(
+                budget, partial(orjson.loads, candidates_json))
+            rows = await read_inventory_rows(conn, schema, [p["owner"] for p in providers])
+            examined = work.candidates
+            placed, failed = await self.off_loop(budget, partial(
+                self.place_batch, request, providers, rows, budget, work,
+                limit - len(kept), packing))
+            work.batches += 1
+            kept.extend(placed)
+            rejected.extend(failed)
+            if work.candidates - examined < len(providers):  # `limit` placed mid-batch
+                more, last = True, providers[work.candidates - examined - 1]["owner"]
+            if len(kept) >= limit or not more:
+                break
+            assert last is not None  # more candidates follow a non-empty batch
+            size = min(max(MAX_BATCH, limit), size * 2)
+            cursor = await conn.execute(*batches(last, size + 1).answer_sql(schema))
+            row = await cursor.fetchone()
+            assert row is not None
+            batch = (row[3], row[4], row[6])
+        found = await self.off_loop(budget, lambda: orjson.dumps(kept).decode())
+        check_answer_size(found, self.limits)
+        return found, rejected, more, last
+
+    def place_batch(self, request: GroupRequest, providers: Sequence[dict[str, Any]],
+                    rows: Sequence[Iterable[Sequence[Any]]], budget: Budget, work: ExactWork,
+                    wanted: int, packing: Packing
+                    ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """`exact_placements` on one batch's inventory rows (CPU work, in a worker)."""
+        return exact_placements(request, providers, inventories(*rows), self.limits, budget,
+                                work, wanted=wanted, packing=packing)
 
     async def bid_screening(self, request: GroupRequest, *, exact: bool = False,
-                            limit: int = DEFAULT_LIMIT, min_position: int | None = None
-                            ) -> Answer:
+                            limit: int = DEFAULT_LIMIT, min_position: int | None = None,
+                            after: str | None = None, paged: bool = False,
+                            packing: Packing = Packing.SEARCH) -> Answer:
         return await self.screen(screening_filter(request), request if exact else None,
-                                 limit=limit, min_position=min_position)
+                                 limit=limit, min_position=min_position, after=after,
+                                 paged=paged, packing=packing)
 
     # -- fleet console -----------------------------------------------------------------
 
@@ -676,7 +771,7 @@ def _node_json(row: Mapping[Any, Any], free: NodeInventory | None) -> dict[str, 
         "free": None if free is None else {
             "cpuMillicores": free.cpu_millicores, "memoryBytes": free.memory_bytes,
             "ephemeralStorageBytes": free.ephemeral_bytes,
-            "gpuSlots": [g.slot_index for g in free.gpus]},
+            "gpuSlots": sorted(slot for g in free.gpus for slot in g.slots)},
     }
 
 

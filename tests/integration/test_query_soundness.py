@@ -1,7 +1,8 @@
-"""Soundness: for random inventories and requests, every provider the bin-packer can place is in
-the prefilter's answer (false positives are fine, false negatives are bugs). Inventories include
-unlimited allocatables (-1), leased IP pools (or no IP operator) with runs holding IPs, and
-reclamation windows; requests include LEASED_IP and other endpoints and reclamation windows.
+"""Soundness: for random inventories and requests, every provider the bin-packer can place, with
+either packing (the search or Akash's greedy rule), is in the prefilter's answer (false
+positives are fine, false negatives are bugs). Inventories include unlimited allocatables (-1),
+leased IP pools (or no IP operator) with runs holding IPs, and reclamation windows; requests
+include LEASED_IP and other endpoints and reclamation windows.
 
 Histories are applied with the projector's `apply_events` (no Kafka, for speed). Examples:
 500 by default; set HWLEDGER_SOUNDNESS_EXAMPLES for longer runs.
@@ -10,6 +11,7 @@ Histories are applied with the projector's `apply_events` (no Kafka, for speed).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwledger.query.aggregator import parse_group_spec, screening_filter
-from hwledger.query.binpacker import Placement, ProviderNodes, place
+from hwledger.query.binpacker import Packing, Placement, ProviderNodes, place
 from hwledger.query.service import QueryService, make_engine, provider_nodes
 from hwledger.schemas.db import connect
 from tests.factories import (
@@ -150,7 +152,8 @@ def test_prefilter_never_drops_a_placeable_provider(
     candidates = {p["owner"] for p in answer.providers()}
     with service.snapshot() as (conn, _):
         inventories = provider_nodes(conn, providers)
-    for provider in providers:
-        outcome = place(group, inventories.get(provider, ProviderNodes(provider, ())))
+    for provider, packing in itertools.product(providers, Packing):
+        outcome = place(group, inventories.get(provider, ProviderNodes(provider, ())),
+                        packing=packing)
         if isinstance(outcome, Placement):
-            assert provider in candidates, (provider, request, inventories.get(provider))
+            assert provider in candidates, (provider, packing, request, inventories.get(provider))

@@ -150,8 +150,11 @@ def test_openapi_lists_the_routes_with_body_schemas(client: TestClient) -> None:
     operation = document["paths"]["/v1/bid-screening"]["post"]
     body = operation["requestBody"]
     assert body["content"]["application/json"]["schema"]["title"] == "GroupSpec"
-    assert {p["name"] for p in operation["parameters"]} == {"exact", "explain", "limit",
-                                                           "minPosition"}
+    assert {p["name"] for p in operation["parameters"]} == {
+        "exact", "packing", "explain", "limit", "cursor", "minPosition"}
+    prefilter = document["paths"]["/v1/prefilter"]["post"]
+    assert {p["name"] for p in prefilter["parameters"]} == {"explain", "limit", "cursor",
+                                                            "minPosition"}
     assert client.get("/docs").status_code == 200
 
 

@@ -137,3 +137,15 @@ def test_leased_ips_and_the_reclamation_window_are_clauses_only_when_asked_for()
     plain, _ = compiled(BidScreeningFilter(total_cpu=1))
     assert "leased_ip" not in plain.split("WHERE", 1)[1]
     assert "reclamation_window" not in plain.split("WHERE", 1)[1]
+
+
+def test_a_limited_prefilter_lists_by_owner_after_the_cursor() -> None:
+    screen = BidScreeningFilter(total_cpu=1, signed_by_any_of=("a",))
+    paged = prefilter(screen, ONLINE_SINCE, 8, after="p-7")
+    assert paged.params["after"] == "p-7" and ("after", "after") in paged.shape
+    sql, _ = compiled_sql(paged.statement)
+    assert "provider_inventory.provider_id > %(after)s" in sql
+    assert sql.count("ORDER BY") == 2  # inside the fence and outside it
+    assert "ORDER BY" not in compiled_sql(prefilter(screen, ONLINE_SINCE).statement)[0]
+    assert "row_number() OVER (ORDER BY candidate_rows.provider_id)" in compiled_sql(
+        paged.answer)[0]
