@@ -15,8 +15,9 @@ other unit orders and, per unit, the other models it could freeze (the distinct 
 with enough free GPUs on some node); a branch ends where a unit cannot be placed. So it places
 whatever greedy places, the same way, and more (docs/decisions.md, "Exact placement"). Each
 unit fill visits at most every node once: a step is one node of one fill, `placement_steps`
-is the greedy pass's bound (units x nodes), and the search spends from a `Steps` budget. Before any node, `provider_gate` checks
-what is provider-wide: the leased IP pool (Akash AC18-AC21) and the reclamation window.
+is the greedy pass's bound (units x nodes), and the search spends from a `Steps` budget.
+Before any node, `provider_gate` checks what is provider-wide: the leased IP pool (Akash
+AC18-AC21) and the reclamation window.
 """
 
 from __future__ import annotations

@@ -238,9 +238,9 @@ def _answer(candidates: Select[Any], limited: bool, ordered: bool) -> Select[Any
 
     With a limit, `:limit` is the probe size (the answer's limit plus one): the candidates are
     the first `:limit` (by owner when `ordered`, else in scan order), of which the first
-    `:limit - 1` are shown, exactly the rows a client fetching `:limit` rows would keep. Postgres writes the JSON (timestamps with the
-    session's UTC offset), so the service passes the text through instead of building Python
-    objects.
+    `:limit - 1` are shown, exactly the rows a client fetching `:limit` rows would keep.
+    Postgres writes the JSON (timestamps with the session's UTC offset), so the service passes
+    the text through instead of building Python objects.
     """
     rows = candidates.subquery("candidate_rows")
     number = func.row_number().over(order_by=rows.c.provider_id if ordered else None)
