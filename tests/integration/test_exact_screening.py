@@ -99,10 +99,24 @@ def test_exact_says_not_truncated_when_every_candidate_was_examined(http: TestCl
 def test_candidate_pages_give_every_candidate_once(http: TestClient, path: str) -> None:
     spec = A100_80 if path == "/v1/bid-screening" else {"units": [
         {"gpu_tokens": ["nvidia/a100"]}]}
-    pages = walk(http, spec, path, limit="7")
+    pages = walk(http, spec, path, limit="7", paged="true")
     found = [owner for page in pages for owner in page]
     assert found == sorted(FALSE_POSITIVES + PLACEABLE) and len(pages) == 10
     assert all(len(page) == 7 for page in pages[:-1])
+
+
+@pytest.mark.parametrize("path", ["/v1/bid-screening", "/v1/prefilter"])
+def test_an_answer_not_paged_is_the_scan_order_fast_path_without_a_cursor(
+        http: TestClient, path: str) -> None:
+    spec = A100_80 if path == "/v1/bid-screening" else {"units": [
+        {"gpu_tokens": ["nvidia/a100"]}]}
+    answer = post(http, spec, path, limit="7", explain="true")
+    assert answer["truncated"] is True and answer["cursor"] is None
+    assert len(answer["providers"]) == 7
+    assert "ORDER BY provider_inventory.provider_id" not in answer["sql"]
+    paged = post(http, spec, path, limit="7", explain="true", paged="true")
+    assert "ORDER BY provider_inventory.provider_id" in paged["sql"]
+    assert [p["owner"] for p in paged["providers"]] == sorted(FALSE_POSITIVES + PLACEABLE)[:7]
 
 
 def test_search_places_what_greedy_turns_away(http: TestClient) -> None:

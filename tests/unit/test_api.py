@@ -151,10 +151,10 @@ def test_openapi_lists_the_routes_with_body_schemas(client: TestClient) -> None:
     body = operation["requestBody"]
     assert body["content"]["application/json"]["schema"]["title"] == "GroupSpec"
     assert {p["name"] for p in operation["parameters"]} == {
-        "exact", "packing", "explain", "limit", "cursor", "minPosition"}
+        "exact", "packing", "explain", "limit", "paged", "cursor", "minPosition"}
     prefilter = document["paths"]["/v1/prefilter"]["post"]
-    assert {p["name"] for p in prefilter["parameters"]} == {"explain", "limit", "cursor",
-                                                            "minPosition"}
+    assert {p["name"] for p in prefilter["parameters"]} == {"explain", "limit", "paged",
+                                                            "cursor", "minPosition"}
     assert client.get("/docs").status_code == 200
 
 

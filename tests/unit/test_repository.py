@@ -147,5 +147,10 @@ def test_a_limited_prefilter_lists_by_owner_after_the_cursor() -> None:
     assert "provider_inventory.provider_id > %(after)s" in sql
     assert sql.count("ORDER BY") == 2  # inside the fence and outside it
     assert "ORDER BY" not in compiled_sql(prefilter(screen, ONLINE_SINCE).statement)[0]
+    scan = prefilter(screen, ONLINE_SINCE, 8)  # not paged: the first matches the scan finds
+    assert "ORDER BY" not in compiled_sql(scan.statement)[0]
+    assert "row_number() OVER ()" in compiled_sql(scan.answer)[0]
+    assert compiled_sql(prefilter(screen, ONLINE_SINCE, 8, ordered=True).statement)[0].count(
+        "ORDER BY") == 2
     assert "row_number() OVER (ORDER BY candidate_rows.provider_id)" in compiled_sql(
         paged.answer)[0]
