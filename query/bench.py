@@ -1,11 +1,15 @@
-"""`hwledger bench query`: prefilter latency and HTTP throughput against a naive baseline.
+"""`hwledger bench query`: prefilter latency and HTTP throughput against two baselines, and
+`exact=true`.
 
 Setup bulk-loads synthetic `provider_inventory` rows (1-8 nodes per provider, a realistic GPU
-mix, some GPUs busy, some providers offline) into a fresh schema with COPY, then times, for
-the same generated GroupSpec requests: the SQL prefilter (one statement), the HTTP API
+mix, half the A100s 40 GB, some GPUs busy, some providers offline) and their nodes into a
+fresh schema with COPY, then times, for the same generated GroupSpec requests: the SQL
+prefilter (one statement), the peer-shaped baseline (the same WHERE clauses as plain SQL over a
+copy of the table with no GIN index and no planner guards, `Statements.peer`), the HTTP API
 (`hwledger serve` in its own process, keep-alive clients), and the naive baseline that loads
-every provider row and filters in Python. The baseline's answers double as a cross-check of
-the SQL. EXPLAIN of a selective GPU request shows whether the GIN index is used.
+every provider row and filters in Python. Both baselines' answers double as cross-checks of the
+SQL. EXPLAIN of a selective GPU request shows whether the GIN index is used. `exact=true` and
+the bin-packer per candidate, against the code before issue 15, are `exact_bench`'s.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ import psutil
 import psycopg
 import uvloop
 from psycopg.types.json import Jsonb
+from sqlalchemy import Integer, MetaData, and_, bindparam, select, true
 
 from hwledger.query import repository
 from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
 from hwledger.query.binpacker import GpuGroup, NodeInventory, ProviderNodes
+from hwledger.query.exact_bench import BASELINE_COMMIT, time_bin_packing, time_exact, write_nodes
 from hwledger.query.inventory import provider_totals
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect
@@ -64,9 +70,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def synthetic_provider(rng: random.Random, index: int, now: datetime) -> dict[str, Any]:
-    """One provider_inventory row as the projector would write it: random per-node free
-    capacity, summed by `provider_totals` (the rule the projector's row follows)."""
+def synthetic_provider(rng: random.Random, index: int, now: datetime
+                       ) -> tuple[dict[str, Any], ProviderNodes]:
+    """One provider_inventory row as the projector would write it, and the nodes it sums:
+    random per-node free capacity, summed by `provider_totals` (the rule the projector's row
+    follows). Half the A100 nodes have 40 GB ones, the prefilter's false positives for an
+    `a100/ram/80Gi` request."""
     installed: set[str] = set()
     nodes = []
     for node in range(rng.randint(1, 8)):
@@ -79,7 +88,8 @@ def synthetic_provider(rng: random.Random, index: int, now: datetime) -> dict[st
             count = rng.choice(counts)
             free_count = count - rng.randint(0, count) if rng.random() < 0.4 else count
             installed.update(gpu_tokens(vendor, model))
-            free = (GpuGroup(vendor, model, 80 * GiB, "sxm", tuple(range(free_count))),) \
+            vram = rng.choice((40, 80)) * GiB if model == "a100" else 80 * GiB
+            free = (GpuGroup(vendor, model, vram, "sxm", tuple(range(free_count))),) \
                 if free_count else ()
         nodes.append(NodeInventory(f"node-{node}", int(node_cpu * (1 - used)),
                                    int(node_memory * (1 - used)),
@@ -87,8 +97,8 @@ def synthetic_provider(rng: random.Random, index: int, now: datetime) -> dict[st
     classes = sorted(rng.sample(CLASSES, rng.randint(0, 2)))
     audited = sorted(a for a in AUDITORS if rng.random() < 0.5)
     owner = f"akash1provider{index:07d}"
-    totals = provider_totals(ProviderNodes(owner, tuple(nodes),
-                                           dict.fromkeys(classes, 10_000 * GiB)))
+    inventory = ProviderNodes(owner, tuple(nodes), dict.fromkeys(classes, 10_000 * GiB))
+    totals = provider_totals(inventory)
     return {
         "provider_id": owner, "host_uri": f"https://{owner}.example.net:8443",
         "last_seen_at": now - timedelta(seconds=rng.randint(0, 600) if rng.random() < 0.95
@@ -102,7 +112,7 @@ def synthetic_provider(rng: random.Random, index: int, now: datetime) -> dict[st
         "audited_by": audited, "reclamation_window": None,
         "created_at": now - timedelta(days=rng.randint(1, 400)), "location": None,
         "organization": None,
-    }
+    }, inventory
 
 
 def _gpu_key(rng: random.Random) -> str:
@@ -184,9 +194,16 @@ class Setup:
     now: datetime
 
 
+PEER_TABLE = "peer_inventory"
+peer_inventory = provider_inventory.to_metadata(MetaData(), name=PEER_TABLE)
+"""The peer-shaped baseline's table: provider_inventory's rows and columns, its primary key
+and no other index."""
+
+
 @contextmanager
 def bench_schema(database_url: str, providers: int, seed: int) -> Iterator[Setup]:
-    """A fresh schema with `providers` synthetic inventory rows, dropped afterwards."""
+    """A fresh schema with `providers` synthetic inventory rows, their nodes (`write_nodes`)
+    and the peer baseline's copy of the rows, dropped afterwards."""
     schema = f"bench_query_{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
     rng = random.Random(seed)
@@ -194,19 +211,27 @@ def bench_schema(database_url: str, providers: int, seed: int) -> Iterator[Setup
         migrate(conn, schema)
     try:
         with connect(database_url, schema) as conn:
+            inventories = []
             with conn.cursor() as cur, cur.copy(
                     f"COPY provider_inventory ({', '.join(COLUMNS)}) FROM STDIN") as copy:
                 for index in range(providers):
-                    row = synthetic_provider(rng, index, now)
+                    row, inventory = synthetic_provider(rng, index, now)
+                    inventories.append(inventory)
                     copy.write_row([Jsonb(row[c]) if isinstance(row[c], dict) else row[c]
                                     for c in COLUMNS])
+            write_nodes(conn, iter(inventories), now)
+            del inventories
             conn.execute(  # the offsets a projector of a 6-partition topic leaves
                 "INSERT INTO projection_offsets (projection, topic, partition, next_offset, "
                 "last_event_at) SELECT 'read_model', 'hwledger.events', p, %s, %s "
                 "FROM generate_series(0, 5) AS p", (providers * 10, now))
+            conn.execute(f"CREATE TABLE {PEER_TABLE} (LIKE provider_inventory INCLUDING "
+                         f"DEFAULTS INCLUDING CONSTRAINTS)")
+            conn.execute(f"INSERT INTO {PEER_TABLE} SELECT * FROM provider_inventory")
+            conn.execute(f"ALTER TABLE {PEER_TABLE} ADD PRIMARY KEY (provider_id)")
             conn.commit()
             conn.autocommit = True
-            conn.execute("VACUUM ANALYZE provider_inventory, projection_offsets")
+            conn.execute("VACUUM ANALYZE")
         yield Setup(database_url, schema, now)
     finally:
         drop_schema(database_url, schema)
@@ -232,6 +257,22 @@ class Statements:
 
     def answer(self, screen: BidScreeningFilter, probe: int | None) -> tuple[str, dict[str, Any]]:
         return self.prefilter(screen, probe).answer_sql(self.schema)
+
+    def peer(self, screen: BidScreeningFilter, limit: int) -> tuple[str, dict[str, Any]]:
+        """The peer-shaped baseline: the prefilter's WHERE clauses as one plain statement over
+        `peer_inventory` (no GIN index, no fence, no statistics-driven choices), the first
+        `limit` providers by owner with the columns the answer shows."""
+        query = repository.prefilter(screen, self.online_since, limit)
+        p = peer_inventory.c
+        columns = {c.name: c for c in p}
+        statement = (select(p.provider_id, p.host_uri, p.audited_by, p.gpu_models,
+                            p.last_seen_at)
+                     .where(and_(true(), *(repository.clause(kind, name, columns)
+                                           for kind, name in query.shape)))
+                     .order_by(peer_inventory.c.provider_id)
+                     .limit(bindparam("limit", type_=Integer)))
+        sql, params = repository.compiled(statement, query.params, schema=self.schema)
+        return sql, repository.driver_params(params)
 
 
 def time_sql(conn: psycopg.Connection[Any], statements: Statements,
@@ -261,6 +302,21 @@ def server_times(conn: psycopg.Connection[Any], statements: Statements,
         plan = row[0][0] if row else {}
         seconds.append((plan.get("Planning Time", 0) + plan.get("Execution Time", 0)) / 1000)
     return seconds
+
+
+def time_peer(conn: psycopg.Connection[Any], statements: Statements,
+              screens: Sequence[BidScreeningFilter], limit: int
+              ) -> tuple[list[float], list[set[str]]]:
+    """Per-request seconds of the peer-shaped baseline (execute + fetch) and its answers, on a
+    connection with the default session settings."""
+    seconds, answers = [], []
+    for screen in screens:
+        sql, params = statements.peer(screen, limit)
+        started = time.perf_counter()
+        rows = conn.execute(sql, params).fetchall()
+        seconds.append(time.perf_counter() - started)
+        answers.append({r[0] for r in rows})
+    return seconds, answers
 
 
 def time_naive(conn: psycopg.Connection[Any], screens: Sequence[BidScreeningFilter],
@@ -390,14 +446,26 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def false_positive_request(rng: random.Random) -> dict[str, Any]:
+    """A request whose prefilter candidates are mostly unplaceable: 4 or 8 80 GB A100s on one
+    node (the prefilter sees the token `nvidia/a100`, free at 40 GB nodes too)."""
+    return {"name": "false-positives", "resources": [{"count": 1, "resource": {
+        "cpu": {"units": {"val": "1000"}},
+        "gpu": {"units": {"val": str(rng.choice((4, 8)))}, "attributes": [
+            {"key": "vendor/nvidia/model/a100/ram/80Gi", "value": "true"}]}}}]}
+
+
 def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sample: int,
                   http_requests: int, clients: int, port: int, workers: int = 1, seed: int = 7,
-                  http_rounds: int = 5,
+                  http_rounds: int = 5, exact_requests: int = 200, packing_sample: int = 50,
                   say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything and return the figures (also printed as they come)."""
     rng = random.Random(seed + 1)
     documents = [synthetic_request(rng) for _ in range(requests)]
-    screens = [screening_filter(parse_group_spec(d)) for d in documents]
+    groups = [parse_group_spec(d) for d in documents]
+    screens = [screening_filter(g) for g in groups]
+    false_positives = [parse_group_spec(false_positive_request(rng))
+                       for _ in range(max(1, exact_requests // 4))]
     started = time.perf_counter()
     with bench_schema(database_url, providers, seed) as setup:
         say(f"loaded {providers} providers in {time.perf_counter() - started:.1f} s "
@@ -416,6 +484,32 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             unlimited = time_sql(conn, statements, screens[:naive_sample], None)[1]
             naive_seconds, naive_answers = time_naive(conn, screens[:naive_sample],
                                                       online_since)
+        with connect(database_url, setup.schema, autocommit=True) as conn:  # default session
+            time_peer(conn, statements, screens[:20], DEFAULT_LIMIT)  # warm caches
+            peer_seconds, peer_answers = time_peer(conn, statements, screens, DEFAULT_LIMIT)
+        peer_agrees = peer_answers == sql_answers
+        say(f"peer-shaped baseline (the same WHERE as plain SQL, no GIN index, no planner "
+            f"guards) over {requests} requests: p50 {ms(statistics.median(peer_seconds))} ms, "
+            f"p99 {ms(percentile(peer_seconds, .99))} ms; same answers as SQL: {peer_agrees}")
+        exact_seconds, examined, exact_rps = time_exact(
+            database_url, setup.schema, setup.now, groups[:exact_requests], DEFAULT_LIMIT)
+        fp_seconds, fp_examined, fp_rps = time_exact(
+            database_url, setup.schema, setup.now, false_positives, DEFAULT_LIMIT)
+        say(f"exact=true (in process, limit {DEFAULT_LIMIT}) over {len(exact_seconds)} requests: "
+            f"p50 {ms(statistics.median(exact_seconds))} ms, p99 "
+            f"{ms(percentile(exact_seconds, .99))} ms, {exact_rps:.0f} requests/s, candidates "
+            f"examined p50 {statistics.median(examined)} max {max(examined)}")
+        say(f"  false-positive requests (4-8 x a100/ram/80Gi) over {len(fp_seconds)}: p50 "
+            f"{ms(statistics.median(fp_seconds))} ms, p99 {ms(percentile(fp_seconds, .99))} ms, "
+            f"candidates examined p50 {statistics.median(fp_examined)} max {max(fp_examined)}")
+        cases = [(g, sorted(a)) for g, a in zip(groups[:packing_sample],
+                                                 sql_answers[:packing_sample], strict=True)]
+        packing = time_bin_packing(database_url, setup.schema, cases)
+        say(f"bin-packing per candidate (inventory read + placement / placement alone), "
+            f"{sum(len(o) for _, o in cases)} candidates: " + ", ".join(
+                f"{name} {packing.get(f'{name}_us_per_candidate')} / "
+                f"{packing.get(f'{name}_place_us_per_candidate')} us"
+                for name in ("search", "greedy", "old")) + f" (old = {BASELINE_COMMIT[:7]})")
         agree = unlimited == naive_answers
         matched = [len(a) for a in sql_answers]
         say(f"SQL prefilter over {requests} requests: p50 {ms(statistics.median(sql_seconds))} ms, "
@@ -464,7 +558,27 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
         "http_postgres_cpu_ms_per_request": ms(postgres_cpu),
         "http_vs_naive_rps_ratio": round(rps / naive_rps, 1),
         "naive_agrees_with_sql": agree, "explain_uses_gin": gin,
+        "peer_p50_ms": ms(statistics.median(peer_seconds)),
+        "peer_p99_ms": ms(percentile(peer_seconds, .99)),
+        "sql_vs_peer_p50_ratio": round(statistics.median(peer_seconds)
+                                       / statistics.median(sql_seconds), 1),
+        "peer_agrees_with_sql": peer_agrees,
+        "exact_requests": len(exact_seconds), "exact_p50_ms": ms(statistics.median(exact_seconds)),
+        "exact_p99_ms": ms(percentile(exact_seconds, .99)), "exact_rps": round(exact_rps, 1),
+        "exact_examined_p50": statistics.median(examined), "exact_examined_max": max(examined),
+        "exact_fp_p50_ms": ms(statistics.median(fp_seconds)),
+        "exact_fp_p99_ms": ms(percentile(fp_seconds, .99)), "exact_fp_rps": round(fp_rps, 1),
+        "exact_fp_examined_p50": statistics.median(fp_examined),
+        "exact_fp_examined_max": max(fp_examined),
+        **{f"binpack_{k}": v for k, v in packing.items()},
     }
-    say(f"ratios: SQL p50 {figures['sql_vs_naive_p50_ratio']}x faster than naive; HTTP "
-        f"{figures['http_vs_naive_rps_ratio']}x the naive requests/s")
+    if packing.get("old_us_per_candidate"):
+        figures["binpack_old_vs_search_ratio"] = round(
+            packing["old_us_per_candidate"] / packing["search_us_per_candidate"], 1)
+        figures["binpack_place_old_vs_search_ratio"] = round(
+            packing["old_place_us_per_candidate"] / packing["search_place_us_per_candidate"], 1)
+    say(f"ratios: SQL p50 {figures['sql_vs_naive_p50_ratio']}x faster than naive and "
+        f"{figures['sql_vs_peer_p50_ratio']}x than the peer-shaped SQL; HTTP "
+        f"{figures['http_vs_naive_rps_ratio']}x the naive requests/s; bin-packing per candidate "
+        f"{figures.get('binpack_old_vs_search_ratio')}x faster than {BASELINE_COMMIT[:7]}")
     return figures

@@ -217,6 +217,13 @@ class _Unit:
         return found
 
 
+@lru_cache(maxsize=1024)
+def _unit(index: int, unit: ResourceUnit) -> _Unit:
+    """One `_Unit` per unit of a request, so its GPU kind matches are decided once for every
+    candidate (a request's units are hashed once per candidate instead)."""
+    return _Unit(index, unit)
+
+
 class _State:
     """The capacity left while one request is placed: per node [cpu, memory, ephemeral] and
     free GPU slots per kind (in slot order), and the persistent pools."""
@@ -385,7 +392,7 @@ def place(request: GroupRequest, inventory: ProviderNodes, *,
         return refused
     budget = steps if steps is not None else Steps(
         SEARCH_FACTOR * placement_steps(request, inventory))
-    units = [_Unit(i, u) for i, u in enumerate(request.units)]
+    units = [_unit(i, u) for i, u in enumerate(request.units)]
     node_ids = [n.node_id for n in inventory.nodes]
     try:
         greedy = _greedy(units, node_ids, _State.of(inventory), budget)

@@ -141,7 +141,8 @@ def bench_query(args: argparse.Namespace, settings: Settings) -> int:
         settings.require_database_url(), providers=args.providers, requests=args.requests,
         naive_sample=args.naive_sample, http_requests=args.http_requests, clients=args.clients,
         port=args.port or free_port(), workers=args.workers, seed=args.seed,
-        http_rounds=args.http_rounds)
+        http_rounds=args.http_rounds, exact_requests=args.exact_requests,
+        packing_sample=args.packing_sample)
     print(json.dumps(figures))
     return 0
 
@@ -152,7 +153,8 @@ class _Benchmark:
     @staticmethod
     def register(bench: Subparsers) -> None:
         parser = add_command(bench, "query", bench_query,
-                             "prefilter p50/p99 and HTTP requests/s vs a naive Python filter")
+                             "prefilter p50/p99 and HTTP requests/s vs the peer-shaped SQL and a "
+                             "naive Python filter; exact=true and the bin-packer vs the old one")
         parser.add_argument("--providers", type=int, default=100_000)
         parser.add_argument("--requests", type=int, default=1000)
         parser.add_argument("--naive-sample", type=int, default=10,
@@ -166,6 +168,11 @@ class _Benchmark:
         parser.add_argument("--workers", type=int, default=1,
                             help="`hwledger serve --workers` processes (1: Postgres and the "
                                  "load client share the cores; see docs/performance.md)")
+        parser.add_argument("--exact-requests", type=int, default=200,
+                            help="exact=true requests timed (plus a quarter as many "
+                                 "false-positive ones)")
+        parser.add_argument("--packing-sample", type=int, default=50,
+                            help="requests whose candidates time the bin-packer, new vs old")
         parser.add_argument("--seed", type=int, default=7)
 
 
