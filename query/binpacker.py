@@ -219,8 +219,8 @@ class _Unit:
 
 @lru_cache(maxsize=1024)
 def _unit(index: int, unit: ResourceUnit) -> _Unit:
-    """One `_Unit` per unit of a request, so its GPU kind matches are decided once for every
-    candidate (a request's units are hashed once per candidate instead)."""
+    """The `_Unit` of a request's unit, shared by its candidates: its GPU kind matches are
+    decided once per request, not once per candidate."""
     return _Unit(index, unit)
 
 
