@@ -20,6 +20,7 @@ import time
 import types
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,13 @@ from sqlalchemy import Connection
 import hwledger.query
 from hwledger.query.aggregator import GroupRequest
 from hwledger.query.binpacker import Packing, ProviderNodes, place
-from hwledger.query.service import Limits, QueryService, make_engine, provider_nodes
+from hwledger.query.service import (
+    BudgetExceeded,
+    QueryService,
+    TooCostly,
+    make_engine,
+    provider_nodes,
+)
 
 BASELINE_COMMIT = "6f12abf0823be766ff9d43c754bdf5dbefbbedc4"
 """The code before issue 15: greedy bin-packer, one row and object per GPU."""
@@ -90,26 +97,50 @@ def _copy(cur: psycopg.Cursor[Any], target: str, rows: Sequence[tuple[Any, ...]]
             copy.write_row(row)
 
 
-def time_exact(database_url: str, schema: str, now: datetime, requests: Sequence[GroupRequest],
-               limit: int) -> tuple[list[float], list[int], float]:
-    """Per-request seconds of `bid_screening(exact=True, limit=limit)` in process, the
-    candidates each examined, and the requests per second over the run (one at a time)."""
-    service = QueryService(make_engine(database_url, pool_size=2), schema=schema,
-                           clock=lambda: now, limits=Limits(time_budget_seconds=30))
+@dataclass(frozen=True)
+class ExactTimes:
+    """`time_exact`'s figures: per-request seconds (every answer, a 422 or 503 included),
+    candidates examined per 200 answer, requests/s over the run, and the answers 422
+    `too_costly` (the placement-steps bound) and 503 `over_budget` (the time budget)."""
 
-    async def run() -> tuple[list[float], list[int], float]:
-        seconds, examined = [], []
+    seconds: list[float]
+    examined: list[int]
+    rps: float
+    too_costly: int
+    over_budget: int
+
+
+def time_exact(database_url: str, schema: str, now: datetime, requests: Sequence[GroupRequest],
+               limit: int) -> ExactTimes:
+    """`bid_screening(exact=True, limit=limit)` in process, one request at a time, with the
+    service's default limits (a request over the placement-steps bound is a 422 answer, timed
+    and counted)."""
+    service = QueryService(make_engine(database_url, pool_size=2), schema=schema,
+                           clock=lambda: now)
+
+    async def answer(request: GroupRequest) -> int | str:
+        try:
+            found = await service.bid_screening(request, exact=True, limit=limit)
+        except TooCostly:
+            return "too_costly"
+        except BudgetExceeded:
+            return "over_budget"
+        return found.work.candidates if found.work else 0
+
+    async def run() -> ExactTimes:
+        seconds, outcomes = [], []
         for request in requests[:10]:  # warm-up: statements compiled, connections open
-            await service.bid_screening(request, exact=True, limit=limit)
+            await answer(request)
         started = time.perf_counter()
         for request in requests:
             begun = time.perf_counter()
-            answer = await service.bid_screening(request, exact=True, limit=limit)
+            outcomes.append(await answer(request))
             seconds.append(time.perf_counter() - begun)
-            examined.append(answer.work.candidates if answer.work else 0)
         elapsed = time.perf_counter() - started
         await service.close()
-        return seconds, examined, len(requests) / elapsed
+        return ExactTimes(seconds, [o for o in outcomes if isinstance(o, int)] or [0],
+                          len(requests) / elapsed, outcomes.count("too_costly"),
+                          outcomes.count("over_budget"))
 
     return asyncio.run(run())
 
