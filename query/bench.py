@@ -252,16 +252,21 @@ class Statements:
         row = conn.execute(repository.SHARES_SQL, {"schema": schema}).fetchone()
         return cls(schema, repository.shares_from(row), online_since)
 
-    def prefilter(self, screen: BidScreeningFilter, limit: int | None) -> repository.Prefilter:
-        return repository.prefilter(screen, self.online_since, limit, self.shares)
+    def prefilter(self, screen: BidScreeningFilter, limit: int | None, ordered: bool = False
+                  ) -> repository.Prefilter:
+        return repository.prefilter(screen, self.online_since, limit, self.shares,
+                                    ordered=ordered)
 
-    def answer(self, screen: BidScreeningFilter, probe: int | None) -> tuple[str, dict[str, Any]]:
-        return self.prefilter(screen, probe).answer_sql(self.schema)
+    def answer(self, screen: BidScreeningFilter, probe: int | None, ordered: bool = False
+               ) -> tuple[str, dict[str, Any]]:
+        return self.prefilter(screen, probe, ordered).answer_sql(self.schema)
 
-    def peer(self, screen: BidScreeningFilter, limit: int) -> tuple[str, dict[str, Any]]:
+    def peer(self, screen: BidScreeningFilter, limit: int, ordered: bool
+             ) -> tuple[str, dict[str, Any]]:
         """The peer-shaped baseline: the prefilter's WHERE clauses as one plain statement over
         `peer_inventory` (no GIN index, no fence, no statistics-driven choices), the first
-        `limit` providers by owner with the columns the answer shows."""
+        `limit` providers (by owner when `ordered`, as a paged answer) with the columns the
+        answer shows."""
         query = repository.prefilter(screen, self.online_since, limit)
         p = peer_inventory.c
         columns = {c.name: c for c in p}
@@ -269,21 +274,22 @@ class Statements:
                             p.last_seen_at)
                      .where(and_(true(), *(repository.clause(kind, name, columns)
                                            for kind, name in query.shape)))
-                     .order_by(peer_inventory.c.provider_id)
                      .limit(bindparam("limit", type_=Integer)))
+        if ordered:
+            statement = statement.order_by(peer_inventory.c.provider_id)
         sql, params = repository.compiled(statement, query.params, schema=self.schema)
         return sql, repository.driver_params(params)
 
 
 def time_sql(conn: psycopg.Connection[Any], statements: Statements,
-             screens: Sequence[BidScreeningFilter], probe: int | None
+             screens: Sequence[BidScreeningFilter], probe: int | None, ordered: bool = False
              ) -> tuple[list[float], list[set[str]]]:
     """Per-request seconds of the service's one statement (projection position + candidates as
-    JSON, `probe` = the service's limit + 1 or None for no limit; execute + fetch) and its
-    answers."""
+    JSON, `probe` = the service's limit + 1 or None for no limit, by owner when `ordered` as a
+    paged answer; execute + fetch) and its answers."""
     seconds, answers = [], []
     for screen in screens:
-        sql, params = statements.answer(screen, probe)
+        sql, params = statements.answer(screen, probe, ordered)
         started = time.perf_counter()
         row = conn.execute(sql, params).fetchone()
         seconds.append(time.perf_counter() - started)
@@ -305,13 +311,13 @@ def server_times(conn: psycopg.Connection[Any], statements: Statements,
 
 
 def time_peer(conn: psycopg.Connection[Any], statements: Statements,
-              screens: Sequence[BidScreeningFilter], limit: int
+              screens: Sequence[BidScreeningFilter], limit: int, ordered: bool
               ) -> tuple[list[float], list[set[str]]]:
     """Per-request seconds of the peer-shaped baseline (execute + fetch) and its answers, on a
     connection with the default session settings."""
     seconds, answers = [], []
     for screen in screens:
-        sql, params = statements.peer(screen, limit)
+        sql, params = statements.peer(screen, limit, ordered)
         started = time.perf_counter()
         rows = conn.execute(sql, params).fetchall()
         seconds.append(time.perf_counter() - started)
@@ -480,17 +486,29 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             probe = DEFAULT_LIMIT + 1  # as the service asks
             time_sql(conn, statements, screens[:20], probe)  # warm caches
             sql_seconds, sql_answers = time_sql(conn, statements, screens, probe)
+            time_sql(conn, statements, screens[:20], probe, ordered=True)
+            paged_seconds, paged_answers = time_sql(conn, statements, screens, probe,
+                                                    ordered=True)
             server = server_times(conn, statements, screens, probe)
             unlimited = time_sql(conn, statements, screens[:naive_sample], None)[1]
             naive_seconds, naive_answers = time_naive(conn, screens[:naive_sample],
                                                       online_since)
         with connect(database_url, setup.schema, autocommit=True) as conn:  # default session
-            time_peer(conn, statements, screens[:20], DEFAULT_LIMIT)  # warm caches
-            peer_seconds, peer_answers = time_peer(conn, statements, screens, DEFAULT_LIMIT)
-        peer_agrees = peer_answers == sql_answers
-        say(f"peer-shaped baseline (the same WHERE as plain SQL, no GIN index, no planner "
-            f"guards) over {requests} requests: p50 {ms(statistics.median(peer_seconds))} ms, "
-            f"p99 {ms(percentile(peer_seconds, .99))} ms; same answers as SQL: {peer_agrees}")
+            time_peer(conn, statements, screens[:20], DEFAULT_LIMIT, False)  # warm caches
+            peer_seconds, peer_answers = time_peer(conn, statements, screens, DEFAULT_LIMIT,
+                                                   False)
+            peer_paged_seconds, peer_paged_answers = time_peer(conn, statements, screens,
+                                                               DEFAULT_LIMIT, True)
+        # scan orders differ, so unordered answers agree in size; paged ones are the same rows
+        peer_agrees = ([len(a) for a in peer_answers] == [len(a) for a in sql_answers]
+                       and peer_paged_answers == paged_answers)
+        for name, seconds in (("SQL, paged (by owner)", paged_seconds),
+                              ("peer-shaped baseline (the same WHERE as plain SQL, no GIN "
+                               "index, no planner guards)", peer_seconds),
+                              ("  peer-shaped, paged (by owner)", peer_paged_seconds)):
+            say(f"{name} over {requests} requests: p50 {ms(statistics.median(seconds))} ms, "
+                f"p99 {ms(percentile(seconds, .99))} ms")
+        say(f"peer-shaped answers agree with SQL's: {peer_agrees}")
         exact = time_exact(database_url, setup.schema, setup.now, groups[:exact_requests],
                            DEFAULT_LIMIT)
         fp = time_exact(database_url, setup.schema, setup.now, false_positives, DEFAULT_LIMIT)
@@ -562,6 +580,12 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
         "peer_p99_ms": ms(percentile(peer_seconds, .99)),
         "sql_vs_peer_p50_ratio": round(statistics.median(peer_seconds)
                                        / statistics.median(sql_seconds), 1),
+        "sql_paged_p50_ms": ms(statistics.median(paged_seconds)),
+        "sql_paged_p99_ms": ms(percentile(paged_seconds, .99)),
+        "peer_paged_p50_ms": ms(statistics.median(peer_paged_seconds)),
+        "peer_paged_p99_ms": ms(percentile(peer_paged_seconds, .99)),
+        "sql_paged_vs_peer_paged_p50_ratio": round(statistics.median(peer_paged_seconds)
+                                                   / statistics.median(paged_seconds), 1),
         "peer_agrees_with_sql": peer_agrees,
         "exact_requests": len(exact.seconds),
         **{f"{prefix}_{key}": value for prefix, times in (("exact", exact), ("exact_fp", fp))

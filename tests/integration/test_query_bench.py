@@ -23,6 +23,7 @@ def test_bench_query_measures_every_side_and_agrees_with_the_naive_filter(
     assert figures["http_service_cpu_ms_per_request"] > 0
     assert any(line.startswith("HTTP POST /v1/bid-screening") for line in lines)
     assert figures["peer_agrees_with_sql"] is True and figures["sql_vs_peer_p50_ratio"] > 0
+    assert figures["sql_paged_vs_peer_paged_p50_ratio"] > 0 and figures["sql_paged_p50_ms"] > 0
     assert figures["exact_requests"] == 20 and figures["exact_rps"] > 0
     assert figures["exact_p99_ms"] >= figures["exact_p50_ms"] > 0
     assert figures["exact_fp_examined_max"] > 100  # the false positives were read past
