@@ -32,7 +32,6 @@ import psycopg
 from psycopg import sql
 
 from hwledger.deploy.soak import PERIOD_S, demo_snapshots
-from hwledger.producers.events import producer_info
 from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
@@ -80,7 +79,7 @@ def period_events(side: str, period: int, config: DayConfig,
             else:
                 last = period - period % config.snapshot_every
                 events.append(("NodeHeartbeated", ids | {
-                    "event_id": snapshot_id, "occurred_at": at, "producer": producer_info(),
+                    "event_id": snapshot_id, "occurred_at": at,
                     "snapshot_event_id": str(uuid.uuid5(uuid.NAMESPACE_URL,
                                                         f"{side}/{p}/{n}/{last}"))}))
     return events

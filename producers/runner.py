@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from hwledger.producers.events import ProducerSettings, complete
+from hwledger.producers.events import ProducerSettings, now
 from hwledger.producers.probe import ProbeOptions, Prober, fingerprint, node_id
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.telemetry import DEFAULT_SAMPLE_HZ, Sample, Sampler, summarize
@@ -47,9 +47,11 @@ def require_provider_id(settings: ProducerSettings) -> str:
 
 
 def heartbeat_of(snapshot: Mapping[str, Any]) -> dict[str, Any]:
-    """A NodeHeartbeated of the snapshot's node naming it (a fresh event id and time)."""
-    return complete({"provider_id": snapshot["provider_id"], "node_id": snapshot["node_id"],
-                     "snapshot_event_id": str(snapshot["event_id"])})
+    """A NodeHeartbeated of the snapshot's node naming it (a fresh event id and time; no
+    producer: the snapshot it names has one)."""
+    return {"event_id": str(uuid.uuid4()), "occurred_at": now(),
+            "provider_id": snapshot["provider_id"], "node_id": snapshot["node_id"],
+            "snapshot_event_id": str(snapshot["event_id"])}
 
 
 class SnapshotTracker:

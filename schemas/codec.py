@@ -11,17 +11,25 @@ in CONTENT_CACHED the codec reads the envelope fields (`registry.split`) and dec
 after them once per distinct content; later events with the same bytes share the decoded
 content (and carry it as `Event.content`, the key of the projection's own memo). Decoded data
 is therefore read-only.
+
+Binary UUIDs: a `fixed(16)` field with `logicalType: uuid` (NodeHeartbeated's ids, 16 bytes
+instead of 36 characters) is written from and read as the UUID's canonical string, like every
+other id in the system. fastavro does not map that logical type itself; `_fixed_uuid` and
+`_uuid_fixed` are registered with its logical type tables when this module is imported.
 """
 
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import LOGICAL_READERS
 from fastavro.validation import ValidationError, validate
+from fastavro.write import LOGICAL_WRITERS
 
 from hwledger.schemas.cache import BoundedCache
 from hwledger.schemas.registry import SchemaVersion, Split, by_fingerprint, latest, splits
@@ -31,6 +39,25 @@ HEADER_LEN = len(MARKER) + 8
 CONTENT_CACHED = frozenset({"HardwareSnapshotted"})
 CONTENT_CACHE_SIZE = 4096
 _contents: BoundedCache[bytes, dict[str, Any]] = BoundedCache(CONTENT_CACHE_SIZE)
+
+
+def _fixed_uuid(datum: Any, *_: Any) -> Any:
+    """A UUID (object or string) as its 16 bytes; anything else unchanged, for fastavro to
+    refuse as not a fixed(16)."""
+    if isinstance(datum, uuid.UUID):
+        return datum.bytes
+    try:
+        return uuid.UUID(datum).bytes if isinstance(datum, str) else datum
+    except ValueError:
+        return datum
+
+
+def _uuid_fixed(datum: bytes, *_: Any) -> str:
+    return str(uuid.UUID(bytes=datum))
+
+
+LOGICAL_WRITERS["fixed-uuid"] = _fixed_uuid
+LOGICAL_READERS["fixed-uuid"] = _uuid_fixed
 
 
 class DecodeError(ValueError):

@@ -19,7 +19,12 @@ from importlib import resources
 from typing import Any
 
 from fastavro import parse_schema
-from fastavro.schema import SchemaParseException, fingerprint, to_parsing_canonical_form
+from fastavro.schema import (
+    SchemaParseException,
+    UnknownType,
+    fingerprint,
+    to_parsing_canonical_form,
+)
 
 EVENT_TYPES = (
     "HardwareSnapshotted",
@@ -135,5 +140,5 @@ def split(writer: SchemaVersion) -> Split | None:
             _part(writer.raw, fields[cut:]),
             None if same else _part(reader.raw,
                                     [f for f in reader_fields if f["name"] not in head]))
-    except SchemaParseException:
+    except (SchemaParseException, UnknownType):
         return None

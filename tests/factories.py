@@ -105,7 +105,7 @@ def heartbeat(snapshot_data: dict[str, Any], *, minutes: float = 5, seed: str | 
               **overrides: Any) -> dict[str, Any]:
     """A NodeHeartbeated of the snapshot's node, naming that snapshot."""
     data: dict[str, Any] = {
-        "event_id": event_id(seed), "occurred_at": at(minutes), "producer": PRODUCER,
+        "event_id": event_id(seed), "occurred_at": at(minutes),
         "provider_id": snapshot_data["provider_id"], "node_id": snapshot_data["node_id"],
         "snapshot_event_id": snapshot_data["event_id"],
     }

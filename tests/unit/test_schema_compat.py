@@ -27,6 +27,9 @@ def full_transitive_problems(versions: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+# The avro library predates uuid on fixed(16) (Avro 1.12) and reads such a field as a plain
+# fixed: the same bytes, so compatibility is judged right; its warning says only that.
+@pytest.mark.filterwarnings("ignore:Logical type uuid requires literal type string")
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
 def test_every_version_is_full_transitive_compatible(event_type: str) -> None:
     versions = [s.raw for s in all_versions() if s.event_type == event_type]
