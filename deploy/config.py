@@ -60,9 +60,12 @@ ENV_VARS = {
     "HWLEDGER_NODE_ID": "override the node id derived from /etc/machine-id",
     "HWLEDGER_GPU_SAMPLE_HZ": "runner library: samples per second of a run's GPUs (power, "
                               "memory, utilisation) while it runs (default 10, 0 = off)",
-    "HWLEDGER_ALLOCATABLE_CPU_MILLICORES": "CPU offered to runs (default: threads x 1000)",
-    "HWLEDGER_ALLOCATABLE_MEMORY": "memory offered to runs, e.g. 1400Gi (default: all RAM)",
-    "HWLEDGER_ALLOCATABLE_EPHEMERAL_STORAGE": "ephemeral storage offered (default: / size)",
+    "HWLEDGER_ALLOCATABLE_CPU_MILLICORES": "CPU offered to runs, -1 = unlimited "
+                                           "(default: threads x 1000)",
+    "HWLEDGER_ALLOCATABLE_MEMORY": "memory offered to runs, e.g. 1400Gi, -1 = unlimited "
+                                   "(default: all RAM)",
+    "HWLEDGER_ALLOCATABLE_EPHEMERAL_STORAGE": "ephemeral storage offered, -1 = unlimited "
+                                              "(default: / size)",
     "HWLEDGER_STORAGE_CLASSES": "persistent storage, class=quantity[,...] e.g. beta3=7000Gi",
     AUDITOR_KEYS_SETTING: "auditors' public keys (JSON file); unset: audits are not verified",
 }

@@ -46,6 +46,7 @@ from hwledger.schemas.identity import (
     system_software_id,
 )
 from hwledger.schemas.tokens import identify
+from hwledger.schemas.validation import UNLIMITED
 from hwledger.seeds import gpu_catalog, interface_type_ids
 
 ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
@@ -101,11 +102,14 @@ class ProbeOptions:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProbeOptions:
-        """From HWLEDGER_ALLOCATABLE_* and HWLEDGER_STORAGE_CLASSES (`class=quantity,...`)."""
+        """From HWLEDGER_ALLOCATABLE_* (a quantity, or -1 for unlimited) and
+        HWLEDGER_STORAGE_CLASSES (`class=quantity,...`)."""
         env = os.environ if env is None else env
 
         def opt(name: str) -> int | None:
             raw = env.get(name, "").strip()
+            if raw == str(UNLIMITED):
+                return UNLIMITED
             return parse_quantity(raw, name) if raw else None
 
         storage = []

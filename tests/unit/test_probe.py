@@ -172,9 +172,19 @@ def test_allocatable_defaults_to_host_totals_and_options_override(tmp_path: Path
                                    {"class": "default", "bytes": 2 * 10**12}]
 
 
+def test_an_allocatable_of_minus_one_is_unlimited(tmp_path: Path) -> None:
+    options = ProbeOptions.from_env({"HWLEDGER_ALLOCATABLE_CPU_MILLICORES": "-1",
+                                     "HWLEDGER_ALLOCATABLE_MEMORY": " -1 "})
+    snapshot = prober_for(answers("h100_sxm_x8.json"), tmp_path, options).probe().snapshot
+    assert snapshot["allocatable"]["cpu_millicores"] == -1
+    assert snapshot["allocatable"]["memory_bytes"] == -1
+    assert validation.problems("HardwareSnapshotted", snapshot) == []
+
+
 @pytest.mark.parametrize("env", [{"HWLEDGER_ALLOCATABLE_MEMORY": "lots"},
                                  {"HWLEDGER_STORAGE_CLASSES": "beta3"},
-                                 {"HWLEDGER_STORAGE_CLASSES": "=5Gi"}])
+                                 {"HWLEDGER_STORAGE_CLASSES": "=5Gi"},
+                                 {"HWLEDGER_ALLOCATABLE_MEMORY": "-2"}])
 def test_bad_options_are_user_errors(env: dict[str, str]) -> None:
     with pytest.raises(UserError, match="HWLEDGER_"):
         ProbeOptions.from_env(env)
