@@ -153,9 +153,10 @@ class Runner:
     @contextlib.contextmanager
     def run(self, *, gpu_slots: Sequence[int] = (), cpu_millicores: int = 0,
             memory_bytes: int = 0, ephemeral_storage_bytes: int = 0,
-            task_ref: str | None = None, model_ref: str | None = None,
+            leased_ips: int = 0, task_ref: str | None = None, model_ref: str | None = None,
             run_id: str | None = None) -> Iterator[Run]:
-        """Publish RunStarted now and RunFinished when the block ends."""
+        """Publish RunStarted now and RunFinished when the block ends; `leased_ips` are the
+        provider's leased IPs the run holds until then."""
         if self.tracker.snapshot is None:
             self.start()
         else:
@@ -175,7 +176,7 @@ class Runner:
             "resources": {"cpu_millicores": cpu_millicores, "memory_bytes": memory_bytes,
                           "ephemeral_storage_bytes": ephemeral_storage_bytes,
                           "gpu_slots": run.gpu_slots},
-            "task_ref": task_ref, "model_ref": model_ref,
+            "task_ref": task_ref, "model_ref": model_ref, "leased_ips": leased_ips,
         })
         source = (self.tracker.prober.telemetry_source(run.gpu_slots)
                   if self.sample_hz > 0 else None)

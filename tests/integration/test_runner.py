@@ -44,7 +44,7 @@ def test_runner_publishes_a_new_snapshot_after_a_gpu_swap_and_none_otherwise(
         with runner.run(gpu_slots=[0, 1], cpu_millicores=16_000, memory_bytes=2**36,
                         task_ref="bench/llama3-70b") as run:
             run.metrics.update(tokens_per_second=2310.0, wall_clock_seconds=12.5)
-        with runner.run(gpu_slots=[2]):
+        with runner.run(gpu_slots=[2], leased_ips=2):
             pass
         assert runner.tracker.snapshot_event_id == first_snapshot
         answers["devices"][3] = A100_40GB  # the card in slot 3 was swapped
@@ -67,6 +67,7 @@ def test_runner_publishes_a_new_snapshot_after_a_gpu_swap_and_none_otherwise(
     assert [e.data["snapshot_event_id"] for e in events if e.type == "RunStarted"] == [
         first_snapshot, first_snapshot, second_snapshot]
     assert events[1].data["resources"]["gpu_slots"] == [0, 1]
+    assert [e.data["leased_ips"] for e in events if e.type == "RunStarted"] == [0, 2, 0]
     finished = events[2].data
     assert (finished["status"], finished["tokens_per_second"]) == ("succeeded", 2310.0)
     assert events[7].data["status"] == "failed"
