@@ -1,6 +1,7 @@
 """deploy/grafana/hwledger.json: a valid Grafana dashboard whose every PromQL expression names
 only metrics the code registers (read from the real registries of the projector and the query
-service, standard collectors included), and which covers what operators watch."""
+service, standard collectors included) and only labels those metrics have, and which covers
+what operators watch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import Histogram, MetricWrapperBase
 
 from hwledger.projectors.metrics import Metrics as ProjectorMetrics
 from hwledger.query.api import Metrics as QueryMetrics
@@ -32,6 +34,8 @@ WATCHED = {"hwledger_projector_lag_messages", "hwledger_projector_events_total",
            "process_cpu_seconds_total", "process_resident_memory_bytes"}
 """What the dashboard must show (issue 17): projector lag, applied and dead-lettered events,
 request rate and latency by route, candidates, placements, false positives, process CPU/RSS."""
+TARGET_LABELS = {"job", "instance"}
+"""Labels Prometheus adds to every scraped sample."""
 
 
 def registered_names(registry: CollectorRegistry) -> set[str]:
@@ -52,6 +56,29 @@ def metric_names(expr: str) -> set[str]:
     return {m.group() for m in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", expr)
             if m.group().lower() not in PROMQL_KEYWORDS
             and not expr[m.end():].lstrip().startswith("(")}
+
+
+def metric_labels(*owners: object) -> dict[str, set[str]]:
+    """Sample name -> its label names, for the metrics that are attributes of `owners` (the
+    label names a metric was declared with are only kept in a private attribute)."""
+    found: dict[str, set[str]] = {}
+    for metric in (m for o in owners for m in vars(o).values()
+                   if isinstance(m, MetricWrapperBase)):
+        labels = set(metric._labelnames) | ({"le"} if isinstance(metric, Histogram) else set())
+        family = metric._name.removesuffix("_total")
+        for suffix in SUFFIXES[str(metric._type)]:
+            found[family + suffix] = labels
+    return found
+
+
+def label_names(expr: str) -> set[str]:
+    """The label names a PromQL expression matches on or groups by."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    selected = {m.group(1) for selector in re.findall(r"\{([^}]*)\}", expr)
+                for m in re.finditer(r"(\w+)\s*(?:=~|!~|!=|=)", selector)}
+    grouped = {name.strip() for clause in re.findall(
+        r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr) for name in clause.split(",")}
+    return (selected | grouped) - {""}
 
 
 def dashboard() -> dict[str, Any]:
@@ -83,6 +110,20 @@ def test_every_expression_names_only_registered_metrics(expr: str) -> None:
                   | registered_names(QueryMetrics().registry))
     names = metric_names(expr)
     assert names and names <= registered, names - registered
+
+
+def test_label_names_reads_selectors_and_groupings() -> None:
+    assert label_names('sum by (route, le) (rate(a_bucket{exact="true",x=~"a,b"}[5m])) / on '
+                       '(job) b_total{status!="200"}') == {"route", "le", "exact", "x", "job",
+                                                           "status"}
+
+
+@pytest.mark.parametrize("expr", expressions())
+def test_every_expression_uses_only_labels_its_metrics_have(expr: str) -> None:
+    labels = metric_labels(ProjectorMetrics(), QueryMetrics())
+    names = metric_names(expr)
+    known = TARGET_LABELS.union(*(labels.get(name, set()) for name in names))
+    assert label_names(expr) <= known, label_names(expr) - known
 
 
 def test_the_dashboard_covers_what_operators_watch() -> None:
