@@ -23,7 +23,8 @@ from hwledger.schemas.tokens import request_token
 MAX_QUANTITY = 2**50  # ~1 PiB of bytes, ~1e15 millicores: anything larger is a typo
 MAX_TOTAL = 2**63 - 1
 """The largest total (or per-node maximum) a request may ask for: the largest Postgres bigint,
-which the read model's totals saturate at (docs/decisions.md, "Totals")."""
+which the read model's totals saturate at
+(docs/adr/0038-unlimited-allocatable-and-saturated-totals.md)."""
 MAX_RECLAMATION_WINDOW = MAX_TOTAL
 LEASED_IP = "LEASED_IP"
 ENDPOINT_KINDS = ("SHARED_HTTP", "RANDOM_PORT", LEASED_IP)

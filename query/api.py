@@ -4,7 +4,8 @@ The two screening routes are a bid scheduler's hot path, so `screening_routes` s
 plain ASGI in front of the FastAPI app, which serves everything else, /docs and the OpenAPI
 document (where the screening operations are described by hand): a screening request costs
 its body, one statement and the answer, without the framework's per-request middleware,
-routing and parameter resolution (docs/decisions.md, "Screening throughput").
+routing and parameter resolution
+(docs/adr/0035-plain-asgi-screening-routes.md).
 
 Bodies are read raw (at most 64 KiB, else 413; Content-Type application/json, else 415) and
 validated by the aggregator, so every bad body gets 422 `{"error", "message"}` naming the

@@ -13,7 +13,8 @@ model (by token) with enough free GPUs on the first node that takes one of its r
 `SEARCH` (the default) first tries exactly that, and when it fails searches, depth first, the
 other unit orders and, per unit, the other models it could freeze (the distinct matching models
 with enough free GPUs on some node); a branch ends where a unit cannot be placed. So it places
-whatever greedy places, the same way, and more (docs/decisions.md, "Exact placement"). Each
+whatever greedy places, the same way, and more
+(docs/adr/0030-bin-packer-order-and-search-packing.md). Each
 unit fill visits at most every node once: a step is one node of one fill, `placement_steps`
 is the greedy pass's bound (units x nodes), and the search spends from a `Steps` budget.
 Before any node, `provider_gate` checks what is provider-wide: the leased IP pool (Akash
@@ -129,7 +130,8 @@ class _OutOfSteps(Exception):
 
 SEARCH_FACTOR = 32
 """A `place` call's default budget is this many greedy passes (units x nodes steps each):
-enough for three units with two models each to be searched through (docs/decisions.md)."""
+enough for three units with two models each to be searched through
+(docs/adr/0030-bin-packer-order-and-search-packing.md)."""
 
 
 @dataclass

@@ -102,7 +102,8 @@ def glob_clause(name: str, attributes: ColumnElement[Any]) -> ColumnElement[bool
 Condition = tuple[str, str, Any]  # (kind, parameter name, value)
 
 
-COMMON_SHARE = 0.2  # a condition this common stays off the GIN path (docs/decisions.md)
+# A condition this common stays off the GIN path (docs/adr/0024-planner-guards-from-statistics.md).
+COMMON_SHARE = 0.2
 SCREENING_SESSION = ("SET TIME ZONE 'UTC'; SET cpu_index_tuple_cost = 0.03; "
                      "SET max_parallel_workers_per_gather = 0")
 """Session settings the screening statements are planned and run with. Postgres writes the
@@ -111,8 +112,8 @@ scan decodes and stores every matching TID before the first row comes out, which
 underprices, so the planner built 15,000-entry bitmaps (~2 ms) where a scan that stops at the
 limit reads ~1,500 rows (~0.5 ms); tokens free at under ~4% of providers still use the GIN
 index. No parallel workers: answers stop at a few hundred rows, and many requests at once
-already use every core, so a Gather only adds worker start-up (docs/decisions.md, "Screening
-throughput")."""
+already use every core, so a Gather only adds worker start-up
+(docs/adr/0025-screening-session-planner-settings.md)."""
 SHARES_SQL = (
     "SELECT g.most_common_elems::text::text[], g.most_common_elem_freqs, "
     "a.most_common_vals::text::jsonb[], a.most_common_freqs FROM (SELECT) AS one "
@@ -284,7 +285,8 @@ def _statements(shape: Shape, limited: bool, ordered: bool
     ran on every row, and an auditor typically signed a large part of the fleet, as a common
     GPU model is free at 20-45% of it, yet (assuming independent conditions) it would AND
     their 15-50k-row GIN bitmaps with the others' (10-25 ms at 100k providers) where a scan
-    stopping after `limit` rows takes ~1 ms (docs/decisions.md).
+    stopping after `limit` rows takes ~1 ms (docs/adr/0023-offset-0-fence-in-postgres.md,
+    docs/adr/0024-planner-guards-from-statistics.md).
     """
     inv = provider_inventory.c
     inner = {c.name: c for c in inv}

@@ -4,7 +4,8 @@ Shared by `hwledger publish --events` (reject the file before publishing) and th
 (dead-letter the event). Each problem is one readable sentence naming the field.
 
 Besides impossible values, these checks keep out everything PostgreSQL would refuse, so a
-record is dead-lettered here instead of failing its batch (docs/decisions.md, "Poison"):
+record is dead-lettered here instead of failing its batch
+(docs/adr/0057-poison-and-lost-logs.md):
 - strings: no NUL character; ids (`ID_FIELDS`) at most `MAX_ID_BYTES` of UTF-8, every other
   string at most `MAX_TEXT_BYTES` (both well inside a btree/GIN index entry);
 - `occurred_at` inside `EARLIEST` .. `LATEST` (the log's own time bound is the projector's);
@@ -12,7 +13,8 @@ record is dead-lettered here instead of failing its batch (docs/decisions.md, "P
   and PostgreSQL agree on;
 - at most `MAX_GPUS` GPUs per snapshot, byte quantities at most `MAX_BYTES`, millicores at
   most `MAX_MILLICORES`; an allocatable of `UNLIMITED` (-1, as in Akash) is unlimited, read
-  as `INT64_MAX` (the projector's per-provider sums saturate at it, docs/decisions.md);
+  as `INT64_MAX` (the projector's per-provider sums saturate at it,
+  docs/adr/0038-unlimited-allocatable-and-saturated-totals.md);
 - leased IPs (a provider's pool, a run's share) at most `MAX_LEASED_IPS`, a reclamation
   window not negative;
 - finite run metrics (no NaN or infinity).
