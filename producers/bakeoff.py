@@ -18,10 +18,10 @@ from typing import Any
 from hwledger.producers.events import producer_info
 from hwledger.schemas import identity
 from hwledger.schemas.tokens import PCI_VENDORS, identify, normalize_pci_id, vendor_token
+from hwledger.schemas.units import GiB, MiB
 from hwledger.seeds import gpu_catalog, interface_type_ids
 
 IMPORT_NS = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7b01")
-MiB, GiB = 2**20, 2**30
 UNKNOWN = "unknown"
 UNKNOWN_PCI_DEVICE = "0000"
 DEFAULT_ARCHITECTURE = "amd64"

@@ -24,10 +24,11 @@ from typing import Any
 from sqlalchemy import Select, and_, func, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
-from hwledger.producers.bakeoff import STATUSES, GiB, MiB
+from hwledger.producers.bakeoff import STATUSES
 from hwledger.schemas import tables
 from hwledger.schemas.gpu_specs import PciId, spec_documents
 from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY, SOFTWARE_FIELDS
+from hwledger.schemas.units import GiB, MiB
 
 SCHEMA_VERSION = 1
 AUDIT_FIELDS = ("created_at", "updated_at")

@@ -14,8 +14,7 @@ from typing import Any
 
 from hwledger.producers.nvml import RecordedNvml
 from hwledger.producers.telemetry import NvmlTelemetry, Sampler
-
-GiB = 2**30
+from hwledger.schemas.units import GiB
 
 
 def recorded_answers(gpus: int, steps: int = 50) -> dict[str, Any]:

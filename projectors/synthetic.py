@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hwledger.schemas.units import GiB
 from hwledger.seeds import GpuModel, load_gpu_models
 
-GiB = 1024**3
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PRODUCER = {"name": "hwledger-synthetic", "version": "1"}
 Event = tuple[str, dict[str, Any]]

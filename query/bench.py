@@ -49,8 +49,8 @@ from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import drop_schema, migrate
 from hwledger.schemas.tables import provider_inventory
 from hwledger.schemas.tokens import gpu_tokens
+from hwledger.schemas.units import GiB
 
-GiB = 2**30
 GPU_MIX = (  # (vendor, model, weight, GPUs per node choices)
     ("nvidia", "h100", 18, (8,)), ("nvidia", "a100", 16, (4, 8)), ("nvidia", "h200", 4, (8,)),
     ("nvidia", "l40s", 8, (2, 4, 8)), ("nvidia", "rtx4090", 14, (1, 2, 4, 8)),

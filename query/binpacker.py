@@ -31,8 +31,7 @@ from typing import NamedTuple
 
 from hwledger.query.aggregator import GpuAlternative, GroupRequest, ResourceUnit
 from hwledger.schemas.tokens import gpu_tokens
-
-GiB = 2**30
+from hwledger.schemas.units import GiB
 
 
 class GpuKind(NamedTuple):

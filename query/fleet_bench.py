@@ -34,8 +34,8 @@ from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import scratch_schema
 from hwledger.schemas.tokens import gpu_tokens
+from hwledger.schemas.units import GiB
 
-GiB = 2**30
 TTL_SECONDS = 900
 BATCH = 5000
 FILTERS = (FleetFilter(), FleetFilter(vendor="nvidia"), FleetFilter(model="h100"),

@@ -46,6 +46,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from hwledger.query.aggregator import BidScreeningFilter
 from hwledger.query.fleet import FleetFilter
 from hwledger.schemas.tables import node_free, node_gpus, projection_offsets, provider_inventory
+from hwledger.schemas.units import GiB
 
 TOTAL_COLUMNS = (
     ("total_cpu", "total_available_cpu"),
@@ -419,7 +420,6 @@ def _token(column: ColumnElement[Any]) -> ColumnElement[Any]:
     return func.lower(func.btrim(column))
 
 
-GiB = 2**30
 
 
 GPU_AVAILABILITY_SESSION = "SET LOCAL work_mem = '64MB'"

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hwledger.schemas.units import GiB
 from hwledger.seeds import SeedError, gpu_catalog, read_seed_document
 
-GiB = 1024**3
 PRODUCER = {"name": "hwledger-demo", "version": "1"}
 DEMO_NS = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7aff")
 

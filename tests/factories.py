@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY
+from hwledger.schemas.units import GiB
 from hwledger.seeds import gpu_catalog
 
-GiB = 1024**3
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 PRODUCER = {"name": "hwledger-tests", "version": "0.1.0"}
 

@@ -24,10 +24,10 @@ from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.query.service import Limits, QueryService, make_engine
 from hwledger.schemas.codec import encode
 from hwledger.schemas.migrations import scratch_schema
+from hwledger.schemas.units import GiB
 from tests.waiting import wait_until
 
 Event = tuple[str, dict[str, Any]]
-GiB = 2**30
 
 
 def publish(kafka_config: dict[str, Any], topic: str, events: Sequence[Event]) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import GiB, at, gpu, snapshot
+from hwledger.schemas.units import GiB
+from tests.factories import at, gpu, snapshot
 from tests.integration.query_support import Event, client, gpu_unit, group_spec, schema_with
 
 NOW = at(10)

@@ -16,11 +16,11 @@ from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import Runner
 from hwledger.projectors import catch_up
 from hwledger.schemas.db import connect
+from hwledger.schemas.units import GiB
 from hwledger.seeds import seed_database
 from tests import factories as f
 from tests.integration.query_support import client, schema_with
 
-GiB = 2**30
 RUN_RECORDING = Path(__file__).parents[1] / "fixtures" / "nvml" / "h100_sxm_x2_run.json"
 SPECS = Path(__file__).parents[2] / "seeds" / "gpu_specs.json"
 

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from hwledger.projectors.checksums import table_checksums
+from hwledger.schemas.units import GiB
 from tests.integration.projector_support import (
     INVENTORY_DISAGREES_WITH_NODES,
     encoded,
@@ -17,7 +18,6 @@ from tests.integration.projector_support import (
 )
 
 GOLDEN = Path(__file__).parent.parent / "data" / "golden_history.jsonl"
-GiB = 1024**3
 
 
 def inventory(db: psycopg.Connection[Any], provider: str) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.query.aggregator import parse_group_spec, screening_filter
 from hwledger.query.repository import Shares, compiled, prefilter
 from hwledger.schemas.db import connect
+from hwledger.schemas.units import GiB
 from tests.factories import (
-    GiB,
     at,
     gpu,
     provider_audited,

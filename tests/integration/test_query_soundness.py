@@ -25,9 +25,9 @@ from hwledger.query.aggregator import parse_group_spec, screening_filter
 from hwledger.query.binpacker import Packing, Placement, ProviderNodes, place
 from hwledger.query.service import QueryService, make_engine, provider_nodes
 from hwledger.schemas.db import connect
+from hwledger.schemas.units import GiB
 from tests.factories import (
     CATALOG_KEYS,
-    GiB,
     gpu,
     provider_registered,
     run_finished,

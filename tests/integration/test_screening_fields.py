@@ -21,8 +21,8 @@ from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors import catch_up
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import drop_schema, migrate
+from hwledger.schemas.units import GiB
 from tests.factories import (
-    GiB,
     at,
     provider_audited,
     provider_registered,

@@ -21,8 +21,7 @@ from hwledger.query.aggregator import (
     parse_quantity,
     screening_filter,
 )
-
-GiB = 2**30
+from hwledger.schemas.units import GiB
 
 
 def unit(cpu: Any = "1000", memory: Any = str(GiB), count: int = 1,

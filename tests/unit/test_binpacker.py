@@ -34,8 +34,8 @@ from hwledger.query.binpacker import (
     place,
     placement_steps,
 )
+from hwledger.schemas.units import GiB
 
-GiB = 2**30
 H100 = GpuAlternative("nvidia", "h100")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from hwledger.schemas.identity import gpu_hardware_id, system_hardware_id, system_software_id
+from hwledger.schemas.units import GiB
 from tests import factories as f
 
 
@@ -21,7 +22,7 @@ def test_slot_index_is_not_part_of_a_gpu_id() -> None:
 
 def test_gpu_id_depends_on_pci_ids_and_vram() -> None:
     base = gpu_hardware_id(f.gpu(0))
-    assert gpu_hardware_id(f.gpu(0, vram_bytes=40 * f.GiB)) != base
+    assert gpu_hardware_id(f.gpu(0, vram_bytes=40 * GiB)) != base
     assert gpu_hardware_id(f.gpu(0, pci_subsystem_id="10de1809")) != base
     assert gpu_hardware_id(f.gpu(0, "h100-pcie")) != base
 

@@ -32,10 +32,10 @@ from hwledger.producers.probe import (
 from hwledger.schemas import codec, validation
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY, system_hardware_id
+from hwledger.schemas.units import GiB
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "nvml"
 HOST_FIXTURES = Path(__file__).parent.parent / "fixtures" / "host"
-GiB = 2**30
 HOST = HostFacts(cpu_model="AMD EPYC 9654 96-Core Processor", cpu_vendor="amd", cpu_cores=96,
                  cpu_threads=192, ram_bytes=1536 * GiB, architecture="amd64",
                  motherboard="Supermicro H13DSG-O-CPU", os="Ubuntu 22.04.4 LTS",

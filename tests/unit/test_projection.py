@@ -18,6 +18,7 @@ from hwledger.projectors.projection import (
 )
 from hwledger.projectors.service import backoff, fence_for
 from hwledger.schemas.identity import system_hardware_id
+from hwledger.schemas.units import GiB
 from tests import factories as f
 from tests.projecting import TTL, batch, run
 
@@ -253,11 +254,11 @@ def test_every_snapshot_with_an_impossible_content_is_dead_lettered() -> None:
 
 
 def test_an_unlimited_allocatable_is_stored_as_the_largest_bigint() -> None:
-    unlimited = f.snapshot(allocatable={"cpu_millicores": -1, "memory_bytes": 4 * f.GiB,
+    unlimited = f.snapshot(allocatable={"cpu_millicores": -1, "memory_bytes": 4 * GiB,
                                         "ephemeral_storage_bytes": -1})
     plan, _ = run(("HardwareSnapshotted", unlimited))
     assert not plan.dead_letters
-    assert plan.snapshots[0][6:9] == (2**63 - 1, 4 * f.GiB, 2**63 - 1)
+    assert plan.snapshots[0][6:9] == (2**63 - 1, 4 * GiB, 2**63 - 1)
 
 
 def test_registrations_and_runs_carry_leased_ips_and_the_reclamation_window() -> None:

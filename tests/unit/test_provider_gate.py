@@ -14,9 +14,9 @@ from hwledger.query.binpacker import (
     place,
     provider_gate,
 )
+from hwledger.schemas.units import GiB
 from hwledger.schemas.validation import INT64_MAX
 
-GiB = 2**30
 ROOMY = (NodeInventory("node-1", 64_000, 256 * GiB, 1000 * GiB),)
 
 

@@ -14,9 +14,9 @@ from hwledger.producers.nvml import RecordedNvml
 from hwledger.producers.probe import Prober
 from hwledger.producers.runner import finished_metrics
 from hwledger.producers.telemetry import Reading, Sample, Sampler, summarize
+from hwledger.schemas.units import GiB
 from tests.unit.test_probe import HOST, answers, sysfs_tree
 
-GiB = 2**30
 RUN = "h100_sxm_x2_run.json"
 
 
