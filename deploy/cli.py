@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
 
+from hwledger.deploy.bench import cli as bench
 from hwledger.deploy.commands import (
     CommandModule,
     bakeoff,
-    bench,
     db,
     demo,
     dev,

@@ -9,16 +9,13 @@ time (the events go out with the next publisher on this spool, e.g. `hwledger sp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import signal
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +31,6 @@ from hwledger.deploy.commands import (
     non_negative,
 )
 from hwledger.deploy.config import Settings
-from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
-from hwledger.producers import bench
 from hwledger.producers.agent import SNAPSHOT_EVERY, run_agent
 from hwledger.producers.events import complete
 from hwledger.producers.events_file import read_events
@@ -308,54 +302,3 @@ def _spool_flush(args: argparse.Namespace, settings: Settings) -> int:
     return _deliver(publisher, args.timeout, publisher.pending())
 
 
-@contextlib.contextmanager
-def _bench_broker(settings: Settings) -> Iterator[str]:
-    """The configured broker, else an embedded one for the benchmark's duration."""
-    if settings.kafka_bootstrap:
-        yield settings.kafka_bootstrap
-        return
-    with tempfile.TemporaryDirectory(prefix="hwledger-bench-") as workdir:
-        port = free_port()
-        pid = EmbeddedBroker(Path(workdir) / "broker.log").start(port)
-        try:
-            yield f"127.0.0.1:{port}"
-        finally:
-            stop_pid(pid)
-
-
-def bench_produce(args: argparse.Namespace, settings: Settings) -> int:
-    if min(args.events, args.batch, args.rounds, args.single) < 1:
-        raise UserError("--events, --batch, --rounds and --single must be at least 1")
-    with _bench_broker(settings) as bootstrap:
-        config = {**settings.kafka_extra, "bootstrap.servers": bootstrap}
-        console.print(f"broker {bootstrap}")
-
-        def new_topic() -> str:
-            topic = f"hwledger.bench.{uuid.uuid4().hex[:8]}"
-            ensure_topic(config, topic, settings.partitions)
-            return topic
-
-        figures = bench.run(config, new_topic, events=args.events, batch=args.batch,
-                            rounds=args.rounds, single=min(args.single, args.events),
-                            say=console.print)
-    print(json.dumps(figures))
-    return 0
-
-
-class _Benchmark:
-    """`hwledger bench produce`, listed in BENCHMARK_MODULES."""
-
-    @staticmethod
-    def register(bench_group: Subparsers) -> None:
-        parser = add_command(bench_group, "produce", bench_produce,
-                             "8-GPU snapshot events/s through the spool vs a raw Kafka "
-                             "producer, and probe time")
-        parser.add_argument("--events", type=int, default=50_000)
-        parser.add_argument("--batch", type=int, default=1000,
-                            help="events per publish_encoded call (one fsync per batch)")
-        parser.add_argument("--rounds", type=int, default=3)
-        parser.add_argument("--single", type=int, default=2000,
-                            help="events for the one-event-per-call figure")
-
-
-BENCHMARK = _Benchmark()

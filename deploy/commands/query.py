@@ -14,7 +14,6 @@ from rich.table import Table
 
 from hwledger.deploy.commands import Subparsers, add_command, configure_logging
 from hwledger.deploy.config import Settings
-from hwledger.deploy.localstack import free_port
 from hwledger.query.aggregator import GroupRequest, InvalidRequest, parse_group_spec
 from hwledger.query.service import (
     DEFAULT_LIMIT,
@@ -132,51 +131,6 @@ def screen(args: argparse.Namespace, settings: Settings) -> int:
         for owner, reason in answer.rejected:
             console.print(f"[dim]not placeable: {owner}: {reason}[/dim]")
     return 0
-
-
-def bench_query(args: argparse.Namespace, settings: Settings) -> int:
-    from hwledger.query.bench import run_benchmark
-
-    figures = run_benchmark(
-        settings.require_database_url(), providers=args.providers, requests=args.requests,
-        naive_sample=args.naive_sample, http_requests=args.http_requests, clients=args.clients,
-        port=args.port or free_port(), workers=args.workers, seed=args.seed,
-        http_rounds=args.http_rounds, exact_requests=args.exact_requests,
-        packing_sample=args.packing_sample)
-    print(json.dumps(figures))
-    return 0
-
-
-class _Benchmark:
-    """`hwledger bench query`, listed in BENCHMARK_MODULES."""
-
-    @staticmethod
-    def register(bench: Subparsers) -> None:
-        parser = add_command(bench, "query", bench_query,
-                             "prefilter p50/p99 and HTTP requests/s vs the peer-shaped SQL and a "
-                             "naive Python filter; exact=true and the bin-packer vs the old one")
-        parser.add_argument("--providers", type=int, default=100_000)
-        parser.add_argument("--requests", type=int, default=1000)
-        parser.add_argument("--naive-sample", type=int, default=10,
-                            help="requests the (slow) naive baseline runs")
-        parser.add_argument("--http-requests", type=int, default=3000,
-                            help="requests per HTTP round")
-        parser.add_argument("--http-rounds", type=int, default=5,
-                            help="HTTP rounds; requests/s is their median")
-        parser.add_argument("--clients", type=int, default=4, help="keep-alive HTTP clients")
-        parser.add_argument("--port", type=int, help="port for the service (default: free)")
-        parser.add_argument("--workers", type=int, default=1,
-                            help="`hwledger serve --workers` processes (1: Postgres and the "
-                                 "load client share the cores; see docs/performance.md)")
-        parser.add_argument("--exact-requests", type=int, default=200,
-                            help="exact=true requests timed (plus a quarter as many "
-                                 "false-positive ones)")
-        parser.add_argument("--packing-sample", type=int, default=50,
-                            help="requests whose candidates time the bin-packer, new vs old")
-        parser.add_argument("--seed", type=int, default=7)
-
-
-BENCHMARK = _Benchmark()
 
 
 def register(subparsers: Subparsers) -> None:

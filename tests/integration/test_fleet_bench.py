@@ -3,7 +3,7 @@ naive count."""
 
 from __future__ import annotations
 
-from hwledger.query.fleet_bench import run_gpu_benchmark
+from hwledger.deploy.bench.gpus import run_gpu_benchmark
 
 
 def test_bench_gpus_times_every_filter_and_agrees_with_the_naive_count(

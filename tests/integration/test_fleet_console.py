@@ -1,5 +1,5 @@
 """`/v1/gpus` and `/v1/providers` over a synthetic fleet history: the GPU counts equal a count
-in Python from the normalized tables (`fleet_bench.naive_gpu_availability`: current snapshots'
+in Python from the normalized tables (`deploy.bench.gpus.naive_gpu_availability`: current snapshots'
 GPU links, unfinished runs' slots, providers' last sighting), offline providers left out, with
 each filter."""
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from hwledger.deploy.bench.fleet import history
+from hwledger.deploy.bench.gpus import naive_gpu_availability
 from hwledger.projectors import apply_events
-from hwledger.projectors.synthetic import history
 from hwledger.query.fleet import FleetFilter
-from hwledger.query.fleet_bench import naive_gpu_availability
 from hwledger.schemas.db import connect
 from tests.factories import provider_audited
 from tests.integration.query_support import client, fresh_schema

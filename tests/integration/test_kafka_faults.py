@@ -28,6 +28,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
+from hwledger.deploy.bench.fleet import Event, history
 from hwledger.deploy.cli import main
 from hwledger.deploy.commands.rebuild import log_size
 from hwledger.deploy.kafka_admin import ensure_topic
@@ -36,7 +37,6 @@ from hwledger.deploy.kafka_dist import classpath
 from hwledger.producers.publisher import Publisher
 from hwledger.projectors.rebuild import rebuild
 from hwledger.projectors.service import Projector
-from hwledger.projectors.synthetic import Event, history
 from hwledger.projectors.verify import compare
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import drop_schema

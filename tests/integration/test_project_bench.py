@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hwledger.deploy.project_bench import BenchConfig, run_benchmark
+from hwledger.deploy.bench.project import BenchConfig, run_benchmark
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.cli import main
-from hwledger.projectors.synthetic import history
 from hwledger.schemas import codec
 from tests import factories as f
 from tests.integration.projector_support import encoded, project_all, publish

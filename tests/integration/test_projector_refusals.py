@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from hwledger.deploy.bench.fleet import history
 from hwledger.projectors import catch_up
 from hwledger.projectors.rebuild import rebuild
-from hwledger.projectors.synthetic import history
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import migrate
 from hwledger.seeds import seed_database

@@ -25,10 +25,10 @@ import psutil
 import psycopg
 import pytest
 
+from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.localstack import EmbeddedBroker, EmbeddedPostgres, free_port, stop_pid
 from hwledger.projectors.service import Projector
-from hwledger.projectors.synthetic import history
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import prepare_schema
 from tests.integration.projector_support import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from hwledger.deploy.bench.query import run_benchmark
 from hwledger.deploy.localstack import free_port
-from hwledger.query.bench import run_benchmark
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hwledger.deploy.bench.fleet import history
 from hwledger.projectors.projection import Record
-from hwledger.projectors.synthetic import history
 from hwledger.projectors.writer import Writer
 from hwledger.query import repository
 from hwledger.query.binpacker import ProviderNodes

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.cli import main
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
@@ -34,7 +35,6 @@ from hwledger.projectors.rebuild import (
     stored_offsets,
 )
 from hwledger.projectors.service import Projector, ProjectorConfig
-from hwledger.projectors.synthetic import history
 from hwledger.projectors.verify import compare
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from hwledger.deploy.heartbeat_day import DayConfig, period_events
-from hwledger.deploy.soak import NodeLoad, SoakResult, figures, per_node_day, record_bytes
+from hwledger.deploy.bench.heartbeat_day import DayConfig, period_events
+from hwledger.deploy.bench.soak import NodeLoad, SoakResult, figures, per_node_day, record_bytes
 from hwledger.producers.agent import SNAPSHOT_EVERY, heartbeat_publishes_snapshot
 from hwledger.producers.runner import heartbeat_of
 from hwledger.projectors.projection import (

@@ -15,7 +15,8 @@ def test_wheel_contains_subpackages_and_data(tmp_path: Path) -> None:
                     "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("hwledger-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for package in ("schemas", "producers", "projectors", "query", "seeds", "deploy"):
+    for package in ("schemas", "producers", "projectors", "query", "seeds", "deploy",
+                    "deploy/commands", "deploy/bench"):
         assert f"hwledger/{package}/__init__.py" in names
     assert "hwledger/schemas/sql/0001_initial.sql" in names
     assert "hwledger/schemas/avro/HardwareSnapshotted.v1.avsc" in names

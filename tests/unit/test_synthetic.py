@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hwledger.projectors.synthetic import history
+from hwledger.deploy.bench.fleet import history
 from hwledger.schemas import codec, validation
 
 

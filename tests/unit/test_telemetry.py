@@ -145,7 +145,7 @@ def test_the_sample_rate_must_be_positive() -> None:
 
 
 def test_the_overhead_benchmark_times_the_sampler_against_no_sampler() -> None:
-    from hwledger.producers.telemetry_bench import run_telemetry_benchmark
+    from hwledger.deploy.bench.telemetry import run_telemetry_benchmark
 
     found = run_telemetry_benchmark(seconds=0.3, repeats=1, hz=50, gpus=2)
     assert 30 <= found["samples_per_second"] <= 60  # 50 Hz plus the start and stop samples

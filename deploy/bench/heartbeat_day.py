@@ -31,7 +31,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hwledger.deploy.soak import PERIOD_S, demo_snapshots
+from hwledger.deploy.bench.fleet import demo_snapshots
+from hwledger.deploy.bench.soak import PERIOD_S
 from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec

@@ -9,14 +9,14 @@ import time
 import uuid
 from typing import Any
 
-from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.project_bench import (
+from hwledger.deploy.bench.project import (
     SNAPSHOT_WEIGHT,
     BenchConfig,
     create_schema,
     measure,
     publish_all,
 )
+from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors.rebuild import rebuild
 from hwledger.schemas.migrations import drop_schema
 

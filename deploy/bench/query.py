@@ -9,182 +9,44 @@ copy of the table with no GIN index and no planner guards, `Statements.peer`), t
 (`hwledger serve` in its own process, keep-alive clients), and the naive baseline that loads
 every provider row and filters in Python. Both baselines' answers double as cross-checks of the
 SQL. EXPLAIN of a selective GPU request shows whether the GIN index is used. `exact=true` and
-the bin-packer per candidate, against the code before issue 15, are `exact_bench`'s.
+the bin-packer per candidate, against the code before issue 15, are `deploy.bench.exact`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import http.client
 import json
-import os
 import random
-import re
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psutil
 import psycopg
-import uvloop
 from psycopg.types.json import Jsonb
 from sqlalchemy import Integer, MetaData, and_, bindparam, select, true
 
+from hwledger.deploy.bench.exact import BASELINE_COMMIT, time_bin_packing, time_exact, write_nodes
+from hwledger.deploy.bench.fleet import synthetic_provider
+from hwledger.deploy.bench.http_load import (
+    cpu_seconds,
+    http_server,
+    postgres_cpu_seconds,
+    time_http,
+)
+from hwledger.deploy.bench.requests import false_positive_request, naive_match, synthetic_request
+from hwledger.deploy.bench.stats import ms, percentile
 from hwledger.query import repository
 from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
-from hwledger.query.binpacker import GpuGroup, NodeInventory, ProviderNodes
-from hwledger.query.exact_bench import BASELINE_COMMIT, time_bin_packing, time_exact, write_nodes
-from hwledger.query.inventory import provider_totals
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect
-from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import drop_schema, migrate
 from hwledger.schemas.tables import provider_inventory
-from hwledger.schemas.tokens import gpu_tokens
-from hwledger.schemas.units import GiB
 
-GPU_MIX = (  # (vendor, model, weight, GPUs per node choices)
-    ("nvidia", "h100", 18, (8,)), ("nvidia", "a100", 16, (4, 8)), ("nvidia", "h200", 4, (8,)),
-    ("nvidia", "l40s", 8, (2, 4, 8)), ("nvidia", "rtx4090", 14, (1, 2, 4, 8)),
-    ("nvidia", "rtx3090", 8, (1, 2, 4)), ("nvidia", "a6000", 5, (2, 4)),
-    ("nvidia", "t4", 7, (1, 2, 4)), ("nvidia", "a10", 4, (1, 4)),
-    ("amd", "mi300x", 3, (8,)), ("amd", "mi250x", 2, (4, 8)), ("nvidia", "b200", 1, (8,)),
-)
-REGIONS = ("us-west", "us-east", "eu-central", "eu-west", "ap-south", "ap-northeast")
-AUDITORS = ("akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63",
-            "akash18qa2a2ltfyvkyj0ggj3hkvuj6twzyumuaru9s4")
-CLASSES = ("beta1", "beta2", "beta3")
 COLUMNS = tuple(c.name for c in provider_inventory.columns)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def synthetic_provider(rng: random.Random, index: int, now: datetime
-                       ) -> tuple[dict[str, Any], ProviderNodes]:
-    """One provider_inventory row as the projector would write it, and the nodes it sums:
-    random per-node free capacity, summed by `provider_totals` (the rule the projector's row
-    follows). Half the A100 nodes have 40 GB ones, the prefilter's false positives for an
-    `a100/ram/80Gi` request."""
-    installed: set[str] = set()
-    nodes = []
-    for node in range(rng.randint(1, 8)):
-        node_cpu = rng.choice((16, 32, 64, 96, 128, 192)) * 1000
-        node_memory = rng.choice((64, 128, 256, 512, 1024, 2048)) * GiB
-        used = rng.random() * 0.8
-        free: tuple[GpuGroup, ...] = ()
-        if rng.random() < 0.7:
-            vendor, model, _, counts = rng.choices(GPU_MIX, weights=[m[2] for m in GPU_MIX])[0]
-            count = rng.choice(counts)
-            free_count = count - rng.randint(0, count) if rng.random() < 0.4 else count
-            installed.update(gpu_tokens(vendor, model))
-            vram = rng.choice((40, 80)) * GiB if model == "a100" else 80 * GiB
-            free = (GpuGroup(vendor, model, vram, "sxm", tuple(range(free_count))),) \
-                if free_count else ()
-        nodes.append(NodeInventory(f"node-{node}", int(node_cpu * (1 - used)),
-                                   int(node_memory * (1 - used)),
-                                   rng.choice((500, 1000, 4000)) * GiB, free))
-    classes = sorted(rng.sample(CLASSES, rng.randint(0, 2)))
-    audited = sorted(a for a in AUDITORS if rng.random() < 0.5)
-    owner = f"akash1provider{index:07d}"
-    inventory = ProviderNodes(owner, tuple(nodes), dict.fromkeys(classes, 10_000 * GiB))
-    totals = provider_totals(inventory)
-    return {
-        "provider_id": owner, "host_uri": f"https://{owner}.example.net:8443",
-        "last_seen_at": now - timedelta(seconds=rng.randint(0, 600) if rng.random() < 0.95
-                                        else rng.randint(3600, 86400)),
-        **totals, "gpu_models": sorted(installed),
-        "self_attributes": {"region": rng.choice(REGIONS), "host": "akash",
-                            f"capabilities/gpu/vendor/{'nvidia' if installed else 'none'}":
-                                "true",
-                            "tier": rng.choice(("community", "datacenter"))},
-        "signed_attributes": {a: {"tier": "verified"} for a in audited},
-        "audited_by": audited, "reclamation_window": None,
-        "created_at": now - timedelta(days=rng.randint(1, 400)), "location": None,
-        "organization": None,
-    }, inventory
-
-
-def _gpu_key(rng: random.Random) -> str:
-    vendor, model, _, _ = rng.choices(GPU_MIX, weights=[m[2] for m in GPU_MIX])[0]
-    shape = rng.random()
-    if shape < 0.15:
-        return f"vendor/{vendor}/model/*"
-    if shape < 0.3:
-        return f"vendor/{vendor}/model/{model}/ram/80Gi"
-    return f"vendor/{vendor}/model/{model}"
-
-
-def synthetic_request(rng: random.Random) -> dict[str, Any]:
-    """A realistic GroupSpec: mostly one GPU unit, sometimes alternatives, a second unit, a
-    CPU-only service, region or auditor requirements."""
-    def unit(with_gpu: bool) -> dict[str, Any]:
-        resource: dict[str, Any] = {
-            "cpu": {"units": {"val": str(rng.choice((500, 1000, 4000, 8000, 16000)))}},
-            "memory": {"quantity": {"val": str(rng.choice((1, 4, 16, 64, 128)) * GiB)}},
-            "storage": [{"name": "default",
-                         "quantity": {"val": str(rng.choice((1, 10, 100)) * GiB)}}],
-        }
-        if with_gpu:
-            keys = {_gpu_key(rng) for _ in range(rng.choice((1, 1, 1, 2, 3)))}
-            resource["gpu"] = {"units": {"val": str(rng.choice((1, 1, 2, 4, 8)))},
-                               "attributes": [{"key": k, "value": "true"} for k in sorted(keys)]}
-        return {"resource": resource, "count": rng.choice((1, 1, 1, 2, 3))}
-
-    units = [unit(rng.random() < 0.85)]
-    if rng.random() < 0.25:
-        units.append(unit(rng.random() < 0.3))
-    requirements: dict[str, Any] = {"attributes": [], "signedBy": {"allOf": [], "anyOf": []}}
-    if rng.random() < 0.3:
-        requirements["attributes"].append({"key": "region", "value": rng.choice(REGIONS)})
-    if rng.random() < 0.1:
-        requirements["attributes"].append({"key": "capabilities/gpu/vendor/*", "value": "true"})
-    if rng.random() < 0.2:
-        requirements["signedBy"]["anyOf"] = [rng.choice(AUDITORS)]
-    return {"name": "bench", "requirements": requirements, "resources": units}
-
-
-def naive_match(row: Mapping[str, Any], screen: BidScreeningFilter,
-                online_since: datetime) -> bool:
-    """The baseline: the prefilter's rules evaluated in Python on one loaded row."""
-    if row["last_seen_at"] is None or row["last_seen_at"] < online_since:
-        return False
-    asked = [(row[column], getattr(screen, field)) for field, column in repository.TOTAL_COLUMNS]
-    if screen.reclamation_window is not None:
-        asked.append((row["reclamation_window"], screen.reclamation_window))
-    if any(need > 0 and (have is None or have < need) for have, need in asked):
-        return False  # as SQL: a clause only when asked for, and a null column fails it
-    free, classes = set(row["gpu_models_free"]), set(row["storage_classes"])
-    for unit in screen.units:
-        if unit.gpu_tokens and not free & set(unit.gpu_tokens):
-            return False
-        if not set(unit.storage_classes) <= classes:
-            return False
-    audited = set(row["audited_by"])
-    if not set(screen.signed_by_all_of) <= audited:
-        return False
-    if screen.signed_by_any_of and not audited & set(screen.signed_by_any_of):
-        return False
-    attributes: dict[str, str] = row["self_attributes"]
-    for attr in screen.attributes:
-        if attr.key.endswith("*"):
-            prefix = attr.key[:-1]
-            if not any(k.startswith(prefix) and "/" not in k[len(prefix):] and v == attr.value
-                       for k, v in attributes.items()):
-                return False
-        elif attributes.get(attr.key) != attr.value:
-            return False
-    return True
 
 
 @dataclass
@@ -347,118 +209,6 @@ def explain_selective(conn: psycopg.Connection[Any], statements: Statements) -> 
     sql, params = repository.compiled(query.statement, query.params)
     rows = conn.execute("EXPLAIN " + sql, repository.driver_params(params)).fetchall()
     return "\n".join(str(r[0]) for r in rows)
-
-
-@contextmanager
-def http_server(database_url: str, schema: str, port: int, workers: int
-                ) -> Iterator[psutil.Process]:
-    """`hwledger serve` in its own process on the bench schema."""
-    env = {**os.environ, "HWLEDGER_QUERY_DATABASE_URL": database_url,
-           "HWLEDGER_DATABASE_URL": database_url, "HWLEDGER_DB_SCHEMA": schema,
-           "HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hwledger.deploy.cli", "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers), "--log-level", "warning"], env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                connection.request("GET", "/readyz")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise UserError("the query service (`hwledger serve`) did not start")
-            time.sleep(0.2)
-        yield psutil.Process(process.pid)
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU of a process and its children (the server's workers)."""
-    total = 0.0
-    for each in [process, *process.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = each.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-async def _keep_alive_client(port: int, requests: Sequence[bytes], counter: Iterator[int],
-                            latencies: list[float]) -> int:
-    """One keep-alive connection sending requests until `counter` runs out; non-200 count.
-
-    HTTP/1.1 over a plain stream (the service always answers with a Content-Length): the
-    load generator should cost far less CPU than the service it measures, as wrk would.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    failures = 0
-    try:
-        for index in counter:
-            started = time.perf_counter()
-            writer.write(requests[index % len(requests)])
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = _CONTENT_LENGTH.search(head)
-            if length is None:
-                raise UserError("the query service answered without a Content-Length")
-            await reader.readexactly(int(length[1]))
-            latencies.append(time.perf_counter() - started)
-            failures += head[9:12] != b"200"
-    finally:
-        writer.close()
-    return failures
-
-
-_CONTENT_LENGTH = re.compile(rb"(?im)^content-length: *(\d+)")
-
-
-def postgres_cpu_seconds() -> float:
-    """User + system CPU of this machine's Postgres processes (0 when the server runs
-    elsewhere): the database's share of each HTTP request."""
-    total = 0.0
-    for process in psutil.process_iter(["name"]):
-        if "postgres" in (process.info["name"] or ""):
-            with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                total += times.user + times.system
-    return total
-
-
-def time_http(port: int, bodies: Sequence[bytes], clients: int, total: int
-              ) -> tuple[float, list[float], int]:
-    """(requests/s, per-request seconds, non-200 count) of `total` screening requests over
-    `clients` keep-alive connections."""
-    requests = [b"POST /v1/bid-screening HTTP/1.1\r\nHost: bench\r\n"
-                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                % (len(body), body) for body in bodies]
-    latencies: list[float] = []
-    counter = iter(range(total))
-
-    async def run() -> int:
-        return sum(await asyncio.gather(*(
-            _keep_alive_client(port, requests, counter, latencies) for _ in range(clients))))
-
-    started = time.perf_counter()
-    failures = uvloop.run(run())
-    elapsed = time.perf_counter() - started
-    return len(latencies) / elapsed, latencies, failures
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-def false_positive_request(rng: random.Random) -> dict[str, Any]:
-    """A request whose prefilter candidates are mostly unplaceable: 4 or 8 80 GB A100s on one
-    node (the prefilter sees the token `nvidia/a100`, free at 40 GB nodes too)."""
-    return {"name": "false-positives", "resources": [{"count": 1, "resource": {
-        "cpu": {"units": {"val": "1000"}},
-        "gpu": {"units": {"val": str(rng.choice((4, 8)))}, "attributes": [
-            {"key": "vendor/nvidia/model/a100/ram/80Gi", "value": "true"}]}}}]}
 
 
 def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sample: int,

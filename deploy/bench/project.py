@@ -21,6 +21,7 @@ from confluent_kafka import Producer
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from hwledger.deploy.bench.fleet import Event, history
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors.checksums import table_checksums
 from hwledger.projectors.projection import Plan, Record, State, decode_all, project
@@ -29,7 +30,6 @@ from hwledger.projectors.service import (
     start_replicas,
     stop_replicas,
 )
-from hwledger.projectors.synthetic import Event, history
 from hwledger.projectors.writer import APPLIED, Writer, copy_rows
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect

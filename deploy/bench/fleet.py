@@ -1,4 +1,4 @@
-"""Synthetic event histories for the projector's tests and benchmark.
+"""The synthetic fleet every benchmark and test draws from: event histories and read-model rows.
 
 `history` produces a plausible fleet log: providers register (and get audited), nodes publish
 snapshots of 1-8 catalog GPUs (sometimes a card swap), runs start on free GPU slots of the
@@ -6,6 +6,11 @@ snapshot in effect and finish later. Per provider the events are in event-time o
 runner would publish them. Deterministic for a given seed. With `conflicting`, producers
 disagree about the same hardware the way real agents do (a GPU's name and interface, the
 spelling of a CPU model, its vendor string and core count) without changing its identity.
+
+`synthetic_provider` is the same fleet one step further, for benchmarks that need 100,000
+providers in seconds: a `provider_inventory` row as the projector would write it and the nodes
+it sums, COPYed straight into the read model instead of projected. `demo_snapshots` are the
+demo fleet's node snapshots, the templates the soak and the heartbeat day publish.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hwledger.query.binpacker import GpuGroup, NodeInventory, ProviderNodes
+from hwledger.query.inventory import provider_totals
+from hwledger.schemas.tokens import gpu_tokens
 from hwledger.schemas.units import GiB
 from hwledger.seeds import GpuModel, load_gpu_models
+from hwledger.seeds.demo import demo_fleet_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PRODUCER = {"name": "hwledger-synthetic", "version": "1"}
@@ -180,3 +189,66 @@ def history(seed: int, providers: int, events: int, *, nodes_per_provider: int =
         if event is not None:
             yield event
             emitted += 1
+
+
+GPU_MIX = (  # (vendor, model, weight, GPUs per node choices)
+    ("nvidia", "h100", 18, (8,)), ("nvidia", "a100", 16, (4, 8)), ("nvidia", "h200", 4, (8,)),
+    ("nvidia", "l40s", 8, (2, 4, 8)), ("nvidia", "rtx4090", 14, (1, 2, 4, 8)),
+    ("nvidia", "rtx3090", 8, (1, 2, 4)), ("nvidia", "a6000", 5, (2, 4)),
+    ("nvidia", "t4", 7, (1, 2, 4)), ("nvidia", "a10", 4, (1, 4)),
+    ("amd", "mi300x", 3, (8,)), ("amd", "mi250x", 2, (4, 8)), ("nvidia", "b200", 1, (8,)),
+)
+REGIONS = ("us-west", "us-east", "eu-central", "eu-west", "ap-south", "ap-northeast")
+AUDITORS = ("akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63",
+            "akash18qa2a2ltfyvkyj0ggj3hkvuj6twzyumuaru9s4")
+CLASSES = ("beta1", "beta2", "beta3")
+
+
+def synthetic_provider(rng: random.Random, index: int, now: datetime
+                       ) -> tuple[dict[str, Any], ProviderNodes]:
+    """One provider_inventory row as the projector would write it, and the nodes it sums:
+    random per-node free capacity, summed by `provider_totals` (the rule the projector's row
+    follows). Half the A100 nodes have 40 GB ones, the prefilter's false positives for an
+    `a100/ram/80Gi` request."""
+    installed: set[str] = set()
+    nodes = []
+    for node in range(rng.randint(1, 8)):
+        node_cpu = rng.choice((16, 32, 64, 96, 128, 192)) * 1000
+        node_memory = rng.choice((64, 128, 256, 512, 1024, 2048)) * GiB
+        used = rng.random() * 0.8
+        free: tuple[GpuGroup, ...] = ()
+        if rng.random() < 0.7:
+            vendor, model, _, counts = rng.choices(GPU_MIX, weights=[m[2] for m in GPU_MIX])[0]
+            count = rng.choice(counts)
+            free_count = count - rng.randint(0, count) if rng.random() < 0.4 else count
+            installed.update(gpu_tokens(vendor, model))
+            vram = rng.choice((40, 80)) * GiB if model == "a100" else 80 * GiB
+            free = (GpuGroup(vendor, model, vram, "sxm", tuple(range(free_count))),) \
+                if free_count else ()
+        nodes.append(NodeInventory(f"node-{node}", int(node_cpu * (1 - used)),
+                                   int(node_memory * (1 - used)),
+                                   rng.choice((500, 1000, 4000)) * GiB, free))
+    classes = sorted(rng.sample(CLASSES, rng.randint(0, 2)))
+    audited = sorted(a for a in AUDITORS if rng.random() < 0.5)
+    owner = f"akash1provider{index:07d}"
+    inventory = ProviderNodes(owner, tuple(nodes), dict.fromkeys(classes, 10_000 * GiB))
+    totals = provider_totals(inventory)
+    return {
+        "provider_id": owner, "host_uri": f"https://{owner}.example.net:8443",
+        "last_seen_at": now - timedelta(seconds=rng.randint(0, 600) if rng.random() < 0.95
+                                        else rng.randint(3600, 86400)),
+        **totals, "gpu_models": sorted(installed),
+        "self_attributes": {"region": rng.choice(REGIONS), "host": "akash",
+                            f"capabilities/gpu/vendor/{'nvidia' if installed else 'none'}":
+                                "true",
+                            "tier": rng.choice(("community", "datacenter"))},
+        "signed_attributes": {a: {"tier": "verified"} for a in audited},
+        "audited_by": audited, "reclamation_window": None,
+        "created_at": now - timedelta(days=rng.randint(1, 400)), "location": None,
+        "organization": None,
+    }, inventory
+
+
+def demo_snapshots() -> list[dict[str, Any]]:
+    """Snapshot templates (the demo fleet's nodes) that the load cycles through."""
+    return [d for t, d in demo_fleet_events(datetime.now(UTC)) if t == "HardwareSnapshotted"]

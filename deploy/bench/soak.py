@@ -28,13 +28,14 @@ from typing import Any
 
 import psutil
 
+from hwledger.deploy.bench.fleet import demo_snapshots
+from hwledger.deploy.bench.stats import percentile
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
 from hwledger.producers.agent import SNAPSHOT_EVERY, heartbeat_publishes_snapshot
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import heartbeat_of
 from hwledger.schemas import codec
-from hwledger.seeds.demo import demo_fleet_events
 
 PROBES_PER_SECOND = 10
 PERIOD_S = 300
@@ -81,14 +82,6 @@ class SoakResult:
     heartbeats: int = 0
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-quantile (0..1) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
-
-
 def memory_drift(samples_mb: Sequence[float]) -> float:
     """Median of the last third minus median of the first third of the samples (MB)."""
     if len(samples_mb) < 3:
@@ -119,11 +112,6 @@ def figures(result: SoakResult) -> dict[str, Any]:
         "heartbeat_bytes_ratio": round(before / after, 2) if after else None,
         "heartbeat_bytes_measure": "Kafka v2 record (key + Avro value + framing), uncompressed",
     }
-
-
-def demo_snapshots() -> list[dict[str, Any]]:
-    """Snapshot templates (the demo fleet's nodes) that the load cycles through."""
-    return [d for t, d in demo_fleet_events(datetime.now(UTC)) if t == "HardwareSnapshotted"]
 
 
 class NodeLoad:

@@ -1,6 +1,6 @@
 """`hwledger bench gpus`: `/v1/gpus` latency over a projected synthetic fleet vs a naive count.
 
-Setup projects `projectors.synthetic.history` (`providers` providers of 3 nodes with 1-8
+Setup projects `deploy.bench.fleet.history` (`providers` providers of 3 nodes with 1-8
 catalog GPUs, runs holding some of them, two auditors) into a fresh schema with the projector's
 writer, then `VACUUM ANALYZE`; the service clock is set so that 5% of the providers are
 offline. It times `QueryService.gpus` (the `asOf` position and the grouped count in one
@@ -22,10 +22,10 @@ from typing import Any
 
 import psycopg
 
+from hwledger.deploy.bench.fleet import history
+from hwledger.deploy.bench.stats import ms, percentile
 from hwledger.projectors.projection import Record
-from hwledger.projectors.synthetic import history
 from hwledger.projectors.writer import Writer
-from hwledger.query.bench import ms, percentile
 from hwledger.query.binpacker import interface_family
 from hwledger.query.fleet import COUNTS, FleetFilter
 from hwledger.query.service import QueryService, make_engine
