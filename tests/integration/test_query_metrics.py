@@ -8,7 +8,6 @@ positive: enough GPUs in total and on its largest node, but no two nodes with 3 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.cli import serving
 from tests.factories import at, gpu, snapshot
 from tests.integration.query_support import Event, client, gpu_unit, group_spec, schema_with
+from tests.waiting import wait_until
 
 NOW = at(10)
 REQUEST = group_spec(gpu_unit(3, "vendor/nvidia", count=2))
@@ -86,10 +86,8 @@ def test_one_scrape_of_serve_with_two_workers_counts_every_workers_requests(
                  HWLEDGER_QUERY_ALLOW_WRITABLE_ROLE="1",
                  HWLEDGER_ONLINE_TTL_SECONDS=str(10**9)) as (process, base):
         [directory] = tmp_path.glob("hwledger-metrics-*")
-        deadline = time.monotonic() + 60
-        while value(scrape(base), "hwledger_query_workers") != 2:
-            assert time.monotonic() < deadline, "the second worker did not start"
-            time.sleep(0.2)
+        wait_until(lambda: value(scrape(base), "hwledger_query_workers") == 2, 60,
+                   "the second worker to start", interval=0.2)
 
         def send() -> None:
             for _ in range(requests // threads):  # a connection each: either worker answers

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,13 @@ import pytest
 
 from hwledger.producers.agent import run_agent
 from hwledger.producers.nvml import RecordedNvml
-from hwledger.producers.probe import Prober, fingerprint
+from hwledger.producers.probe import HostFacts, Prober, fingerprint, read_host_facts
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import Runner, SnapshotTracker
 from hwledger.schemas import codec
 from hwledger.schemas.errors import UserError
 from tests.integration.test_publisher import consume
+from tests.waiting import wait_until
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "nvml"
 A100_40GB = {"name": "NVIDIA A100-PCIE-40GB", "pci_device_id": 0x20F110DE,
@@ -78,7 +78,14 @@ def test_runner_publishes_a_new_snapshot_after_a_gpu_swap_and_none_otherwise(
 def test_agent_publishes_on_change_between_heartbeats(
         kafka_config: dict[str, Any], topic: str, home: Path) -> None:
     answers = recorded("rtx4090_workstation.json")
-    prober = Prober("provider-g", "node-g", open_nvml=lambda: RecordedNvml(answers))
+    probes: list[HostFacts] = []
+
+    def read_host() -> HostFacts:
+        probes.append(read_host_facts())
+        return probes[-1]
+
+    prober = Prober("provider-g", "node-g", open_nvml=lambda: RecordedNvml(answers),
+                    read_host=read_host)
     reasons: list[str] = []
     stop = threading.Event()
     with Publisher(kafka_config, topic, home / "spool") as publisher:
@@ -87,11 +94,9 @@ def test_agent_publishes_on_change_between_heartbeats(
             "heartbeat_s": 60.0, "check_s": 0.05,
             "report": lambda reason, _event_id: reasons.append(reason)})
         agent.start()
-        time.sleep(0.5)  # several re-probes, nothing changed
+        wait_until(lambda: len(probes) >= 5, 10, "several re-probes")  # nothing changed
         answers["devices"].append({**answers["devices"][0], "bus_id": "00000000:02:00.0"})
-        deadline = time.monotonic() + 10
-        while len(reasons) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(reasons) >= 2, 10, "the changed snapshot")
         stop.set()
         agent.join(10)
     assert reasons == ["start", "changed"]

@@ -4,7 +4,6 @@ amdgpu's sysfs files and on a host without GPUs."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from hwledger.producers.runner import finished_metrics
 from hwledger.producers.telemetry import Reading, Sample, Sampler, summarize
 from hwledger.schemas.units import GiB
 from tests.unit.test_probe import HOST, answers, sysfs_tree
+from tests.waiting import wait_until
 
 RUN = "h100_sxm_x2_run.json"
 
@@ -64,9 +64,7 @@ def _prober(doc: dict[str, Any], pci: Path) -> Prober:
 
 
 def _sample_until(sampler: Sampler, count: int) -> list[Sample]:
-    deadline = time.monotonic() + 10
-    while len(sampler.samples) < count and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(lambda: len(sampler.samples) >= count, 10, f"{count} samples", interval=0.005)
     return sampler.stop()
 
 
@@ -130,9 +128,7 @@ def test_a_failing_source_stops_the_sampling_with_one_warning(
     source = _Exploding()
     with caplog.at_level(logging.WARNING):
         sampler = Sampler(source, hz=500).start()
-        deadline = time.monotonic() + 5
-        while source.calls < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: source.calls >= 3, 5, "the third reading", interval=0.005)
         samples = sampler.stop()
     assert len(samples) == 2 and source.calls == 3
     assert [r.getMessage() for r in caplog.records] == [
