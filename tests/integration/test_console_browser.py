@@ -30,10 +30,10 @@ from hwledger.seeds.demo import demo_fleet_events
 from tests.integration.query_support import fresh_schema, load, service_thread
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="no chromium and chromedriver on PATH: install Debian's chromium and "
-           "chromium-driver (.ci/run does where apt-get can)")
+           "chromium-driver (.ci/run does where apt-get can)")]
 ROOT = Path(__file__).parents[2]
 DEMO_REQUEST = json.loads(resources.files("hwledger.seeds").joinpath(
     "demo_request.json").read_text())
@@ -87,6 +87,7 @@ def rows(browser: WebDriver, table: str) -> list[Any]:
     return browser.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
 
 
+@pytest.mark.slow
 def test_the_page_loads_the_demo_fleet(browser: WebDriver, console_url: str) -> None:
     page = opened(browser, console_url)
     listed = httpx.get(f"{console_url}/v1/providers?limit=1000").json()
@@ -101,6 +102,7 @@ def test_the_page_loads_the_demo_fleet(browser: WebDriver, console_url: str) -> 
     assert f"projection position {position}" in page.find_element(By.ID, "projection").text
 
 
+@pytest.mark.slow
 def test_the_gpu_table_shows_the_counts_of_the_api(browser: WebDriver, console_url: str
                                                   ) -> None:
     page = opened(browser, console_url)

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hwledger.producers.nvml import RecordedNvml
 from hwledger.producers.probe import Prober
 from hwledger.producers.publisher import Publisher
@@ -111,6 +113,7 @@ def test_hardware_and_run_routes_show_the_spec_and_the_tflops_utilization(
         assert http.get(f"/v1/hardware/{node['systemHardwareId']}").json()["gpus"] == []
 
 
+@pytest.mark.slow
 def test_a_run_published_by_the_runner_library_shows_its_sampled_figures(
         database_url: str, db_schema: str, kafka_config: dict[str, Any], topic: str,
         home: Path, tmp_path: Path) -> None:

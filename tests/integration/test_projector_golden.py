@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from hwledger.projectors.checksums import table_checksums
 from hwledger.schemas.units import GiB
@@ -34,6 +35,7 @@ def count(db: psycopg.Connection[Any], query: str) -> int:
     return int(row[0])
 
 
+@pytest.mark.slow
 def test_golden_history_projects_to_the_expected_tables(
         database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,
         kafka_config: dict[str, Any]) -> None:

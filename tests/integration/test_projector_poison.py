@@ -74,6 +74,7 @@ def interleave(valid: list[tuple[str, dict[str, Any]]],
     return out
 
 
+@pytest.mark.slow
 def test_poison_messages_go_to_dead_letters_and_valid_events_all_apply(
         database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,
         kafka_config: dict[str, Any]) -> None:

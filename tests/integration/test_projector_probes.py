@@ -10,6 +10,8 @@ import urllib.request
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from hwledger.deploy.localstack import free_port
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.service import Projector
@@ -25,6 +27,7 @@ def _get(url: str) -> int:
         return int(exc.code)
 
 
+@pytest.mark.slow
 def test_probes_follow_assignment_and_a_wedged_loop(
         database_url: str, kafka_config: dict[str, Any], topic: str) -> None:
     with fresh_schema(database_url) as schema:

@@ -36,6 +36,7 @@ def _applied(db: psycopg.Connection[Any]) -> set[str]:
     return {r[0] for r in db.execute("SELECT event_id::text FROM applied_events")}
 
 
+@pytest.mark.slow
 def test_each_listed_poison_is_a_dead_letter_and_the_partition_moves_on(
         database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,
         kafka_config: dict[str, Any]) -> None:
@@ -58,6 +59,7 @@ def test_each_listed_poison_is_a_dead_letter_and_the_partition_moves_on(
     assert seen is not None and seen[0] == max(d["occurred_at"] for d in after)
 
 
+@pytest.mark.slow
 def test_a_record_the_database_refuses_is_isolated_and_the_rest_of_its_batch_commits(
         database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,
         kafka_config: dict[str, Any]) -> None:
@@ -81,6 +83,7 @@ def test_a_record_the_database_refuses_is_isolated_and_the_rest_of_its_batch_com
     assert row is not None and row[0] == len(events)
 
 
+@pytest.mark.slow
 def test_fuzz_random_bytes_and_bad_mutations_among_valid_events(
         database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,
         kafka_config: dict[str, Any]) -> None:

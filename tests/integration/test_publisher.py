@@ -54,6 +54,7 @@ def consume(kafka_config: dict[str, Any], topic: str, expected: int,
     return found
 
 
+@pytest.mark.slow
 def test_published_snapshot_decodes_to_the_probe_payload(
         kafka_config: dict[str, Any], topic: str, home: Path) -> None:
     answers = json.loads((FIXTURES / "h100_sxm_x8.json").read_text("utf-8"))
@@ -115,6 +116,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.slow
 def test_sigkill_with_events_spooled_loses_nothing(
         kafka_config: dict[str, Any], topic: str, tmp_path: Path) -> None:
     spool_dir = tmp_path / "spool"
@@ -138,6 +140,7 @@ def test_sigkill_with_events_spooled_loses_nothing(
         e for p in range(3) for e in accepted[p::3]]
 
 
+@pytest.mark.slow
 def test_cli_publishes_provider_facts_and_a_file(
         kafka_config: dict[str, Any], topic: str, home: Path, tmp_path: Path,
         monkeypatch: Any, capsys: Any) -> None:
@@ -165,6 +168,7 @@ def test_cli_publishes_provider_facts_and_a_file(
                                              {"key": "tier", "value": "community"}]
 
 
+@pytest.mark.slow
 def test_cli_leaves_undelivered_events_spooled_and_spool_flush_sends_them(
         kafka_config: dict[str, Any], topic: str, home: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("HWLEDGER_HOME", str(home))
@@ -192,6 +196,7 @@ def test_a_rejected_kafka_property_is_a_configuration_error_and_spools_nothing(
     assert "pending    0 event(s)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_escaped_underscore_reaches_librdkafka_as_is(
         kafka_config: dict[str, Any], topic: str, home: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("HWLEDGER_HOME", str(home))

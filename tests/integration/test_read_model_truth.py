@@ -70,6 +70,7 @@ FREE_COLUMNS = ("node_count", "total_available_cpu", "total_available_memory",
                 "gpu_models_free", "storage_classes", "total_available_leased_ip")
 
 
+@pytest.mark.slow
 @SLOW
 @given(seed=st.integers(0, 2**32), providers=st.integers(1, 6), events=st.integers(20, 300),
        batch=st.integers(1, 80))

@@ -75,6 +75,7 @@ def test_runner_publishes_a_new_snapshot_after_a_gpu_swap_and_none_otherwise(
     assert events[7].data["run_id"] == failing.run_id
 
 
+@pytest.mark.slow
 def test_agent_publishes_on_change_between_heartbeats(
         kafka_config: dict[str, Any], topic: str, home: Path) -> None:
     answers = recorded("rtx4090_workstation.json")

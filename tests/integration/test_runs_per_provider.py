@@ -19,6 +19,7 @@ SHARED = "run-shared"
 RUNS_PER_PROVIDER = 4  # schemas/sql/0004_runs_per_provider.sql
 
 
+@pytest.mark.slow
 def test_two_providers_with_the_same_run_id_both_project_and_answer(
         database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,
         kafka_config: dict[str, Any]) -> None:

@@ -162,6 +162,7 @@ def test_leased_ips_are_screened_against_the_free_pool(
     assert ours(other, names) == set(names)
 
 
+@pytest.mark.slow
 def test_a_finished_run_gives_its_leased_ips_back(
         database_url: str, kafka_config: dict[str, Any], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, http: TestClient,
@@ -250,6 +251,7 @@ def test_the_publish_file_check_refuses_allocatables_below_unlimited(
     assert "allocatable.memory_bytes must not be negative (got -2)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_provider_register_publishes_the_leased_ip_pool_and_the_window(
         database_url: str, kafka_config: dict[str, Any], topic: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

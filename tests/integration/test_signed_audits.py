@@ -22,6 +22,7 @@ from tests.integration.query_support import client, publish
 AUDITOR = "akash1auditor"
 
 
+@pytest.mark.slow
 def test_only_audits_signed_by_a_configured_key_count(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         database_url: str, db_schema: str, db: psycopg.Connection[Any], topic: str,

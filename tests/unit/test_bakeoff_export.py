@@ -188,6 +188,7 @@ def test_since_leaves_out_systems_no_exported_run_or_later_snapshot_names() -> N
     assert [p.path.parent.name for p in without] == ["seeds"]
 
 
+@pytest.mark.slow
 def test_export_refuses_a_bad_since_or_a_file_for_dir_in_one_line(tmp_path: Path) -> None:
     bad_since = run(["export", str(tmp_path / "out"), "--since", "last tuesday"], tmp_path)
     a_file = tmp_path / "file"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -276,6 +277,7 @@ def requests(draw: st.DrawFn) -> GroupRequest:
     return GroupRequest(tuple(units))
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(requests(), inventories())
 def test_counted_placement_is_placing_replicas_one_by_one(group: GroupRequest,
@@ -375,6 +377,7 @@ def gpu_requests(draw: st.DrawFn) -> GroupRequest:
     ) for _ in range(draw(st.integers(1, 3)))))
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.one_of(st.tuples(requests(), inventories()), st.tuples(gpu_requests(), gpu_fleets())))
 def test_the_search_places_whenever_some_order_and_models_do(

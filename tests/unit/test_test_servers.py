@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.servers import named_servers, production_variables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +37,7 @@ def test_no_production_setting_is_visible_to_tests() -> None:
     assert production_variables(os.environ) == []
 
 
+@pytest.mark.slow
 def test_a_run_with_production_settings_exported_does_not_see_them() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
