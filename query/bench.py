@@ -39,10 +39,11 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Integer, MetaData, and_, bindparam, select, true
 
 from hwledger.query import repository
-from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
+from hwledger.query.aggregator import parse_group_spec
 from hwledger.query.binpacker import GpuGroup, NodeInventory, ProviderNodes
 from hwledger.query.exact_bench import BASELINE_COMMIT, time_bin_packing, time_exact, write_nodes
 from hwledger.query.inventory import provider_totals
+from hwledger.query.screening_filter import BidScreeningFilter, screening_filter
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError

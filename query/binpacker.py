@@ -29,7 +29,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import NamedTuple
 
-from hwledger.query.aggregator import GpuAlternative, GroupRequest, ResourceUnit
+from hwledger.query.group_request import GpuAlternative, GroupRequest, ResourceUnit
 from hwledger.schemas.tokens import gpu_tokens
 from hwledger.schemas.units import GiB
 

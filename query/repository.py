@@ -43,8 +43,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-from hwledger.query.aggregator import BidScreeningFilter
 from hwledger.query.fleet import FleetFilter
+from hwledger.query.screening_filter import BidScreeningFilter
 from hwledger.schemas.tables import node_free, node_gpus, projection_offsets, provider_inventory
 from hwledger.schemas.units import GiB
 

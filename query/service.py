@@ -39,7 +39,6 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from hwledger.query import fleet, repository
-from hwledger.query.aggregator import BidScreeningFilter, GroupRequest, screening_filter
 from hwledger.query.binpacker import (
     SEARCH_FACTOR,
     GpuGroup,
@@ -52,6 +51,8 @@ from hwledger.query.binpacker import (
     placement_steps,
 )
 from hwledger.query.fleet import FleetFilter, iso
+from hwledger.query.group_request import GroupRequest
+from hwledger.query.screening_filter import BidScreeningFilter, screening_filter
 from hwledger.schemas import gpu_specs
 from hwledger.schemas.cache import BoundedCache
 from hwledger.schemas.db import check_schema_name

@@ -14,12 +14,6 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwledger.query.aggregator import (
-    GpuAlternative,
-    GroupRequest,
-    PersistentVolume,
-    ResourceUnit,
-)
 from hwledger.query.binpacker import (
     GpuGroup,
     GpuKind,
@@ -33,6 +27,12 @@ from hwledger.query.binpacker import (
     matches,
     place,
     placement_steps,
+)
+from hwledger.query.group_request import (
+    GpuAlternative,
+    GroupRequest,
+    PersistentVolume,
+    ResourceUnit,
 )
 from hwledger.schemas.units import GiB
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from hwledger.query.aggregator import GroupRequest, ResourceUnit
 from hwledger.query.binpacker import (
     NodeInventory,
     Placement,
@@ -14,6 +13,7 @@ from hwledger.query.binpacker import (
     place,
     provider_gate,
 )
+from hwledger.query.group_request import GroupRequest, ResourceUnit
 from hwledger.schemas.units import GiB
 from hwledger.schemas.validation import INT64_MAX
 
