@@ -40,9 +40,8 @@ from sqlalchemy import Integer, MetaData, and_, bindparam, select, true
 
 from hwledger.query import repository
 from hwledger.query.aggregator import parse_group_spec
-from hwledger.query.binpacker import GpuGroup, NodeInventory, ProviderNodes
 from hwledger.query.exact_bench import BASELINE_COMMIT, time_bin_packing, time_exact, write_nodes
-from hwledger.query.inventory import provider_totals
+from hwledger.query.inventory import GpuGroup, NodeInventory, ProviderNodes, provider_totals
 from hwledger.query.screening_filter import BidScreeningFilter, screening_filter
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect

@@ -1,14 +1,18 @@
-"""A unit's GPU attributes: `vendor/<v>[/model/<m>[/ram/<r>][/interface/<i>]]` -> alternatives.
+"""GPU attributes: a request's `vendor/<v>[/model/<m>[/ram/<r>][/interface/<i>]]` and the free
+GPUs that have them.
 
 Pure. `parse_gpu` reads a unit's `gpu` object (units and OR-alternatives, each attribute with
 the value "true"); `parse_gpu_attribute` one attribute key, with its ram (`80Gi`) and
-interface (`pcie`, `sxm`, `sxm2`..`sxm5`) normalised. Bad input raises `InvalidRequest`.
+interface (`pcie`, `sxm`, `sxm2`..`sxm5`) normalised; bad input raises `InvalidRequest`.
+`gpu_kind` is what a request can ask of a free GPU (vendor and model tokens, ram in whole GiB,
+interface family) and `matches` says whether a kind satisfies one alternative.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from hwledger.query.group_request import GpuAlternative
 from hwledger.query.request_fields import (
@@ -18,6 +22,8 @@ from hwledger.query.request_fields import (
     expect_text,
     parse_quantity,
 )
+from hwledger.schemas.tokens import gpu_tokens
+from hwledger.schemas.units import GiB
 
 INTERFACES = {"pcie": "pcie", "sxm": "sxm"}
 _SXM = re.compile(r"^sxm\d*$")
@@ -82,3 +88,37 @@ def parse_gpu(value: Any, field: str) -> tuple[int, tuple[GpuAlternative, ...]]:
             raise InvalidRequest(f"{here}.value", "GPU attributes take the value \"true\"")
         alternatives.append(parse_gpu_attribute(key, f"{here}.key"))
     return units, tuple(dict.fromkeys(alternatives))
+
+
+class GpuKind(NamedTuple):
+    """What a request can ask of a GPU: vendor and `vendor/model` tokens, ram in whole GiB,
+    interface family."""
+
+    vendor: str
+    model: str
+    ram_gib: int
+    interface: str
+
+
+@lru_cache(maxsize=4096)
+def gpu_kind(vendor: str, model: str, vram_bytes: int, interface: str) -> GpuKind:
+    vendor_token, model_token = gpu_tokens(vendor, model)
+    return GpuKind(vendor_token, model_token, round(vram_bytes / GiB),
+                   interface_family(interface))
+
+
+def interface_family(interface: str) -> str:
+    """`sxm`, `sxm4`, `SXM5` -> `sxm`; anything else lowercased (`pcie`)."""
+    lowered = interface.strip().lower()
+    return "sxm" if lowered.startswith("sxm") else lowered
+
+
+def matches(alternative: GpuAlternative, kind: GpuKind) -> bool:
+    """Does a free GPU of this kind satisfy one GPU attribute of a request?"""
+    if alternative.token != (kind.vendor if alternative.model is None else kind.model):
+        return False
+    if alternative.ram_bytes is not None and round(alternative.ram_bytes / GiB) != kind.ram_gib:
+        return False
+    return alternative.interface is None or alternative.interface == kind.interface
+
+

@@ -41,17 +41,15 @@ from sqlalchemy.exc import DBAPIError
 from hwledger.query import fleet, repository
 from hwledger.query.binpacker import (
     SEARCH_FACTOR,
-    GpuGroup,
-    NodeInventory,
     Packing,
     Placement,
-    ProviderNodes,
     Steps,
     place,
     placement_steps,
 )
 from hwledger.query.fleet import FleetFilter, iso
 from hwledger.query.group_request import GroupRequest
+from hwledger.query.inventory import GpuGroup, NodeInventory, ProviderNodes
 from hwledger.query.screening_filter import BidScreeningFilter, screening_filter
 from hwledger.schemas import gpu_specs
 from hwledger.schemas.cache import BoundedCache
