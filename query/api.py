@@ -43,16 +43,13 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from hwledger.query.aggregator import (
-    InvalidRequest,
-    filter_from_json,
-    filter_to_json,
-    parse_group_spec,
-)
+from hwledger.query.aggregator import parse_group_spec
 from hwledger.query.binpacker import Packing
 from hwledger.query.cursor import InvalidCursor, decode_cursor, encode_cursor
 from hwledger.query.fleet import FleetFilter
 from hwledger.query.repository import compiled
+from hwledger.query.request_fields import InvalidRequest
+from hwledger.query.screening_filter import filter_from_json, filter_to_json
 from hwledger.query.service import (
     DEFAULT_LIMIT,
     AmbiguousRun,

@@ -1,7 +1,7 @@
 """The fleet console's answers (pure): GPU availability and the provider list as JSON.
 
 `/v1/gpus` counts installed and free GPUs per vendor, model, RAM (whole GiB) and interface
-family, the bin-packer's notion of a GPU (`binpacker.matches`), and the providers offering
+family, the bin-packer's notion of a GPU (`gpu_attributes.matches`), and the providers offering
 each; `/v1/providers` lists providers with a staleness by the online TTL rule. The SQL is
 `repository.gpu_availability_statement` / `provider_list_statement`; these functions turn
 their rows into the answers.

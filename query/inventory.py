@@ -1,19 +1,66 @@
-"""A provider's prefilter figures as its per-node free capacity implies them.
+"""A provider's per-node free capacity, and the prefilter figures it implies.
 
-`provider_totals` is the Python statement of what the projector's provider_inventory row holds
-for the free side (totals, per-node maxima, free GPU tokens, storage classes), computed from the
-bin-packer's `ProviderNodes`. The projector computes the same in SQL over the `node_free` /
-`node_gpus` views; the agreement test checks one against the other on random histories, and the
-query benchmark builds its synthetic rows with it.
+`ProviderNodes` is everything the bin-packer knows about one provider: its nodes' free CPU,
+memory, ephemeral storage and GPU groups (`NodeInventory`, `GpuGroup`), its persistent pools,
+free leased IPs and reclamation window. `provider_totals` is the Python statement of what the
+projector's provider_inventory row holds for the free side (totals, per-node maxima, free GPU
+tokens, storage classes), computed from `ProviderNodes`. The projector computes the same in SQL
+over the `node_free` / `node_gpus` views; the agreement test checks one against the other on
+random histories, and the query benchmark builds its synthetic rows with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from hwledger.query.binpacker import ProviderNodes
+from hwledger.query.gpu_attributes import GpuKind, gpu_kind
 from hwledger.schemas.validation import INT64_MAX
+
+
+@dataclass(frozen=True)
+class GpuGroup:
+    """A node's free GPUs (not held by an unfinished run) of one vendor, model, vram and
+    interface: their slot indices, ascending."""
+
+    vendor: str
+    model: str
+    vram_bytes: int
+    interface: str
+    slots: tuple[int, ...]
+
+    @property
+    def kind(self) -> GpuKind:
+        return gpu_kind(self.vendor, self.model, self.vram_bytes, self.interface)
+
+
+@dataclass(frozen=True)
+class NodeInventory:
+    """A node's free capacity: allocatable minus what unfinished runs hold."""
+
+    node_id: str
+    cpu_millicores: int
+    memory_bytes: int
+    ephemeral_bytes: int
+    gpus: tuple[GpuGroup, ...] = ()
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(len(g.slots) for g in self.gpus)
+
+
+@dataclass(frozen=True)
+class ProviderNodes:
+    """Everything the bin-packer knows about one provider."""
+
+    provider_id: str
+    nodes: tuple[NodeInventory, ...]
+    persistent: Mapping[str, int] = field(default_factory=dict)  # storage class -> bytes
+    leased_ips: int | None = None
+    """Free leased IPs of the provider's pool; None: no IP operator, so none at all."""
+    reclamation_window: int | None = None
+    """Seconds of notice the provider gives before reclaiming; None: it offers none."""
 
 
 def saturated(values: Iterable[int]) -> int:

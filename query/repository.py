@@ -43,8 +43,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-from hwledger.query.aggregator import BidScreeningFilter
 from hwledger.query.fleet import FleetFilter
+from hwledger.query.screening_filter import BidScreeningFilter
 from hwledger.schemas.tables import node_free, node_gpus, projection_offsets, provider_inventory
 from hwledger.schemas.units import GiB
 
@@ -431,7 +431,7 @@ sorted on disk; in memory it is hashed, about half the time (docs/performance.md
 def gpu_availability_statement(fleet: FleetFilter, online_since: datetime
                                ) -> tuple[Select[Any], dict[str, Any]]:
     """Installed and free GPUs of the online providers (the prefilter's `online` rule) per
-    vendor, model, RAM (whole GiB) and interface family (`binpacker.matches`), and the
+    vendor, model, RAM (whole GiB) and interface family (`gpu_attributes.matches`), and the
     providers offering them, plus one totals row (`grouped` false, last); ordered by the key
     (text by code point). The filters narrow the GPUs (vendor, model) and the providers
     (region, auditor). The slots are first counted per provider and kind, so the providers of

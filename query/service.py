@@ -39,19 +39,18 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from hwledger.query import fleet, repository
-from hwledger.query.aggregator import BidScreeningFilter, GroupRequest, screening_filter
 from hwledger.query.binpacker import (
     SEARCH_FACTOR,
-    GpuGroup,
-    NodeInventory,
     Packing,
     Placement,
-    ProviderNodes,
     Steps,
     place,
     placement_steps,
 )
 from hwledger.query.fleet import FleetFilter, iso
+from hwledger.query.group_request import GroupRequest
+from hwledger.query.inventory import GpuGroup, NodeInventory, ProviderNodes
+from hwledger.query.screening_filter import BidScreeningFilter, screening_filter
 from hwledger.schemas import gpu_specs
 from hwledger.schemas.cache import BoundedCache
 from hwledger.schemas.db import check_schema_name

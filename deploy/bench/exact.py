@@ -30,8 +30,9 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
 
 import hwledger.query
-from hwledger.query.aggregator import GroupRequest
-from hwledger.query.binpacker import Packing, ProviderNodes, place
+from hwledger.query.binpacker import Packing, place
+from hwledger.query.group_request import GroupRequest
+from hwledger.query.inventory import ProviderNodes
 from hwledger.query.service import (
     BudgetExceeded,
     QueryService,

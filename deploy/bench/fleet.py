@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hwledger.query.binpacker import GpuGroup, NodeInventory, ProviderNodes
-from hwledger.query.inventory import provider_totals
+from hwledger.query.inventory import GpuGroup, NodeInventory, ProviderNodes, provider_totals
 from hwledger.schemas.tokens import gpu_tokens
 from hwledger.schemas.units import GiB
 from hwledger.seeds import GpuModel, load_gpu_models

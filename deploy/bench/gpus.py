@@ -26,8 +26,8 @@ from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.bench.stats import ms, percentile
 from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Writer
-from hwledger.query.binpacker import interface_family
 from hwledger.query.fleet import COUNTS, FleetFilter
+from hwledger.query.gpu_attributes import interface_family
 from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect

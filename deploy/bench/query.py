@@ -40,7 +40,8 @@ from hwledger.deploy.bench.http_load import (
 from hwledger.deploy.bench.requests import false_positive_request, naive_match, synthetic_request
 from hwledger.deploy.bench.stats import ms, percentile
 from hwledger.query import repository
-from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
+from hwledger.query.aggregator import parse_group_spec
+from hwledger.query.screening_filter import BidScreeningFilter, screening_filter
 from hwledger.query.service import DEFAULT_LIMIT
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import drop_schema, migrate

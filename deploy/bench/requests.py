@@ -14,7 +14,7 @@ from typing import Any
 
 from hwledger.deploy.bench.fleet import AUDITORS, GPU_MIX, REGIONS
 from hwledger.query import repository
-from hwledger.query.aggregator import BidScreeningFilter
+from hwledger.query.screening_filter import BidScreeningFilter
 from hwledger.schemas.units import GiB
 
 

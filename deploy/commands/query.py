@@ -14,7 +14,9 @@ from rich.table import Table
 
 from hwledger.deploy.commands import Subparsers, add_command, configure_logging
 from hwledger.deploy.config import Settings
-from hwledger.query.aggregator import GroupRequest, InvalidRequest, parse_group_spec
+from hwledger.query.aggregator import parse_group_spec
+from hwledger.query.group_request import GroupRequest
+from hwledger.query.request_fields import InvalidRequest
 from hwledger.query.service import (
     DEFAULT_LIMIT,
     Answer,

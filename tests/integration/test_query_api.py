@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.query.aggregator import parse_group_spec, screening_filter
+from hwledger.query.aggregator import parse_group_spec
 from hwledger.query.repository import Shares, compiled, prefilter
+from hwledger.query.screening_filter import screening_filter
 from hwledger.schemas.db import connect
 from hwledger.schemas.units import GiB
 from tests.factories import (

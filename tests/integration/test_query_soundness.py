@@ -21,8 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwledger.query.aggregator import parse_group_spec, screening_filter
-from hwledger.query.binpacker import Packing, Placement, ProviderNodes, place
+from hwledger.query.aggregator import parse_group_spec
+from hwledger.query.binpacker import Packing, Placement, place
+from hwledger.query.inventory import ProviderNodes
+from hwledger.query.screening_filter import screening_filter
 from hwledger.query.service import QueryService, make_engine, provider_nodes
 from hwledger.schemas.db import connect
 from hwledger.schemas.units import GiB

@@ -17,8 +17,7 @@ from hwledger.deploy.bench.fleet import history
 from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Writer
 from hwledger.query import repository
-from hwledger.query.binpacker import ProviderNodes
-from hwledger.query.inventory import provider_totals
+from hwledger.query.inventory import ProviderNodes, provider_totals
 from hwledger.query.service import inventories
 from hwledger.schemas import codec, tables
 from hwledger.schemas.db import connect

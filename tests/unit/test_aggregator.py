@@ -7,18 +7,15 @@ from typing import Any
 
 import pytest
 
-from hwledger.query.aggregator import (
-    MAX_QUANTITY,
-    Attribute,
+from hwledger.query.aggregator import parse_group_spec
+from hwledger.query.gpu_attributes import parse_gpu_attribute
+from hwledger.query.group_request import Attribute, GpuAlternative
+from hwledger.query.request_fields import MAX_QUANTITY, InvalidRequest, parse_quantity
+from hwledger.query.screening_filter import (
     BidScreeningFilter,
-    GpuAlternative,
-    InvalidRequest,
     UnitScreen,
     filter_from_json,
     filter_to_json,
-    parse_gpu_attribute,
-    parse_group_spec,
-    parse_quantity,
     screening_filter,
 )
 from hwledger.schemas.units import GiB

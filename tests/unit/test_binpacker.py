@@ -15,26 +15,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwledger.query.aggregator import (
+from hwledger.query.binpacker import (
+    Packing,
+    Placement,
+    PlacementFailure,
+    Steps,
+    place,
+    placement_steps,
+)
+from hwledger.query.gpu_attributes import GpuKind, interface_family, matches
+from hwledger.query.group_request import (
     GpuAlternative,
     GroupRequest,
     PersistentVolume,
     ResourceUnit,
 )
-from hwledger.query.binpacker import (
-    GpuGroup,
-    GpuKind,
-    NodeInventory,
-    Packing,
-    Placement,
-    PlacementFailure,
-    ProviderNodes,
-    Steps,
-    interface_family,
-    matches,
-    place,
-    placement_steps,
-)
+from hwledger.query.inventory import GpuGroup, NodeInventory, ProviderNodes
 from hwledger.schemas.units import GiB
 
 H100 = GpuAlternative("nvidia", "h100")

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hwledger.query.aggregator import GroupRequest, ResourceUnit
-from hwledger.query.binpacker import (
-    NodeInventory,
-    Placement,
-    PlacementFailure,
-    ProviderNodes,
-    place,
-    provider_gate,
-)
+from hwledger.query.binpacker import Placement, PlacementFailure, place, provider_gate
+from hwledger.query.group_request import GroupRequest, ResourceUnit
+from hwledger.query.inventory import NodeInventory, ProviderNodes
 from hwledger.schemas.units import GiB
 from hwledger.schemas.validation import INT64_MAX
 

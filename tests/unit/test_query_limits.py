@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from hwledger.query.aggregator import GroupRequest, ResourceUnit
-from hwledger.query.binpacker import NodeInventory, ProviderNodes
+from hwledger.query.group_request import GroupRequest, ResourceUnit
+from hwledger.query.inventory import NodeInventory, ProviderNodes
 from hwledger.query.service import (
     Budget,
     BudgetExceeded,

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from hwledger.deploy.cli import build_parser
-from hwledger.query.aggregator import parse_group_spec, screening_filter
+from hwledger.query.aggregator import parse_group_spec
+from hwledger.query.screening_filter import screening_filter
 from tests.readme import blocks, hwledger_commands
 
 

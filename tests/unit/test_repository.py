@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hwledger.query.aggregator import Attribute, BidScreeningFilter, UnitScreen
+from hwledger.query.group_request import Attribute
 from hwledger.query.repository import (
     Shares,
     gpu_statement,
@@ -13,6 +13,7 @@ from hwledger.query.repository import (
     shares_from,
 )
 from hwledger.query.repository import compiled as compiled_sql
+from hwledger.query.screening_filter import BidScreeningFilter, UnitScreen
 
 ONLINE_SINCE = datetime(2026, 11, 1, tzinfo=UTC)
 
