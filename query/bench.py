@@ -38,7 +38,7 @@ import uvloop
 from psycopg.types.json import Jsonb
 from sqlalchemy import Integer, MetaData, and_, bindparam, select, true
 
-from hwledger.query import repository
+from hwledger.query import prefilter_conditions, prefilter_sql, repository
 from hwledger.query.aggregator import BidScreeningFilter, parse_group_spec, screening_filter
 from hwledger.query.binpacker import GpuGroup, NodeInventory, ProviderNodes
 from hwledger.query.exact_bench import BASELINE_COMMIT, time_bin_packing, time_exact, write_nodes
@@ -159,7 +159,8 @@ def naive_match(row: Mapping[str, Any], screen: BidScreeningFilter,
     """The baseline: the prefilter's rules evaluated in Python on one loaded row."""
     if row["last_seen_at"] is None or row["last_seen_at"] < online_since:
         return False
-    asked = [(row[column], getattr(screen, field)) for field, column in repository.TOTAL_COLUMNS]
+    asked = [(row[column], getattr(screen, field))
+             for field, column in prefilter_conditions.TOTAL_COLUMNS]
     if screen.reclamation_window is not None:
         asked.append((row["reclamation_window"], screen.reclamation_window))
     if any(need > 0 and (have is None or have < need) for have, need in asked):
@@ -243,18 +244,18 @@ class Statements:
     shares and the online TTL."""
 
     schema: str
-    shares: repository.Shares
+    shares: prefilter_conditions.Shares
     online_since: datetime
 
     @classmethod
     def read(cls, conn: psycopg.Connection[Any], schema: str, online_since: datetime
              ) -> Statements:
-        row = conn.execute(repository.SHARES_SQL, {"schema": schema}).fetchone()
-        return cls(schema, repository.shares_from(row), online_since)
+        row = conn.execute(prefilter_conditions.SHARES_SQL, {"schema": schema}).fetchone()
+        return cls(schema, prefilter_conditions.shares_from(row), online_since)
 
     def prefilter(self, screen: BidScreeningFilter, limit: int | None, ordered: bool = False
-                  ) -> repository.Prefilter:
-        return repository.prefilter(screen, self.online_since, limit, self.shares,
+                  ) -> prefilter_sql.Prefilter:
+        return prefilter_sql.prefilter(screen, self.online_since, limit, self.shares,
                                     ordered=ordered)
 
     def answer(self, screen: BidScreeningFilter, probe: int | None, ordered: bool = False
@@ -267,18 +268,18 @@ class Statements:
         `peer_inventory` (no GIN index, no fence, no statistics-driven choices), the first
         `limit` providers (by owner when `ordered`, as a paged answer) with the columns the
         answer shows."""
-        query = repository.prefilter(screen, self.online_since, limit)
+        query = prefilter_sql.prefilter(screen, self.online_since, limit)
         p = peer_inventory.c
         columns = {c.name: c for c in p}
         statement = (select(p.provider_id, p.host_uri, p.audited_by, p.gpu_models,
                             p.last_seen_at)
-                     .where(and_(true(), *(repository.clause(kind, name, columns)
+                     .where(and_(true(), *(prefilter_conditions.clause(kind, name, columns)
                                            for kind, name in query.shape)))
                      .limit(bindparam("limit", type_=Integer)))
         if ordered:
             statement = statement.order_by(peer_inventory.c.provider_id)
         sql, params = repository.compiled(statement, query.params, schema=self.schema)
-        return sql, repository.driver_params(params)
+        return sql, prefilter_sql.driver_params(params)
 
 
 def time_sql(conn: psycopg.Connection[Any], statements: Statements,
@@ -345,7 +346,7 @@ def explain_selective(conn: psycopg.Connection[Any], statements: Statements) -> 
             {"key": "vendor/nvidia/model/b200", "value": "true"}]}}}]}))
     query = statements.prefilter(screen, 1000)
     sql, params = repository.compiled(query.statement, query.params)
-    rows = conn.execute("EXPLAIN " + sql, repository.driver_params(params)).fetchall()
+    rows = conn.execute("EXPLAIN " + sql, prefilter_sql.driver_params(params)).fetchall()
     return "\n".join(str(r[0]) for r in rows)
 
 
@@ -478,7 +479,7 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             f"(schema {setup.schema})")
         online_since = setup.now - timedelta(seconds=900)
         with connect(database_url, setup.schema, autocommit=True) as conn:
-            conn.execute(repository.SCREENING_SESSION)  # planned as the service plans it
+            conn.execute(prefilter_sql.SCREENING_SESSION)  # planned as the service plans it
             statements = Statements.read(conn, setup.schema, online_since)
             explain = explain_selective(conn, statements)
             gin = "provider_inventory_gpu_models_free" in explain

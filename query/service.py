@@ -38,7 +38,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from hwledger.query import fleet, repository
+from hwledger.query import fleet, prefilter_conditions, prefilter_sql, repository
 from hwledger.query.aggregator import BidScreeningFilter, GroupRequest, screening_filter
 from hwledger.query.binpacker import (
     SEARCH_FACTOR,
@@ -123,10 +123,10 @@ def check_answer_size(providers_json: str, limits: Limits) -> None:
 
 @dataclass(frozen=True)
 class ReadModel:
-    """The schema the service reads and its statistics' `repository.Shares`."""
+    """The schema the service reads and its statistics' `prefilter_conditions.Shares`."""
 
     schema: str
-    shares: repository.Shares
+    shares: prefilter_conditions.Shares
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ class Answer:
     as_of: AsOf
     providers_json: str
     screen: BidScreeningFilter
-    prefilter: repository.Prefilter
+    prefilter: prefilter_sql.Prefilter
     rejected: tuple[tuple[str, str], ...] = ()
     truncated: bool = False
     candidates: int = 0
@@ -205,7 +205,7 @@ def make_engine(url: str, pool_size: int = 8) -> Engine:
 
 class Connections:
     """The async psycopg connections of the screening reads (no thread hop): autocommit, so a
-    one-statement answer is one round trip; read-only; `repository.SCREENING_SESSION` (UTC for
+    one-statement answer is one round trip; read-only; `prefilter_sql.SCREENING_SESSION` (UTC for
     the answer's timestamps, the planner's price of an index tuple); REPEATABLE READ for the
     transactions `exact` opens; each statement cut off after `statement_timeout_ms`. At most
     `size` at a time; an idle connection is checked when checked out (`ended_by_server`) and
@@ -221,7 +221,7 @@ class Connections:
         conn = await psycopg.AsyncConnection.connect(
             self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         await conn.execute("SET default_transaction_read_only = on; "
-                           + repository.SCREENING_SESSION)
+                           + prefilter_sql.SCREENING_SESSION)
         await conn.execute("SELECT set_config('statement_timeout', %s, false)",
                            (str(self.statement_timeout_ms),))
         await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
@@ -433,8 +433,8 @@ class QueryService:
                 driver = raw.driver_connection
                 assert isinstance(driver, psycopg.Connection)
                 schema = self.fixed_schema or check_schema_name(active_schema(driver))
-                shares = repository.shares_from(driver.execute(
-                    repository.SHARES_SQL, {"schema": schema}).fetchone())
+                shares = prefilter_conditions.shares_from(driver.execute(
+                    prefilter_conditions.SHARES_SQL, {"schema": schema}).fetchone())
                 raw.rollback()
             finally:
                 raw.close()
@@ -523,7 +523,7 @@ class QueryService:
             model = await self.current_read_model()
             schema = model.schema
             since = self.online_since()
-            prefilter = repository.prefilter(screen, since, limit + 1, model.shares, after,
+            prefilter = prefilter_sql.prefilter(screen, since, limit + 1, model.shares, after,
                                              ordered=paged or request is not None)
             async with self.connections.connection() as conn, \
                     conn.transaction() if request is not None else nullcontext():
@@ -535,7 +535,7 @@ class QueryService:
                 check_answer_size(providers_json, self.limits)
                 if request is not None and work is not None:
                     providers_json, rejected, truncated, last = await self.place_batches(
-                        conn, schema, lambda start, probe: repository.prefilter(
+                        conn, schema, lambda start, probe: prefilter_sql.prefilter(
                             screen, since, probe, model.shares, start),
                         request, limit, packing, budget, work,
                         (providers_json, truncated, last))
@@ -547,7 +547,7 @@ class QueryService:
                       work)
 
     async def place_batches(self, conn: psycopg.AsyncConnection[Any], schema: str,
-                            batches: Callable[[str, int], repository.Prefilter],
+                            batches: Callable[[str, int], prefilter_sql.Prefilter],
                             request: GroupRequest, limit: int, packing: Packing,
                             budget: Budget, work: ExactWork, batch: tuple[str, bool, str | None]
                             ) -> tuple[str, list[tuple[str, str]], bool, str | None]:
