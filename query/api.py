@@ -46,22 +46,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from hwledger.query.aggregator import (
     InvalidRequest,
     filter_from_json,
-    filter_to_json,
     parse_group_spec,
 )
+from hwledger.query.answers import Answer, answer_json
 from hwledger.query.binpacker import Packing
-from hwledger.query.cursor import InvalidCursor, decode_cursor, encode_cursor
+from hwledger.query.cursor import InvalidCursor, decode_cursor
 from hwledger.query.fleet import FleetFilter
-from hwledger.query.repository import compiled
-from hwledger.query.service import (
-    DEFAULT_LIMIT,
-    AmbiguousRun,
-    Answer,
-    BudgetExceeded,
-    QueryService,
-    TooCostly,
-    Unavailable,
-)
+from hwledger.query.limits import BudgetExceeded, TooCostly
+from hwledger.query.service import DEFAULT_LIMIT, AmbiguousRun, QueryService, Unavailable
 from hwledger.schemas.prometheus import scrape_registry, standard_registry, worker_exited
 
 log = logging.getLogger("hwledger.query")
@@ -311,23 +303,6 @@ def parse_json(body: bytes) -> Any:
         raise InvalidRequest("body", f"unusable JSON: {exc}") from None
     except RecursionError:
         raise InvalidRequest("body", "JSON nested too deeply") from None
-
-
-def answer_json(answer: Answer, explain: bool) -> bytes:
-    """The answer's JSON document; the providers' JSON text goes in as it is."""
-    found: dict[str, Any] = {
-        "providers": orjson.Fragment(answer.providers_json),
-        "asOf": {"schema": answer.schema, **answer.as_of.to_json()},
-        "truncated": answer.truncated,
-        "cursor": None if answer.after is None else encode_cursor(answer.after),
-    }
-    if explain:
-        found["filter"] = filter_to_json(answer.screen)
-        found["sql"] = compiled(answer.prefilter.statement)[0]
-        found["rejected"] = [{"owner": o, "reason": r} for o, r in answer.rejected]
-        if answer.work is not None:
-            found["cost"] = answer.work.to_json()
-    return orjson.dumps(found)
 
 
 UNMATCHED_ROUTE = "unmatched"

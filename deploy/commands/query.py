@@ -16,16 +16,9 @@ from hwledger.deploy.commands import Subparsers, add_command, configure_logging
 from hwledger.deploy.config import Settings
 from hwledger.deploy.localstack import free_port
 from hwledger.query.aggregator import GroupRequest, InvalidRequest, parse_group_spec
-from hwledger.query.service import (
-    DEFAULT_LIMIT,
-    Answer,
-    BudgetExceeded,
-    Limits,
-    QueryService,
-    TooCostly,
-    Unavailable,
-    make_engine,
-)
+from hwledger.query.answers import Answer
+from hwledger.query.limits import BudgetExceeded, Limits, TooCostly
+from hwledger.query.service import DEFAULT_LIMIT, QueryService, Unavailable, make_engine
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrated_schema
 from hwledger.schemas.prometheus import multiprocess_directory
@@ -107,7 +100,7 @@ def _table(answer: Answer) -> Table:
 
 
 def screen(args: argparse.Namespace, settings: Settings) -> int:
-    from hwledger.query.api import answer_json
+    from hwledger.query.answers import answer_json
 
     _, request = read_group_spec(Path(args.request))
     service = service_for(settings)
