@@ -28,7 +28,14 @@ from hwledger.query.aggregator import InvalidRequest, filter_from_json, parse_gr
 from hwledger.query.answers import Answer, answer_json
 from hwledger.query.limits import BudgetExceeded, TooCostly
 from hwledger.query.screening_models import BidScreeningQuery, InvalidParameter, ScreeningQuery
-from hwledger.query.screening_openapi import FILTER_SCHEMA, GROUP_SPEC_SCHEMA, operation
+from hwledger.query.screening_openapi import (
+    BID_SCREENING_ANSWER_EXAMPLE,
+    FILTER_EXAMPLE,
+    GROUP_SPEC_EXAMPLE,
+    PREFILTER_ANSWER_EXAMPLE,
+    operation,
+)
+from hwledger.query.screening_schemas import FILTER_SCHEMA, GROUP_SPEC_SCHEMA
 from hwledger.query.service import QueryService, Unavailable
 
 log = logging.getLogger(__name__)
@@ -161,8 +168,11 @@ Handler = Callable[[QueryService, Mapping[str, str], bytes], Awaitable[Screened]
 SCREENING: dict[str, Handler] = {"/v1/bid-screening": bid_screening, "/v1/prefilter": prefilter}
 
 SCREENING_PATHS = {
-    "/v1/bid-screening": operation(bid_screening, GROUP_SPEC_SCHEMA, BidScreeningQuery.PARAMETERS),
-    "/v1/prefilter": operation(prefilter, FILTER_SCHEMA, ScreeningQuery.PARAMETERS),
+    "/v1/bid-screening": operation(bid_screening, BidScreeningQuery.PARAMETERS,
+                                   GROUP_SPEC_SCHEMA, GROUP_SPEC_EXAMPLE,
+                                   BID_SCREENING_ANSWER_EXAMPLE),
+    "/v1/prefilter": operation(prefilter, ScreeningQuery.PARAMETERS, FILTER_SCHEMA,
+                               FILTER_EXAMPLE, PREFILTER_ANSWER_EXAMPLE),
 }
 """The OpenAPI path items of the screening routes, which FastAPI does not serve."""
 
