@@ -33,13 +33,9 @@ import hwledger.query
 from hwledger.query.binpacker import Packing, place
 from hwledger.query.group_request import GroupRequest
 from hwledger.query.inventory import ProviderNodes
-from hwledger.query.service import (
-    BudgetExceeded,
-    QueryService,
-    TooCostly,
-    make_engine,
-    provider_nodes,
-)
+from hwledger.query.limits import BudgetExceeded, TooCostly
+from hwledger.query.placement_run import provider_nodes
+from hwledger.query.service import QueryService, make_engine
 
 BASELINE_COMMIT = "6f12abf0823be766ff9d43c754bdf5dbefbbedc4"
 """The code before issue 15: greedy bin-packer, one row and object per GPU."""

@@ -39,7 +39,7 @@ from hwledger.deploy.bench.http_load import (
 )
 from hwledger.deploy.bench.requests import false_positive_request, naive_match, synthetic_request
 from hwledger.deploy.bench.stats import ms, percentile
-from hwledger.query import repository
+from hwledger.query import prefilter_conditions, prefilter_sql, repository
 from hwledger.query.aggregator import parse_group_spec
 from hwledger.query.screening_filter import BidScreeningFilter, screening_filter
 from hwledger.query.service import DEFAULT_LIMIT
@@ -106,18 +106,18 @@ class Statements:
     shares and the online TTL."""
 
     schema: str
-    shares: repository.Shares
+    shares: prefilter_conditions.Shares
     online_since: datetime
 
     @classmethod
     def read(cls, conn: psycopg.Connection[Any], schema: str, online_since: datetime
              ) -> Statements:
-        row = conn.execute(repository.SHARES_SQL, {"schema": schema}).fetchone()
-        return cls(schema, repository.shares_from(row), online_since)
+        row = conn.execute(prefilter_conditions.SHARES_SQL, {"schema": schema}).fetchone()
+        return cls(schema, prefilter_conditions.shares_from(row), online_since)
 
     def prefilter(self, screen: BidScreeningFilter, limit: int | None, ordered: bool = False
-                  ) -> repository.Prefilter:
-        return repository.prefilter(screen, self.online_since, limit, self.shares,
+                  ) -> prefilter_sql.Prefilter:
+        return prefilter_sql.prefilter(screen, self.online_since, limit, self.shares,
                                     ordered=ordered)
 
     def answer(self, screen: BidScreeningFilter, probe: int | None, ordered: bool = False
@@ -130,18 +130,18 @@ class Statements:
         `peer_inventory` (no GIN index, no fence, no statistics-driven choices), the first
         `limit` providers (by owner when `ordered`, as a paged answer) with the columns the
         answer shows."""
-        query = repository.prefilter(screen, self.online_since, limit)
+        query = prefilter_sql.prefilter(screen, self.online_since, limit)
         p = peer_inventory.c
         columns = {c.name: c for c in p}
         statement = (select(p.provider_id, p.host_uri, p.audited_by, p.gpu_models,
                             p.last_seen_at)
-                     .where(and_(true(), *(repository.clause(kind, name, columns)
+                     .where(and_(true(), *(prefilter_conditions.clause(kind, name, columns)
                                            for kind, name in query.shape)))
                      .limit(bindparam("limit", type_=Integer)))
         if ordered:
             statement = statement.order_by(peer_inventory.c.provider_id)
         sql, params = repository.compiled(statement, query.params, schema=self.schema)
-        return sql, repository.driver_params(params)
+        return sql, prefilter_sql.driver_params(params)
 
 
 def time_sql(conn: psycopg.Connection[Any], statements: Statements,
@@ -208,7 +208,7 @@ def explain_selective(conn: psycopg.Connection[Any], statements: Statements) -> 
             {"key": "vendor/nvidia/model/b200", "value": "true"}]}}}]}))
     query = statements.prefilter(screen, 1000)
     sql, params = repository.compiled(query.statement, query.params)
-    rows = conn.execute("EXPLAIN " + sql, repository.driver_params(params)).fetchall()
+    rows = conn.execute("EXPLAIN " + sql, prefilter_sql.driver_params(params)).fetchall()
     return "\n".join(str(r[0]) for r in rows)
 
 
@@ -229,7 +229,7 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             f"(schema {setup.schema})")
         online_since = setup.now - timedelta(seconds=900)
         with connect(database_url, setup.schema, autocommit=True) as conn:
-            conn.execute(repository.SCREENING_SESSION)  # planned as the service plans it
+            conn.execute(prefilter_sql.SCREENING_SESSION)  # planned as the service plans it
             statements = Statements.read(conn, setup.schema, online_since)
             explain = explain_selective(conn, statements)
             gin = "provider_inventory_gpu_models_free" in explain

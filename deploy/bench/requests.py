@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from hwledger.deploy.bench.fleet import AUDITORS, GPU_MIX, REGIONS
-from hwledger.query import repository
+from hwledger.query import prefilter_conditions
 from hwledger.query.screening_filter import BidScreeningFilter
 from hwledger.schemas.units import GiB
 
@@ -62,7 +62,8 @@ def naive_match(row: Mapping[str, Any], screen: BidScreeningFilter,
     """The baseline: the prefilter's rules evaluated in Python on one loaded row."""
     if row["last_seen_at"] is None or row["last_seen_at"] < online_since:
         return False
-    asked = [(row[column], getattr(screen, field)) for field, column in repository.TOTAL_COLUMNS]
+    asked = [(row[column], getattr(screen, field))
+             for field, column in prefilter_conditions.TOTAL_COLUMNS]
     if screen.reclamation_window is not None:
         asked.append((row["reclamation_window"], screen.reclamation_window))
     if any(need > 0 and (have is None or have < need) for have, need in asked):

@@ -15,18 +15,11 @@ from rich.table import Table
 from hwledger.deploy.commands import Subparsers, add_command, configure_logging
 from hwledger.deploy.config import Settings
 from hwledger.query.aggregator import parse_group_spec
+from hwledger.query.answers import Answer
 from hwledger.query.group_request import GroupRequest
+from hwledger.query.limits import BudgetExceeded, Limits, TooCostly
 from hwledger.query.request_fields import InvalidRequest
-from hwledger.query.service import (
-    DEFAULT_LIMIT,
-    Answer,
-    BudgetExceeded,
-    Limits,
-    QueryService,
-    TooCostly,
-    Unavailable,
-    make_engine,
-)
+from hwledger.query.service import DEFAULT_LIMIT, QueryService, Unavailable, make_engine
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrated_schema
 from hwledger.schemas.prometheus import multiprocess_directory
@@ -108,7 +101,7 @@ def _table(answer: Answer) -> Table:
 
 
 def screen(args: argparse.Namespace, settings: Settings) -> int:
-    from hwledger.query.api import answer_json
+    from hwledger.query.answers import answer_json
 
     _, request = read_group_spec(Path(args.request))
     service = service_for(settings)

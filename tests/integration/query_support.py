@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 
 from hwledger.deploy.localstack import free_port
 from hwledger.query.api import JsonErrorsProtocol, create_app
-from hwledger.query.service import Limits, QueryService, make_engine
+from hwledger.query.limits import Limits
+from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas.codec import encode
 from hwledger.schemas.migrations import scratch_schema
 from hwledger.schemas.units import GiB

@@ -1,6 +1,6 @@
 """Issue 15, points 1 and 6, through HTTP: `exact=true` reads candidates until it has `limit`
 placeable providers, both screening routes page with a cursor, and the search placement finds
-what Akash's greedy rule turns away.
+what Akash's greedy rule turns away; every answer is valid under the documented answer schema.
 
 The fleet: 60 providers with 40 GB A100s (`fp-*`) first by owner and first in scan order, then
 5 with 80 GB A100s (`zz-*`): every one is a prefilter candidate for `a100/ram/80Gi`, only the
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
 
@@ -53,9 +54,13 @@ def http(database_url: str) -> Iterator[TestClient]:
 
 def post(http: TestClient, spec: dict[str, Any], path: str = "/v1/bid-screening",
          **query: Any) -> dict[str, Any]:
+    """The 200 answer, checked against the answer schema the OpenAPI document gives."""
     response = http.post(path, json=spec, params=query)
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
+    documented = http.get("/openapi.json").json()["paths"][path]["post"]["responses"]["200"]
+    jsonschema_rs.validator_for(documented["content"]["application/json"]["schema"]
+                                ).validate(answer)
     return answer
 
 

@@ -17,18 +17,13 @@ from fastapi.testclient import TestClient
 
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.query.aggregator import parse_group_spec
-from hwledger.query.repository import Shares, compiled, prefilter
+from hwledger.query.prefilter_conditions import Shares
+from hwledger.query.prefilter_sql import prefilter
+from hwledger.query.repository import compiled
 from hwledger.query.screening_filter import screening_filter
 from hwledger.schemas.db import connect
 from hwledger.schemas.units import GiB
-from tests.factories import (
-    at,
-    gpu,
-    provider_audited,
-    provider_registered,
-    run_started,
-    snapshot,
-)
+from tests.factories import at, gpu, provider_audited, provider_registered, run_started, snapshot
 from tests.integration.query_support import (
     Event,
     Screen,

@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from hwledger.query.service import Limits
+from hwledger.query.limits import Limits
 from tests.cli import serving
 from tests.factories import at, gpu, snapshot
 from tests.integration.query_support import Event, schema_with, service_thread

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from hwledger.query.aggregator import parse_group_spec
 from hwledger.query.binpacker import Packing, Placement, place
 from hwledger.query.inventory import ProviderNodes
+from hwledger.query.placement_run import provider_nodes
 from hwledger.query.screening_filter import screening_filter
-from hwledger.query.service import QueryService, make_engine, provider_nodes
+from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas.db import connect
 from hwledger.schemas.units import GiB
 from tests.factories import (

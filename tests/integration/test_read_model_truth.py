@@ -18,7 +18,7 @@ from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Writer
 from hwledger.query import repository
 from hwledger.query.inventory import ProviderNodes, provider_totals
-from hwledger.query.service import inventories
+from hwledger.query.placement_run import inventories
 from hwledger.schemas import codec, tables
 from hwledger.schemas.db import connect
 from tests import factories as f

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from hwledger.query.api import UNAVAILABLE_MESSAGE
+from hwledger.query.screening_http import UNAVAILABLE_MESSAGE
 from tests.cli import run
 from tests.integration.query_support import client
 from tests.servers import Servers

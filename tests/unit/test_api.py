@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from hwledger.query.api import MAX_BODY_BYTES, UNAVAILABLE_MESSAGE, create_app
+from hwledger.query.api import create_app
 from hwledger.query.fleet import FleetFilter
+from hwledger.query.screening_http import MAX_BODY_BYTES, UNAVAILABLE_MESSAGE
 from hwledger.query.service import GPU_ANSWER_SECONDS, QueryService, make_engine
 
 NOWHERE = "postgresql://nobody@127.0.0.1:1/none"

@@ -111,7 +111,7 @@ def test_a_malformed_database_url_names_the_setting_without_the_password(url: st
 
 def test_query_limits_come_from_the_environment(tmp_path: Path) -> None:
     from hwledger.deploy.commands.query import service_for
-    from hwledger.query.service import Limits
+    from hwledger.query.limits import Limits
 
     env = {"HWLEDGER_HOME": str(tmp_path), "HWLEDGER_QUERY_DATABASE_URL": "postgresql://q@h/d",
            "HWLEDGER_QUERY_MAX_PLACEMENT_STEPS": "50", "HWLEDGER_QUERY_TIME_BUDGET_MS": "250",

@@ -11,17 +11,9 @@ import pytest
 
 from hwledger.query.group_request import GroupRequest, ResourceUnit
 from hwledger.query.inventory import NodeInventory, ProviderNodes
-from hwledger.query.service import (
-    Budget,
-    BudgetExceeded,
-    ExactWork,
-    Limits,
-    QueryService,
-    TooCostly,
-    check_answer_size,
-    exact_placements,
-    make_engine,
-)
+from hwledger.query.limits import Budget, BudgetExceeded, Limits, TooCostly, check_answer_size
+from hwledger.query.placement_run import ExactWork, exact_placements
+from hwledger.query.service import QueryService, make_engine
 
 NOWHERE = "postgresql://nobody@127.0.0.1:1/none"
 TWO_UNITS = GroupRequest((ResourceUnit(count=10_000, cpu_millicores=1), ResourceUnit(count=1)))

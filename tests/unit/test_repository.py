@@ -5,14 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from hwledger.query.group_request import Attribute
-from hwledger.query.repository import (
-    Shares,
-    gpu_statement,
-    node_statement,
-    prefilter,
-    shares_from,
-)
+from hwledger.query.prefilter_conditions import Shares, shares_from
+from hwledger.query.prefilter_sql import prefilter
 from hwledger.query.repository import compiled as compiled_sql
+from hwledger.query.repository import gpu_statement, node_statement
 from hwledger.query.screening_filter import BidScreeningFilter, UnitScreen
 
 ONLINE_SINCE = datetime(2026, 11, 1, tzinfo=UTC)
