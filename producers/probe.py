@@ -45,6 +45,7 @@ from hwledger.schemas.identity import (
     system_hardware_id,
     system_software_id,
 )
+from hwledger.schemas.quantities import suffixed_quantity
 from hwledger.schemas.tokens import identify
 from hwledger.schemas.validation import UNLIMITED
 from hwledger.seeds import gpu_catalog, interface_type_ids
@@ -63,9 +64,6 @@ DMI_TABLE = Path("/sys/firmware/dmi/tables/DMI")
 SMBIOS_MEMORY_DEVICE, SMBIOS_END = 17, 127
 NODE_NAMESPACE = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7a10")
 HEX = re.compile(r"0x[0-9a-fA-F]+")
-QUANTITY = re.compile(r"^(\d+)([KMGTP]i?)?$")
-UNITS = {"K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "P": 1000**5,
-         "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5}
 
 
 @dataclass(frozen=True)
@@ -128,10 +126,10 @@ class ProbeOptions:
 
 def parse_quantity(text: str, setting: str) -> int:
     """'7000Gi' -> bytes, '190000' -> 190000; UserError naming the setting otherwise."""
-    match = QUANTITY.match(text)
-    if match is None:
+    found = suffixed_quantity(text)
+    if found is None:
         raise UserError(f"{setting}: {text!r} is not a quantity like 190000, 512Gi or 2T")
-    return int(match.group(1)) * UNITS.get(match.group(2) or "", 1)
+    return found
 
 
 # ---- pure core -------------------------------------------------------------------------
