@@ -35,7 +35,8 @@ from hwledger.deploy.commands import (
 )
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
+from hwledger.deploy.local_processes import free_port, stop_pid
+from hwledger.deploy.tansu_broker import EmbeddedBroker
 from hwledger.producers import bench
 from hwledger.producers.agent import SNAPSHOT_EVERY, run_agent
 from hwledger.producers.events import complete

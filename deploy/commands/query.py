@@ -14,7 +14,7 @@ from rich.table import Table
 
 from hwledger.deploy.commands import Subparsers, add_command, configure_logging
 from hwledger.deploy.config import Settings
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.query.aggregator import parse_group_spec
 from hwledger.query.group_request import GroupRequest
 from hwledger.query.request_fields import InvalidRequest

@@ -19,7 +19,7 @@ import uvicorn
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.query.service import Limits, QueryService, make_engine
 from hwledger.schemas.codec import encode

@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import replace
 from typing import Any
 
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.service import Projector
 from tests.integration.projector_support import fresh_schema, projector_config

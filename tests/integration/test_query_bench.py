@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.query.bench import run_benchmark
 
 
