@@ -24,7 +24,8 @@ import uvicorn
 from hwledger.deploy.commands.query import service_for
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.localstack import LocalStack, free_port
+from hwledger.deploy.local_processes import free_port
+from hwledger.deploy.localstack import LocalStack
 from hwledger.projectors.service import Projector, ProjectorConfig
 from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect

@@ -1,18 +1,15 @@
 """The hardware probe: this host's HardwareSnapshotted payload.
 
-Pure core: `HostFacts` + GPUs (`RawGpu`, from NVML and /sys) + `ProbeOptions` ->
-`build_snapshot(...)`; `fingerprint(...)` says whether two snapshots describe the same hardware
-and software. Shell: `read_host_facts` (psutil, platform, /proc, /sys, os-release),
-`node_id` (stable across restarts) and `Prober`, which keeps NVML open for cheap re-probes.
+Pure core: `HostFacts` (`host_facts`) + GPUs (`RawGpu`, from NVML and /sys) + `ProbeOptions`
+(`probe_options`) -> `build_snapshot(...)`; `fingerprint(...)` says whether two snapshots
+describe the same hardware and software. Shell: `node_id` (stable across restarts) and
+`Prober`, which reads the host facts and keeps NVML open for cheap re-probes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,9 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from hwledger.producers.events import complete, hwledger_version, now
+from hwledger.producers.host_facts import HostFacts, read_host_facts, read_text
 from hwledger.producers.nvml import (
     NVML_ERRORS,
     Nvml,
@@ -32,7 +28,8 @@ from hwledger.producers.nvml import (
     read_nvml,
     unavailable,
 )
-from hwledger.producers.sysfs_gpus import DISPLAY_CLASS_PREFIX, PCI_DEVICES, read_sysfs_gpus
+from hwledger.producers.probe_options import ProbeOptions
+from hwledger.producers.sysfs_gpus import PCI_DEVICES, read_sysfs_gpus
 from hwledger.producers.telemetry import (
     CombinedTelemetry,
     NvmlTelemetry,
@@ -46,190 +43,14 @@ from hwledger.schemas.identity import (
     system_software_id,
 )
 from hwledger.schemas.tokens import identify
-from hwledger.schemas.validation import UNLIMITED
 from hwledger.seeds import gpu_catalog, interface_type_ids
 
-ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-                 "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
-CPU_VENDORS = {"genuineintel": "intel", "authenticamd": "amd", "hygongenuine": "hygon",
-               "0x41": "arm", "0x61": "apple", "0xc0": "ampere", "0x48": "hisilicon",
-               "0x4e": "nvidia", "0x51": "qualcomm"}
 SXM_SOCKETS = {"h100": "SXM5", "h200": "SXM5", "h800": "SXM5", "gh200": "SXM5",
                "a100": "SXM4", "a800": "SXM4", "v100": "SXM2", "p100": "SXM2"}
-DMI_PLACEHOLDERS = {"", "to be filled by o.e.m.", "default string", "not applicable",
-                    "system product name", "none"}
-CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
-DMI_TABLE = Path("/sys/firmware/dmi/tables/DMI")
-SMBIOS_MEMORY_DEVICE, SMBIOS_END = 17, 127
 NODE_NAMESPACE = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7a10")
-HEX = re.compile(r"0x[0-9a-fA-F]+")
-QUANTITY = re.compile(r"^(\d+)([KMGTP]i?)?$")
-UNITS = {"K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "P": 1000**5,
-         "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5}
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """Everything about the host except its GPUs."""
-
-    cpu_model: str
-    cpu_vendor: str
-    cpu_cores: int
-    cpu_threads: int
-    ram_bytes: int
-    architecture: str
-    motherboard: str | None
-    os: str
-    kernel_version: str
-    python_version: str
-    disk_bytes: int
-    cpu_base_clock_mhz: int | None = None
-    cpu_peak_clock_mhz: int | None = None
-    memory_speed_mhz: int | None = None
-    memory_channels: int | None = None
-    memory_interleave_profile: str | None = None
-    bar_size_mb: int | None = None
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    """Configured overrides: allocatable capacity (default: host totals) and storage classes."""
-
-    cpu_millicores: int | None = None
-    memory_bytes: int | None = None
-    ephemeral_storage_bytes: int | None = None
-    storage: tuple[tuple[str, int], ...] = ()
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ProbeOptions:
-        """From HWLEDGER_ALLOCATABLE_* (a quantity, or -1 for unlimited) and
-        HWLEDGER_STORAGE_CLASSES (`class=quantity,...`)."""
-        env = os.environ if env is None else env
-
-        def opt(name: str) -> int | None:
-            raw = env.get(name, "").strip()
-            if raw == str(UNLIMITED):
-                return UNLIMITED
-            return parse_quantity(raw, name) if raw else None
-
-        storage = []
-        for item in filter(None, (s.strip() for s in env.get("HWLEDGER_STORAGE_CLASSES",
-                                                             "").split(","))):
-            klass, sep, amount = item.partition("=")
-            if not sep or not klass.strip():
-                raise UserError(f"HWLEDGER_STORAGE_CLASSES: {item!r} is not class=quantity "
-                                "(e.g. beta3=7000Gi)")
-            storage.append((klass.strip(), parse_quantity(amount.strip(),
-                                                          "HWLEDGER_STORAGE_CLASSES")))
-        return cls(opt("HWLEDGER_ALLOCATABLE_CPU_MILLICORES"),
-                   opt("HWLEDGER_ALLOCATABLE_MEMORY"),
-                   opt("HWLEDGER_ALLOCATABLE_EPHEMERAL_STORAGE"), tuple(storage))
-
-
-def parse_quantity(text: str, setting: str) -> int:
-    """'7000Gi' -> bytes, '190000' -> 190000; UserError naming the setting otherwise."""
-    match = QUANTITY.match(text)
-    if match is None:
-        raise UserError(f"{setting}: {text!r} is not a quantity like 190000, 512Gi or 2T")
-    return int(match.group(1)) * UNITS.get(match.group(2) or "", 1)
 
 
 # ---- pure core -------------------------------------------------------------------------
-
-
-def architecture_name(machine: str) -> str:
-    """platform.machine() in amd64/arm64 naming."""
-    return ARCHITECTURES.get(machine.lower(), machine.lower() or "unknown")
-
-
-def cpu_from_cpuinfo(text: str) -> tuple[str | None, str | None]:
-    """(model name, vendor token) from /proc/cpuinfo text; None where it says nothing."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip().lower(), value.strip())
-    raw_vendor = fields.get("vendor_id") or fields.get("cpu implementer")
-    vendor = CPU_VENDORS.get(raw_vendor.lower(), raw_vendor.lower()) if raw_vendor else None
-    model = fields.get("model name") or fields.get("hardware") or fields.get("cpu model")
-    return model, vendor
-
-
-def os_from_release(text: str) -> str | None:
-    """PRETTY_NAME (else NAME VERSION) from os-release text."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            values[key.strip()] = value.strip().strip('"').strip("'")
-    return values.get("PRETTY_NAME") or (
-        " ".join(filter(None, (values.get("NAME"), values.get("VERSION")))) or None)
-
-
-def motherboard_name(vendor: str | None, board: str | None) -> str | None:
-    """'Supermicro' + 'H13DSG-O-CPU' from DMI, skipping firmware placeholder strings."""
-    parts = [p.strip() for p in (vendor, board)
-             if p is not None and p.strip().lower() not in DMI_PLACEHOLDERS]
-    return " ".join(parts) or None
-
-
-def clock_mhz(khz_text: str) -> int | None:
-    """A cpufreq frequency file (kHz) in MHz; None when empty or not a positive number."""
-    text = khz_text.strip()
-    return round(int(text) / 1000) if text.isdigit() and int(text) > 0 else None
-
-
-def _smbios_structures(table: bytes) -> list[tuple[int, bytes]]:
-    """(type, formatted area) of each structure of a raw SMBIOS table (/sys/firmware/dmi/
-    tables/DMI), up to the end-of-table structure or the first malformed one."""
-    found, pos = [], 0
-    while pos + 4 <= len(table):
-        kind, length = table[pos], table[pos + 1]
-        strings_end = table.find(b"\0\0", pos + length)
-        if length < 4 or strings_end < 0 or kind == SMBIOS_END:
-            break
-        found.append((kind, table[pos:pos + length]))
-        pos = strings_end + 2
-    return found
-
-
-def _word(area: bytes, offset: int, size: int = 2) -> int | None:
-    return int.from_bytes(area[offset:offset + size], "little") if len(area) >= offset + size \
-        else None
-
-
-def _device_speed(area: bytes) -> int | None:
-    """A type 17 structure's configured speed (MT/s), else its rated speed; 0xFFFF points to
-    the extended DWORD fields of SMBIOS 3.3."""
-    for offset, extended in ((0x20, 0x58), (0x15, 0x54)):
-        speed = _word(area, offset)
-        if speed == 0xFFFF:
-            speed = _word(area, extended, 4)
-        if speed:
-            return speed
-    return None
-
-
-def memory_speed_mhz(table: bytes) -> int | None:
-    """The speed installed memory runs at: the least speed of the populated SMBIOS memory
-    devices (type 17, size not 0); None when the table names none."""
-    speeds = [_device_speed(area) for kind, area in _smbios_structures(table)
-              if kind == SMBIOS_MEMORY_DEVICE and _word(area, 0x0C) not in (None, 0)]
-    known = [s for s in speeds if s is not None]
-    return min(known) if known else None
-
-
-def largest_bar_mb(resource_text: str) -> int | None:
-    """The largest BAR of a PCI `resource` file (`start end flags` per line) in MiB; None
-    when no BAR is set."""
-    sizes = []
-    for line in resource_text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and all(HEX.fullmatch(p) for p in parts[:2]):
-            start, end = int(parts[0], 16), int(parts[1], 16)
-            if end > start:
-                sizes.append((end - start + 1) // 2**20)
-    return max(sizes) if sizes and max(sizes) > 0 else None
 
 
 def link_name(link: tuple[int, int] | None) -> str | None:
@@ -313,63 +134,6 @@ def fingerprint(snapshot: Mapping[str, Any]) -> str:
 # ---- shell -----------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""
-
-
-def read_bar_size_mb(pci_devices: Path = PCI_DEVICES) -> int | None:
-    """The largest BAR of the display-class PCI devices (GPUs) under `pci_devices`, in MiB."""
-    try:
-        devices = sorted(pci_devices.iterdir())
-    except OSError:
-        return None
-    sizes = [largest_bar_mb(_read_text(d / "resource")) for d in devices
-             if _read_text(d / "class").startswith(DISPLAY_CLASS_PREFIX)]
-    known = [s for s in sizes if s is not None]
-    return max(known) if known else None
-
-
-def read_host_facts(proc: Path = Path("/proc"), dmi: Path = Path("/sys/class/dmi/id"),
-                    os_release: Path = Path("/etc/os-release"), disk: Path = Path("/"),
-                    cpufreq: Path = CPUFREQ, dmi_table: Path = DMI_TABLE,
-                    pci_devices: Path = PCI_DEVICES) -> HostFacts:
-    """CPU, memory, board, OS and disk facts of this host; the optional host identity inputs
-    where Linux exposes them (cpufreq, the SMBIOS table, PCI BARs), else None."""
-    model, vendor = cpu_from_cpuinfo(_read_text(proc / "cpuinfo"))
-    threads = psutil.cpu_count(logical=True) or os.cpu_count() or 1
-    cores = psutil.cpu_count(logical=False) or threads
-    try:
-        disk_bytes = psutil.disk_usage(str(disk)).total
-    except OSError:
-        disk_bytes = 0
-    return HostFacts(
-        cpu_model=model or platform.processor() or platform.machine() or "unknown",
-        cpu_vendor=vendor or "unknown",
-        cpu_cores=min(cores, threads), cpu_threads=threads,
-        ram_bytes=psutil.virtual_memory().total,
-        architecture=architecture_name(platform.machine()),
-        motherboard=motherboard_name(_read_text(dmi / "board_vendor") or None,
-                                     _read_text(dmi / "board_name") or None),
-        os=os_from_release(_read_text(os_release)) or f"{platform.system()}",
-        kernel_version=platform.release(), python_version=platform.python_version(),
-        disk_bytes=disk_bytes,
-        cpu_base_clock_mhz=clock_mhz(_read_text(cpufreq / "base_frequency")),
-        cpu_peak_clock_mhz=clock_mhz(_read_text(cpufreq / "cpuinfo_max_freq")),
-        memory_speed_mhz=memory_speed_mhz(_read_bytes(dmi_table)),
-        bar_size_mb=read_bar_size_mb(pci_devices),
-    )
-
-
 def node_id(override: str | None, home: Path,
             machine_id_file: Path = Path("/etc/machine-id")) -> str:
     """The override, else a UUIDv5 of /etc/machine-id, else an id kept in `home/node_id`.
@@ -378,11 +142,11 @@ def node_id(override: str | None, home: Path,
     """
     if override:
         return override
-    machine_id = _read_text(machine_id_file).strip()
+    machine_id = read_text(machine_id_file).strip()
     if machine_id:
         return str(uuid.uuid5(NODE_NAMESPACE, machine_id))
     state = home / "node_id"
-    kept = _read_text(state).strip()
+    kept = read_text(state).strip()
     if kept:
         return kept
     generated = str(uuid.uuid4())

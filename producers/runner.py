@@ -31,7 +31,8 @@ from types import TracebackType
 from typing import Any
 
 from hwledger.producers.events import ProducerSettings, now
-from hwledger.producers.probe import ProbeOptions, Prober, fingerprint, node_id
+from hwledger.producers.probe import Prober, fingerprint, node_id
+from hwledger.producers.probe_options import ProbeOptions
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.telemetry import DEFAULT_SAMPLE_HZ, Sample, Sampler, summarize
 from hwledger.schemas.errors import UserError

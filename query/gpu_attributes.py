@@ -22,31 +22,28 @@ from hwledger.query.request_fields import (
     expect_text,
     parse_quantity,
 )
+from hwledger.schemas.quantities import BINARY_SUFFIXES, suffixed_quantity
 from hwledger.schemas.tokens import gpu_tokens
 from hwledger.schemas.units import GiB
 
-INTERFACES = {"pcie": "pcie", "sxm": "sxm"}
 _SXM = re.compile(r"^sxm\d*$")
-_RAM = re.compile(r"^(?P<n>\d{1,15})(?P<unit>Ki|Mi|Gi|Ti)?$")
-_UNIT_BYTES = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+RAM_DIGITS = 15
 
 
 def parse_ram(text: str, field: str) -> int:
     """`80Gi`, `81920Mi`, `1Ti` or plain bytes -> bytes."""
-    match = _RAM.match(text)
-    if not match or int(match["n"]) == 0:
+    found = suffixed_quantity(text, BINARY_SUFFIXES, RAM_DIGITS)
+    if not found:
         raise InvalidRequest(field, f"GPU ram {text!r} is not like 80Gi or 81920Mi")
-    return int(match["n"]) * _UNIT_BYTES[match["unit"]]
+    return found
 
 
 def normalize_interface(text: str, field: str) -> str:
     """`pcie`, `sxm`, `sxm2`..`sxm5` (any case) -> `pcie` | `sxm`; anything else is refused."""
     lowered = text.lower()
-    if _SXM.match(lowered):
-        return "sxm"
-    if lowered in INTERFACES:
-        return INTERFACES[lowered]
-    raise InvalidRequest(field, f"unknown GPU interface {text!r} (use pcie or sxm)")
+    if lowered != "pcie" and not _SXM.match(lowered):
+        raise InvalidRequest(field, f"unknown GPU interface {text!r} (use pcie or sxm)")
+    return interface_family(lowered)
 
 
 def parse_gpu_attribute(key: str, field: str) -> GpuAlternative:
@@ -108,7 +105,10 @@ def gpu_kind(vendor: str, model: str, vram_bytes: int, interface: str) -> GpuKin
 
 
 def interface_family(interface: str) -> str:
-    """`sxm`, `sxm4`, `SXM5` -> `sxm`; anything else lowercased (`pcie`)."""
+    """`sxm`, `sxm4`, `SXM5` -> `sxm`; anything else trimmed and lowercased (`pcie`). The one
+    normalisation of interface names: of free GPUs here and in SQL
+    (`repository.gpu_availability_statement`), of a request's after `normalize_interface`
+    refused unknown spellings."""
     lowered = interface.strip().lower()
     return "sxm" if lowered.startswith("sxm") else lowered
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from tests.waiting import wait_until
 
 HWLEDGER = [sys.executable, "-m", "hwledger.deploy.cli"]

@@ -20,13 +20,10 @@ from pathlib import Path
 
 from hwledger.deploy.kafka_broker import ApacheKafkaBroker, KafkaCluster
 from hwledger.deploy.kafka_dist import has_java
-from hwledger.deploy.localstack import (
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    choose_broker,
-    free_port,
-    stop_pid,
-)
+from hwledger.deploy.local_postgres import EmbeddedPostgres
+from hwledger.deploy.local_processes import free_port, stop_pid
+from hwledger.deploy.localstack import choose_broker
+from hwledger.deploy.tansu_broker import EmbeddedBroker
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from rich.table import Table
 from hwledger.deploy.commands import Subparsers, add_command, add_group, positive, positive_number
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.localstack import EmbeddedBroker, free_port, stop_pid
+from hwledger.deploy.local_processes import free_port, stop_pid
+from hwledger.deploy.tansu_broker import EmbeddedBroker
 from hwledger.projectors.service import tune_gc
 
 console = Console(stderr=True)

@@ -14,6 +14,7 @@ loaded from git by `baseline_modules` for the benchmark only.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import subprocess
 import sys
 import time
@@ -145,10 +146,10 @@ def time_exact(database_url: str, schema: str, now: datetime, requests: Sequence
 def baseline_modules() -> tuple[types.ModuleType, types.ModuleType] | None:
     """The bin-packer and the query service of BASELINE_COMMIT, read with `git show` from the
     checkout this package runs from (None without git or that commit); the old service module
-    is loaded against the old bin-packer and repository."""
+    is loaded against the old aggregator, bin-packer and repository."""
     root = Path(hwledger.query.__file__).resolve().parents[1]
     sources = {}
-    for name in ("binpacker", "repository", "service"):
+    for name in ("aggregator", "binpacker", "repository", "service"):
         try:
             sources[name] = subprocess.run(
                 ["git", "-C", str(root), "show", f"{BASELINE_COMMIT}:query/{name}.py"],
@@ -156,9 +157,10 @@ def baseline_modules() -> tuple[types.ModuleType, types.ModuleType] | None:
         except (OSError, subprocess.CalledProcessError):
             return None
     loaded: dict[str, types.ModuleType] = {}
-    saved = {n: sys.modules[f"hwledger.query.{n}"] for n in ("binpacker", "repository")}
+    saved = {n: importlib.import_module(f"hwledger.query.{n}")
+             for n in ("aggregator", "binpacker", "repository")}
     try:
-        for name in ("binpacker", "repository", "service"):
+        for name in ("aggregator", "binpacker", "repository", "service"):
             module = types.ModuleType(f"hwledger_baseline_{name}")
             sys.modules[module.__name__] = module
             exec(compile(sources[name], f"{BASELINE_COMMIT[:7]}:query/{name}.py", "exec"),

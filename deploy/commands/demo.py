@@ -23,7 +23,8 @@ from hwledger.deploy.commands.query import read_group_spec
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
 from hwledger.producers.nvml import PynvmlBackend
-from hwledger.producers.probe import ProbeOptions, Prober, node_id
+from hwledger.producers.probe import Prober, node_id
+from hwledger.producers.probe_options import ProbeOptions
 from hwledger.producers.publisher import Publisher
 from hwledger.schemas.errors import UserError
 from hwledger.seeds.demo import demo_fleet_events

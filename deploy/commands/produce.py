@@ -35,7 +35,8 @@ from hwledger.producers.agent import SNAPSHOT_EVERY, run_agent
 from hwledger.producers.events import complete
 from hwledger.producers.events_file import read_events
 from hwledger.producers.nvml import PynvmlBackend
-from hwledger.producers.probe import ProbeOptions, Prober, node_id
+from hwledger.producers.probe import Prober, node_id
+from hwledger.producers.probe_options import ProbeOptions
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import SnapshotTracker, require_provider_id
 from hwledger.producers.spool import Spool

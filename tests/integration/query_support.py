@@ -19,7 +19,7 @@ import uvicorn
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.query.limits import Limits
 from hwledger.query.service import QueryService, make_engine

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.kafka_broker import ApacheKafkaBroker
-from hwledger.deploy.localstack import free_port, stop_pid
+from hwledger.deploy.local_processes import free_port, stop_pid
 
 pytestmark = pytest.mark.apache_kafka
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.service import Projector
 from tests.integration.projector_support import fresh_schema, projector_config

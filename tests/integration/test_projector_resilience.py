@@ -27,7 +27,9 @@ import pytest
 
 from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.localstack import EmbeddedBroker, EmbeddedPostgres, free_port, stop_pid
+from hwledger.deploy.local_postgres import EmbeddedPostgres
+from hwledger.deploy.local_processes import free_port, stop_pid
+from hwledger.deploy.tansu_broker import EmbeddedBroker
 from hwledger.projectors.service import Projector
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import prepare_schema

@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from hwledger.deploy.cli import main
 from hwledger.deploy.kafka_admin import ensure_topic
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.producers.nvml import RecordedNvml
 from hwledger.producers.probe import Prober
 from hwledger.producers.publisher import Publisher

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hwledger.deploy.bench.query import run_benchmark
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.projectors.rebuild import create_versioned_schema
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import ConfigError

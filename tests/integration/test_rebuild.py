@@ -22,7 +22,7 @@ from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.cli import main
 from hwledger.deploy.config import Settings
 from hwledger.deploy.live import LiveSystem, live_system
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.projectors import catch_up
 from hwledger.projectors.checksums import table_checksums
 from hwledger.projectors.metrics import Metrics

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from hwledger.producers.agent import run_agent
+from hwledger.producers.host_facts import HostFacts, read_host_facts
 from hwledger.producers.nvml import RecordedNvml
-from hwledger.producers.probe import HostFacts, Prober, fingerprint, read_host_facts
+from hwledger.producers.probe import Prober, fingerprint
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import Runner, SnapshotTracker
 from hwledger.schemas import codec

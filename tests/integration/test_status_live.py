@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from hwledger.deploy.cli import main
-from hwledger.deploy.localstack import free_port
+from hwledger.deploy.local_processes import free_port
 from hwledger.projectors.writer import PROJECTION
 from tests.integration.query_support import service_thread
 from tests.servers import Servers

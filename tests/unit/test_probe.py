@@ -11,24 +11,20 @@ import pytest
 
 from hwledger.deploy.cli import main
 from hwledger.producers.events_file import parse_time
-from hwledger.producers.nvml import Nvml, NvmlUnavailable, RecordedNvml, cuda_version_text
-from hwledger.producers.probe import (
+from hwledger.producers.host_facts import (
     HostFacts,
-    ProbeOptions,
-    Prober,
     architecture_name,
     clock_mhz,
     cpu_from_cpuinfo,
-    fingerprint,
     largest_bar_mb,
-    link_name,
     memory_speed_mhz,
     motherboard_name,
-    node_id,
     os_from_release,
-    parse_quantity,
     read_host_facts,
 )
+from hwledger.producers.nvml import Nvml, NvmlUnavailable, RecordedNvml, cuda_version_text
+from hwledger.producers.probe import Prober, fingerprint, link_name, node_id
+from hwledger.producers.probe_options import ProbeOptions, parse_quantity
 from hwledger.schemas import codec, validation
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY, system_hardware_id
