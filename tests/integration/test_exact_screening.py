@@ -137,6 +137,17 @@ def test_search_places_what_greedy_turns_away(http: TestClient) -> None:
         "resources[0] replica 2 of 2: no node has")
 
 
+@pytest.mark.parametrize("path", ["/v1/bid-screening", "/v1/prefilter"])
+def test_an_answer_waiting_for_a_position_says_whether_it_was_reached(http: TestClient,
+                                                                      path: str) -> None:
+    spec = A100_80 if path == "/v1/bid-screening" else {}
+    reached = post(http, spec, path, minPosition="0", limit="1")
+    assert reached["asOf"]["minPositionReached"] is True
+    unreached = post(http, spec, path, minPosition=str(2**62), limit="1")  # waits max_wait
+    assert unreached["asOf"]["minPositionReached"] is False
+    assert "minPositionReached" not in post(http, spec, path, limit="1")["asOf"]
+
+
 @pytest.mark.parametrize(("query", "message"), [
     ({"cursor": "not-a-cursor"}, "query.cursor: not a cursor of this service"),
     ({"cursor": ""}, "query.cursor: expected the cursor of a previous answer"),
