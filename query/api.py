@@ -14,17 +14,14 @@ field. Every other error answer has the same shape: query-parameter errors, unkn
 trouble or a spent time budget (503), a bug (500 `internal_error`) and the HTTP parser's 400s
 (`JsonErrorsProtocol`, the uvicorn protocol `hwledger serve` runs).
 
-/metrics (`Metrics`) labels requests by route template, counts the screening answers'
-candidates, placements and bin-packer rejections, and with `serve --workers` merges every
-worker's figures (`hwledger.schemas.prometheus`; docs/operations.md, "Metrics").
+/metrics serves `http_metrics.HttpMetrics`; the read routes' answers come from `reads.Reads`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path as FilePath
@@ -38,9 +35,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hwledger.query.aggregator import (
@@ -49,20 +45,22 @@ from hwledger.query.aggregator import (
     filter_to_json,
     parse_group_spec,
 )
+from hwledger.query.asgi import ASGIApp, Receive, Scope, Send
 from hwledger.query.binpacker import Packing
 from hwledger.query.cursor import InvalidCursor, decode_cursor, encode_cursor
 from hwledger.query.fleet import FleetFilter
+from hwledger.query.http_metrics import HttpMetrics
+from hwledger.query.reads import AmbiguousRun, Reads
 from hwledger.query.repository import compiled
 from hwledger.query.service import (
     DEFAULT_LIMIT,
-    AmbiguousRun,
     Answer,
     BudgetExceeded,
     QueryService,
     TooCostly,
     Unavailable,
 )
-from hwledger.schemas.prometheus import scrape_registry, standard_registry, worker_exited
+from hwledger.schemas.prometheus import scrape_registry, worker_exited
 
 log = logging.getLogger("hwledger.query")
 
@@ -74,11 +72,6 @@ CONSOLE = FilePath(__file__).with_name("console")
 TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyTooLarge(Exception):
@@ -330,96 +323,6 @@ def answer_json(answer: Answer, explain: bool) -> bytes:
     return orjson.dumps(found)
 
 
-UNMATCHED_ROUTE = "unmatched"
-"""The `route` label of a request no route matched (a 404), whatever its path."""
-COUNT_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 10_000)
-"""Buckets of the providers-per-request histograms (the answer's `limit` is at most 10,000)."""
-
-
-def route_label(scope: Scope, routes: Sequence[BaseRoute]) -> str:
-    """The `route` label of a request: the template of the route it is for (e.g.
-    `/v1/providers/{owner}/runs/{run_id}`, `/console/{path}`), never its raw path (unbounded
-    values) or a function name; UNMATCHED_ROUTE when none matches. A screening path is its
-    own template; others are matched against `routes` as the router does (a full match, else
-    the first partial one: a wrong method)."""
-    if scope["path"] in SCREENING:
-        return str(scope["path"])
-    partial = None
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return _template(route)
-        if match is Match.PARTIAL and partial is None:
-            partial = route
-    return UNMATCHED_ROUTE if partial is None else _template(partial)
-
-
-def _template(route: BaseRoute) -> str:
-    return str(getattr(route, "path_format", UNMATCHED_ROUTE))
-
-
-class Metrics:
-    """Request counts and latencies per route, and bid screening's candidates, placements and
-    bin-packer rejections, on the app's own registry (with the standard collectors)."""
-
-    def __init__(self) -> None:
-        self.registry = r = standard_registry()
-        self.requests = Counter("hwledger_query_requests_total", "HTTP requests",
-                                ["route", "status"], registry=r)
-        self.latency = Histogram("hwledger_query_request_seconds", "HTTP request latency",
-                                 ["route"], registry=r,
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5))
-        self.workers = Gauge("hwledger_query_workers", "worker processes serving requests",
-                             registry=r, multiprocess_mode="livesum")
-        self.workers.set(1)
-        self.candidates = Histogram(
-            "hwledger_query_screening_candidates",
-            "prefilter candidates per screening answer (with exact=true, before the bin-packer)",
-            ["route", "exact"], registry=r, buckets=COUNT_BUCKETS)
-        self.placements = Histogram(
-            "hwledger_query_screening_placements",
-            "providers the bin-packer placed the request on, per exact=true answer",
-            registry=r, buckets=COUNT_BUCKETS)
-        self.rejections = Counter(
-            "hwledger_query_binpacker_rejections_total",
-            "candidates the bin-packer could not place (prefilter false positives)", registry=r)
-
-    def observe_screening(self, route: str, screened: Screened) -> None:
-        """Count one screening answer's candidates, and with `exact` its placements and
-        rejections."""
-        answer = screened.answer
-        self.candidates.labels(route, "true" if screened.exact else "false").observe(
-            answer.candidates)
-        if screened.exact:
-            self.placements.observe(answer.candidates - len(answer.rejected))
-            self.rejections.inc(len(answer.rejected))
-
-    def middleware(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
-        """`app` with each HTTP request counted and timed by `route_label` over `routes`."""
-        async def observed(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            started = time.perf_counter()
-            route = route_label(scope, routes)  # before the app: mounts rewrite the scope
-            status = [0]
-            failed = True
-
-            async def capture(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    status[0] = int(message["status"])
-                await send(message)
-
-            try:
-                await app(scope, receive, capture)
-                failed = False
-            finally:  # no answer: 500 when the app raised, 499 when the client went away
-                code = status[0] or (500 if failed else 499)
-                self.requests.labels(route, str(code)).inc()
-                self.latency.labels(route).observe(time.perf_counter() - started)
-        return observed
-
-
 _BOOLEANS = {**dict.fromkeys(("true", "1", "yes", "on", "t", "y"), True),
              **dict.fromkeys(("false", "0", "no", "off", "f", "n"), False)}
 
@@ -577,7 +480,7 @@ async def _respond(send: Send, status: int, body: bytes,
     await send({"type": "http.response.body", "body": body})
 
 
-def screening_routes(service: QueryService, app: ASGIApp, metrics: Metrics) -> ASGIApp:
+def screening_routes(service: QueryService, app: ASGIApp, metrics: HttpMetrics) -> ASGIApp:
     """SCREENING as plain ASGI in front of `app` (which gets every other request); each
     answer goes to `metrics.observe_screening`."""
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
@@ -619,7 +522,8 @@ def create_app(service: QueryService) -> ASGIApp:
 
     app = FastAPI(title="hwledger query service", version="1", lifespan=lifespan,
                   description="Which providers could host this deployment request?")
-    metrics = Metrics()
+    metrics = HttpMetrics()
+    reads = Reads(service)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -662,7 +566,7 @@ def create_app(service: QueryService) -> ASGIApp:
     @app.get("/v1/providers/{owner}", responses={404: _ERROR, 503: {"description": "no db"}})
     async def provider(owner: Annotated[str, Path(max_length=256)]) -> JSONResponse:
         """One provider's inventory row, nodes with free capacity, and audits."""
-        return found_or_404("provider", owner, await run_in_threadpool(service.provider, owner))
+        return found_or_404("provider", owner, await run_in_threadpool(reads.provider, owner))
 
     @app.get("/v1/providers/{owner}/runs/{run_id}",
              responses={404: _ERROR, 503: {"description": "no db"}})
@@ -670,7 +574,7 @@ def create_app(service: QueryService) -> ASGIApp:
                            run_id: Annotated[str, Path(max_length=256)]) -> JSONResponse:
         """One run of one provider with its embedded hardware, software and metrics."""
         return found_or_404("run", run_id,
-                            await run_in_threadpool(service.run, owner, run_id))
+                            await run_in_threadpool(reads.run, owner, run_id))
 
     @app.get("/v1/runs/{run_id}", deprecated=True,
              responses={404: _ERROR, 409: _ERROR, 503: {"description": "no db"}})
@@ -678,7 +582,7 @@ def create_app(service: QueryService) -> ASGIApp:
         """The run of this id when only one provider has one (409 `ambiguous_run` when
         several do); use /v1/providers/{owner}/runs/{run_id}."""
         try:
-            found = await run_in_threadpool(service.run, None, run_id)
+            found = await run_in_threadpool(reads.run, None, run_id)
         except AmbiguousRun as exc:
             return error(409, "ambiguous_run", str(exc))
         return found_or_404("run", run_id, found)
@@ -689,7 +593,7 @@ def create_app(service: QueryService) -> ASGIApp:
                        ) -> JSONResponse:
         """One system_hardware row with its embedded gpus[]."""
         return found_or_404("hardware", system_hardware_id,
-                            await run_in_threadpool(service.hardware, system_hardware_id))
+                            await run_in_threadpool(reads.hardware, system_hardware_id))
 
     @app.get("/v1/gpus", responses={422: _ERROR, 503: {"description": "no db"}})
     async def gpus(
@@ -709,7 +613,7 @@ def create_app(service: QueryService) -> ASGIApp:
         `asOf`. Vendor and model match case-insensitively."""
         wanted = FleetFilter(None if vendor is None else vendor.lower(),
                              None if model is None else model.lower(), region, auditor)
-        return JSONResponse(await run_in_threadpool(service.gpus, wanted))
+        return JSONResponse(await run_in_threadpool(reads.gpus, wanted))
 
     @app.get("/v1/providers", responses={422: _ERROR, 503: {"description": "no db"}})
     async def providers(limit: Annotated[int, Query(ge=1, le=MAX_PROVIDER_LIST)] = 100
@@ -717,7 +621,7 @@ def create_app(service: QueryService) -> ASGIApp:
         """The first `limit` providers by owner, online or not: region, auditors, GPU models,
         free GPUs, last seen and staleness (`fresh`, `ageing`: over half the online TTL,
         `offline`), with the service clock `now`, `onlineSince` and `asOf`."""
-        return JSONResponse(await run_in_threadpool(service.providers, limit))
+        return JSONResponse(await run_in_threadpool(reads.providers, limit))
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
@@ -734,7 +638,7 @@ def create_app(service: QueryService) -> ASGIApp:
     @app.get("/readyz", responses={503: {"description": "database or schema unavailable"}})
     async def readyz() -> JSONResponse:
         """The database answers and the active schema has the read model."""
-        return JSONResponse(await run_in_threadpool(service.ready))
+        return JSONResponse(await run_in_threadpool(reads.ready))
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -742,7 +646,8 @@ def create_app(service: QueryService) -> ASGIApp:
         return Response(generate_latest(scrape_registry(metrics.registry)),
                         media_type=CONTENT_TYPE_LATEST)
 
-    return metrics.middleware(screening_routes(service, app, metrics), app.routes)
+    return metrics.middleware(screening_routes(service, app, metrics), app.routes,
+                              SCREENING)
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):
