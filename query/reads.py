@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection, text
 
 from hwledger.query import fleet, repository
@@ -108,9 +109,9 @@ class Reads:
             "lastSeenAt": iso(row["last_seen_at"]), "createdAt": iso(row["created_at"]),
             "location": row["location"], "organization": row["organization"],
             "reclamationWindow": row["reclamation_window"], "nodeCount": row["node_count"],
-            "totals": {k.removeprefix("total_available_"): row[k] for k in row
+            "totals": {to_camel(k.removeprefix("total_available_")): row[k] for k in row
                        if k.startswith("total_available_")},
-            "maxNodeFree": {k.removeprefix("max_node_free_"): row[k] for k in row
+            "maxNodeFree": {to_camel(k.removeprefix("max_node_free_")): row[k] for k in row
                             if k.startswith("max_node_free_")},
             "gpuModels": list(row["gpu_models"]), "gpuModelsFree": list(row["gpu_models_free"]),
             "storageClasses": list(row["storage_classes"]),
@@ -193,10 +194,12 @@ def _uuid(value: str) -> str | None:
 
 
 def _plain(row: Mapping[Any, Any] | None, drop: Sequence[str] = ()) -> dict[str, Any] | None:
+    """A row as JSON: camelCase keys (its column names), UUIDs as text, times as `iso`."""
     if row is None:
         return None
-    return {k: (str(v) if isinstance(v, uuid.UUID) else iso(v) if isinstance(v, datetime)
-                else v) for k, v in row.items() if k not in drop}
+    return {to_camel(str(k)): (str(v) if isinstance(v, uuid.UUID)
+                               else iso(v) if isinstance(v, datetime) else v)
+            for k, v in row.items() if k not in drop}
 
 
 def _node_json(row: Mapping[Any, Any], free: NodeInventory | None) -> dict[str, Any]:
@@ -232,5 +235,6 @@ def _hardware(conn: Connection, system_hardware_id: str) -> dict[str, Any] | Non
         conn.execute(gpu_specs.formats_statement()).scalars().all())
     found = _plain(row) or {}
     found["gpus"] = [{**(_plain(g) or {}),
-                      "spec": specs.get((g["pci_vendor_id"], g["pci_device_id"]))} for g in gpus]
+                      "spec": _plain(specs.get((g["pci_vendor_id"], g["pci_device_id"])))}
+                     for g in gpus]
     return json.loads(json.dumps(found, default=str))  # type: ignore[no-any-return]

@@ -14,7 +14,7 @@ import pytest
 from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.bench.gpus import naive_gpu_availability
 from hwledger.projectors import apply_events
-from hwledger.query.fleet import FleetFilter
+from hwledger.query.fleet import FleetFilter, iso
 from hwledger.schemas.db import connect
 from tests.factories import provider_audited
 from tests.integration.query_support import client, fresh_schema
@@ -64,7 +64,7 @@ def test_gpu_counts_equal_the_normalized_tables_offline_providers_excluded(
     everything = counted(database_url, fleet_schema, now + timedelta(days=-3650))
     assert everything["totals"]["installed"] > answer["totals"]["installed"]
     assert answer["asOf"]["schema"] == fleet_schema and "position" in answer["asOf"]
-    assert answer["onlineSince"] == (now - timedelta(seconds=TTL_SECONDS)).isoformat()
+    assert answer["onlineSince"] == iso(now - timedelta(seconds=TTL_SECONDS))
 
 
 @pytest.mark.parametrize("wanted", [{"vendor": "nvidia"}, {"region": "us-east"},

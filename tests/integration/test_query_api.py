@@ -285,11 +285,11 @@ def test_detail_routes(http: TestClient) -> None:
     run = http.get("/v1/providers/p-busy/runs/run-busy").json()
     assert http.get("/v1/runs/run-busy").json() == run
     assert run["resources"]["gpuSlots"] == [0, 1]
-    assert [g["slot_index"] for g in run["hardware"]["gpus"]] == [0, 1]
+    assert [g["slotIndex"] for g in run["hardware"]["gpus"]] == [0, 1]
     assert run["software"]["os"].startswith("Ubuntu")
     hardware_id = provider["nodes"][0]["systemHardwareId"]
     hardware = http.get(f"/v1/hardware/{hardware_id}").json()
-    assert hardware["gpu_count"] == 2 and hardware["gpus"][0]["model"] == "h100"
+    assert hardware["gpuCount"] == 2 and hardware["gpus"][0]["model"] == "h100"
     assert http.get("/v1/providers/nobody").status_code == 404
     assert http.get("/v1/runs/nope").status_code == 404
     assert http.get("/v1/hardware/not-a-uuid").status_code == 404

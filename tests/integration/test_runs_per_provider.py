@@ -40,7 +40,7 @@ def test_two_providers_with_the_same_run_id_both_project_and_answer(
             "provider-a", None, [0, 1])
         assert (run_b["owner"], run_b["status"], run_b["hardware"]["gpus"][0]["model"]) == (
             "provider-b", "failed", "mi300x")
-        assert run_b["metrics"]["tokens_per_second"] == 2310.0
+        assert run_b["metrics"]["tokensPerSecond"] == 2310.0
         assert http.get(f"/v1/providers/provider-c/runs/{SHARED}").status_code == 404
         ambiguous = http.get(f"/v1/runs/{SHARED}")
         assert ambiguous.status_code == 409
@@ -74,7 +74,7 @@ def test_migration_keys_runs_stored_before_by_provider(
         with client(database_url, schema, f.at(10)) as http:
             run = http.get(f"/v1/providers/provider-a/runs/{SHARED}").json()
             assert (run["status"], run["resources"]["gpuSlots"]) == ("succeeded", [0])
-            assert run["metrics"]["energy_wh"] == 3.5
+            assert run["metrics"]["energyWh"] == 3.5
             assert http.get(f"/v1/providers/provider-b/runs/{SHARED}").status_code == 200
     finally:
         drop_schema(database_url, schema)
