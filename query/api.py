@@ -14,14 +14,15 @@ field. Every other error answer has the same shape: query-parameter errors, unkn
 trouble or a spent time budget (503), a bug (500 `internal_error`) and the HTTP parser's 400s
 (`JsonErrorsProtocol`, the uvicorn protocol `hwledger serve` runs).
 
-/metrics serves `http_metrics.HttpMetrics`; the read routes' answers come from `reads.Reads`.
+/metrics serves `http_metrics.HttpMetrics`; the read routes' answers come from `reads.Reads`,
+described in the OpenAPI document by `read_models` (response schemas with examples).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path as FilePath
@@ -34,11 +35,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hwledger.query import read_models
 from hwledger.query.aggregator import (
     InvalidRequest,
     filter_from_json,
@@ -512,6 +517,29 @@ def screening_routes(service: QueryService, app: ASGIApp, metrics: HttpMetrics) 
     return serve
 
 
+def documented(model: type[BaseModel], *errors: int) -> dict[str, Any]:
+    """A read route's `app.get` keywords: its answer's `model` as the 200 schema, the error
+    answers of `errors`, and 503 `unavailable`."""
+    return {"response_model": model, "responses": {
+        **{status: _ERROR for status in errors},
+        503: {**_ERROR, "description": "`unavailable`: the database or the active schema "
+                                       "cannot answer"}}}
+
+
+def with_examples(document: dict[str, Any], routes: Sequence[BaseRoute]) -> None:
+    """Each read route's 200 answer in `document` with its model's example, written after
+    FastAPI built the document (it drops every null, the example's included)."""
+    for route in routes:
+        model = getattr(route, "response_model", None)
+        if not isinstance(route, APIRoute) or model is None:
+            continue
+        [example] = model.model_json_schema()["examples"]
+        document["components"]["schemas"][model.__name__]["examples"] = [example]
+        for method in route.methods or ():
+            answer = document["paths"][route.path_format][method.lower()]["responses"]["200"]
+            answer["content"]["application/json"]["example"] = example
+
+
 def create_app(service: QueryService) -> ASGIApp:
     """The ASGI app over one QueryService: the screening routes, then the FastAPI app."""
     @asynccontextmanager
@@ -529,6 +557,7 @@ def create_app(service: QueryService) -> ASGIApp:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version,
                                    description=app.description, routes=app.routes)
+            with_examples(document, app.routes)
             document["paths"] = {**SCREENING_PATHS, **document["paths"]}
             app.openapi_schema = document
         return app.openapi_schema
@@ -563,21 +592,19 @@ def create_app(service: QueryService) -> ASGIApp:
             return error(404, "not_found", f"{what}: no {what} {key!r}")
         return JSONResponse(value)
 
-    @app.get("/v1/providers/{owner}", responses={404: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/providers/{owner}", **documented(read_models.Provider, 404))
     async def provider(owner: Annotated[str, Path(max_length=256)]) -> JSONResponse:
         """One provider's inventory row, nodes with free capacity, and audits."""
         return found_or_404("provider", owner, await run_in_threadpool(reads.provider, owner))
 
-    @app.get("/v1/providers/{owner}/runs/{run_id}",
-             responses={404: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/providers/{owner}/runs/{run_id}", **documented(read_models.Run, 404))
     async def provider_run(owner: Annotated[str, Path(max_length=256)],
                            run_id: Annotated[str, Path(max_length=256)]) -> JSONResponse:
         """One run of one provider with its embedded hardware, software and metrics."""
         return found_or_404("run", run_id,
                             await run_in_threadpool(reads.run, owner, run_id))
 
-    @app.get("/v1/runs/{run_id}", deprecated=True,
-             responses={404: _ERROR, 409: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/runs/{run_id}", deprecated=True, **documented(read_models.Run, 404, 409))
     async def run(run_id: Annotated[str, Path(max_length=256)]) -> JSONResponse:
         """The run of this id when only one provider has one (409 `ambiguous_run` when
         several do); use /v1/providers/{owner}/runs/{run_id}."""
@@ -587,15 +614,14 @@ def create_app(service: QueryService) -> ASGIApp:
             return error(409, "ambiguous_run", str(exc))
         return found_or_404("run", run_id, found)
 
-    @app.get("/v1/hardware/{system_hardware_id}",
-             responses={404: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/hardware/{system_hardware_id}", **documented(read_models.Hardware, 404))
     async def hardware(system_hardware_id: Annotated[str, Path(max_length=64)]
                        ) -> JSONResponse:
         """One system_hardware row with its embedded gpus[]."""
         return found_or_404("hardware", system_hardware_id,
                             await run_in_threadpool(reads.hardware, system_hardware_id))
 
-    @app.get("/v1/gpus", responses={422: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/gpus", **documented(read_models.Gpus, 422))
     async def gpus(
         vendor: Annotated[str | None, Query(max_length=64, pattern=TOKEN_PATTERN,
                                             description="GPU vendor token, e.g. nvidia")] = None,
@@ -615,7 +641,7 @@ def create_app(service: QueryService) -> ASGIApp:
                              None if model is None else model.lower(), region, auditor)
         return JSONResponse(await run_in_threadpool(reads.gpus, wanted))
 
-    @app.get("/v1/providers", responses={422: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/providers", **documented(read_models.Providers, 422))
     async def providers(limit: Annotated[int, Query(ge=1, le=MAX_PROVIDER_LIST)] = 100
                         ) -> JSONResponse:
         """The first `limit` providers by owner, online or not: region, auditors, GPU models,
@@ -630,12 +656,12 @@ def create_app(service: QueryService) -> ASGIApp:
 
     app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=read_models.Health)
     async def healthz() -> JSONResponse:
         """The process is up."""
         return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz", responses={503: {"description": "database or schema unavailable"}})
+    @app.get("/readyz", **documented(read_models.Ready))
     async def readyz() -> JSONResponse:
         """The database answers and the active schema has the read model."""
         return JSONResponse(await run_in_threadpool(reads.ready))

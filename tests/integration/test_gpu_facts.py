@@ -17,6 +17,7 @@ from hwledger.producers.probe import Prober
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import Runner
 from hwledger.projectors import catch_up
+from hwledger.query import read_models
 from hwledger.schemas.db import connect
 from hwledger.schemas.units import GiB
 from hwledger.seeds import seed_database
@@ -89,6 +90,7 @@ def test_hardware_and_run_routes_show_the_spec_and_the_tflops_utilization(
     with schema_with(database_url, events) as schema, client(database_url, schema,
                                                               f.at(40)) as http:
         run = http.get("/v1/providers/provider-a/runs/run-bf16").json()
+        read_models.Run.model_validate(run)
         assert run["metrics"]["computeFormat"] == "bf16"
         assert (run["metrics"]["peakTflops"], run["metrics"]["tflopsUtilizationPct"]) == (
             1979.0, 50.0)
@@ -133,7 +135,9 @@ def test_a_run_published_by_the_runner_library_shows_its_sampled_figures(
         assert runner.publisher.flush(20) == 0
     catch_up(database_url, db_schema, kafka_config, topic)
     with client(database_url, db_schema, datetime.now(UTC)) as http:
-        sampled = http.get("/v1/runs/run-sampled").json()["metrics"]
+        sampled_run = http.get("/v1/runs/run-sampled").json()
+        read_models.Run.model_validate(sampled_run)
+        sampled = sampled_run["metrics"]
         bare_metrics = http.get("/v1/providers/provider-u/runs/run-bare").json()["metrics"]
     assert sampled["peakVramBytes"] == 141 * GiB  # 71 + 70 GiB, the recording's peak
     assert 0.3 <= sampled["wallClockSeconds"] < 5
