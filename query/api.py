@@ -8,14 +8,12 @@ shape: query-parameter errors, unknown routes (404), wrong methods (405), databa
 (503), a bug (500 `internal_error`) and the HTTP parser's 400s (`JsonErrorsProtocol`, the
 uvicorn protocol `hwledger serve` runs).
 
-/metrics (`Metrics`) labels requests by route template, counts the screening answers'
-candidates, placements and bin-packer rejections, and with `serve --workers` merges every
-worker's figures (`hwledger.schemas.prometheus`; docs/operations.md, "Metrics").
+/metrics serves `http_metrics.HttpMetrics`; the read routes' answers come from `reads.Reads`,
+described in the OpenAPI document by `read_models` (response schemas with examples).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path as FilePath
@@ -27,29 +25,29 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hwledger.query import read_models
+from hwledger.query.asgi import ASGIApp
 from hwledger.query.fleet import FleetFilter
+from hwledger.query.http_metrics import HttpMetrics
+from hwledger.query.reads import AmbiguousRun, Reads
 from hwledger.query.screening_http import (
     INTERNAL_ERROR,
     SCREENING,
     SCREENING_PATHS,
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Screened,
-    Send,
     failure,
     screening_routes,
 )
 from hwledger.query.screening_openapi import ERROR_RESPONSE as _ERROR
-from hwledger.query.service import AmbiguousRun, QueryService, Unavailable
-from hwledger.schemas.prometheus import scrape_registry, standard_registry, worker_exited
+from hwledger.query.service import QueryService, Unavailable
+from hwledger.schemas.prometheus import scrape_registry, worker_exited
 
 MAX_PROVIDER_LIST = 1000
 CONSOLE = FilePath(__file__).with_name("console")
@@ -65,94 +63,27 @@ def error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": kind, "message": message}, status_code=status)
 
 
-UNMATCHED_ROUTE = "unmatched"
-"""The `route` label of a request no route matched (a 404), whatever its path."""
-COUNT_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 10_000)
-"""Buckets of the providers-per-request histograms (the answer's `limit` is at most 10,000)."""
+def documented(model: type[BaseModel], *errors: int) -> dict[str, Any]:
+    """A read route's `app.get` keywords: its answer's `model` as the 200 schema, the error
+    answers of `errors`, and 503 `unavailable`."""
+    return {"response_model": model, "responses": {
+        **{status: _ERROR for status in errors},
+        503: {**_ERROR, "description": "`unavailable`: the database or the active schema "
+                                       "cannot answer"}}}
 
 
-def route_label(scope: Scope, routes: Sequence[BaseRoute]) -> str:
-    """The `route` label of a request: the template of the route it is for (e.g.
-    `/v1/providers/{owner}/runs/{run_id}`, `/console/{path}`), never its raw path (unbounded
-    values) or a function name; UNMATCHED_ROUTE when none matches. A screening path is its
-    own template; others are matched against `routes` as the router does (a full match, else
-    the first partial one: a wrong method)."""
-    if scope["path"] in SCREENING:
-        return str(scope["path"])
-    partial = None
+def with_examples(document: dict[str, Any], routes: Sequence[BaseRoute]) -> None:
+    """Each read route's 200 answer in `document` with its model's example, written after
+    FastAPI built the document (it drops every null, the example's included)."""
     for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return _template(route)
-        if match is Match.PARTIAL and partial is None:
-            partial = route
-    return UNMATCHED_ROUTE if partial is None else _template(partial)
-
-
-def _template(route: BaseRoute) -> str:
-    return str(getattr(route, "path_format", UNMATCHED_ROUTE))
-
-
-class Metrics:
-    """Request counts and latencies per route, and bid screening's candidates, placements and
-    bin-packer rejections, on the app's own registry (with the standard collectors)."""
-
-    def __init__(self) -> None:
-        self.registry = r = standard_registry()
-        self.requests = Counter("hwledger_query_requests_total", "HTTP requests",
-                                ["route", "status"], registry=r)
-        self.latency = Histogram("hwledger_query_request_seconds", "HTTP request latency",
-                                 ["route"], registry=r,
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5))
-        self.workers = Gauge("hwledger_query_workers", "worker processes serving requests",
-                             registry=r, multiprocess_mode="livesum")
-        self.workers.set(1)
-        self.candidates = Histogram(
-            "hwledger_query_screening_candidates",
-            "prefilter candidates per screening answer (with exact=true, before the bin-packer)",
-            ["route", "exact"], registry=r, buckets=COUNT_BUCKETS)
-        self.placements = Histogram(
-            "hwledger_query_screening_placements",
-            "providers the bin-packer placed the request on, per exact=true answer",
-            registry=r, buckets=COUNT_BUCKETS)
-        self.rejections = Counter(
-            "hwledger_query_binpacker_rejections_total",
-            "candidates the bin-packer could not place (prefilter false positives)", registry=r)
-
-    def observe_screening(self, route: str, screened: Screened) -> None:
-        """Count one screening answer's candidates, and with `exact` its placements and
-        rejections."""
-        answer = screened.answer
-        self.candidates.labels(route, "true" if screened.exact else "false").observe(
-            answer.candidates)
-        if screened.exact:
-            self.placements.observe(answer.candidates - len(answer.rejected))
-            self.rejections.inc(len(answer.rejected))
-
-    def middleware(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
-        """`app` with each HTTP request counted and timed by `route_label` over `routes`."""
-        async def observed(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            started = time.perf_counter()
-            route = route_label(scope, routes)  # before the app: mounts rewrite the scope
-            status = [0]
-            failed = True
-
-            async def capture(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    status[0] = int(message["status"])
-                await send(message)
-
-            try:
-                await app(scope, receive, capture)
-                failed = False
-            finally:  # no answer: 500 when the app raised, 499 when the client went away
-                code = status[0] or (500 if failed else 499)
-                self.requests.labels(route, str(code)).inc()
-                self.latency.labels(route).observe(time.perf_counter() - started)
-        return observed
+        model = getattr(route, "response_model", None)
+        if not isinstance(route, APIRoute) or model is None:
+            continue
+        [example] = model.model_json_schema()["examples"]
+        document["components"]["schemas"][model.__name__]["examples"] = [example]
+        for method in route.methods or ():
+            answer = document["paths"][route.path_format][method.lower()]["responses"]["200"]
+            answer["content"]["application/json"]["example"] = example
 
 
 def create_app(service: QueryService) -> ASGIApp:
@@ -165,12 +96,14 @@ def create_app(service: QueryService) -> ASGIApp:
 
     app = FastAPI(title="hwledger query service", version="1", lifespan=lifespan,
                   description="Which providers could host this deployment request?")
-    metrics = Metrics()
+    metrics = HttpMetrics()
+    reads = Reads(service)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version,
                                    description=app.description, routes=app.routes)
+            with_examples(document, app.routes)
             document["paths"] = {**SCREENING_PATHS, **document["paths"]}
             app.openapi_schema = document
         return app.openapi_schema
@@ -205,39 +138,36 @@ def create_app(service: QueryService) -> ASGIApp:
             return error(404, "not_found", f"{what}: no {what} {key!r}")
         return JSONResponse(value)
 
-    @app.get("/v1/providers/{owner}", responses={404: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/providers/{owner}", **documented(read_models.Provider, 404))
     async def provider(owner: Annotated[str, Path(max_length=256)]) -> JSONResponse:
         """One provider's inventory row, nodes with free capacity, and audits."""
-        return found_or_404("provider", owner, await run_in_threadpool(service.provider, owner))
+        return found_or_404("provider", owner, await run_in_threadpool(reads.provider, owner))
 
-    @app.get("/v1/providers/{owner}/runs/{run_id}",
-             responses={404: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/providers/{owner}/runs/{run_id}", **documented(read_models.Run, 404))
     async def provider_run(owner: Annotated[str, Path(max_length=256)],
                            run_id: Annotated[str, Path(max_length=256)]) -> JSONResponse:
         """One run of one provider with its embedded hardware, software and metrics."""
         return found_or_404("run", run_id,
-                            await run_in_threadpool(service.run, owner, run_id))
+                            await run_in_threadpool(reads.run, owner, run_id))
 
-    @app.get("/v1/runs/{run_id}", deprecated=True,
-             responses={404: _ERROR, 409: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/runs/{run_id}", deprecated=True, **documented(read_models.Run, 404, 409))
     async def run(run_id: Annotated[str, Path(max_length=256)]) -> JSONResponse:
         """The run of this id when only one provider has one (409 `ambiguous_run` when
         several do); use /v1/providers/{owner}/runs/{run_id}."""
         try:
-            found = await run_in_threadpool(service.run, None, run_id)
+            found = await run_in_threadpool(reads.run, None, run_id)
         except AmbiguousRun as exc:
             return error(409, "ambiguous_run", str(exc))
         return found_or_404("run", run_id, found)
 
-    @app.get("/v1/hardware/{system_hardware_id}",
-             responses={404: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/hardware/{system_hardware_id}", **documented(read_models.Hardware, 404))
     async def hardware(system_hardware_id: Annotated[str, Path(max_length=64)]
                        ) -> JSONResponse:
         """One system_hardware row with its embedded gpus[]."""
         return found_or_404("hardware", system_hardware_id,
-                            await run_in_threadpool(service.hardware, system_hardware_id))
+                            await run_in_threadpool(reads.hardware, system_hardware_id))
 
-    @app.get("/v1/gpus", responses={422: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/gpus", **documented(read_models.Gpus, 422))
     async def gpus(
         vendor: Annotated[str | None, Query(max_length=64, pattern=TOKEN_PATTERN,
                                             description="GPU vendor token, e.g. nvidia")] = None,
@@ -255,15 +185,15 @@ def create_app(service: QueryService) -> ASGIApp:
         `asOf`. Vendor and model match case-insensitively."""
         wanted = FleetFilter(None if vendor is None else vendor.lower(),
                              None if model is None else model.lower(), region, auditor)
-        return JSONResponse(await run_in_threadpool(service.gpus, wanted))
+        return JSONResponse(await run_in_threadpool(reads.gpus, wanted))
 
-    @app.get("/v1/providers", responses={422: _ERROR, 503: {"description": "no db"}})
+    @app.get("/v1/providers", **documented(read_models.Providers, 422))
     async def providers(limit: Annotated[int, Query(ge=1, le=MAX_PROVIDER_LIST)] = 100
                         ) -> JSONResponse:
         """The first `limit` providers by owner, online or not: region, auditors, GPU models,
         free GPUs, last seen and staleness (`fresh`, `ageing`: over half the online TTL,
         `offline`), with the service clock `now`, `onlineSince` and `asOf`."""
-        return JSONResponse(await run_in_threadpool(service.providers, limit))
+        return JSONResponse(await run_in_threadpool(reads.providers, limit))
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
@@ -272,15 +202,15 @@ def create_app(service: QueryService) -> ASGIApp:
 
     app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=read_models.Health)
     async def healthz() -> JSONResponse:
         """The process is up."""
         return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz", responses={503: {"description": "database or schema unavailable"}})
+    @app.get("/readyz", **documented(read_models.Ready))
     async def readyz() -> JSONResponse:
         """The database answers and the active schema has the read model."""
-        return JSONResponse(await run_in_threadpool(service.ready))
+        return JSONResponse(await run_in_threadpool(reads.ready))
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -288,7 +218,8 @@ def create_app(service: QueryService) -> ASGIApp:
         return Response(generate_latest(scrape_registry(metrics.registry)),
                         media_type=CONTENT_TYPE_LATEST)
 
-    return metrics.middleware(screening_routes(service, app, metrics), app.routes)
+    return metrics.middleware(screening_routes(service, app, metrics), app.routes,
+                              SCREENING)
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):

@@ -53,9 +53,16 @@ def staleness(last_seen_at: datetime | None, now: datetime, ttl: timedelta) -> s
     return "fresh" if last_seen_at >= now - ttl / 2 else "ageing"
 
 
+RFC3339_SQL = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+"""`iso`'s format as a Postgres `to_char` pattern, for the JSON Postgres writes (of a UTC time)."""
+
+
 def iso(value: datetime | None) -> str | None:
-    """A timestamp as ISO 8601 in UTC; None stays None."""
-    return None if value is None else value.astimezone(UTC).isoformat()
+    """A timestamp as every HTTP answer spells it: RFC 3339 in UTC with milliseconds and `Z`
+    (`2026-12-03T10:15:00.000Z`, as JavaScript's `toISOString`); None stays None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def provider_list(rows: Sequence[Sequence[Any]], limit: int, now: datetime,

@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
+from hwledger.query.fleet import RFC3339_SQL
 from hwledger.query.prefilter_conditions import NO_SHARES, Shares, clause, conditions
 from hwledger.query.repository import compiled, position_statement
 from hwledger.query.screening_filter import BidScreeningFilter
@@ -56,6 +57,11 @@ FENCED = frozenset({"glob", "all_of", "any_of", "common_gpu", "common_attribute"
 EMPTY_TEXT_ARRAY: ColumnElement[Any] = literal_column("'{}'::text[]")
 
 
+def _rfc3339(timestamp: ColumnElement[Any]) -> ColumnElement[str]:
+    """A timestamptz as text in `fleet.iso`'s format (NULL stays NULL)."""
+    return func.to_char(func.timezone("UTC", timestamp), literal_column(f"'{RFC3339_SQL}'"))
+
+
 def _key(name: str) -> ColumnElement[Any]:
     """A JSON key, as SQL text (keys are this module's constants, never request values)."""
     return literal_column(f"'{name}'")
@@ -70,8 +76,8 @@ def _answer(candidates: Select[Any], limited: bool, ordered: bool) -> Select[Any
     With a limit, `:limit` is the probe size (the answer's limit plus one): the candidates are
     the first `:limit` (by owner when `ordered`, else in scan order), of which the first
     `:limit - 1` are shown, exactly the rows a client fetching `:limit` rows would keep.
-    Postgres writes the JSON (timestamps with the session's UTC offset), so the service passes
-    the text through instead of building Python objects.
+    Postgres writes the JSON (timestamps as `fleet.iso` writes them), so the service passes the
+    text through instead of building Python objects.
     """
     rows = candidates.subquery("candidate_rows")
     number = func.row_number().over(order_by=rows.c.provider_id if ordered else None)
@@ -81,7 +87,7 @@ def _answer(candidates: Select[Any], limited: bool, ordered: bool) -> Select[Any
         _key("owner"), c.provider_id, _key("hostUri"), c.host_uri,
         _key("auditedBy"), func.coalesce(c.audited_by, EMPTY_TEXT_ARRAY),
         _key("gpuModels"), func.coalesce(c.gpu_models, EMPTY_TEXT_ARRAY),
-        _key("lastSeenAt"), c.last_seen_at, _key("createdAt"), c.created_at,
+        _key("lastSeenAt"), _rfc3339(c.last_seen_at), _key("createdAt"), _rfc3339(c.created_at),
         _key("location"), c.location, _key("organization"), c.organization)
     providers = func.json_agg(aggregate_order_by(provider, c.provider_id))
     last = func.max(c.provider_id)

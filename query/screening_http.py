@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -26,6 +26,7 @@ import orjson
 
 from hwledger.query.aggregator import parse_group_spec
 from hwledger.query.answers import Answer, answer_json
+from hwledger.query.asgi import ASGIApp, Receive, Scope, Send
 from hwledger.query.limits import BudgetExceeded, TooCostly
 from hwledger.query.request_fields import InvalidRequest
 from hwledger.query.screening_filter import filter_from_json
@@ -44,11 +45,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyTooLarge(Exception):
@@ -180,7 +176,7 @@ SCREENING_PATHS = {
 
 
 class ScreeningObserver(Protocol):
-    """Where each screening answer is counted (the app's `Metrics`)."""
+    """Where each screening answer is counted (the app's `HttpMetrics`)."""
 
     def observe_screening(self, route: str, screened: Screened) -> None: ...
 

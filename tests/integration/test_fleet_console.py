@@ -14,7 +14,8 @@ import pytest
 from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.bench.gpus import naive_gpu_availability
 from hwledger.projectors import apply_events
-from hwledger.query.fleet import FleetFilter
+from hwledger.query import read_models
+from hwledger.query.fleet import FleetFilter, iso
 from hwledger.schemas.db import connect
 from tests.factories import provider_audited
 from tests.integration.query_support import client, fresh_schema
@@ -55,6 +56,8 @@ def test_gpu_counts_equal_the_normalized_tables_offline_providers_excluded(
     with client(database_url, fleet_schema, now, online_ttl_seconds=TTL_SECONDS) as http:
         answer = http.get("/v1/gpus").json()
         everyone = http.get("/v1/providers?limit=1000").json()
+        read_models.Gpus.model_validate(answer)
+        read_models.Providers.model_validate(everyone)
     expected = counted(database_url, fleet_schema, now)
     assert {k: answer[k] for k in ("totals", "gpus")} == expected
     staleness = {p["owner"]: p["staleness"] for p in everyone["providers"]}
@@ -64,7 +67,7 @@ def test_gpu_counts_equal_the_normalized_tables_offline_providers_excluded(
     everything = counted(database_url, fleet_schema, now + timedelta(days=-3650))
     assert everything["totals"]["installed"] > answer["totals"]["installed"]
     assert answer["asOf"]["schema"] == fleet_schema and "position" in answer["asOf"]
-    assert answer["onlineSince"] == (now - timedelta(seconds=TTL_SECONDS)).isoformat()
+    assert answer["onlineSince"] == iso(now - timedelta(seconds=TTL_SECONDS))
 
 
 @pytest.mark.parametrize("wanted", [{"vendor": "nvidia"}, {"region": "us-east"},

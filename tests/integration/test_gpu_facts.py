@@ -17,6 +17,7 @@ from hwledger.producers.probe import Prober
 from hwledger.producers.publisher import Publisher
 from hwledger.producers.runner import Runner
 from hwledger.projectors import catch_up
+from hwledger.query import read_models
 from hwledger.schemas.db import connect
 from hwledger.schemas.units import GiB
 from hwledger.seeds import seed_database
@@ -89,22 +90,23 @@ def test_hardware_and_run_routes_show_the_spec_and_the_tflops_utilization(
     with schema_with(database_url, events) as schema, client(database_url, schema,
                                                               f.at(40)) as http:
         run = http.get("/v1/providers/provider-a/runs/run-bf16").json()
-        assert run["metrics"]["compute_format"] == "bf16"
-        assert (run["metrics"]["peak_tflops"], run["metrics"]["tflops_utilization_pct"]) == (
+        read_models.Run.model_validate(run)
+        assert run["metrics"]["computeFormat"] == "bf16"
+        assert (run["metrics"]["peakTflops"], run["metrics"]["tflopsUtilizationPct"]) == (
             1979.0, 50.0)
         assert http.get("/v1/runs/run-bf16").json()["metrics"] == run["metrics"]
         for name in ("run-unnamed", "run-mystery"):
             metrics = http.get(f"/v1/runs/{name}").json()["metrics"]
-            assert (metrics["peak_tflops"], metrics["tflops_utilization_pct"]) == (None, None)
-        gpus = http.get(f"/v1/hardware/{run['hardware']['system_hardware_id']}").json()["gpus"]
+            assert (metrics["peakTflops"], metrics["tflopsUtilizationPct"]) == (None, None)
+        gpus = http.get(f"/v1/hardware/{run['hardware']['systemHardwareId']}").json()["gpus"]
         spec = gpus[0]["spec"]
-        assert (spec["architecture"], spec["vram_type"], spec["memory_bus_width_bits"],
-                spec["memory_bandwidth_gbps"], spec["boost_clock_mhz"], spec["tdp_w"]) == (
+        assert (spec["architecture"], spec["vramType"], spec["memoryBusWidthBits"],
+                spec["memoryBandwidthGbps"], spec["boostClockMhz"], spec["tdpW"]) == (
             "Hopper", "HBM3", 5120, 3350.0, 1980, 700)
-        assert spec["peak_tflops"]["fp16"] == {"dense": 989.5, "sparse": 1979.0,
+        assert spec["peakTflops"]["fp16"] == {"dense": 989.5, "sparse": 1979.0,
                                                "source": "nvidia-h100"}
-        assert spec["peak_tflops"]["fp4"] is None
-        assert list(spec["peak_tflops"]) == ["fp64", "fp32", "tf32", "fp16", "bf16", "fp8",
+        assert spec["peakTflops"]["fp4"] is None
+        assert list(spec["peakTflops"]) == ["fp64", "fp32", "tf32", "fp16", "bf16", "fp8",
                                              "fp4", "int8"]
         assert spec["sources"]["nvidia-h100"]["url"].startswith("https://www.nvidia.com/")
         assert gpus[2]["spec"] is None
@@ -133,15 +135,17 @@ def test_a_run_published_by_the_runner_library_shows_its_sampled_figures(
         assert runner.publisher.flush(20) == 0
     catch_up(database_url, db_schema, kafka_config, topic)
     with client(database_url, db_schema, datetime.now(UTC)) as http:
-        sampled = http.get("/v1/runs/run-sampled").json()["metrics"]
+        sampled_run = http.get("/v1/runs/run-sampled").json()
+        read_models.Run.model_validate(sampled_run)
+        sampled = sampled_run["metrics"]
         bare_metrics = http.get("/v1/providers/provider-u/runs/run-bare").json()["metrics"]
-    assert sampled["peak_vram_bytes"] == 141 * GiB  # 71 + 70 GiB, the recording's peak
-    assert 0.3 <= sampled["wall_clock_seconds"] < 5
+    assert sampled["peakVramBytes"] == 141 * GiB  # 71 + 70 GiB, the recording's peak
+    assert 0.3 <= sampled["wallClockSeconds"] < 5
     # both GPUs draw at least 116 W and at most 661 W over the run
-    assert 2 * 116 * 0.3 / 3600 < sampled["energy_wh"] < 2 * 661 * 5 / 3600
-    assert 0 < sampled["gpu_sm_utilization_pct"] < 99
-    assert (sampled["tokens_per_second"], sampled["compute_format"]) == (2310.0, "bf16")
-    assert (sampled["peak_tflops"], sampled["tflops_utilization_pct"]) == (1979.0, 50.0)
-    assert bare_metrics["wall_clock_seconds"] >= 0.05
-    assert [bare_metrics[k] for k in ("peak_vram_bytes", "energy_wh", "gpu_sm_utilization_pct",
-                                      "tflops_utilization_pct")] == [None] * 4
+    assert 2 * 116 * 0.3 / 3600 < sampled["energyWh"] < 2 * 661 * 5 / 3600
+    assert 0 < sampled["gpuSmUtilizationPct"] < 99
+    assert (sampled["tokensPerSecond"], sampled["computeFormat"]) == (2310.0, "bf16")
+    assert (sampled["peakTflops"], sampled["tflopsUtilizationPct"]) == (1979.0, 50.0)
+    assert bare_metrics["wallClockSeconds"] >= 0.05
+    assert [bare_metrics[k] for k in ("peakVramBytes", "energyWh", "gpuSmUtilizationPct",
+                                      "tflopsUtilizationPct")] == [None] * 4

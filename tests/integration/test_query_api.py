@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hwledger.deploy.kafka_admin import ensure_topic
+from hwledger.query import read_models
 from hwledger.query.aggregator import parse_group_spec
 from hwledger.query.prefilter_conditions import Shares
 from hwledger.query.prefilter_sql import prefilter
@@ -277,15 +278,18 @@ def test_prefilter_route_takes_the_filter(http: TestClient) -> None:
 
 def test_detail_routes(http: TestClient) -> None:
     provider = http.get("/v1/providers/p-busy").json()
+    read_models.Provider.model_validate(provider)
     assert provider["nodes"][0]["free"]["gpuSlots"] == []
     run = http.get("/v1/providers/p-busy/runs/run-busy").json()
     assert http.get("/v1/runs/run-busy").json() == run
+    read_models.Run.model_validate(run)
     assert run["resources"]["gpuSlots"] == [0, 1]
-    assert [g["slot_index"] for g in run["hardware"]["gpus"]] == [0, 1]
+    assert [g["slotIndex"] for g in run["hardware"]["gpus"]] == [0, 1]
     assert run["software"]["os"].startswith("Ubuntu")
     hardware_id = provider["nodes"][0]["systemHardwareId"]
     hardware = http.get(f"/v1/hardware/{hardware_id}").json()
-    assert hardware["gpu_count"] == 2 and hardware["gpus"][0]["model"] == "h100"
+    read_models.Hardware.model_validate(hardware)
+    assert hardware["gpuCount"] == 2 and hardware["gpus"][0]["model"] == "h100"
     assert http.get("/v1/providers/nobody").status_code == 404
     assert http.get("/v1/runs/nope").status_code == 404
     assert http.get("/v1/hardware/not-a-uuid").status_code == 404

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from hwledger.query import read_models
 from hwledger.schemas import migrations as migrations_module
 from hwledger.schemas.db import connect, use_schema
 from hwledger.schemas.migrations import drop_schema, migrate, migrations
@@ -36,11 +37,13 @@ def test_two_providers_with_the_same_run_id_both_project_and_answer(
     with client(database_url, db_schema, f.at(10)) as http:
         run_a = http.get(f"/v1/providers/provider-a/runs/{SHARED}").json()
         run_b = http.get(f"/v1/providers/provider-b/runs/{SHARED}").json()
+        for found in (run_a, run_b):
+            read_models.Run.model_validate(found)
         assert (run_a["owner"], run_a["status"], run_a["resources"]["gpuSlots"]) == (
             "provider-a", None, [0, 1])
         assert (run_b["owner"], run_b["status"], run_b["hardware"]["gpus"][0]["model"]) == (
             "provider-b", "failed", "mi300x")
-        assert run_b["metrics"]["tokens_per_second"] == 2310.0
+        assert run_b["metrics"]["tokensPerSecond"] == 2310.0
         assert http.get(f"/v1/providers/provider-c/runs/{SHARED}").status_code == 404
         ambiguous = http.get(f"/v1/runs/{SHARED}")
         assert ambiguous.status_code == 409
@@ -74,7 +77,7 @@ def test_migration_keys_runs_stored_before_by_provider(
         with client(database_url, schema, f.at(10)) as http:
             run = http.get(f"/v1/providers/provider-a/runs/{SHARED}").json()
             assert (run["status"], run["resources"]["gpuSlots"]) == ("succeeded", [0])
-            assert run["metrics"]["energy_wh"] == 3.5
+            assert run["metrics"]["energyWh"] == 3.5
             assert http.get(f"/v1/providers/provider-b/runs/{SHARED}").status_code == 200
     finally:
         drop_schema(database_url, schema)

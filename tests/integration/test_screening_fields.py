@@ -169,7 +169,7 @@ def test_a_finished_run_gives_its_leased_ips_back(
         loaded: tuple[dict[str, str], str, str]) -> None:
     names, schema, topic = loaded
     before = http.get(f"/v1/providers/{names['p-ips']}").json()
-    assert before["totals"]["leased_ip"] == 1
+    assert before["totals"]["leasedIp"] == 1
     for key, value in {"HWLEDGER_HOME": str(tmp_path), "HWLEDGER_TOPIC": topic,
                        "HWLEDGER_KAFKA_BOOTSTRAP": kafka_config["bootstrap.servers"]}.items():
         monkeypatch.setenv(key, value)
@@ -178,17 +178,17 @@ def test_a_finished_run_gives_its_leased_ips_back(
         held, minutes=6, event_id=str(uuid.uuid4())))]) == 0
     catch_up(database_url, schema, kafka_config, topic)
     after = http.get(f"/v1/providers/{names['p-ips']}").json()
-    assert after["totals"]["leased_ip"] == 3
+    assert after["totals"]["leasedIp"] == 3
     assert ours(screener(http)(group_spec(leased(1, 2, 3)), exact=True), names) == {
         "p-ips", "p-pool"}
-    assert http.get(f"/v1/providers/{names['p-noop']}").json()["totals"]["leased_ip"] is None
+    assert http.get(f"/v1/providers/{names['p-noop']}").json()["totals"]["leasedIp"] is None
 
 
 def test_the_provider_detail_carries_the_screening_fields(
         http: TestClient, loaded: tuple[dict[str, str], str, str]) -> None:
     detail = http.get(f"/v1/providers/{loaded[0]['p-ips']}").json()
     assert (detail["reclamationWindow"], detail["createdAt"], detail["location"],
-            detail["organization"]) == (7200, "2026-11-01T12:01:00+00:00", "eu-central",
+            detail["organization"]) == (7200, "2026-11-01T12:01:00.000Z", "eu-central",
                                         "SelfOrg")
     plain = http.get(f"/v1/providers/{loaded[0]['p-unlimited']}").json()
     assert (plain["reclamationWindow"], plain["location"]) == (None, None)
@@ -235,10 +235,10 @@ def test_the_answer_carries_created_at_location_and_organization(
     found = {short[p["owner"]]: (p["createdAt"], p["location"], p["organization"])
              for p in screen(group_spec(cpu_unit(1000)))["providers"] if p["owner"] in short}
     assert found == {
-        "p-ips": ("2026-11-01T12:01:00+00:00", "eu-central", "SelfOrg"),  # signed, then self
-        "p-noop": ("2026-11-01T12:00:00+00:00", None, "NoOpOrg"),
-        "p-pool": ("2026-11-01T12:01:00+00:00", None, "A"),  # first auditor by name
-        "p-unlimited": ("2026-11-01T12:05:00+00:00", None, None),
+        "p-ips": ("2026-11-01T12:01:00.000Z", "eu-central", "SelfOrg"),  # signed, then self
+        "p-noop": ("2026-11-01T12:00:00.000Z", None, "NoOpOrg"),
+        "p-pool": ("2026-11-01T12:01:00.000Z", None, "A"),  # first auditor by name
+        "p-unlimited": ("2026-11-01T12:05:00.000Z", None, None),
     }
 
 

@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 
 from hwledger.query.api import create_app
 from hwledger.query.fleet import FleetFilter
+from hwledger.query.reads import GPU_ANSWER_SECONDS, Reads
 from hwledger.query.screening_http import MAX_BODY_BYTES, UNAVAILABLE_MESSAGE
-from hwledger.query.service import GPU_ANSWER_SECONDS, QueryService, make_engine
+from hwledger.query.service import QueryService, make_engine
 
 NOWHERE = "postgresql://nobody@127.0.0.1:1/none"
 GPU_UNIT = {"resource": {"cpu": {"units": {"val": "1000"}},
@@ -249,7 +250,7 @@ def test_openapi_documents_the_screening_fields(client: TestClient) -> None:
 class Failing(QueryService):
     """A service whose reads hit a bug."""
 
-    def provider(self, owner: str) -> dict[str, Any] | None:
+    def search_path_snapshot(self) -> Any:
         raise RuntimeError("bug")
 
     async def bid_screening(self, *_: Any, **__: Any) -> Any:
@@ -268,18 +269,19 @@ def test_a_bug_is_500_in_the_error_shape() -> None:
 def test_a_gpu_answer_is_reused_for_its_window_and_counted_once_at_a_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     service = QueryService(make_engine("postgresql://nobody@127.0.0.1:1/none"))
+    reads = Reads(service)
     counted: list[FleetFilter] = []
 
     def count(wanted: FleetFilter) -> dict[str, Any]:
         counted.append(wanted)
         return {"count": len(counted)}
 
-    monkeypatch.setattr(service, "count_gpus", count)
+    monkeypatch.setattr(reads, "count_gpus", count)
     clock = [100.0]
-    monkeypatch.setattr("hwledger.query.service.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("hwledger.query.reads.time.monotonic", lambda: clock[0])
     nvidia = FleetFilter(vendor="nvidia")
-    assert service.gpus(nvidia) == service.gpus(nvidia) == {"count": 1}
-    assert service.gpus(FleetFilter()) == {"count": 2}
+    assert reads.gpus(nvidia) == reads.gpus(nvidia) == {"count": 1}
+    assert reads.gpus(FleetFilter()) == {"count": 2}
     clock[0] += GPU_ANSWER_SECONDS + 1
-    assert service.gpus(nvidia) == {"count": 3}
+    assert reads.gpus(nvidia) == {"count": 3}
     service.engine.dispose()

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import Histogram, MetricWrapperBase
 
 from hwledger.projectors.metrics import Metrics as ProjectorMetrics
-from hwledger.query.api import Metrics as QueryMetrics
+from hwledger.query.http_metrics import HttpMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "hwledger.json"
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum",
@@ -107,7 +107,7 @@ def test_metric_names_reads_promql() -> None:
 @pytest.mark.parametrize("expr", expressions())
 def test_every_expression_names_only_registered_metrics(expr: str) -> None:
     registered = (registered_names(ProjectorMetrics().registry)
-                  | registered_names(QueryMetrics().registry))
+                  | registered_names(HttpMetrics().registry))
     names = metric_names(expr)
     assert names and names <= registered, names - registered
 
@@ -120,7 +120,7 @@ def test_label_names_reads_selectors_and_groupings() -> None:
 
 @pytest.mark.parametrize("expr", expressions())
 def test_every_expression_uses_only_labels_its_metrics_have(expr: str) -> None:
-    labels = metric_labels(ProjectorMetrics(), QueryMetrics())
+    labels = metric_labels(ProjectorMetrics(), HttpMetrics())
     names = metric_names(expr)
     known = TARGET_LABELS.union(*(labels.get(name, set()) for name in names))
     assert label_names(expr) <= known, label_names(expr) - known

@@ -46,7 +46,7 @@ def test_provider_list_keeps_model_tokens_and_tells_a_cut() -> None:
     answer = provider_list(rows, 1, NOW, TTL)
     assert answer == {"truncated": True, "providers": [{
         "owner": "p1", "hostUri": "https://p1", "region": "us-west", "auditedBy": ["a1"],
-        "gpuModels": ["nvidia/h100"], "freeGpus": 3, "lastSeenAt": "2026-01-01T12:00:00+00:00",
+        "gpuModels": ["nvidia/h100"], "freeGpus": 3, "lastSeenAt": "2026-01-01T12:00:00.000Z",
         "staleness": "fresh"}]}
     assert provider_list(rows, 2, NOW, TTL)["providers"][1]["staleness"] == "offline"
     assert not provider_list(rows, 2, NOW, TTL)["truncated"]

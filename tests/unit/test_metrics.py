@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from hwledger.projectors.metrics import Metrics as ProjectorMetrics
-from hwledger.query.api import UNMATCHED_ROUTE, create_app
-from hwledger.query.api import Metrics as QueryMetrics
+from hwledger.query.api import create_app
+from hwledger.query.http_metrics import UNMATCHED_ROUTE, HttpMetrics
 from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas.prometheus import MULTIPROC_ENV, live_workers, multiprocess_directory
 
@@ -62,7 +62,7 @@ def sample_names(registry: CollectorRegistry) -> set[str]:
     return {s.name for family in registry.collect() for s in family.samples}
 
 
-@pytest.mark.parametrize("registry", [ProjectorMetrics().registry, QueryMetrics().registry],
+@pytest.mark.parametrize("registry", [ProjectorMetrics().registry, HttpMetrics().registry],
                          ids=["projector", "query"])
 def test_both_registries_carry_the_process_and_platform_collectors(
         registry: CollectorRegistry) -> None:
@@ -70,7 +70,7 @@ def test_both_registries_carry_the_process_and_platform_collectors(
             "python_gc_collections_total"} <= sample_names(registry)
 
 
-@pytest.mark.parametrize("registry", [ProjectorMetrics().registry, QueryMetrics().registry],
+@pytest.mark.parametrize("registry", [ProjectorMetrics().registry, HttpMetrics().registry],
                          ids=["projector", "query"])
 def test_hwledger_metrics_follow_the_prometheus_naming_rules(
         registry: CollectorRegistry) -> None:
