@@ -33,14 +33,25 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from functools import cache, lru_cache
 from typing import Any
 
 from hwledger.schemas import codec, identity, tables, tokens, validation
 from hwledger.schemas.cache import BoundedCache
+from hwledger.schemas.events import (
+    Event,
+    HardwareSnapshotted,
+    NodeHeartbeated,
+    ProviderAudited,
+    ProviderRegistered,
+    RunFinished,
+    RunStarted,
+    typed,
+)
 from hwledger.schemas.signatures import AuditorKeys, audit_problem
 from hwledger.seeds import interface_type_ids
 
@@ -52,8 +63,6 @@ LIVENESS_FACTS = frozenset({"NodeHeartbeated"})
 """Event types that are only a sign of life: they move last seen times (a maximum, so a
 re-applied one changes nothing) and no other column, so they are not recorded in
 applied_events and do not recompute the provider's inventory row."""
-DUPLICATE = "duplicate"
-"""A handler's outcome for an event already stored under its event id."""
 
 MERGE_ORDER: dict[str, tuple[str, ...]] = {
     "gpu_hardware": ("name", "interface"),
@@ -85,16 +94,16 @@ class Decoded:
     (`error`, with or without the event)."""
 
     record: Record
-    event: codec.Event | None
+    event: Event | None
     error: str | None = None
 
     @property
     def event_id(self) -> str | None:
-        return None if self.event is None else str(self.event.data["event_id"])
+        return None if self.event is None else str(self.event.event_id)
 
     @property
     def provider_id(self) -> str | None:
-        return None if self.event is None else str(self.event.data["provider_id"])
+        return None if self.event is None else str(self.event.provider_id)
 
 
 @dataclass(frozen=True)
@@ -202,7 +211,7 @@ class Plan:
 
 def decode(record: Record) -> Decoded:
     try:
-        return Decoded(record, codec.decode(record.raw))
+        return Decoded(record, typed(codec.decode(record.raw)))
     except codec.DecodeError as exc:
         return Decoded(record, None, exc.reason)
 
@@ -230,17 +239,17 @@ def references(batch: Sequence[Decoded]) -> References:
     event_ids, snapshot_ids, providers = set(), set(), set()
     runs: set[tuple[str, str]] = set()
     for item in batch:
-        if item.event is None or item.error is not None:
+        event = item.event
+        if event is None or item.error is not None:
             continue
-        data = item.event.data
-        event_ids.add(str(data["event_id"]))
-        providers.add(str(data["provider_id"]))
-        if "run_id" in data:
-            runs.add((str(data["provider_id"]), str(data["run_id"])))
-        if item.event.type in ("RunStarted", "NodeHeartbeated"):
-            snapshot_ids.add(str(data["snapshot_event_id"]))
-        elif item.event.type == "HardwareSnapshotted":
-            snapshot_ids.add(str(data["event_id"]))
+        event_ids.add(str(event.event_id))
+        providers.add(str(event.provider_id))
+        if isinstance(event, RunStarted | RunFinished):
+            runs.add((str(event.provider_id), str(event.run_id)))
+        if isinstance(event, RunStarted | NodeHeartbeated):
+            snapshot_ids.add(str(event.snapshot_event_id))
+        elif isinstance(event, HardwareSnapshotted):
+            snapshot_ids.add(str(event.event_id))
     return References(frozenset(e for e in event_ids if _is_uuid(e)),
                       frozenset(s for s in snapshot_ids if _is_uuid(s)),
                       frozenset((p, r) for p, r in runs
@@ -258,7 +267,7 @@ def latest_event_times(batch: Sequence[Decoded]) -> dict[tuple[str, int], dateti
     outside the accepted window is a dead letter's and moves nothing)."""
     latest: dict[tuple[str, int], datetime] = {}
     for item in batch:
-        at = None if item.event is None else item.event.data["occurred_at"]
+        at = None if item.event is None else item.event.occurred_at
         if at is not None and validation.EARLIEST <= at < validation.LATEST:
             key = (item.record.topic, item.record.partition)
             latest[key] = max(latest.get(key, at), at)
@@ -347,12 +356,12 @@ _snapshot_contents: BoundedCache[bytes, SnapshotContent] = BoundedCache(
     codec.CONTENT_CACHE_SIZE)
 
 
-def snapshot_content(event: codec.Event) -> SnapshotContent:
+def snapshot_content(event: HardwareSnapshotted) -> SnapshotContent:
     """The content rows of a HardwareSnapshotted, memoized by its encoded content."""
     key = event.content
     found = None if key is None else _snapshot_contents.get(key)
     if found is None:
-        found = _snapshot_content(event.data)
+        found = _snapshot_content(event.fields())
         if key is not None:
             _snapshot_contents.put(key, found)
     return found
@@ -382,11 +391,38 @@ def _snapshot_content(data: Mapping[str, Any]) -> SnapshotContent:
         json.dumps(storage, sort_keys=True), json.dumps(power, sort_keys=True))
 
 
-def problems(event: codec.Event) -> list[str]:
+def problems(event: Event) -> list[str]:
     """`validation.problems` of an event; a snapshot's content checks come from its memo."""
-    if event.type == "HardwareSnapshotted":
-        return validation.envelope_problems(event.data) + list(snapshot_content(event).problems)
-    return validation.problems(event.type, event.data)
+    if isinstance(event, HardwareSnapshotted):
+        return (validation.envelope_problems(event.fields())
+                + list(snapshot_content(event).problems))
+    return validation.problems(event.event_type, event.fields())
+
+
+class Result(Enum):
+    """A handler's outcome that needs no value."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    """Already stored under its event id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A handler's outcome for an event whose reference is not known yet."""
+
+    waiting_for: str
+    """"snapshot <event id>" or "run <run id>" of the event's provider."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A handler's outcome for an event that cannot be applied: a dead letter."""
+
+    reason: str
+
+
+Outcome = Result | Parked | Refused
 
 
 class _Projector:
@@ -403,7 +439,8 @@ class _Projector:
     def dead(self, item: Decoded, reason: str) -> None:
         event = item.event
         self.plan.dead_letters.append(DeadLetter(
-            item.record, reason, None if event is None else event.type, _storable(item.event_id)))
+            item.record, reason, None if event is None else event.event_type,
+            _storable(item.event_id)))
         if item.record.parked_id is not None:
             self.plan.unparked.append(item.record.parked_id)
 
@@ -414,7 +451,7 @@ class _Projector:
             return
         provider = str(item.provider_id)
         self.state.parked.setdefault(provider, []).append(
-            Pending(item, waiting_for, item.event.data["occurred_at"]))
+            Pending(item, waiting_for, item.event.occurred_at))
         self.parked_ids.add(str(item.event_id))
 
     def age(self, provider: str, now: datetime) -> None:
@@ -447,11 +484,11 @@ class _Projector:
                 p.decoded.event))
 
     def handle(self, item: Decoded) -> None:
-        if item.event is None or item.error is not None:
+        event = item.event
+        if event is None or item.error is not None:
             self.dead(item, item.error or "undecodable")
             return
-        event_id = str(item.event_id)
-        data = item.event.data
+        event_id = str(event.event_id)
         if not _is_uuid(event_id):
             self.dead(item, "; ".join(validation.uuid_problems({"event_id": event_id})))
             return
@@ -459,25 +496,25 @@ class _Projector:
                 item.record.parked_id is None and event_id in self.parked_ids):
             self.plan.duplicates += 1
             return
-        found = problems(item.event)
+        found = problems(event)
         if found:
             self.dead(item, "; ".join(found))
             return
-        provider = str(data["provider_id"])
-        self.age(provider, data["occurred_at"])
-        outcome = getattr(self, f"on_{item.event.type}")(item, data)
-        if outcome is None:
-            self.applied(item, provider, data["occurred_at"])
-        elif outcome == DUPLICATE:
-            self.plan.duplicates += 1
-        elif outcome.startswith("park:"):
-            self.park(item, outcome.removeprefix("park:"))
-        else:
-            self.dead(item, outcome)
+        provider = str(event.provider_id)
+        self.age(provider, event.occurred_at)
+        outcome = HANDLERS[type(event)](self, event)
+        match outcome:
+            case Result.APPLIED:
+                self.applied(item, event, provider)
+            case Result.DUPLICATE:
+                self.plan.duplicates += 1
+            case Parked(waiting_for):
+                self.park(item, waiting_for)
+            case Refused(reason):
+                self.dead(item, reason)
 
-    def applied(self, item: Decoded, provider: str, occurred_at: datetime) -> None:
-        assert item.event is not None
-        event_id, kind = str(item.event_id), item.event.type
+    def applied(self, item: Decoded, event: Event, provider: str) -> None:
+        event_id, kind, occurred_at = str(event.event_id), event.event_type, event.occurred_at
         self.state.applied.add(event_id)
         if kind not in LIVENESS_FACTS:
             self.plan.applied.append((event_id, kind, occurred_at))
@@ -485,26 +522,25 @@ class _Projector:
         self.plan.projected[kind] += 1
         if item.record.parked_id is not None:
             self.plan.unparked.append(item.record.parked_id)
-        if item.event.type not in OTHERS_FACTS:
+        if kind not in OTHERS_FACTS:
             seen = self.plan.last_seen.get(provider)
             self.plan.last_seen[provider] = occurred_at if seen is None else max(seen,
                                                                                  occurred_at)
             first = self.plan.first_seen.get(provider)
             self.plan.first_seen[provider] = occurred_at if first is None else min(first,
                                                                                    occurred_at)
-        if item.event.type == "HardwareSnapshotted":
+        if isinstance(event, HardwareSnapshotted):
             self.release(provider, f"snapshot {event_id}")
-        elif item.event.type == "RunStarted":
-            self.release(provider, f"run {item.event.data['run_id']}")
+        elif isinstance(event, RunStarted):
+            self.release(provider, f"run {event.run_id}")
 
-    def on_HardwareSnapshotted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        assert item.event is not None
+    def on_snapshot(self, event: HardwareSnapshotted) -> Outcome:
         plan = self.plan
-        event_id, at = str(data["event_id"]), data["occurred_at"]
+        event_id, at = str(event.event_id), event.occurred_at
         if event_id in self.state.snapshots:
-            return DUPLICATE
-        provider, node = str(data["provider_id"]), str(data["node_id"])
-        content = snapshot_content(item.event)
+            return Result.DUPLICATE
+        provider, node = str(event.provider_id), str(event.node_id)
+        content = snapshot_content(event)
         system_id, software_id = content.system[0], content.software[0]
         keep_least(plan.system_hardware, "system_hardware", content.system)
         plan.system_software[software_id] = content.software
@@ -526,86 +562,98 @@ class _Projector:
             current.last_seen_at = max(current.last_seen_at, at)
         self.state.snapshots[event_id] = KnownSnapshot(
             provider, node, content.slots, system_id, software_id)
-        return None
+        return Result.APPLIED
 
-    def on_RunStarted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        run_id, snapshot_id = str(data["run_id"]), str(data["snapshot_event_id"])
+    def on_run_started(self, event: RunStarted) -> Outcome:
+        run_id, snapshot_id = str(event.run_id), str(event.snapshot_event_id)
         snapshot = self.state.snapshots.get(snapshot_id)
         if snapshot is None:
-            return f"park:snapshot {snapshot_id}"
-        if (snapshot.provider_id, snapshot.node_id) != (data["provider_id"], data["node_id"]):
-            return (f"run {run_id} on {data['provider_id']}/{data['node_id']} references "
-                    f"snapshot {snapshot_id} of {snapshot.provider_id}/{snapshot.node_id}")
-        slots = sorted(data["resources"]["gpu_slots"])
+            return Parked(f"snapshot {snapshot_id}")
+        if (snapshot.provider_id, snapshot.node_id) != (event.provider_id, event.node_id):
+            return Refused(
+                f"run {run_id} on {event.provider_id}/{event.node_id} references "
+                f"snapshot {snapshot_id} of {snapshot.provider_id}/{snapshot.node_id}")
+        slots = sorted(event.resources["gpu_slots"])
         missing = [s for s in slots if s not in snapshot.slots]
         if missing:
-            return (f"run {run_id} uses GPU slot(s) {missing} that snapshot {snapshot_id} "
-                    "does not have")
-        key = (str(data["provider_id"]), run_id)
+            return Refused(f"run {run_id} uses GPU slot(s) {missing} that snapshot "
+                           f"{snapshot_id} does not have")
+        key = (str(event.provider_id), run_id)
         if key in self.state.runs:
-            if self.state.runs[key].started_event_id == data["event_id"]:
-                return DUPLICATE
-            return f"run {run_id} of {key[0]} was already started by another event"
-        res = data["resources"]
+            if self.state.runs[key].started_event_id == event.event_id:
+                return Result.DUPLICATE
+            return Refused(f"run {run_id} of {key[0]} was already started by another event")
+        res = event.resources
         self.plan.runs.append((
-            run_id, data["provider_id"], data["node_id"], snapshot_id, data["event_id"],
-            data["occurred_at"], res["cpu_millicores"], res["memory_bytes"],
-            res["ephemeral_storage_bytes"], data.get("task_ref"), data.get("model_ref"),
-            data.get("leased_ips", 0)))
+            run_id, event.provider_id, event.node_id, snapshot_id, event.event_id,
+            event.occurred_at, res["cpu_millicores"], res["memory_bytes"],
+            res["ephemeral_storage_bytes"], event.task_ref, event.model_ref, event.leased_ips))
         self.plan.run_gpu_usage.extend((run_id, s, key[0]) for s in slots)
         self.state.runs[key] = KnownRun(
-            str(data["node_id"]), None, slots[0] if slots else None,
-            snapshot.system_hardware_id, snapshot.system_software_id, str(data["event_id"]))
-        return None
+            str(event.node_id), None, slots[0] if slots else None,
+            snapshot.system_hardware_id, snapshot.system_software_id, str(event.event_id))
+        return Result.APPLIED
 
-    def on_NodeHeartbeated(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        snapshot_id = str(data["snapshot_event_id"])
+    def on_heartbeat(self, event: NodeHeartbeated) -> Outcome:
+        snapshot_id = str(event.snapshot_event_id)
         snapshot = self.state.snapshots.get(snapshot_id)
         if snapshot is None:
-            return f"park:snapshot {snapshot_id}"
-        key = (str(data["provider_id"]), str(data["node_id"]))
+            return Parked(f"snapshot {snapshot_id}")
+        key = (str(event.provider_id), str(event.node_id))
         if (snapshot.provider_id, snapshot.node_id) != key:
-            return (f"heartbeat of {key[0]}/{key[1]} references snapshot {snapshot_id} of "
-                    f"{snapshot.provider_id}/{snapshot.node_id}")
+            return Refused(f"heartbeat of {key[0]}/{key[1]} references snapshot {snapshot_id} "
+                           f"of {snapshot.provider_id}/{snapshot.node_id}")
         seen = self.plan.node_seen.get(key)
-        self.plan.node_seen[key] = data["occurred_at"] if seen is None else max(
-            seen, data["occurred_at"])
-        return None
+        self.plan.node_seen[key] = event.occurred_at if seen is None else max(
+            seen, event.occurred_at)
+        return Result.APPLIED
 
-    def on_RunFinished(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        provider, run_id = str(data["provider_id"]), str(data["run_id"])
-        status = str(data["status"])
+    def on_run_finished(self, event: RunFinished) -> Outcome:
+        provider, run_id = str(event.provider_id), str(event.run_id)
+        status = str(event.status)
         run = self.state.runs.get((provider, run_id))
         if run is None:
-            return f"park:run {run_id}"
+            return Parked(f"run {run_id}")
         if run.status is not None:
             if run.status == status:
-                return None
-            return f"run {run_id} finished twice with different outcomes ({run.status}, {status})"
+                return Result.APPLIED
+            return Refused(f"run {run_id} finished twice with different outcomes "
+                           f"({run.status}, {status})")
         run.status = status
-        self.plan.run_finishes.append((provider, run_id, data["event_id"], data["occurred_at"],
+        self.plan.run_finishes.append((provider, run_id, event.event_id, event.occurred_at,
                                        status))
         self.plan.run_metrics.append((
             run_id, run.system_hardware_id, run.first_slot, run.system_software_id,
-            *(data.get(f) for f in METRIC_FIELDS), provider, data.get("compute_format")))
-        return None
+            *(getattr(event, f) for f in METRIC_FIELDS), provider, event.compute_format))
+        return Result.APPLIED
 
-    def on_ProviderRegistered(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        provider = str(data["provider_id"])
-        row = (provider, data["host_uri"], _attributes(data["attributes"]), data["occurred_at"],
-               data["event_id"], data.get("leased_ip_capacity"), data.get("reclamation_window"))
+    def on_registration(self, event: ProviderRegistered) -> Outcome:
+        provider = str(event.provider_id)
+        row = (provider, event.host_uri, _attributes(event.attributes), event.occurred_at,
+               event.event_id, event.leased_ip_capacity, event.reclamation_window)
         _keep_latest(self.plan.providers, provider, row, 3)
-        return None
+        return Result.APPLIED
 
-    def on_ProviderAudited(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+    def on_audit(self, event: ProviderAudited) -> Outcome:
         if self.auditor_keys is not None:
-            unproven = audit_problem(data, self.auditor_keys)
+            unproven = audit_problem(event.fields(), self.auditor_keys)
             if unproven is not None:
-                return unproven
-        key = (str(data["provider_id"]), str(data["auditor"]))
-        row = (*key, _attributes(data["attributes"]), data["occurred_at"], data["event_id"])
+                return Refused(unproven)
+        key = (str(event.provider_id), str(event.auditor))
+        row = (*key, _attributes(event.attributes), event.occurred_at, event.event_id)
         _keep_latest(self.plan.audits, key, row, 3)
-        return None
+        return Result.APPLIED
+
+
+HANDLERS: Mapping[type[Event], Callable[[_Projector, Any], Outcome]] = {
+    HardwareSnapshotted: _Projector.on_snapshot,
+    NodeHeartbeated: _Projector.on_heartbeat,
+    RunStarted: _Projector.on_run_started,
+    RunFinished: _Projector.on_run_finished,
+    ProviderRegistered: _Projector.on_registration,
+    ProviderAudited: _Projector.on_audit,
+}
+"""The handler of each event type (the event argument is of the key's type)."""
 
 
 @cache

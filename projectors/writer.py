@@ -548,7 +548,7 @@ class Writer:
              d.event_type, d.event_id) for d in plan.dead_letters])
         bulk_insert(conn, "parked_events", PARKED, [
             (p.decoded.record.topic, p.decoded.record.partition, p.decoded.record.offset,
-             p.decoded.record.raw, p.decoded.event.type if p.decoded.event else "",
+             p.decoded.record.raw, p.decoded.event.event_type if p.decoded.event else "",
              p.decoded.event_id, p.decoded.provider_id, p.waiting_for, p.occurred_at)
             for p in plan.newly_parked])
         self.write_inventory(plan)

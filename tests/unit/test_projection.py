@@ -17,6 +17,7 @@ from hwledger.projectors.projection import (
     system_row,
 )
 from hwledger.projectors.service import backoff, fence_for
+from hwledger.schemas.events import HardwareSnapshotted
 from hwledger.schemas.identity import system_hardware_id
 from hwledger.schemas.units import GiB
 from tests import factories as f
@@ -227,7 +228,7 @@ def test_snapshots_with_the_same_content_share_their_projected_rows() -> None:
     items = batch(("HardwareSnapshotted", a), ("HardwareSnapshotted", b))
     plan = project(items, State(), TTL)
     first, second = (item.event for item in items)
-    assert first is not None and second is not None
+    assert isinstance(first, HardwareSnapshotted) and isinstance(second, HardwareSnapshotted)
     assert snapshot_content(first) is snapshot_content(second)  # computed once
     assert [row[:3] for row in plan.snapshots] == [(a["event_id"], "p", "n1"),
                                                    (b["event_id"], "p", "n2")]
