@@ -37,10 +37,25 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
-from hwledger.schemas import codec, identity, tables, tokens, validation
+from hwledger.projectors.rows import (
+    AppliedEvent,
+    GpuHardware,
+    HardwareSnapshot,
+    Provider,
+    ProviderAudit,
+    Run,
+    RunFinish,
+    RunGpuUsage,
+    RunHardwareMetrics,
+    SystemGpuLink,
+    SystemHardware,
+    SystemSoftware,
+    keep_least,
+)
+from hwledger.schemas import codec, identity, tokens, validation
 from hwledger.schemas.cache import BoundedCache
 from hwledger.schemas.events import (
     Event,
@@ -55,7 +70,6 @@ from hwledger.schemas.events import (
 from hwledger.schemas.signatures import AuditorKeys, audit_problem
 from hwledger.seeds import interface_type_ids
 
-Row = tuple[Any, ...]
 OTHERS_FACTS = frozenset({"ProviderAudited"})
 """Event types about a provider that the provider does not publish itself: they change its
 inventory row but are no sign of life."""
@@ -64,17 +78,6 @@ LIVENESS_FACTS = frozenset({"NodeHeartbeated"})
 re-applied one changes nothing) and no other column, so they are not recorded in
 applied_events and do not recompute the provider's inventory row."""
 
-MERGE_ORDER: dict[str, tuple[str, ...]] = {
-    "gpu_hardware": ("name", "interface"),
-    "system_hardware": ("cpu_model", "cpu_vendor", "cpu_cores", "architecture", "motherboard"),
-}
-"""Content-addressed tables with attributes their id does not cover: the stored row is the one
-whose values of these columns are least (strings by code point, i.e. PostgreSQL's "C"
-collation; a null motherboard as the empty string). A merge by minimum is commutative and
-associative, so any interleaving and any batch size give the same row."""
-METRIC_FIELDS = ("wall_clock_seconds", "seconds_to_first_token", "tokens_per_second",
-                 "peak_vram_bytes", "power_limit_w", "measured_tflops",
-                 "gpu_sm_utilization_pct", "energy_wh")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,20 +188,20 @@ class Plan:
     oldest own fact of each provider that has one in the batch; `node_seen`: the newest
     heartbeat of each node that has one."""
 
-    gpu_hardware: dict[str, Row] = field(default_factory=dict)
-    system_hardware: dict[str, Row] = field(default_factory=dict)
-    system_gpu_links: dict[tuple[str, int], Row] = field(default_factory=dict)
-    system_software: dict[str, Row] = field(default_factory=dict)
-    snapshots: list[Row] = field(default_factory=list)
+    gpu_hardware: dict[str, GpuHardware] = field(default_factory=dict)
+    system_hardware: dict[str, SystemHardware] = field(default_factory=dict)
+    system_gpu_links: dict[tuple[str, int], SystemGpuLink] = field(default_factory=dict)
+    system_software: dict[str, SystemSoftware] = field(default_factory=dict)
+    snapshots: list[HardwareSnapshot] = field(default_factory=list)
     nodes: dict[tuple[str, str], NodeRow] = field(default_factory=dict)
     node_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    runs: list[Row] = field(default_factory=list)
-    run_gpu_usage: list[Row] = field(default_factory=list)
-    run_finishes: list[Row] = field(default_factory=list)
-    run_metrics: list[Row] = field(default_factory=list)
-    providers: dict[str, Row] = field(default_factory=dict)
-    audits: dict[tuple[str, str], Row] = field(default_factory=dict)
-    applied: list[Row] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    run_gpu_usage: list[RunGpuUsage] = field(default_factory=list)
+    run_finishes: list[RunFinish] = field(default_factory=list)
+    run_metrics: list[RunHardwareMetrics] = field(default_factory=list)
+    providers: dict[str, Provider] = field(default_factory=dict)
+    audits: dict[tuple[str, str], ProviderAudit] = field(default_factory=dict)
+    applied: list[AppliedEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     unparked: list[int] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
@@ -276,16 +279,17 @@ def latest_event_times(batch: Sequence[Decoded]) -> dict[tuple[str, int], dateti
 
 @lru_cache(maxsize=65536)
 def _gpu(pci_vendor_id: str, pci_device_id: str, pci_subsystem_id: str | None, vram_bytes: int,
-         name: str, interface: str) -> Row:
+         name: str, interface: str) -> GpuHardware:
     gpu = {"pci_vendor_id": pci_vendor_id, "pci_device_id": pci_device_id,
            "pci_subsystem_id": pci_subsystem_id, "vram_bytes": vram_bytes}
     ident = tokens.identify(name, pci_vendor_id, pci_device_id)
-    return (identity.gpu_hardware_id(gpu), ident.vendor, ident.model, name,
-            tokens.normalize_pci_id(pci_vendor_id), tokens.normalize_pci_id(pci_device_id),
-            tokens.normalize_pci_id(pci_subsystem_id, 8), vram_bytes, interface)
+    return GpuHardware(
+        identity.gpu_hardware_id(gpu), ident.vendor, ident.model, name,
+        tokens.normalize_pci_id(pci_vendor_id), tokens.normalize_pci_id(pci_device_id),
+        tokens.normalize_pci_id(pci_subsystem_id, 8), vram_bytes, interface)
 
 
-def gpu_row(gpu: Mapping[str, Any]) -> Row:
+def gpu_row(gpu: Mapping[str, Any]) -> GpuHardware:
     """The gpu_hardware row of one installed GPU (id, vendor and model tokens, PCI ids...)."""
     return _gpu(gpu["pci_vendor_id"], gpu["pci_device_id"], gpu.get("pci_subsystem_id"),
                 int(gpu["vram_bytes"]), gpu["name"], gpu["interface"])
@@ -304,7 +308,8 @@ def _system_id(system: tuple[Any, ...], config: tuple[tuple[Any, ...], ...]) -> 
           "actual_interface": c[6]} for c in config])
 
 
-def system_row(system: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> Row:
+def system_row(system: Mapping[str, Any],
+               gpus: Sequence[Mapping[str, Any]]) -> SystemHardware:
     """The system_hardware row: host spec plus GPU configuration identity, then the optional
     host identity inputs (null when not reported)."""
     optional = tuple(system.get(k) for k in identity.OPTIONAL_SYSTEM_IDENTITY)
@@ -314,10 +319,11 @@ def system_row(system: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> 
         (int(g["slot_index"]), g["pci_vendor_id"], g["pci_device_id"], g.get("pci_subsystem_id"),
          int(g["vram_bytes"]), g.get("slot_native_interface"), g.get("actual_interface"))
         for g in gpus))
-    return (_system_id(key, config), system["cpu_model"], system["cpu_vendor"],
-            int(system["cpu_cores"]), int(system["cpu_threads"]), int(system["ram_bytes"]),
-            system["architecture"], system.get("motherboard"), len(gpus),
-            sum(int(g["vram_bytes"]) for g in gpus), *optional)
+    return SystemHardware(
+        _system_id(key, config), system["cpu_model"], system["cpu_vendor"],
+        int(system["cpu_cores"]), int(system["cpu_threads"]), int(system["ram_bytes"]),
+        system["architecture"], system.get("motherboard"), len(gpus),
+        sum(int(g["vram_bytes"]) for g in gpus), *optional)
 
 
 @lru_cache(maxsize=16384)
@@ -325,9 +331,9 @@ def _software_id(values: tuple[str | None, ...]) -> str:
     return identity.system_software_id(dict(zip(identity.SOFTWARE_FIELDS, values, strict=True)))
 
 
-def software_row(software: Mapping[str, Any]) -> Row:
+def software_row(software: Mapping[str, Any]) -> SystemSoftware:
     values = tuple(software.get(f) for f in identity.SOFTWARE_FIELDS)
-    return (_software_id(values), *values)
+    return SystemSoftware._make((_software_id(values), *values))
 
 
 def _attributes(items: Iterable[Mapping[str, str]]) -> str:
@@ -342,12 +348,13 @@ class SnapshotContent:
     distinct content."""
 
     problems: tuple[str, ...]
-    system: Row = ()
-    software: Row = ()
-    gpus: tuple[Row, ...] = ()
-    links: tuple[Row, ...] = ()
+    system: SystemHardware | None = None
+    software: SystemSoftware | None = None
+    gpus: tuple[GpuHardware, ...] = ()
+    links: tuple[SystemGpuLink, ...] = ()
     slots: frozenset[int] = frozenset()
-    allocatable: Row = ()
+    allocatable: tuple[int, int, int] = (0, 0, 0)
+    """cpu_millicores, memory_bytes, ephemeral_storage_bytes (unlimited saturated)."""
     storage: str = "[]"
     power: str = "{}"
 
@@ -381,13 +388,14 @@ def _snapshot_content(data: Mapping[str, Any]) -> SnapshotContent:
     storage = [{"class": v["class"], "bytes": v["bytes"]} for v in data["storage"]]
     return SnapshotContent(
         (), system, software_row(data["software"]), gpu_rows,
-        tuple((system[0], g["slot_index"], row[0],
-               links.get(g.get("slot_native_interface") or ""),
-               links.get(g.get("actual_interface") or "")) for g, row in zip(gpus, gpu_rows,
-                                                                              strict=True)),
+        tuple(SystemGpuLink(system.system_hardware_id, g["slot_index"], row.gpu_hardware_id,
+                            links.get(g.get("slot_native_interface") or ""),
+                            links.get(g.get("actual_interface") or ""))
+              for g, row in zip(gpus, gpu_rows, strict=True)),
         frozenset(g["slot_index"] for g in gpus),
-        tuple(validation.allocatable_value(alloc[k]) for k in
-              ("cpu_millicores", "memory_bytes", "ephemeral_storage_bytes")),
+        (validation.allocatable_value(alloc["cpu_millicores"]),
+         validation.allocatable_value(alloc["memory_bytes"]),
+         validation.allocatable_value(alloc["ephemeral_storage_bytes"])),
         json.dumps(storage, sort_keys=True), json.dumps(power, sort_keys=True))
 
 
@@ -517,7 +525,7 @@ class _Projector:
         event_id, kind, occurred_at = str(event.event_id), event.event_type, event.occurred_at
         self.state.applied.add(event_id)
         if kind not in LIVENESS_FACTS:
-            self.plan.applied.append((event_id, kind, occurred_at))
+            self.plan.applied.append(AppliedEvent(event_id, kind, occurred_at))
             self.plan.touched.add(provider)
         self.plan.projected[kind] += 1
         if item.record.parked_id is not None:
@@ -541,15 +549,18 @@ class _Projector:
             return Result.DUPLICATE
         provider, node = str(event.provider_id), str(event.node_id)
         content = snapshot_content(event)
-        system_id, software_id = content.system[0], content.software[0]
-        keep_least(plan.system_hardware, "system_hardware", content.system)
+        assert content.system is not None and content.software is not None
+        system_id = content.system.system_hardware_id
+        software_id = content.software.system_software_id
+        keep_least(plan.system_hardware, "system_hardware", system_id, content.system)
         plan.system_software[software_id] = content.software
         for row in content.gpus:
-            keep_least(plan.gpu_hardware, "gpu_hardware", row)
+            keep_least(plan.gpu_hardware, "gpu_hardware", row.gpu_hardware_id, row)
         for link in content.links:
-            plan.system_gpu_links[(system_id, link[1])] = link
-        plan.snapshots.append((event_id, provider, node, system_id, software_id, at,
-                               *content.allocatable, content.storage, content.power))
+            plan.system_gpu_links[(system_id, link.slot_index)] = link
+        plan.snapshots.append(HardwareSnapshot(
+            event_id, provider, node, system_id, software_id, at, *content.allocatable,
+            content.storage, content.power))
         key = (provider, node)
         current = plan.nodes.get(key)
         if current is None:
@@ -584,11 +595,11 @@ class _Projector:
                 return Result.DUPLICATE
             return Refused(f"run {run_id} of {key[0]} was already started by another event")
         res = event.resources
-        self.plan.runs.append((
+        self.plan.runs.append(Run(
             run_id, event.provider_id, event.node_id, snapshot_id, event.event_id,
             event.occurred_at, res["cpu_millicores"], res["memory_bytes"],
             res["ephemeral_storage_bytes"], event.task_ref, event.model_ref, event.leased_ips))
-        self.plan.run_gpu_usage.extend((run_id, s, key[0]) for s in slots)
+        self.plan.run_gpu_usage.extend(RunGpuUsage(run_id, s, key[0]) for s in slots)
         self.state.runs[key] = KnownRun(
             str(event.node_id), None, slots[0] if slots else None,
             snapshot.system_hardware_id, snapshot.system_software_id, str(event.event_id))
@@ -620,18 +631,24 @@ class _Projector:
             return Refused(f"run {run_id} finished twice with different outcomes "
                            f"({run.status}, {status})")
         run.status = status
-        self.plan.run_finishes.append((provider, run_id, event.event_id, event.occurred_at,
-                                       status))
-        self.plan.run_metrics.append((
+        self.plan.run_finishes.append(RunFinish(provider, run_id, event.event_id,
+                                                event.occurred_at, status))
+        self.plan.run_metrics.append(RunHardwareMetrics(
             run_id, run.system_hardware_id, run.first_slot, run.system_software_id,
-            *(getattr(event, f) for f in METRIC_FIELDS), provider, event.compute_format))
+            event.wall_clock_seconds, event.seconds_to_first_token, event.tokens_per_second,
+            event.peak_vram_bytes, event.power_limit_w, event.measured_tflops,
+            event.gpu_sm_utilization_pct, event.energy_wh, provider, event.compute_format))
         return Result.APPLIED
 
     def on_registration(self, event: ProviderRegistered) -> Outcome:
         provider = str(event.provider_id)
-        row = (provider, event.host_uri, _attributes(event.attributes), event.occurred_at,
-               event.event_id, event.leased_ip_capacity, event.reclamation_window)
-        _keep_latest(self.plan.providers, provider, row, 3)
+        row = Provider(provider, event.host_uri, _attributes(event.attributes),
+                       event.occurred_at, event.event_id, event.leased_ip_capacity,
+                       event.reclamation_window)
+        current = self.plan.providers.get(provider)
+        if current is None or _later(row.registered_at, row.event_id,
+                                     current.registered_at, current.event_id):
+            self.plan.providers[provider] = row
         return Result.APPLIED
 
     def on_audit(self, event: ProviderAudited) -> Outcome:
@@ -640,8 +657,12 @@ class _Projector:
             if unproven is not None:
                 return Refused(unproven)
         key = (str(event.provider_id), str(event.auditor))
-        row = (*key, _attributes(event.attributes), event.occurred_at, event.event_id)
-        _keep_latest(self.plan.audits, key, row, 3)
+        row = ProviderAudit(*key, _attributes(event.attributes), event.occurred_at,
+                            event.event_id)
+        current = self.plan.audits.get(key)
+        if current is None or _later(row.audited_at, row.event_id,
+                                     current.audited_at, current.event_id):
+            self.plan.audits[key] = row
         return Result.APPLIED
 
 
@@ -656,30 +677,10 @@ HANDLERS: Mapping[type[Event], Callable[[_Projector, Any], Outcome]] = {
 """The handler of each event type (the event argument is of the key's type)."""
 
 
-@cache
-def _merge_positions(table: str) -> tuple[int, ...]:
-    names = [c.name for c in tables.inserted_columns(tables.metadata.tables[table])]
-    return tuple(names.index(n) for n in MERGE_ORDER[table])
-
-
-def merge_key(table: str, row: Row) -> tuple[Any, ...]:
-    """The value `MERGE_ORDER` compares rows of `table` (sharing an id) by."""
-    return tuple("" if row[i] is None else row[i] for i in _merge_positions(table))
-
-
-def keep_least(rows: dict[str, Row], table: str, row: Row) -> None:
-    """Keep, under the row's id, the row with the least `merge_key`."""
-    current = rows.get(row[0])
-    if current is None or merge_key(table, row) < merge_key(table, current):
-        rows[row[0]] = row
-
-
-def _keep_latest(rows: dict[Any, Row], key: Any, row: Row, at: int) -> None:
-    """Keep the row with the later (occurred_at, event_id) under `key`."""
-    current = rows.get(key)
-    if current is None or (row[at], uuid.UUID(row[at + 1])) > (current[at],
-                                                                uuid.UUID(current[at + 1])):
-        rows[key] = row
+def _later(at: datetime, event_id: str, than_at: datetime, than_event_id: str) -> bool:
+    """Is (at, event_id) later than (than_at, than_event_id)? Last writer wins by event time,
+    then by event id."""
+    return (at, uuid.UUID(event_id)) > (than_at, uuid.UUID(than_event_id))
 
 
 def project(batch: Sequence[Decoded], state: State, park_ttl: timedelta,
