@@ -33,18 +33,43 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache, lru_cache
+from enum import Enum
+from functools import lru_cache
 from typing import Any
 
-from hwledger.schemas import codec, identity, tables, tokens, validation
+from hwledger.projectors.rows import (
+    AppliedEvent,
+    GpuHardware,
+    HardwareSnapshot,
+    Provider,
+    ProviderAudit,
+    Run,
+    RunFinish,
+    RunGpuUsage,
+    RunHardwareMetrics,
+    SystemGpuLink,
+    SystemHardware,
+    SystemSoftware,
+    keep_least,
+)
+from hwledger.schemas import codec, identity, tokens, validation
 from hwledger.schemas.cache import BoundedCache
+from hwledger.schemas.events import (
+    Event,
+    HardwareSnapshotted,
+    NodeHeartbeated,
+    ProviderAudited,
+    ProviderRegistered,
+    RunFinished,
+    RunStarted,
+    typed,
+)
 from hwledger.schemas.signatures import AuditorKeys, audit_problem
 from hwledger.seeds import interface_type_ids
 
-Row = tuple[Any, ...]
 OTHERS_FACTS = frozenset({"ProviderAudited"})
 """Event types about a provider that the provider does not publish itself: they change its
 inventory row but are no sign of life."""
@@ -52,20 +77,7 @@ LIVENESS_FACTS = frozenset({"NodeHeartbeated"})
 """Event types that are only a sign of life: they move last seen times (a maximum, so a
 re-applied one changes nothing) and no other column, so they are not recorded in
 applied_events and do not recompute the provider's inventory row."""
-DUPLICATE = "duplicate"
-"""A handler's outcome for an event already stored under its event id."""
 
-MERGE_ORDER: dict[str, tuple[str, ...]] = {
-    "gpu_hardware": ("name", "interface"),
-    "system_hardware": ("cpu_model", "cpu_vendor", "cpu_cores", "architecture", "motherboard"),
-}
-"""Content-addressed tables with attributes their id does not cover: the stored row is the one
-whose values of these columns are least (strings by code point, i.e. PostgreSQL's "C"
-collation; a null motherboard as the empty string). A merge by minimum is commutative and
-associative, so any interleaving and any batch size give the same row."""
-METRIC_FIELDS = ("wall_clock_seconds", "seconds_to_first_token", "tokens_per_second",
-                 "peak_vram_bytes", "power_limit_w", "measured_tflops",
-                 "gpu_sm_utilization_pct", "energy_wh")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +97,16 @@ class Decoded:
     (`error`, with or without the event)."""
 
     record: Record
-    event: codec.Event | None
+    event: Event | None
     error: str | None = None
 
     @property
     def event_id(self) -> str | None:
-        return None if self.event is None else str(self.event.data["event_id"])
+        return None if self.event is None else str(self.event.event_id)
 
     @property
     def provider_id(self) -> str | None:
-        return None if self.event is None else str(self.event.data["provider_id"])
+        return None if self.event is None else str(self.event.provider_id)
 
 
 @dataclass(frozen=True)
@@ -176,20 +188,20 @@ class Plan:
     oldest own fact of each provider that has one in the batch; `node_seen`: the newest
     heartbeat of each node that has one."""
 
-    gpu_hardware: dict[str, Row] = field(default_factory=dict)
-    system_hardware: dict[str, Row] = field(default_factory=dict)
-    system_gpu_links: dict[tuple[str, int], Row] = field(default_factory=dict)
-    system_software: dict[str, Row] = field(default_factory=dict)
-    snapshots: list[Row] = field(default_factory=list)
+    gpu_hardware: dict[str, GpuHardware] = field(default_factory=dict)
+    system_hardware: dict[str, SystemHardware] = field(default_factory=dict)
+    system_gpu_links: dict[tuple[str, int], SystemGpuLink] = field(default_factory=dict)
+    system_software: dict[str, SystemSoftware] = field(default_factory=dict)
+    snapshots: list[HardwareSnapshot] = field(default_factory=list)
     nodes: dict[tuple[str, str], NodeRow] = field(default_factory=dict)
     node_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    runs: list[Row] = field(default_factory=list)
-    run_gpu_usage: list[Row] = field(default_factory=list)
-    run_finishes: list[Row] = field(default_factory=list)
-    run_metrics: list[Row] = field(default_factory=list)
-    providers: dict[str, Row] = field(default_factory=dict)
-    audits: dict[tuple[str, str], Row] = field(default_factory=dict)
-    applied: list[Row] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    run_gpu_usage: list[RunGpuUsage] = field(default_factory=list)
+    run_finishes: list[RunFinish] = field(default_factory=list)
+    run_metrics: list[RunHardwareMetrics] = field(default_factory=list)
+    providers: dict[str, Provider] = field(default_factory=dict)
+    audits: dict[tuple[str, str], ProviderAudit] = field(default_factory=dict)
+    applied: list[AppliedEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     unparked: list[int] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
@@ -202,7 +214,7 @@ class Plan:
 
 def decode(record: Record) -> Decoded:
     try:
-        return Decoded(record, codec.decode(record.raw))
+        return Decoded(record, typed(codec.decode(record.raw)))
     except codec.DecodeError as exc:
         return Decoded(record, None, exc.reason)
 
@@ -230,17 +242,17 @@ def references(batch: Sequence[Decoded]) -> References:
     event_ids, snapshot_ids, providers = set(), set(), set()
     runs: set[tuple[str, str]] = set()
     for item in batch:
-        if item.event is None or item.error is not None:
+        event = item.event
+        if event is None or item.error is not None:
             continue
-        data = item.event.data
-        event_ids.add(str(data["event_id"]))
-        providers.add(str(data["provider_id"]))
-        if "run_id" in data:
-            runs.add((str(data["provider_id"]), str(data["run_id"])))
-        if item.event.type in ("RunStarted", "NodeHeartbeated"):
-            snapshot_ids.add(str(data["snapshot_event_id"]))
-        elif item.event.type == "HardwareSnapshotted":
-            snapshot_ids.add(str(data["event_id"]))
+        event_ids.add(str(event.event_id))
+        providers.add(str(event.provider_id))
+        if isinstance(event, RunStarted | RunFinished):
+            runs.add((str(event.provider_id), str(event.run_id)))
+        if isinstance(event, RunStarted | NodeHeartbeated):
+            snapshot_ids.add(str(event.snapshot_event_id))
+        elif isinstance(event, HardwareSnapshotted):
+            snapshot_ids.add(str(event.event_id))
     return References(frozenset(e for e in event_ids if _is_uuid(e)),
                       frozenset(s for s in snapshot_ids if _is_uuid(s)),
                       frozenset((p, r) for p, r in runs
@@ -258,7 +270,7 @@ def latest_event_times(batch: Sequence[Decoded]) -> dict[tuple[str, int], dateti
     outside the accepted window is a dead letter's and moves nothing)."""
     latest: dict[tuple[str, int], datetime] = {}
     for item in batch:
-        at = None if item.event is None else item.event.data["occurred_at"]
+        at = None if item.event is None else item.event.occurred_at
         if at is not None and validation.EARLIEST <= at < validation.LATEST:
             key = (item.record.topic, item.record.partition)
             latest[key] = max(latest.get(key, at), at)
@@ -267,16 +279,17 @@ def latest_event_times(batch: Sequence[Decoded]) -> dict[tuple[str, int], dateti
 
 @lru_cache(maxsize=65536)
 def _gpu(pci_vendor_id: str, pci_device_id: str, pci_subsystem_id: str | None, vram_bytes: int,
-         name: str, interface: str) -> Row:
+         name: str, interface: str) -> GpuHardware:
     gpu = {"pci_vendor_id": pci_vendor_id, "pci_device_id": pci_device_id,
            "pci_subsystem_id": pci_subsystem_id, "vram_bytes": vram_bytes}
     ident = tokens.identify(name, pci_vendor_id, pci_device_id)
-    return (identity.gpu_hardware_id(gpu), ident.vendor, ident.model, name,
-            tokens.normalize_pci_id(pci_vendor_id), tokens.normalize_pci_id(pci_device_id),
-            tokens.normalize_pci_id(pci_subsystem_id, 8), vram_bytes, interface)
+    return GpuHardware(
+        identity.gpu_hardware_id(gpu), ident.vendor, ident.model, name,
+        tokens.normalize_pci_id(pci_vendor_id), tokens.normalize_pci_id(pci_device_id),
+        tokens.normalize_pci_id(pci_subsystem_id, 8), vram_bytes, interface)
 
 
-def gpu_row(gpu: Mapping[str, Any]) -> Row:
+def gpu_row(gpu: Mapping[str, Any]) -> GpuHardware:
     """The gpu_hardware row of one installed GPU (id, vendor and model tokens, PCI ids...)."""
     return _gpu(gpu["pci_vendor_id"], gpu["pci_device_id"], gpu.get("pci_subsystem_id"),
                 int(gpu["vram_bytes"]), gpu["name"], gpu["interface"])
@@ -295,7 +308,8 @@ def _system_id(system: tuple[Any, ...], config: tuple[tuple[Any, ...], ...]) -> 
           "actual_interface": c[6]} for c in config])
 
 
-def system_row(system: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> Row:
+def system_row(system: Mapping[str, Any],
+               gpus: Sequence[Mapping[str, Any]]) -> SystemHardware:
     """The system_hardware row: host spec plus GPU configuration identity, then the optional
     host identity inputs (null when not reported)."""
     optional = tuple(system.get(k) for k in identity.OPTIONAL_SYSTEM_IDENTITY)
@@ -305,10 +319,11 @@ def system_row(system: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> 
         (int(g["slot_index"]), g["pci_vendor_id"], g["pci_device_id"], g.get("pci_subsystem_id"),
          int(g["vram_bytes"]), g.get("slot_native_interface"), g.get("actual_interface"))
         for g in gpus))
-    return (_system_id(key, config), system["cpu_model"], system["cpu_vendor"],
-            int(system["cpu_cores"]), int(system["cpu_threads"]), int(system["ram_bytes"]),
-            system["architecture"], system.get("motherboard"), len(gpus),
-            sum(int(g["vram_bytes"]) for g in gpus), *optional)
+    return SystemHardware(
+        _system_id(key, config), system["cpu_model"], system["cpu_vendor"],
+        int(system["cpu_cores"]), int(system["cpu_threads"]), int(system["ram_bytes"]),
+        system["architecture"], system.get("motherboard"), len(gpus),
+        sum(int(g["vram_bytes"]) for g in gpus), *optional)
 
 
 @lru_cache(maxsize=16384)
@@ -316,9 +331,9 @@ def _software_id(values: tuple[str | None, ...]) -> str:
     return identity.system_software_id(dict(zip(identity.SOFTWARE_FIELDS, values, strict=True)))
 
 
-def software_row(software: Mapping[str, Any]) -> Row:
+def software_row(software: Mapping[str, Any]) -> SystemSoftware:
     values = tuple(software.get(f) for f in identity.SOFTWARE_FIELDS)
-    return (_software_id(values), *values)
+    return SystemSoftware._make((_software_id(values), *values))
 
 
 def _attributes(items: Iterable[Mapping[str, str]]) -> str:
@@ -333,12 +348,13 @@ class SnapshotContent:
     distinct content."""
 
     problems: tuple[str, ...]
-    system: Row = ()
-    software: Row = ()
-    gpus: tuple[Row, ...] = ()
-    links: tuple[Row, ...] = ()
+    system: SystemHardware | None = None
+    software: SystemSoftware | None = None
+    gpus: tuple[GpuHardware, ...] = ()
+    links: tuple[SystemGpuLink, ...] = ()
     slots: frozenset[int] = frozenset()
-    allocatable: Row = ()
+    allocatable: tuple[int, int, int] = (0, 0, 0)
+    """cpu_millicores, memory_bytes, ephemeral_storage_bytes (unlimited saturated)."""
     storage: str = "[]"
     power: str = "{}"
 
@@ -347,12 +363,12 @@ _snapshot_contents: BoundedCache[bytes, SnapshotContent] = BoundedCache(
     codec.CONTENT_CACHE_SIZE)
 
 
-def snapshot_content(event: codec.Event) -> SnapshotContent:
+def snapshot_content(event: HardwareSnapshotted) -> SnapshotContent:
     """The content rows of a HardwareSnapshotted, memoized by its encoded content."""
     key = event.content
     found = None if key is None else _snapshot_contents.get(key)
     if found is None:
-        found = _snapshot_content(event.data)
+        found = _snapshot_content(event.fields())
         if key is not None:
             _snapshot_contents.put(key, found)
     return found
@@ -372,21 +388,49 @@ def _snapshot_content(data: Mapping[str, Any]) -> SnapshotContent:
     storage = [{"class": v["class"], "bytes": v["bytes"]} for v in data["storage"]]
     return SnapshotContent(
         (), system, software_row(data["software"]), gpu_rows,
-        tuple((system[0], g["slot_index"], row[0],
-               links.get(g.get("slot_native_interface") or ""),
-               links.get(g.get("actual_interface") or "")) for g, row in zip(gpus, gpu_rows,
-                                                                              strict=True)),
+        tuple(SystemGpuLink(system.system_hardware_id, g["slot_index"], row.gpu_hardware_id,
+                            links.get(g.get("slot_native_interface") or ""),
+                            links.get(g.get("actual_interface") or ""))
+              for g, row in zip(gpus, gpu_rows, strict=True)),
         frozenset(g["slot_index"] for g in gpus),
-        tuple(validation.allocatable_value(alloc[k]) for k in
-              ("cpu_millicores", "memory_bytes", "ephemeral_storage_bytes")),
+        (validation.allocatable_value(alloc["cpu_millicores"]),
+         validation.allocatable_value(alloc["memory_bytes"]),
+         validation.allocatable_value(alloc["ephemeral_storage_bytes"])),
         json.dumps(storage, sort_keys=True), json.dumps(power, sort_keys=True))
 
 
-def problems(event: codec.Event) -> list[str]:
+def problems(event: Event) -> list[str]:
     """`validation.problems` of an event; a snapshot's content checks come from its memo."""
-    if event.type == "HardwareSnapshotted":
-        return validation.envelope_problems(event.data) + list(snapshot_content(event).problems)
-    return validation.problems(event.type, event.data)
+    if isinstance(event, HardwareSnapshotted):
+        return (validation.envelope_problems(event.fields())
+                + list(snapshot_content(event).problems))
+    return validation.problems(event.event_type, event.fields())
+
+
+class Result(Enum):
+    """A handler's outcome that needs no value."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    """Already stored under its event id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A handler's outcome for an event whose reference is not known yet."""
+
+    waiting_for: str
+    """"snapshot <event id>" or "run <run id>" of the event's provider."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A handler's outcome for an event that cannot be applied: a dead letter."""
+
+    reason: str
+
+
+Outcome = Result | Parked | Refused
 
 
 class _Projector:
@@ -403,7 +447,8 @@ class _Projector:
     def dead(self, item: Decoded, reason: str) -> None:
         event = item.event
         self.plan.dead_letters.append(DeadLetter(
-            item.record, reason, None if event is None else event.type, _storable(item.event_id)))
+            item.record, reason, None if event is None else event.event_type,
+            _storable(item.event_id)))
         if item.record.parked_id is not None:
             self.plan.unparked.append(item.record.parked_id)
 
@@ -414,7 +459,7 @@ class _Projector:
             return
         provider = str(item.provider_id)
         self.state.parked.setdefault(provider, []).append(
-            Pending(item, waiting_for, item.event.data["occurred_at"]))
+            Pending(item, waiting_for, item.event.occurred_at))
         self.parked_ids.add(str(item.event_id))
 
     def age(self, provider: str, now: datetime) -> None:
@@ -447,11 +492,11 @@ class _Projector:
                 p.decoded.event))
 
     def handle(self, item: Decoded) -> None:
-        if item.event is None or item.error is not None:
+        event = item.event
+        if event is None or item.error is not None:
             self.dead(item, item.error or "undecodable")
             return
-        event_id = str(item.event_id)
-        data = item.event.data
+        event_id = str(event.event_id)
         if not _is_uuid(event_id):
             self.dead(item, "; ".join(validation.uuid_problems({"event_id": event_id})))
             return
@@ -459,61 +504,63 @@ class _Projector:
                 item.record.parked_id is None and event_id in self.parked_ids):
             self.plan.duplicates += 1
             return
-        found = problems(item.event)
+        found = problems(event)
         if found:
             self.dead(item, "; ".join(found))
             return
-        provider = str(data["provider_id"])
-        self.age(provider, data["occurred_at"])
-        outcome = getattr(self, f"on_{item.event.type}")(item, data)
-        if outcome is None:
-            self.applied(item, provider, data["occurred_at"])
-        elif outcome == DUPLICATE:
-            self.plan.duplicates += 1
-        elif outcome.startswith("park:"):
-            self.park(item, outcome.removeprefix("park:"))
-        else:
-            self.dead(item, outcome)
+        provider = str(event.provider_id)
+        self.age(provider, event.occurred_at)
+        outcome = HANDLERS[type(event)](self, event)
+        match outcome:
+            case Result.APPLIED:
+                self.applied(item, event, provider)
+            case Result.DUPLICATE:
+                self.plan.duplicates += 1
+            case Parked(waiting_for):
+                self.park(item, waiting_for)
+            case Refused(reason):
+                self.dead(item, reason)
 
-    def applied(self, item: Decoded, provider: str, occurred_at: datetime) -> None:
-        assert item.event is not None
-        event_id, kind = str(item.event_id), item.event.type
+    def applied(self, item: Decoded, event: Event, provider: str) -> None:
+        event_id, kind, occurred_at = str(event.event_id), event.event_type, event.occurred_at
         self.state.applied.add(event_id)
         if kind not in LIVENESS_FACTS:
-            self.plan.applied.append((event_id, kind, occurred_at))
+            self.plan.applied.append(AppliedEvent(event_id, kind, occurred_at))
             self.plan.touched.add(provider)
         self.plan.projected[kind] += 1
         if item.record.parked_id is not None:
             self.plan.unparked.append(item.record.parked_id)
-        if item.event.type not in OTHERS_FACTS:
+        if kind not in OTHERS_FACTS:
             seen = self.plan.last_seen.get(provider)
             self.plan.last_seen[provider] = occurred_at if seen is None else max(seen,
                                                                                  occurred_at)
             first = self.plan.first_seen.get(provider)
             self.plan.first_seen[provider] = occurred_at if first is None else min(first,
                                                                                    occurred_at)
-        if item.event.type == "HardwareSnapshotted":
+        if isinstance(event, HardwareSnapshotted):
             self.release(provider, f"snapshot {event_id}")
-        elif item.event.type == "RunStarted":
-            self.release(provider, f"run {item.event.data['run_id']}")
+        elif isinstance(event, RunStarted):
+            self.release(provider, f"run {event.run_id}")
 
-    def on_HardwareSnapshotted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        assert item.event is not None
+    def on_snapshot(self, event: HardwareSnapshotted) -> Outcome:
         plan = self.plan
-        event_id, at = str(data["event_id"]), data["occurred_at"]
+        event_id, at = str(event.event_id), event.occurred_at
         if event_id in self.state.snapshots:
-            return DUPLICATE
-        provider, node = str(data["provider_id"]), str(data["node_id"])
-        content = snapshot_content(item.event)
-        system_id, software_id = content.system[0], content.software[0]
-        keep_least(plan.system_hardware, "system_hardware", content.system)
+            return Result.DUPLICATE
+        provider, node = str(event.provider_id), str(event.node_id)
+        content = snapshot_content(event)
+        assert content.system is not None and content.software is not None
+        system_id = content.system.system_hardware_id
+        software_id = content.software.system_software_id
+        keep_least(plan.system_hardware, "system_hardware", system_id, content.system)
         plan.system_software[software_id] = content.software
         for row in content.gpus:
-            keep_least(plan.gpu_hardware, "gpu_hardware", row)
+            keep_least(plan.gpu_hardware, "gpu_hardware", row.gpu_hardware_id, row)
         for link in content.links:
-            plan.system_gpu_links[(system_id, link[1])] = link
-        plan.snapshots.append((event_id, provider, node, system_id, software_id, at,
-                               *content.allocatable, content.storage, content.power))
+            plan.system_gpu_links[(system_id, link.slot_index)] = link
+        plan.snapshots.append(HardwareSnapshot(
+            event_id, provider, node, system_id, software_id, at, *content.allocatable,
+            content.storage, content.power))
         key = (provider, node)
         current = plan.nodes.get(key)
         if current is None:
@@ -526,112 +573,114 @@ class _Projector:
             current.last_seen_at = max(current.last_seen_at, at)
         self.state.snapshots[event_id] = KnownSnapshot(
             provider, node, content.slots, system_id, software_id)
-        return None
+        return Result.APPLIED
 
-    def on_RunStarted(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        run_id, snapshot_id = str(data["run_id"]), str(data["snapshot_event_id"])
+    def on_run_started(self, event: RunStarted) -> Outcome:
+        run_id, snapshot_id = str(event.run_id), str(event.snapshot_event_id)
         snapshot = self.state.snapshots.get(snapshot_id)
         if snapshot is None:
-            return f"park:snapshot {snapshot_id}"
-        if (snapshot.provider_id, snapshot.node_id) != (data["provider_id"], data["node_id"]):
-            return (f"run {run_id} on {data['provider_id']}/{data['node_id']} references "
-                    f"snapshot {snapshot_id} of {snapshot.provider_id}/{snapshot.node_id}")
-        slots = sorted(data["resources"]["gpu_slots"])
+            return Parked(f"snapshot {snapshot_id}")
+        if (snapshot.provider_id, snapshot.node_id) != (event.provider_id, event.node_id):
+            return Refused(
+                f"run {run_id} on {event.provider_id}/{event.node_id} references "
+                f"snapshot {snapshot_id} of {snapshot.provider_id}/{snapshot.node_id}")
+        slots = sorted(event.resources["gpu_slots"])
         missing = [s for s in slots if s not in snapshot.slots]
         if missing:
-            return (f"run {run_id} uses GPU slot(s) {missing} that snapshot {snapshot_id} "
-                    "does not have")
-        key = (str(data["provider_id"]), run_id)
+            return Refused(f"run {run_id} uses GPU slot(s) {missing} that snapshot "
+                           f"{snapshot_id} does not have")
+        key = (str(event.provider_id), run_id)
         if key in self.state.runs:
-            if self.state.runs[key].started_event_id == data["event_id"]:
-                return DUPLICATE
-            return f"run {run_id} of {key[0]} was already started by another event"
-        res = data["resources"]
-        self.plan.runs.append((
-            run_id, data["provider_id"], data["node_id"], snapshot_id, data["event_id"],
-            data["occurred_at"], res["cpu_millicores"], res["memory_bytes"],
-            res["ephemeral_storage_bytes"], data.get("task_ref"), data.get("model_ref"),
-            data.get("leased_ips", 0)))
-        self.plan.run_gpu_usage.extend((run_id, s, key[0]) for s in slots)
+            if self.state.runs[key].started_event_id == event.event_id:
+                return Result.DUPLICATE
+            return Refused(f"run {run_id} of {key[0]} was already started by another event")
+        res = event.resources
+        self.plan.runs.append(Run(
+            run_id, event.provider_id, event.node_id, snapshot_id, event.event_id,
+            event.occurred_at, res["cpu_millicores"], res["memory_bytes"],
+            res["ephemeral_storage_bytes"], event.task_ref, event.model_ref, event.leased_ips))
+        self.plan.run_gpu_usage.extend(RunGpuUsage(run_id, s, key[0]) for s in slots)
         self.state.runs[key] = KnownRun(
-            str(data["node_id"]), None, slots[0] if slots else None,
-            snapshot.system_hardware_id, snapshot.system_software_id, str(data["event_id"]))
-        return None
+            str(event.node_id), None, slots[0] if slots else None,
+            snapshot.system_hardware_id, snapshot.system_software_id, str(event.event_id))
+        return Result.APPLIED
 
-    def on_NodeHeartbeated(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        snapshot_id = str(data["snapshot_event_id"])
+    def on_heartbeat(self, event: NodeHeartbeated) -> Outcome:
+        snapshot_id = str(event.snapshot_event_id)
         snapshot = self.state.snapshots.get(snapshot_id)
         if snapshot is None:
-            return f"park:snapshot {snapshot_id}"
-        key = (str(data["provider_id"]), str(data["node_id"]))
+            return Parked(f"snapshot {snapshot_id}")
+        key = (str(event.provider_id), str(event.node_id))
         if (snapshot.provider_id, snapshot.node_id) != key:
-            return (f"heartbeat of {key[0]}/{key[1]} references snapshot {snapshot_id} of "
-                    f"{snapshot.provider_id}/{snapshot.node_id}")
+            return Refused(f"heartbeat of {key[0]}/{key[1]} references snapshot {snapshot_id} "
+                           f"of {snapshot.provider_id}/{snapshot.node_id}")
         seen = self.plan.node_seen.get(key)
-        self.plan.node_seen[key] = data["occurred_at"] if seen is None else max(
-            seen, data["occurred_at"])
-        return None
+        self.plan.node_seen[key] = event.occurred_at if seen is None else max(
+            seen, event.occurred_at)
+        return Result.APPLIED
 
-    def on_RunFinished(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        provider, run_id = str(data["provider_id"]), str(data["run_id"])
-        status = str(data["status"])
+    def on_run_finished(self, event: RunFinished) -> Outcome:
+        provider, run_id = str(event.provider_id), str(event.run_id)
+        status = str(event.status)
         run = self.state.runs.get((provider, run_id))
         if run is None:
-            return f"park:run {run_id}"
+            return Parked(f"run {run_id}")
         if run.status is not None:
             if run.status == status:
-                return None
-            return f"run {run_id} finished twice with different outcomes ({run.status}, {status})"
+                return Result.APPLIED
+            return Refused(f"run {run_id} finished twice with different outcomes "
+                           f"({run.status}, {status})")
         run.status = status
-        self.plan.run_finishes.append((provider, run_id, data["event_id"], data["occurred_at"],
-                                       status))
-        self.plan.run_metrics.append((
+        self.plan.run_finishes.append(RunFinish(provider, run_id, event.event_id,
+                                                event.occurred_at, status))
+        self.plan.run_metrics.append(RunHardwareMetrics(
             run_id, run.system_hardware_id, run.first_slot, run.system_software_id,
-            *(data.get(f) for f in METRIC_FIELDS), provider, data.get("compute_format")))
-        return None
+            event.wall_clock_seconds, event.seconds_to_first_token, event.tokens_per_second,
+            event.peak_vram_bytes, event.power_limit_w, event.measured_tflops,
+            event.gpu_sm_utilization_pct, event.energy_wh, provider, event.compute_format))
+        return Result.APPLIED
 
-    def on_ProviderRegistered(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
-        provider = str(data["provider_id"])
-        row = (provider, data["host_uri"], _attributes(data["attributes"]), data["occurred_at"],
-               data["event_id"], data.get("leased_ip_capacity"), data.get("reclamation_window"))
-        _keep_latest(self.plan.providers, provider, row, 3)
-        return None
+    def on_registration(self, event: ProviderRegistered) -> Outcome:
+        provider = str(event.provider_id)
+        row = Provider(provider, event.host_uri, _attributes(event.attributes),
+                       event.occurred_at, event.event_id, event.leased_ip_capacity,
+                       event.reclamation_window)
+        current = self.plan.providers.get(provider)
+        if current is None or _later(row.registered_at, row.event_id,
+                                     current.registered_at, current.event_id):
+            self.plan.providers[provider] = row
+        return Result.APPLIED
 
-    def on_ProviderAudited(self, item: Decoded, data: Mapping[str, Any]) -> str | None:
+    def on_audit(self, event: ProviderAudited) -> Outcome:
         if self.auditor_keys is not None:
-            unproven = audit_problem(data, self.auditor_keys)
+            unproven = audit_problem(event.fields(), self.auditor_keys)
             if unproven is not None:
-                return unproven
-        key = (str(data["provider_id"]), str(data["auditor"]))
-        row = (*key, _attributes(data["attributes"]), data["occurred_at"], data["event_id"])
-        _keep_latest(self.plan.audits, key, row, 3)
-        return None
+                return Refused(unproven)
+        key = (str(event.provider_id), str(event.auditor))
+        row = ProviderAudit(*key, _attributes(event.attributes), event.occurred_at,
+                            event.event_id)
+        current = self.plan.audits.get(key)
+        if current is None or _later(row.audited_at, row.event_id,
+                                     current.audited_at, current.event_id):
+            self.plan.audits[key] = row
+        return Result.APPLIED
 
 
-@cache
-def _merge_positions(table: str) -> tuple[int, ...]:
-    names = [c.name for c in tables.inserted_columns(tables.metadata.tables[table])]
-    return tuple(names.index(n) for n in MERGE_ORDER[table])
+HANDLERS: Mapping[type[Event], Callable[[_Projector, Any], Outcome]] = {
+    HardwareSnapshotted: _Projector.on_snapshot,
+    NodeHeartbeated: _Projector.on_heartbeat,
+    RunStarted: _Projector.on_run_started,
+    RunFinished: _Projector.on_run_finished,
+    ProviderRegistered: _Projector.on_registration,
+    ProviderAudited: _Projector.on_audit,
+}
+"""The handler of each event type (the event argument is of the key's type)."""
 
 
-def merge_key(table: str, row: Row) -> tuple[Any, ...]:
-    """The value `MERGE_ORDER` compares rows of `table` (sharing an id) by."""
-    return tuple("" if row[i] is None else row[i] for i in _merge_positions(table))
-
-
-def keep_least(rows: dict[str, Row], table: str, row: Row) -> None:
-    """Keep, under the row's id, the row with the least `merge_key`."""
-    current = rows.get(row[0])
-    if current is None or merge_key(table, row) < merge_key(table, current):
-        rows[row[0]] = row
-
-
-def _keep_latest(rows: dict[Any, Row], key: Any, row: Row, at: int) -> None:
-    """Keep the row with the later (occurred_at, event_id) under `key`."""
-    current = rows.get(key)
-    if current is None or (row[at], uuid.UUID(row[at + 1])) > (current[at],
-                                                                uuid.UUID(current[at + 1])):
-        rows[key] = row
+def _later(at: datetime, event_id: str, than_at: datetime, than_event_id: str) -> bool:
+    """Is (at, event_id) later than (than_at, than_event_id)? Last writer wins by event time,
+    then by event id."""
+    return (at, uuid.UUID(event_id)) > (than_at, uuid.UUID(than_event_id))
 
 
 def project(batch: Sequence[Decoded], state: State, park_ttl: timedelta,

@@ -22,21 +22,33 @@ import psycopg
 from psycopg import sql
 
 from hwledger.projectors.projection import (
-    MERGE_ORDER,
     Decoded,
     KnownRun,
     KnownSnapshot,
     Pending,
     Plan,
     Record,
-    Row,
     State,
     decode,
     decode_all,
     latest_event_times,
-    merge_key,
     project,
     references,
+)
+from hwledger.projectors.rows import (
+    MERGE_ORDER,
+    AppliedEvent,
+    GpuHardware,
+    HardwareSnapshot,
+    Provider,
+    ProviderAudit,
+    Run,
+    RunGpuUsage,
+    RunHardwareMetrics,
+    SystemGpuLink,
+    SystemHardware,
+    SystemSoftware,
+    merge_key,
 )
 from hwledger.schemas import tables, validation
 from hwledger.schemas.signatures import AuditorKeys
@@ -58,24 +70,30 @@ class Column:
     type: str
 
 
-def _cols(table: str) -> tuple[Column, ...]:
-    """The columns the writer inserts into `table`, from the one table metadata."""
-    return tuple(Column(c.name, tables.sql_type(c))
-                 for c in tables.inserted_columns(tables.metadata.tables[table]))
+Row = tuple[Any, ...]
 
 
-GPU_HARDWARE = _cols("gpu_hardware")
-SYSTEM_HARDWARE = _cols("system_hardware")
-SYSTEM_GPU_LINK = _cols("system_gpu_link")
-SYSTEM_SOFTWARE = _cols("system_software")
-SNAPSHOTS = _cols("hardware_snapshots")
+def _cols(table: str, names: Sequence[str] | None = None) -> tuple[Column, ...]:
+    """The columns the writer inserts into `table`, in the order of `names` (a row type's
+    fields; by default the table's own order), typed from the one table metadata."""
+    found = tables.metadata.tables[table]
+    if names is None:
+        names = [c.name for c in tables.inserted_columns(found)]
+    return tuple(Column(name, tables.sql_type(found.c[name])) for name in names)
+
+
+GPU_HARDWARE = _cols("gpu_hardware", GpuHardware._fields)
+SYSTEM_HARDWARE = _cols("system_hardware", SystemHardware._fields)
+SYSTEM_GPU_LINK = _cols("system_gpu_link", SystemGpuLink._fields)
+SYSTEM_SOFTWARE = _cols("system_software", SystemSoftware._fields)
+SNAPSHOTS = _cols("hardware_snapshots", HardwareSnapshot._fields)
 NODES = _cols("nodes")
-RUNS = _cols("runs")
-RUN_GPU_USAGE = _cols("run_gpu_usage")
-RUN_METRICS = _cols("run_hardware_metrics")
-PROVIDERS = _cols("providers")
-AUDITS = _cols("provider_audits")
-APPLIED = _cols("applied_events")
+RUNS = _cols("runs", Run._fields)
+RUN_GPU_USAGE = _cols("run_gpu_usage", RunGpuUsage._fields)
+RUN_METRICS = _cols("run_hardware_metrics", RunHardwareMetrics._fields)
+PROVIDERS = _cols("providers", Provider._fields)
+AUDITS = _cols("provider_audits", ProviderAudit._fields)
+APPLIED = _cols("applied_events", AppliedEvent._fields)
 DEAD_LETTERS = _cols("dead_letters")
 PARKED = _cols("parked_events")
 
@@ -491,7 +509,7 @@ class Writer:
                 ([k[0] for k in keys], [k[1] for k in keys], [latest[k] for k in keys],
                  self.projection))
 
-    def _fresh(self, table: str, rows: Mapping[Any, Row]) -> list[Row]:
+    def _fresh(self, table: str, rows: Mapping[Any, Any]) -> list[Row]:
         """The rows of a content-addressed table that can still change it: not yet written
         by this writer, or (`MERGE_ORDER`) with a lesser merge key than the one it wrote."""
         return [rows[k] for k in sorted(rows)
@@ -525,13 +543,16 @@ class Writer:
         copy_rows(conn, "runs", RUNS, plan.runs)
         copy_rows(conn, "run_gpu_usage", RUN_GPU_USAGE, plan.run_gpu_usage)
         if plan.run_finishes:
+            finishes = plan.run_finishes
             conn.execute(
                 "UPDATE runs r SET finished_event_id = u.event_id, finished_at = u.at, "
                 "status = u.status FROM unnest(%s::text[], %s::text[], %s::uuid[], "
                 "%s::timestamptz[], %s::text[]) AS u(provider_id, run_id, event_id, at, status) "
                 "WHERE (r.provider_id, r.run_id) = (u.provider_id, u.run_id) "
                 "AND r.finished_event_id IS NULL",
-                [list(c) for c in zip(*plan.run_finishes, strict=True)])
+                ([f.provider_id for f in finishes], [f.run_id for f in finishes],
+                 [f.finished_event_id for f in finishes], [f.finished_at for f in finishes],
+                 [f.status for f in finishes]))
         copy_rows(conn, "run_hardware_metrics", RUN_METRICS, plan.run_metrics)
         bulk_insert(conn, "providers", PROVIDERS, [plan.providers[k] for k in sorted(
             plan.providers)], UPSERTS["providers"])
@@ -548,7 +569,7 @@ class Writer:
              d.event_type, d.event_id) for d in plan.dead_letters])
         bulk_insert(conn, "parked_events", PARKED, [
             (p.decoded.record.topic, p.decoded.record.partition, p.decoded.record.offset,
-             p.decoded.record.raw, p.decoded.event.type if p.decoded.event else "",
+             p.decoded.record.raw, p.decoded.event.event_type if p.decoded.event else "",
              p.decoded.event_id, p.decoded.provider_id, p.waiting_for, p.occurred_at)
             for p in plan.newly_parked])
         self.write_inventory(plan)

@@ -9,8 +9,9 @@ a reason; callers dead-letter them instead of crashing.
 Content cache: a node's heartbeat snapshots repeat the same hardware, so for the event types
 in CONTENT_CACHED the codec reads the envelope fields (`registry.split`) and decodes the bytes
 after them once per distinct content; later events with the same bytes share the decoded
-content (and carry it as `Event.content`, the key of the projection's own memo). Decoded data
-is therefore read-only.
+content (and carry it as `Datum.content`, the key of the projection's own memo). Decoded data
+is therefore read-only. A `Datum` is the event as Avro reads it (type name and fields);
+`schemas/events.py` makes the typed event of it.
 
 Binary UUIDs: a `fixed(16)` field with `logicalType: uuid` (NodeHeartbeated's ids, 16 bytes
 instead of 36 characters) is written from and read as the UUID's canonical string, like every
@@ -73,8 +74,9 @@ class EncodeError(ValueError):
 
 
 @dataclass(frozen=True)
-class Event:
-    """A decoded event: its type name and its fields as read with the reader schema.
+class Datum:
+    """A decoded event as Avro reads it: its type name and its fields as read with the reader
+    schema (`events.typed` makes the typed event of it).
 
     `content`, for events decoded through the content cache: the writer fingerprint plus the
     encoded fields after the envelope, equal for events that differ only in their envelope.
@@ -107,7 +109,7 @@ def describe_invalid(event_type: str, data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def decode(raw: bytes) -> Event:
+def decode(raw: bytes) -> Datum:
     """Decode one single-object-encoded event; raise DecodeError with a reason otherwise."""
     if len(raw) < HEADER_LEN:
         raise DecodeError(f"truncated: {len(raw)} bytes is shorter than the 10-byte header")
@@ -124,10 +126,10 @@ def decode(raw: bytes) -> Event:
     reader = latest(writer.event_type)
     data = _read(body, writer, writer.parsed, None if reader is writer else reader.parsed)
     _check_end(raw, body, writer)
-    return Event(writer.event_type, data)
+    return Datum(writer.event_type, data)
 
 
-def _decode_split(raw: bytes, body: io.BytesIO, writer: SchemaVersion, parts: Split) -> Event:
+def _decode_split(raw: bytes, body: io.BytesIO, writer: SchemaVersion, parts: Split) -> Datum:
     """The envelope from `raw`, the content from the cache (decoded and kept on a miss)."""
     head = _read(body, writer, parts.head_writer, parts.head_reader)
     content = writer.fingerprint + raw[body.tell():]
@@ -136,7 +138,7 @@ def _decode_split(raw: bytes, body: io.BytesIO, writer: SchemaVersion, parts: Sp
         cached = _read(body, writer, parts.content_writer, parts.content_reader)
         _check_end(raw, body, writer)
         _contents.put(content, cached)
-    return Event(writer.event_type, {**head, **cached}, content)
+    return Datum(writer.event_type, {**head, **cached}, content)
 
 
 def _read(body: io.BytesIO, writer: SchemaVersion, schema: Any, reader: Any) -> dict[str, Any]:

@@ -44,8 +44,8 @@ def test_a_heartbeat_after_its_snapshot_in_the_same_batch_applies() -> None:
     plan, _ = run(("HardwareSnapshotted", s), ("NodeHeartbeated", f.heartbeat(s, minutes=5)))
     assert plan.node_seen == {("provider-a", "node-1"): f.at(5)}
     assert plan.touched == {"provider-a"} and plan.last_seen == {"provider-a": f.at(5)}
-    assert [row[1] for row in plan.applied] == ["HardwareSnapshotted"]
-    assert plan.applied[0][2] == f.at(0)
+    assert [row.event_type for row in plan.applied] == ["HardwareSnapshotted"]
+    assert plan.applied[0].occurred_at == f.at(0)
 
 
 def test_a_heartbeat_before_its_snapshot_is_parked_then_applied() -> None:

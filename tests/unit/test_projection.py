@@ -10,13 +10,14 @@ from hwledger.projectors.projection import (
     decode_all,
     gpu_row,
     latest_event_times,
-    merge_key,
     project,
     references,
     snapshot_content,
     system_row,
 )
+from hwledger.projectors.rows import GpuHardware, RunGpuUsage, SystemHardware, merge_key
 from hwledger.projectors.service import backoff, fence_for
+from hwledger.schemas.events import HardwareSnapshotted
 from hwledger.schemas.identity import system_hardware_id
 from hwledger.schemas.units import GiB
 from tests import factories as f
@@ -31,7 +32,7 @@ def test_snapshot_rows_are_content_addressed_and_tokenized() -> None:
     assert len(plan.system_hardware) == 1 and len(plan.system_software) == 1
     assert len(plan.system_gpu_links) == 2 and len(plan.snapshots) == 2
     (gpu,) = plan.gpu_hardware.values()
-    assert gpu[1:3] == ("nvidia", "h100")
+    assert (gpu.vendor, gpu.model) == ("nvidia", "h100")
     assert set(plan.nodes) == {("p", "n1"), ("p", "n2")}
 
 
@@ -69,9 +70,10 @@ def test_run_before_its_snapshot_is_parked_then_applied_in_order() -> None:
     assert {p.waiting_for for p in plan.newly_parked} == {
         f"snapshot {s['event_id']}", "run run-1"}
     later, _ = run(("HardwareSnapshotted", s), state=State(parked=state.parked))
-    assert [r[0] for r in later.runs] == ["run-1"]
-    assert later.run_gpu_usage == [("run-1", 0, "provider-a"), ("run-1", 1, "provider-a")]
-    assert [r[4] for r in later.run_finishes] == ["succeeded"]
+    assert [r.run_id for r in later.runs] == ["run-1"]
+    assert later.run_gpu_usage == [
+        RunGpuUsage(run_id="run-1", slot_index=s, provider_id="provider-a") for s in (0, 1)]
+    assert [r.status for r in later.run_finishes] == ["succeeded"]
     assert later.newly_parked == []
 
 
@@ -82,8 +84,9 @@ def test_a_run_id_is_scoped_to_its_provider() -> None:
                       ("RunStarted", started_a), ("RunStarted", started_b),
                       ("RunFinished", f.run_finished(started_b, "failed")))
     assert plan.dead_letters == []
-    assert [(r[1], r[0]) for r in plan.runs] == [("provider-a", "run-1"), ("provider-b", "run-1")]
-    assert [r[:2] for r in plan.run_finishes] == [("provider-b", "run-1")]
+    assert [(r.provider_id, r.run_id) for r in plan.runs] == [("provider-a", "run-1"),
+                                                             ("provider-b", "run-1")]
+    assert [(r.provider_id, r.run_id) for r in plan.run_finishes] == [("provider-b", "run-1")]
     assert state.runs[("provider-a", "run-1")].status is None
     again, _ = run(("RunStarted", f.run_started(a, "run-1")), state=state)
     assert "run run-1 of provider-a was already started" in again.dead_letters[0].reason
@@ -134,8 +137,8 @@ def test_providers_and_audits_are_last_writer_wins_by_event_time() -> None:
     grant = f.provider_audited(minutes=2)
     plan, _ = run(("ProviderRegistered", new), ("ProviderRegistered", old),
                   ("ProviderAudited", revoke), ("ProviderAudited", grant))
-    assert plan.providers["provider-a"][2] == '{"region": "eu"}'
-    assert plan.audits[("provider-a", "akash1auditor")][2] == "{}"
+    assert plan.providers["provider-a"].attributes == '{"region": "eu"}'
+    assert plan.audits[("provider-a", "akash1auditor")].attributes == "{}"
     assert plan.last_seen == {"provider-a": f.at(5)}
 
 
@@ -163,14 +166,15 @@ def _conflicting_snapshots() -> list[tuple[str, dict[str, Any]]]:
 
 def test_conflicting_reports_of_one_hardware_keep_the_least_whatever_the_order() -> None:
     events = _conflicting_snapshots()
-    rows = set()
+    rows: set[tuple[GpuHardware, SystemHardware]] = set()
     for order in (events, events[::-1], events[1:] + events[:1]):
         plan, _ = run(*order)
-        assert len(plan.gpu_hardware) == 1 and len(plan.system_hardware) == 1
-        rows.add((*plan.gpu_hardware.values(), *plan.system_hardware.values()))
+        ((gpu_kind,), (system_kind,)) = plan.gpu_hardware.values(), plan.system_hardware.values()
+        rows.add((gpu_kind, system_kind))
     ((gpu, system),) = rows
-    assert (gpu[3], gpu[8]) == ("H100 SXM5", "sxm")
-    assert system[1:4] == ("AMD EPYC 9654 96-CORE PROCESSOR", "amd", 96)
+    assert (gpu.name, gpu.interface) == ("H100 SXM5", "sxm")
+    assert (system.cpu_model, system.cpu_vendor, system.cpu_cores) == (
+        "AMD EPYC 9654 96-CORE PROCESSOR", "amd", 96)
 
 
 def test_merge_key_orders_by_code_point_with_a_null_motherboard_as_empty() -> None:
@@ -185,11 +189,15 @@ def test_host_identity_inputs_are_stored_and_part_of_the_system_id() -> None:
     plain, rich = f.snapshot(), f.host_identity_snapshot()
     base, stored = system_row(plain["system"], plain["gpus"]), system_row(rich["system"],
                                                                            rich["gpus"])
-    assert base[-6:] == (None,) * 6
-    assert stored[-6:] == (2400, 3700, 4800, 12, "NPS1", 131072)
-    assert stored[0] == system_hardware_id(rich["system"], rich["gpus"]) != base[0]
-    assert base[0] == system_hardware_id(plain["system"], plain["gpus"])
-    assert stored[1:-6] == base[1:-6]
+    identity = ("cpu_base_clock_mhz", "cpu_peak_clock_mhz", "memory_speed_mhz",
+                "memory_channels", "memory_interleave_profile", "bar_size_mb")
+    assert [getattr(base, name) for name in identity] == [None] * 6
+    assert [getattr(stored, name) for name in identity] == [2400, 3700, 4800, 12, "NPS1", 131072]
+    assert stored.system_hardware_id == system_hardware_id(
+        rich["system"], rich["gpus"]) != base.system_hardware_id
+    assert base.system_hardware_id == system_hardware_id(plain["system"], plain["gpus"])
+    rest = [n for n in SystemHardware._fields if n not in identity and n != "system_hardware_id"]
+    assert [getattr(stored, n) for n in rest] == [getattr(base, n) for n in rest]
 
 
 def test_references_name_what_the_batch_needs() -> None:
@@ -201,7 +209,8 @@ def test_references_name_what_the_batch_needs() -> None:
 
 
 def test_gpu_identity_ignores_slot_and_name_case() -> None:
-    assert gpu_row(f.gpu(0))[0] == gpu_row(f.gpu(3, name="nvidia h100 80gb hbm3"))[0]
+    assert gpu_row(f.gpu(0)).gpu_hardware_id == gpu_row(
+        f.gpu(3, name="nvidia h100 80gb hbm3")).gpu_hardware_id
 
 
 def test_fence_covers_each_partition_from_its_stored_offset() -> None:
@@ -227,12 +236,12 @@ def test_snapshots_with_the_same_content_share_their_projected_rows() -> None:
     items = batch(("HardwareSnapshotted", a), ("HardwareSnapshotted", b))
     plan = project(items, State(), TTL)
     first, second = (item.event for item in items)
-    assert first is not None and second is not None
+    assert isinstance(first, HardwareSnapshotted) and isinstance(second, HardwareSnapshotted)
     assert snapshot_content(first) is snapshot_content(second)  # computed once
-    assert [row[:3] for row in plan.snapshots] == [(a["event_id"], "p", "n1"),
-                                                   (b["event_id"], "p", "n2")]
-    assert plan.snapshots[0][9:] == ('[{"bytes": 7516192768000, "class": "beta3"}]',
-                                     '{"0": 700}')
+    assert [(r.event_id, r.provider_id, r.node_id) for r in plan.snapshots] == [
+        (a["event_id"], "p", "n1"), (b["event_id"], "p", "n2")]
+    assert (plan.snapshots[0].storage, plan.snapshots[0].gpu_power_limits_w) == (
+        '[{"bytes": 7516192768000, "class": "beta3"}]', '{"0": 700}')
     assert len(plan.system_gpu_links) == 2 and len(plan.gpu_hardware) == 1
 
 
@@ -258,7 +267,9 @@ def test_an_unlimited_allocatable_is_stored_as_the_largest_bigint() -> None:
                                         "ephemeral_storage_bytes": -1})
     plan, _ = run(("HardwareSnapshotted", unlimited))
     assert not plan.dead_letters
-    assert plan.snapshots[0][6:9] == (2**63 - 1, 4 * GiB, 2**63 - 1)
+    snapshot = plan.snapshots[0]
+    assert (snapshot.allocatable_cpu_millicores, snapshot.allocatable_memory_bytes,
+            snapshot.allocatable_ephemeral_storage_bytes) == (2**63 - 1, 4 * GiB, 2**63 - 1)
 
 
 def test_registrations_and_runs_carry_leased_ips_and_the_reclamation_window() -> None:
@@ -267,7 +278,8 @@ def test_registrations_and_runs_carry_leased_ips_and_the_reclamation_window() ->
                       minutes=3, leased_ip_capacity=8, reclamation_window=3600)),
                   ("HardwareSnapshotted", s),
                   ("RunStarted", f.run_started(s, minutes=4, leased_ips=2)))
-    assert plan.providers["provider-a"][5:] == (8, 3600)
-    assert plan.runs[0][-1] == 2
+    provider = plan.providers["provider-a"]
+    assert (provider.leased_ip_capacity, provider.reclamation_window) == (8, 3600)
+    assert plan.runs[0].leased_ips == 2
     assert (plan.first_seen, plan.last_seen) == ({"provider-a": f.at(2)},
                                                  {"provider-a": f.at(4)})
