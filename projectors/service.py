@@ -126,6 +126,7 @@ class Projector:
         self.halted: dict[int, str] = {}
         self.check_due = False
         self.checked_at = 0.0
+        self.assigned_at: float | None = None
         self.pending: list[Record] = []
         self.conn = connect(config.database_url, config.schema)
         self.writer = Writer(self.conn, config.park_ttl,
@@ -145,6 +146,7 @@ class Projector:
             p.offset = OFFSET_BEGINNING if offset is None else offset
         consumer.assign(partitions)
         self.health.assigned = True
+        self.assigned_at = time.monotonic()
         log.info("assigned %s", {p.partition: p.offset for p in partitions})
         self.check_due = True  # check the log before the next batch (not inside the callback)
 
@@ -302,9 +304,12 @@ class Projector:
             raise UserError(f"{reason}; {RECOVERY.format(partition=partition)}")
 
     def _done(self, idle_since: float) -> bool:
-        """Nothing arrived: stop when caught up or idle long enough (when configured)."""
+        """Nothing arrived: stop when caught up or idle long enough (when configured). Idle
+        counts from the last batch or assignment: joining the group (seconds on a fresh
+        broker, whose group coordinator is still loading) is not idleness."""
         idle = self.config.idle_exit_seconds
-        if idle is not None and time.monotonic() - idle_since > idle:
+        if idle is not None and self.assigned_at is not None \
+                and time.monotonic() - max(idle_since, self.assigned_at) > idle:
             return True
         return self.config.exit_when_caught_up and self._caught_up()
 

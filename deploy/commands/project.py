@@ -41,7 +41,7 @@ def register(subparsers: Subparsers) -> None:
     project.add_argument("--batch-seconds", type=float, default=0.5,
                          help="longest wait to fill a batch (default 0.5)")
     project.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
-                         help="exit 0 after this long without messages")
+                         help="exit 0 after this long without messages once it has partitions")
     project.add_argument("--until-caught-up", action="store_true",
                          help="exit 0 once every assigned partition is projected to its end")
     project.add_argument("--processes", type=positive, default=1,
