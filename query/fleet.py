@@ -70,8 +70,9 @@ def provider_list(rows: Sequence[Sequence[Any]], limit: int, now: datetime,
     """`{"providers", "truncated"}` from the rows of `provider_list_statement` (at most
     `limit + 1`: one more means the list was cut)."""
     providers = [{
-        "owner": owner, "hostUri": host_uri, "region": region, "auditedBy": list(auditors),
+        "owner": provider_id, "hostUri": host_uri, "region": region, "auditedBy": list(auditors),
         "gpuModels": [m for m in models if "/" in m], "freeGpus": int(free_gpus),
         "lastSeenAt": iso(last_seen_at), "staleness": staleness(last_seen_at, now, ttl),
-    } for owner, host_uri, region, auditors, models, free_gpus, last_seen_at in rows[:limit]]
+    } for provider_id, host_uri, region, auditors, models, free_gpus, last_seen_at
+        in rows[:limit]]
     return {"providers": providers, "truncated": len(rows) > limit}

@@ -70,7 +70,7 @@ class Reads:
         """`gpus`, counted now."""
         since = self.service.online_since()
         statement, params = repository.gpu_availability_statement(wanted, since)
-        with self.service.snapshot() as (conn, schema):
+        with self.service.repeatable_read() as (conn, schema):
             as_of = read_as_of(conn)
             conn.execute(text(repository.GPU_AVAILABILITY_SESSION))
             rows = conn.execute(statement, params).all()
@@ -81,19 +81,19 @@ class Reads:
         """The first `limit` providers by owner, online or not, with their staleness
         (`fleet.provider_list`), the service clock `now`, `onlineSince` and `asOf`."""
         now = self.service.clock()
-        with self.service.snapshot() as (conn, schema):
+        with self.service.repeatable_read() as (conn, schema):
             as_of = read_as_of(conn)
             rows = conn.execute(repository.provider_list_statement(limit)).all()
         return {**fleet.provider_list(rows, limit, now, self.service.online_ttl), "now": iso(now),
                 "onlineSince": iso(now - self.service.online_ttl),
                 "asOf": {"schema": schema, **as_of.to_json()}}
 
-    def provider(self, owner: str) -> dict[str, Any] | None:
-        if not storable(owner):
+    def provider(self, provider_id: str) -> dict[str, Any] | None:
+        if not storable(provider_id):
             return None
-        with self.service.search_path_snapshot() as conn:
+        with self.service.repeatable_read_on_search_path() as conn:
             row = conn.execute(text(
-                "SELECT * FROM provider_inventory WHERE provider_id = :p"), {"p": owner}
+                "SELECT * FROM provider_inventory WHERE provider_id = :p"), {"p": provider_id}
             ).mappings().first()
             if row is None:
                 return None
@@ -102,8 +102,8 @@ class Reads:
                 "n.last_seen_at, s.system_hardware_id, s.system_software_id "
                 "FROM nodes n JOIN hardware_snapshots s "
                 "ON s.event_id = n.current_snapshot_event_id "
-                "WHERE n.provider_id = :p ORDER BY n.node_id"), {"p": owner}).mappings().all()
-            inventory = provider_nodes(conn, [owner]).get(owner)
+                "WHERE n.provider_id = :p ORDER BY n.node_id"), {"p": provider_id}).mappings().all()
+            inventory = provider_nodes(conn, [provider_id]).get(provider_id)
         free = {n.node_id: n for n in (inventory.nodes if inventory else ())}
         return {
             "owner": row["provider_id"], "hostUri": row["host_uri"],
@@ -125,22 +125,23 @@ class Reads:
         ident = _uuid(system_hardware_id)
         if ident is None:
             return None
-        with self.service.search_path_snapshot() as conn:
+        with self.service.repeatable_read_on_search_path() as conn:
             return _hardware(conn, ident)
 
-    def run(self, owner: str | None, run_id: str) -> dict[str, Any] | None:
-        """Provider `owner`'s run `run_id`; with no owner, the one run of that id (AmbiguousRun
-        when several providers have one)."""
-        if not storable(run_id) or (owner is not None and not storable(owner)):
+    def run(self, provider_id: str | None, run_id: str) -> dict[str, Any] | None:
+        """Provider `provider_id`'s run `run_id`; with none, the one run of that id
+        (AmbiguousRun when several providers have one)."""
+        if not storable(run_id) or (provider_id is not None and not storable(provider_id)):
             return None
-        with self.service.search_path_snapshot() as conn:
+        with self.service.repeatable_read_on_search_path() as conn:
             rows = conn.execute(text(
                 "SELECT r.*, s.system_hardware_id, s.system_software_id, "
                 "array(SELECT u.slot_index FROM run_gpu_usage u WHERE (u.provider_id, u.run_id) "
                 "= (r.provider_id, r.run_id) ORDER BY 1) AS gpu_slots FROM runs r "
                 "JOIN hardware_snapshots s ON s.event_id = r.snapshot_event_id "
-                "WHERE r.run_id = :r" + ("" if owner is None else " AND r.provider_id = :p")
-                + " LIMIT 2"), {"r": run_id, "p": owner}).mappings().all()
+                "WHERE r.run_id = :r"
+                + ("" if provider_id is None else " AND r.provider_id = :p")
+                + " LIMIT 2"), {"r": run_id, "p": provider_id}).mappings().all()
             if not rows:
                 return None
             if len(rows) > 1:
@@ -171,7 +172,7 @@ class Reads:
         }
 
     def ready(self) -> dict[str, Any]:
-        with self.service.search_path_snapshot() as conn:
+        with self.service.repeatable_read_on_search_path() as conn:
             as_of = read_as_of(conn)
             conn.execute(text("SELECT 1 FROM provider_inventory LIMIT 1")).all()
         return {"status": "ready", "schema": self.service.active_schema(),

@@ -1,4 +1,5 @@
-"""The query service's shell: its connections, the cached read model, one snapshot per answer.
+"""The query service's shell: its connections, the cached read model, one consistent read
+per answer.
 
 `QueryService` owns a SQLAlchemy engine (pooled psycopg connections), the async psycopg
 `Connections` of the screening reads (both check a connection before handing it out, so a
@@ -7,7 +8,7 @@ screening's CPU work and the briefly cached active schema with its planner stati
 `screen` / `bid_screening` (async) run ONE statement per answer (`prefilter_sql`): the `asOf`
 projection position and the candidates as the answer's JSON text, written by Postgres; with
 `exact`, a REPEATABLE READ read-only transaction also reads the candidates' per-node
-inventory for the bin-packer (`placement_run`). `snapshot` serves the read routes
+inventory for the bin-packer (`placement_run`). `repeatable_read` serves the read routes
 (`hwledger.query.reads`). Database trouble raises `Unavailable`.
 
 Each screening answer's work is bounded (`limits.Limits`): its statements by the time budget
@@ -103,7 +104,8 @@ def _unavailable(exc: Exception) -> Unavailable:
 
 class QueryService:
     """Screening answers for the HTTP routes and the `screen` command, async over
-    `connections`, and the blocking snapshots of the read routes over the SQLAlchemy engine."""
+    `connections`, and the blocking REPEATABLE READ reads of the read routes over the
+    SQLAlchemy engine."""
 
     def __init__(self, engine: Engine, *, online_ttl_seconds: int = 900,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -168,8 +170,8 @@ class QueryService:
         return cached if cached is not None else await asyncio.to_thread(self.read_model)
 
     @contextmanager
-    def snapshot(self) -> Iterator[tuple[Connection, str]]:
-        """A connection reading the active schema in one snapshot: a REPEATABLE READ, read-only
+    def repeatable_read(self) -> Iterator[tuple[Connection, str]]:
+        """A connection reading the active schema as of one moment: a REPEATABLE READ, read-only
         transaction (the detail reads)."""
         with unavailable_on_database_errors():
             schema = self.active_schema()
@@ -179,9 +181,10 @@ class QueryService:
                 conn.rollback()
 
     @contextmanager
-    def search_path_snapshot(self) -> Iterator[Connection]:
-        """`snapshot()` with search_path set too, for the detail reads written as SQL text."""
-        with self.snapshot() as (conn, schema):
+    def repeatable_read_on_search_path(self) -> Iterator[Connection]:
+        """`repeatable_read()` with search_path set too, for the detail reads written as SQL
+        text."""
+        with self.repeatable_read() as (conn, schema):
             conn.execute(text("SELECT set_config('search_path', :s, true)"),
                          {"s": f"{schema}, public"})
             yield conn
@@ -230,7 +233,7 @@ class QueryService:
         statement: in scan order, or by owner after `after` when `paged` or `after` is given
         (then a truncated answer names where the next page starts). With `request`, the first
         `limit` placeable ones by owner: the bin-packer on the candidates' per-node inventory,
-        read in batches in the same REPEATABLE READ snapshot until `limit` are placed or the
+        read in batches in the same REPEATABLE READ read until `limit` are placed or the
         candidates run out."""
         reached = None if min_position is None else await self.wait_for_position(min_position)
         budget = Budget.start(self.limits.time_budget_seconds)

@@ -187,16 +187,16 @@ def _per_candidate(conn: Connection, cases: Sequence[tuple[GroupRequest, Sequenc
     the candidates placed."""
     read_seconds = place_seconds = 0.0
     placed = candidates = 0
-    for request, owners in cases:
+    for request, provider_ids in cases:
         started = time.perf_counter()
-        found = read(conn, owners)
+        found = read(conn, provider_ids)
         read_seconds += time.perf_counter() - started
-        inventory = [found.get(o) or empty(o) for o in owners]
+        inventory = [found.get(o) or empty(o) for o in provider_ids]
         started = time.perf_counter()
         outcomes = [placer(request, nodes) for nodes in inventory]
         place_seconds += time.perf_counter() - started
         placed += sum(type(o).__name__ == "Placement" for o in outcomes)
-        candidates += len(owners)
+        candidates += len(provider_ids)
     candidates = max(candidates, 1)
     return (read_seconds + place_seconds) / candidates, place_seconds / candidates, placed
 

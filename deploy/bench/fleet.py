@@ -229,11 +229,11 @@ def synthetic_provider(rng: random.Random, index: int, now: datetime
                                    rng.choice((500, 1000, 4000)) * GiB, free))
     classes = sorted(rng.sample(CLASSES, rng.randint(0, 2)))
     audited = sorted(a for a in AUDITORS if rng.random() < 0.5)
-    owner = f"akash1provider{index:07d}"
-    inventory = ProviderNodes(owner, tuple(nodes), dict.fromkeys(classes, 10_000 * GiB))
+    provider_id = f"akash1provider{index:07d}"
+    inventory = ProviderNodes(provider_id, tuple(nodes), dict.fromkeys(classes, 10_000 * GiB))
     totals = provider_totals(inventory)
     return {
-        "provider_id": owner, "host_uri": f"https://{owner}.example.net:8443",
+        "provider_id": provider_id, "host_uri": f"https://{provider_id}.example.net:8443",
         "last_seen_at": now - timedelta(seconds=rng.randint(0, 600) if rng.random() < 0.95
                                         else rng.randint(3600, 86400)),
         **totals, "gpu_models": sorted(installed),

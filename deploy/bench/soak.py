@@ -185,17 +185,17 @@ class _Soak:
 
         _every(0.01, self.stop, step)
 
-    def _last_seen(self, owner: str) -> datetime | None:
-        seen = self.system.get(f"/v1/providers/{owner}").get("lastSeenAt")
+    def _last_seen(self, provider_id: str) -> datetime | None:
+        seen = self.system.get(f"/v1/providers/{provider_id}").get("lastSeenAt")
         return None if seen is None else datetime.fromisoformat(seen)
 
     def check_latency(self) -> None:
         while not self.stop.is_set() or self.probes:
             with self.lock:
                 pending = list(self.probes)
-            for owner, at in pending:
+            for provider_id, at in pending:
                 try:
-                    seen = self._last_seen(owner)
+                    seen = self._last_seen(provider_id)
                 except OSError:
                     seen = None
                 now = datetime.now(UTC)
@@ -206,7 +206,7 @@ class _Soak:
                 elif seen is None or seen < at:
                     self.result.lost_probes += 1
                 with self.lock:
-                    self.probes.remove((owner, at))
+                    self.probes.remove((provider_id, at))
             time.sleep(0.005)
 
     def query_load(self, request: Any) -> None:

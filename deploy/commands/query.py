@@ -123,8 +123,8 @@ def screen(args: argparse.Namespace, settings: Settings) -> int:
     else:
         console = Console()
         console.print(_table(answer))
-        for owner, reason in answer.rejected:
-            console.print(f"[dim]not placeable: {owner}: {reason}[/dim]")
+        for provider_id, reason in answer.rejected:
+            console.print(f"[dim]not placeable: {provider_id}: {reason}[/dim]")
     return 0
 
 

@@ -250,7 +250,7 @@ def test_openapi_documents_the_screening_fields(client: TestClient) -> None:
 class Failing(QueryService):
     """A service whose reads hit a bug."""
 
-    def search_path_snapshot(self) -> Any:
+    def repeatable_read_on_search_path(self) -> Any:
         raise RuntimeError("bug")
 
     async def bid_screening(self, *_: Any, **__: Any) -> Any:
