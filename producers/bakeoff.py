@@ -17,6 +17,7 @@ from typing import Any
 
 from hwledger.producers.events import producer_info
 from hwledger.schemas import identity
+from hwledger.schemas.events import EventData
 from hwledger.schemas.tokens import PCI_VENDORS, identify, normalize_pci_id, vendor_token
 from hwledger.schemas.units import GiB, MiB
 from hwledger.seeds import gpu_catalog, interface_type_ids
@@ -26,7 +27,6 @@ UNKNOWN = "unknown"
 UNKNOWN_PCI_DEVICE = "0000"
 DEFAULT_ARCHITECTURE = "amd64"
 STATUSES = {"complete": "succeeded", "incomplete": "incomplete", "failed": "failed"}
-Event = tuple[str, dict[str, Any]]
 
 
 class BakeoffError(ValueError):
@@ -220,7 +220,7 @@ def system_of(snapshot: Mapping[str, Any]) -> str:
     return identity.system_hardware_id(snapshot["system"], snapshot["gpus"])
 
 
-def snapshot_events(doc: Any, provider_id: str, hardware_id: str) -> list[Event]:
+def snapshot_events(doc: Any, provider_id: str, hardware_id: str) -> list[EventData]:
     """The HardwareSnapshotted of one `hardware-snapshot/<hardware_id>.json` file."""
     if not isinstance(doc, Mapping):
         raise BakeoffError("not a JSON object")
@@ -230,7 +230,7 @@ def snapshot_events(doc: Any, provider_id: str, hardware_id: str) -> list[Event]
                                               occurred_at))]
 
 
-def run_events(doc: Any, provider_id: str) -> list[Event]:
+def run_events(doc: Any, provider_id: str) -> list[EventData]:
     """The HardwareSnapshotted, RunStarted and RunFinished one bakeoff run file implies."""
     if not isinstance(doc, Mapping):
         raise BakeoffError("not a JSON object")

@@ -110,6 +110,9 @@ class ProviderAudited(_Envelope):
 
 Event = (HardwareSnapshotted | NodeHeartbeated | RunStarted | RunFinished | ProviderRegistered
          | ProviderAudited)
+EventData = tuple[str, dict[str, Any]]
+"""An event before it is encoded: its type name and its fields as a dict (what producers,
+fixtures and synthetic histories build; `codec.encode(*data)` makes it a record)."""
 EVENT_CLASSES: Mapping[str, type[Event]] = {
     cls.event_type: cls for cls in (HardwareSnapshotted, NodeHeartbeated, RunStarted,
                                     RunFinished, ProviderRegistered, ProviderAudited)}

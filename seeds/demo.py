@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hwledger.schemas.events import EventData
 from hwledger.schemas.units import GiB
 from hwledger.seeds import SeedError, gpu_catalog, read_seed_document
 
 PRODUCER = {"name": "hwledger-demo", "version": "1"}
 DEMO_NS = uuid.UUID("6f2d3c1e-3b0a-5f1e-9a59-0c6b5f2e7aff")
 
-Event = tuple[str, dict[str, Any]]
 
 
 def _gpu(slot: int, pci: str) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def _gpu(slot: int, pci: str) -> dict[str, Any]:
 class _History:
     def __init__(self, now: datetime) -> None:
         self.now = now
-        self.events: list[Event] = []
+        self.events: list[EventData] = []
 
     def add(self, event_type: str, key: str, minutes_ago: float, **data: Any) -> dict[str, Any]:
         event_id = str(uuid.uuid5(DEMO_NS, f"{key}@{self.now.isoformat()}"))
@@ -89,7 +89,7 @@ def _provider(history: _History, p: dict[str, Any]) -> None:
                         status="succeeded", wall_clock_seconds=180.0, tokens_per_second=1850.0)
 
 
-def demo_fleet_events(now: datetime, path: Path | None = None) -> list[Event]:
+def demo_fleet_events(now: datetime, path: Path | None = None) -> list[EventData]:
     """The demo history as (event type, Avro payload) pairs, oldest facts first per provider."""
     label, doc = read_seed_document(path, "demo_fleet.json")
     if not isinstance(doc, dict) or not isinstance(doc.get("providers"), list):

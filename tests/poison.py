@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hwledger.schemas import codec
+from hwledger.schemas.events import EventData
 from tests import factories as f
 
 YEAR_10000_MS = int((datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() + 1) * 1000)
 HUGE = "x" * 10_000
-Event = tuple[str, dict[str, Any]]
 
 
 def fresh(data: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -107,7 +107,7 @@ BAD_STRINGS: tuple[Callable[[str], str], ...] = (
 )
 
 
-def mutation(rng: random.Random, valid: list[Event]) -> bytes:
+def mutation(rng: random.Random, valid: list[EventData]) -> bytes:
     """One record certain to be bad: random bytes, or a valid event with one string made
     refusable, one number made extremely negative, its time out of range, or its id
     misspelled."""

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hwledger.query.inventory import GpuGroup, NodeInventory, ProviderNodes, provider_totals
+from hwledger.schemas.events import EventData
 from hwledger.schemas.tokens import gpu_tokens
 from hwledger.schemas.units import GiB
 from hwledger.seeds import GpuModel, load_gpu_models
@@ -30,7 +31,6 @@ from hwledger.seeds.demo import demo_fleet_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PRODUCER = {"name": "hwledger-synthetic", "version": "1"}
-Event = tuple[str, dict[str, Any]]
 
 
 @dataclass
@@ -91,7 +91,7 @@ class _Generator:
                 "slot_native_interface": link, "actual_interface": link,
                 "power_limit_w": 300 + 50 * (slot % 4)}
 
-    def snapshot(self, provider: _Provider, node: _Node) -> Event:
+    def snapshot(self, provider: _Provider, node: _Node) -> EventData:
         data = self.base(provider) | {
             "node_id": node.node_id,
             "system": {"cpu_model": self.spelling(*CPU_SPELLINGS),
@@ -111,18 +111,18 @@ class _Generator:
         node.snapshot_id = data["event_id"]
         return "HardwareSnapshotted", data
 
-    def register(self, provider: _Provider) -> Event:
+    def register(self, provider: _Provider) -> EventData:
         region = self.rng.choice(["us-west", "us-east", "eu-central"])
         return "ProviderRegistered", self.base(provider) | {
             "host_uri": f"https://{provider.provider_id}.example.net:8443",
             "attributes": [{"key": "region", "value": region}, {"key": "host", "value": "akash"}]}
 
-    def audit(self, provider: _Provider) -> Event:
+    def audit(self, provider: _Provider) -> EventData:
         tier = self.rng.choice([[], [{"key": "tier", "value": "community"}]])
         return "ProviderAudited", self.base(provider) | {
             "auditor": self.rng.choice(["akash1auditor", "akash1other"]), "attributes": tier}
 
-    def start(self, provider: _Provider, node: _Node) -> Event | None:
+    def start(self, provider: _Provider, node: _Node) -> EventData | None:
         free = [s for s in range(node.gpu_count) if s not in node.busy]
         if not free:
             return None
@@ -136,7 +136,7 @@ class _Generator:
                           "ephemeral_storage_bytes": 100 * GiB, "gpu_slots": slots},
             "task_ref": None, "model_ref": None}
 
-    def finish(self, provider: _Provider) -> Event | None:
+    def finish(self, provider: _Provider) -> EventData | None:
         if not provider.open_runs:
             return None
         run_id = self.rng.choice(sorted(provider.open_runs))
@@ -149,7 +149,7 @@ class _Generator:
             "power_limit_w": 300, "measured_tflops": None, "gpu_sm_utilization_pct": 50.0,
             "energy_wh": 10.0, "error_message": None}
 
-    def step(self, provider: _Provider, snapshot_weight: float) -> Event | None:
+    def step(self, provider: _Provider, snapshot_weight: float) -> EventData | None:
         node = self.rng.choice(provider.nodes)
         roll = self.rng.random()
         if roll < snapshot_weight:
@@ -164,7 +164,7 @@ class _Generator:
 
 
 def history(seed: int, providers: int, events: int, *, nodes_per_provider: int = 3,
-            snapshot_weight: float = 0.3, conflicting: bool = False) -> Iterator[Event]:
+            snapshot_weight: float = 0.3, conflicting: bool = False) -> Iterator[EventData]:
     """About `events` events for `providers` providers, in per-provider event-time order."""
     gen = _Generator(seed, conflicting)
     fleet = []

@@ -37,6 +37,7 @@ from hwledger.projectors.projection import Record
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import drop_schema, prepare_schema
 
 SIDES = ("before", "after")
@@ -51,7 +52,6 @@ BEFORE_0007 = (
 )
 """What migrations 0007 and 0009 changed, undone for the before side's schema."""
 
-Event = tuple[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,9 @@ class DayConfig:
 
 
 def period_events(side: str, period: int, config: DayConfig,
-                  templates: Sequence[dict[str, Any]]) -> list[Event]:
+                  templates: Sequence[dict[str, Any]]) -> list[EventData]:
     """What every node of the sample publishes in `period` (0 = the day's first) on `side`."""
-    events: list[Event] = []
+    events: list[EventData] = []
     for p in range(config.sample):
         for n in range(config.nodes):
             template = templates[(p * config.nodes + n) % len(templates)]
@@ -105,7 +105,7 @@ def _batches(records: Sequence[Record], size: int) -> Iterator[Sequence[Record]]
         yield records[start:start + size]
 
 
-def _apply(writer: Writer, side: Side, events: Sequence[Event], batch_size: int) -> None:
+def _apply(writer: Writer, side: Side, events: Sequence[EventData], batch_size: int) -> None:
     records = [Record(TOPIC, 0, side.offset + i, codec.encode(kind, data))
                for i, (kind, data) in enumerate(events)]
     for batch in _batches(records, batch_size):

@@ -21,18 +21,15 @@ from confluent_kafka import Producer
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from hwledger.deploy.bench.fleet import Event, history
+from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors.checksums import table_checksums
 from hwledger.projectors.projection import Plan, Record, State, decode_all, project
-from hwledger.projectors.service import (
-    ProjectorConfig,
-    start_replicas,
-    stop_replicas,
-)
+from hwledger.projectors.service import ProjectorConfig, start_replicas, stop_replicas
 from hwledger.projectors.writer import APPLIED, Writer, copy_rows
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import drop_schema, prepare_schema
 
 SNAPSHOT_WEIGHT = 0.8
@@ -65,7 +62,7 @@ class Run:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def events_for(config: BenchConfig) -> Iterator[Event]:
+def events_for(config: BenchConfig) -> Iterator[EventData]:
     total = int(config.snapshots / SNAPSHOT_WEIGHT)
     return history(config.seed, config.providers, total, nodes_per_provider=4,
                    snapshot_weight=SNAPSHOT_WEIGHT)

@@ -28,7 +28,6 @@ from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.config import Settings
 from hwledger.producers.bakeoff import (
     BakeoffError,
-    Event,
     parse_time,
     run_events,
     snapshot_events,
@@ -53,6 +52,7 @@ from hwledger.query.repository import compiled
 from hwledger.schemas import gpu_specs
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import migrated_schema
 
 DEFAULT_PROVIDER = "bakeoff"
@@ -98,7 +98,7 @@ def register(subparsers: Subparsers) -> None:
                              "ISO-8601 time (UTC when no offset is given)")
 
 
-def _file_events(path: Path, provider_id: str) -> list[Event]:
+def _file_events(path: Path, provider_id: str) -> list[EventData]:
     try:
         doc = json.loads(path.read_text("utf-8"))
     except OSError as exc:
@@ -126,7 +126,7 @@ def import_directory(directory: Path, provider_id: str, publisher: Publisher,
     A hardware-snapshot file is bakeoff's dedup cache of the hardware its run files embed: one
     whose system a run file of the directory embeds is not published again."""
     result = ImportResult()
-    mapped: list[tuple[Path, list[Event], list[EncodedEvent]]] = []
+    mapped: list[tuple[Path, list[EventData], list[EncodedEvent]]] = []
     for path in track(data_files(directory), description="importing", disable=not progress,
                       console=err_console):
         try:

@@ -23,10 +23,10 @@ from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.service import Projector, ProjectorConfig
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import scratch_schema
 
 FAST_GROUP = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500}
-Event = tuple[str, dict[str, Any]]
 
 INVENTORY_DISAGREES_WITH_NODES = """
 SELECT count(*) FROM provider_inventory i
@@ -39,7 +39,7 @@ WHERE i.gpu_models IS DISTINCT FROM (
 """
 
 
-def load_jsonl(path: Path) -> list[Event]:
+def load_jsonl(path: Path) -> list[EventData]:
     events = []
     for line in path.read_text("utf-8").splitlines():
         item = json.loads(line)
@@ -66,7 +66,7 @@ def publish(kafka_config: dict[str, Any], topic: str, messages: Iterable[tuple[s
     return sent
 
 
-def encoded(events: Iterable[Event]) -> list[tuple[str, bytes]]:
+def encoded(events: Iterable[EventData]) -> list[tuple[str, bytes]]:
     return [(str(data["provider_id"]), codec.encode(kind, data)) for kind, data in events]
 
 

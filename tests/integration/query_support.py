@@ -24,14 +24,13 @@ from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.query.limits import Limits
 from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas.codec import encode
+from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import scratch_schema
 from hwledger.schemas.units import GiB
 from tests.waiting import wait_until
 
-Event = tuple[str, dict[str, Any]]
 
-
-def publish(kafka_config: dict[str, Any], topic: str, events: Sequence[Event]) -> None:
+def publish(kafka_config: dict[str, Any], topic: str, events: Sequence[EventData]) -> None:
     """Publish events in order, keyed by provider_id; waits until all are acknowledged."""
     producer = Producer({**kafka_config, "enable.idempotence": True, "acks": "all"})
     failures: list[str] = []
@@ -49,7 +48,7 @@ def publish(kafka_config: dict[str, Any], topic: str, events: Sequence[Event]) -
 
 
 def load(database_url: str, schema: str, kafka_config: dict[str, Any], topic: str,
-         events: Sequence[Event]) -> None:
+         events: Sequence[EventData]) -> None:
     """Publish `events` and project the topic into `schema` until caught up."""
     from hwledger.projectors import catch_up
 
@@ -63,7 +62,7 @@ def fresh_schema(database_url: str) -> AbstractContextManager[str]:
 
 
 @contextmanager
-def schema_with(database_url: str, events: Sequence[Event]) -> Iterator[str]:
+def schema_with(database_url: str, events: Sequence[EventData]) -> Iterator[str]:
     """A fresh schema holding `events`, applied by the projector's `apply_events` (no Kafka)."""
     from hwledger.projectors import apply_events
     from hwledger.schemas.db import connect

@@ -16,9 +16,10 @@ import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
 
+from hwledger.schemas.events import EventData
 from hwledger.schemas.units import GiB
 from tests.factories import at, gpu, snapshot
-from tests.integration.query_support import Event, client, gpu_unit, group_spec, schema_with
+from tests.integration.query_support import client, gpu_unit, group_spec, schema_with
 
 NOW = at(10)
 FALSE_POSITIVES = [f"fp-{p:02d}" for p in range(60)]
@@ -36,8 +37,8 @@ def h200(slot: int) -> dict[str, Any]:
                vram_bytes=141 * GiB)
 
 
-def fleet() -> list[Event]:
-    events: list[Event] = [("HardwareSnapshotted", snapshot(p, "node-1", gpus=a100s(40)))
+def fleet() -> list[EventData]:
+    events: list[EventData] = [("HardwareSnapshotted", snapshot(p, "node-1", gpus=a100s(40)))
                            for p in FALSE_POSITIVES]
     events += [("HardwareSnapshotted", snapshot(p, "node-1", gpus=a100s(80))) for p in PLACEABLE]
     events += [("HardwareSnapshotted", snapshot("mix", "node-1", gpus=[gpu(0), h200(1)])),

@@ -18,11 +18,10 @@ from hwledger.projectors.verify import compare
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from tests import cli
 from tests import factories as f
 from tests.integration.projector_support import checksums, fresh_schema
-
-Event = tuple[str, dict[str, Any]]
 
 
 class Log:
@@ -32,7 +31,7 @@ class Log:
         self.writer = Writer(conn, timedelta(hours=6))
         self.offset = 0
 
-    def apply(self, *events: Event) -> None:
+    def apply(self, *events: EventData) -> None:
         records = [Record("t", 0, self.offset + i, codec.encode(kind, data))
                    for i, (kind, data) in enumerate(events)]
         expected = self.offset or None
@@ -84,9 +83,9 @@ def test_a_heartbeat_before_its_snapshot_waits_parked(database_url: str) -> None
         assert _one(conn, "SELECT last_seen_at FROM provider_inventory") == f.at(5)
 
 
-def _history() -> list[Event]:
+def _history() -> list[EventData]:
     """Ten days of one provider: a snapshot, heartbeats, a run, a new snapshot a day."""
-    events: list[Event] = [("ProviderRegistered", f.provider_registered(minutes=0))]
+    events: list[EventData] = [("ProviderRegistered", f.provider_registered(minutes=0))]
     for day in range(10):
         start = day * 1440.0
         snapshot = f.snapshot(minutes=start, seed=f"snap-{day}")

@@ -28,7 +28,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from hwledger.deploy.bench.fleet import Event, history
+from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.cli import main
 from hwledger.deploy.commands.rebuild import log_size
 from hwledger.deploy.kafka_admin import ensure_topic
@@ -39,6 +39,7 @@ from hwledger.projectors.rebuild import rebuild
 from hwledger.projectors.service import Projector
 from hwledger.projectors.verify import compare
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import drop_schema
 from tests.integration.projector_support import (
     encoded,
@@ -96,7 +97,7 @@ class Feed(threading.Thread):
     """Publishes `events` through the publisher in `chunks` spread over `seconds`; the ids
     the publisher accepted (spooled) are in `accepted`."""
 
-    def __init__(self, publisher: Publisher, events: Sequence[Event], chunks: int,
+    def __init__(self, publisher: Publisher, events: Sequence[EventData], chunks: int,
                  seconds: float) -> None:
         super().__init__(daemon=True)
         self.publisher, self.events = publisher, events
@@ -307,7 +308,7 @@ def test_sigkill_of_the_broker_under_load_loses_nothing_and_applies_nothing_twic
     assert recovery < 20
 
 
-def accepted_ids(events: Sequence[Event]) -> list[str]:
+def accepted_ids(events: Sequence[EventData]) -> list[str]:
     return [str(data["event_id"]) for _, data in events]
 
 

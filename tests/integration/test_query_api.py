@@ -23,10 +23,10 @@ from hwledger.query.prefilter_sql import prefilter
 from hwledger.query.repository import compiled
 from hwledger.query.screening_filter import screening_filter
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from hwledger.schemas.units import GiB
 from tests.factories import at, gpu, provider_audited, provider_registered, run_started, snapshot
 from tests.integration.query_support import (
-    Event,
     Screen,
     client,
     cpu_unit,
@@ -52,8 +52,8 @@ def node(provider: str, name: str, gpus: list[dict[str, Any]], *, minutes: float
                     else storage)
 
 
-def fleet() -> list[Event]:
-    events: list[Event] = []
+def fleet() -> list[EventData]:
+    events: list[EventData] = []
 
     def register(provider: str, attributes: dict[str, str]) -> None:
         events.append(("ProviderRegistered", provider_registered(provider,

@@ -19,9 +19,10 @@ import orjson
 import pytest
 
 from hwledger.query.limits import Limits
+from hwledger.schemas.events import EventData
 from tests.cli import serving
 from tests.factories import at, gpu, snapshot
-from tests.integration.query_support import Event, schema_with, service_thread
+from tests.integration.query_support import schema_with, service_thread
 
 NOW = at(10)
 PROVIDERS = 40
@@ -31,7 +32,7 @@ AMPLIFIER_PATH = "/v1/bid-screening?exact=true&limit=10000"
 JSON = {"content-type": "application/json"}
 
 
-def fleet() -> list[Event]:
+def fleet() -> list[EventData]:
     return [("HardwareSnapshotted", snapshot(f"p-{p:02d}", f"node-{n}",
                                              gpus=[gpu(i) for i in range(8)]))
             for p in range(PROVIDERS) for n in range(2)]

@@ -15,9 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hwledger.schemas.events import EventData
 from tests.cli import serving
 from tests.factories import at, gpu, snapshot
-from tests.integration.query_support import Event, client, gpu_unit, group_spec, schema_with
+from tests.integration.query_support import client, gpu_unit, group_spec, schema_with
 from tests.waiting import wait_until
 
 NOW = at(10)
@@ -26,7 +27,7 @@ SCREENING = "/v1/bid-screening"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def fleet() -> list[Event]:
+def fleet() -> list[EventData]:
     return [("HardwareSnapshotted", snapshot("p-fits", "node-1", gpus=[gpu(i) for i in range(8)])),
             ("HardwareSnapshotted", snapshot("p-split", "node-1",
                                              gpus=[gpu(i) for i in range(4)])),

@@ -27,10 +27,10 @@ from schemathesis.core.result import Ok
 from hwledger.deploy.cli import main
 from hwledger.query.service import SCHEMA_CACHE_SECONDS
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import prepare_schema
 from tests.factories import at, gpu, provider_audited, provider_registered, run_started, snapshot
 from tests.integration.query_support import (
-    Event,
     client,
     cpu_unit,
     fresh_schema,
@@ -47,7 +47,7 @@ FUZZ_EXAMPLES = 30
 POOL_SIZE = 2  # query_support.client's
 
 
-def small_fleet() -> list[Event]:
+def small_fleet() -> list[EventData]:
     busy = snapshot("p-one", "node-1", gpus=[gpu(0, "h100-sxm"), gpu(1, "a100-pcie")])
     return [
         ("ProviderRegistered", provider_registered("p-one")),

@@ -28,6 +28,7 @@ from hwledger.query.placement_run import provider_nodes
 from hwledger.query.screening_filter import screening_filter
 from hwledger.query.service import QueryService, make_engine
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from hwledger.schemas.units import GiB
 from tests.factories import (
     CATALOG_KEYS,
@@ -37,7 +38,7 @@ from tests.factories import (
     run_started,
     snapshot,
 )
-from tests.integration.query_support import Event, fresh_schema
+from tests.integration.query_support import fresh_schema
 
 EXAMPLES = int(os.environ.get("HWLEDGER_SOUNDNESS_EXAMPLES", "500"))
 KINDS = sorted(CATALOG_KEYS)
@@ -52,7 +53,7 @@ GPU_KEYS = (
 
 
 @st.composite
-def node_events(draw: st.DrawFn, provider: str, name: str) -> list[Event]:
+def node_events(draw: st.DrawFn, provider: str, name: str) -> list[EventData]:
     kinds = draw(st.lists(st.sampled_from(KINDS), max_size=4))
     volumes = draw(st.lists(st.tuples(st.sampled_from(CLASSES), st.sampled_from((0, 1, 2))),
                             max_size=2))
@@ -64,7 +65,7 @@ def node_events(draw: st.DrawFn, provider: str, name: str) -> list[Event]:
                                  "ephemeral_storage_bytes": draw(st.sampled_from(
                                      (GiB, 2 * GiB, -1)))},
                     storage=[{"class": c, "bytes": b * GiB} for c, b in volumes])
-    events: list[Event] = [("HardwareSnapshotted", snap)]
+    events: list[EventData] = [("HardwareSnapshotted", snap)]
     for index in range(draw(st.integers(0, 2))):
         slots = draw(st.lists(st.sampled_from(range(len(kinds))), unique=True)) if kinds else []
         run = run_started(snap, f"{provider}-{name}-run{index}", minutes=6 + index,
@@ -80,10 +81,10 @@ def node_events(draw: st.DrawFn, provider: str, name: str) -> list[Event]:
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> tuple[list[str], list[Event]]:
+def histories(draw: st.DrawFn) -> tuple[list[str], list[EventData]]:
     tag = uuid.uuid4().hex[:8]
     providers = [f"sound-{tag}-{p}" for p in range(draw(st.integers(1, 3)))]
-    events: list[Event] = []
+    events: list[EventData] = []
     for provider in providers:
         if draw(st.booleans()):
             events.append(("ProviderRegistered", provider_registered(
@@ -142,7 +143,7 @@ def sound(database_url: str) -> Iterator[tuple[str, QueryService]]:
 @given(history=histories(), request=requests())
 def test_prefilter_never_drops_a_placeable_provider(
         database_url: str, sound: tuple[str, QueryService],
-        history: tuple[list[str], list[Event]], request: dict[str, Any]) -> None:
+        history: tuple[list[str], list[EventData]], request: dict[str, Any]) -> None:
     from hwledger.projectors import apply_events
 
     schema, service = sound

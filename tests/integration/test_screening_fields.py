@@ -20,6 +20,7 @@ from hwledger.deploy.cli import main
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors import catch_up
 from hwledger.schemas.db import connect
+from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import drop_schema, migrate
 from hwledger.schemas.units import GiB
 from tests.factories import (
@@ -31,7 +32,6 @@ from tests.factories import (
     snapshot,
 )
 from tests.integration.query_support import (
-    Event,
     Screen,
     client,
     cpu_unit,
@@ -48,7 +48,7 @@ ROOMY = {"cpu_millicores": 64_000, "memory_bytes": 512 * GiB,
 UNLIMITED = {"cpu_millicores": -1, "memory_bytes": -1, "ephemeral_storage_bytes": -1}
 
 
-def fleet(tag: str) -> tuple[dict[str, str], list[Event]]:
+def fleet(tag: str) -> tuple[dict[str, str], list[EventData]]:
     """p-ips: a pool of 3 with 2 held by an unfinished run (1 more by a finished one), a
     2-hour window, a signed location and a self-declared organization; p-noop: no IP operator,
     no window; p-pool: 4 free, a 1-hour window, organizations signed by two auditors;
@@ -62,7 +62,7 @@ def fleet(tag: str) -> tuple[dict[str, str], list[Event]]:
     done = run_started(ips_node, "done", gpu_slots=[], minutes=2, leased_ips=1,
                        resources={"cpu_millicores": 1000, "memory_bytes": GiB,
                                   "ephemeral_storage_bytes": 0, "gpu_slots": []})
-    events: list[Event] = [
+    events: list[EventData] = [
         ("ProviderRegistered", provider_registered(
             ips, minutes=3, leased_ip_capacity=3, reclamation_window=7200,
             attributes={"location-region": "us-west", "organization": "SelfOrg"})),
@@ -94,7 +94,7 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def publish_file(path: Path, events: list[Event]) -> int:
+def publish_file(path: Path, events: list[EventData]) -> int:
     """`hwledger publish --events` of `events` written as a JSON-lines file."""
     path.write_text("".join(json.dumps({"type": t, "data": d}, default=_jsonable) + "\n"
                             for t, d in events))

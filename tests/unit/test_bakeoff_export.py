@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hwledger.producers.bakeoff import Event, run_events
+from hwledger.producers.bakeoff import run_events
 from hwledger.producers.bakeoff_export import (
     ExportError,
     ReadModel,
@@ -20,17 +20,18 @@ from hwledger.producers.bakeoff_export import (
     render,
     run_document,
 )
+from hwledger.schemas.events import EventData
 from tests.cli import one_line_error, run
 
 RUNS = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data" / "runs"
 NOW = datetime(2026, 9, 1, 12, 0, 0, 500, tzinfo=UTC)
 
 
-def _events(name: str, provider_id: str = "p") -> list[Event]:
+def _events(name: str, provider_id: str = "p") -> list[EventData]:
     return run_events(json.loads((RUNS / name).read_text("utf-8")), provider_id)
 
 
-def _rows(events: list[Event]) -> dict[str, Any]:
+def _rows(events: list[EventData]) -> dict[str, Any]:
     """The read-model rows the projector makes of one run's events."""
     snapshot, started, finished = (data for _, data in events)
     system_id = f"sys-{snapshot['node_id']}"
@@ -53,7 +54,7 @@ def _rows(events: list[Event]) -> dict[str, Any]:
             "gpu_slots": started["resources"]["gpu_slots"]}
 
 
-def _reimported(rows: dict[str, Any], provider_id: str = "p") -> list[Event]:
+def _reimported(rows: dict[str, Any], provider_id: str = "p") -> list[EventData]:
     exported = run_document(rows["run"], rows["system"], rows["gpus"], rows["software"],
                             rows["gpu_slots"])
     return run_events(json.loads(render(exported)), provider_id)
