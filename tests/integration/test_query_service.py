@@ -22,7 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from psycopg import sql
 from schemathesis import GenerationMode
+from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from hwledger.deploy.cli import main
 from hwledger.query.service import SCHEMA_CACHE_SECONDS
@@ -161,7 +163,8 @@ def test_terminated_backends_cost_no_request(own_database: str) -> None:
 
 
 @pytest.mark.slow
-def test_fuzz_from_openapi_never_5xx(database_url: str, fleet_schema: str) -> None:
+def test_fuzz_from_openapi_never_5xx_and_reads_match_their_schemas(
+        database_url: str, fleet_schema: str) -> None:
     with client(database_url, fleet_schema, NOW, max_wait_seconds=0.05) as http:
         schema = schemathesis.openapi.from_asgi("/openapi.json", http.app)
         failures: list[str] = []
@@ -178,6 +181,11 @@ def test_fuzz_from_openapi_never_5xx(database_url: str, fleet_schema: str) -> No
                         failures.append(f"{case.method} {case.formatted_path} "
                                         f"{case.query} {case.body!r:.300} -> "
                                         f"{response.status_code} {response.text[:200]}")
+                    elif case.method == "GET":  # the read routes' answers match their schemas
+                        try:
+                            case.validate_response(response, checks=[response_schema_conformance])
+                        except (AssertionError, FailureGroup) as exc:
+                            failures.append(f"GET {case.formatted_path}: {exc}"[:500])
 
                 try:
                     call()
