@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from hwledger.projectors.metrics import Metrics
-from hwledger.projectors.projection import Plan, Record
+from hwledger.projectors.plan import Plan, Record
 from hwledger.projectors.service import Projector, ProjectorConfig
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec

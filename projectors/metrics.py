@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 
 from hwledger.projectors.health import Health, liveness, readiness
-from hwledger.projectors.projection import Plan
+from hwledger.projectors.plan import Plan
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.prometheus import standard_registry
 

@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hwledger.projectors.projection import Record
+from hwledger.projectors.plan import Record
 from hwledger.projectors.service import (
     Projector,
     ProjectorConfig,

@@ -45,7 +45,7 @@ from confluent_kafka import (
 from hwledger.projectors.health import DEFAULT_STALL_SECONDS, Health
 from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
 from hwledger.projectors.metrics import Metrics
-from hwledger.projectors.projection import Record
+from hwledger.projectors.plan import Record
 from hwledger.projectors.writer import Fenced, Writer
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError

@@ -21,7 +21,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hwledger.projectors.projection import (
+from hwledger.projectors.batch import latest_event_times, references
+from hwledger.projectors.plan import (
     Decoded,
     KnownRun,
     KnownSnapshot,
@@ -31,10 +32,8 @@ from hwledger.projectors.projection import (
     State,
     decode,
     decode_all,
-    latest_event_times,
-    project,
-    references,
 )
+from hwledger.projectors.projection import project
 from hwledger.projectors.rows import (
     MERGE_ORDER,
     AppliedEvent,

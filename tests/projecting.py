@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from hwledger.projectors.projection import Decoded, Plan, Record, State, decode_all, project
+from hwledger.projectors.plan import Decoded, Plan, Record, State, decode_all
+from hwledger.projectors.projection import project
 from hwledger.schemas import codec
 
 TTL = timedelta(hours=1)

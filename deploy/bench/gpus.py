@@ -24,7 +24,7 @@ import psycopg
 
 from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.bench.stats import ms, percentile
-from hwledger.projectors.projection import Record
+from hwledger.projectors.plan import Record
 from hwledger.projectors.writer import Writer
 from hwledger.query.fleet import COUNTS, FleetFilter
 from hwledger.query.gpu_attributes import interface_family

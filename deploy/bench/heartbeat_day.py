@@ -33,7 +33,7 @@ from psycopg import sql
 
 from hwledger.deploy.bench.fleet import demo_snapshots
 from hwledger.deploy.bench.soak import PERIOD_S
-from hwledger.projectors.projection import Record
+from hwledger.projectors.plan import Record
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect

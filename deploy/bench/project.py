@@ -24,7 +24,8 @@ from psycopg.types.json import Jsonb
 from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors.checksums import table_checksums
-from hwledger.projectors.projection import Plan, Record, State, decode_all, project
+from hwledger.projectors.plan import Plan, Record, State, decode_all
+from hwledger.projectors.projection import project
 from hwledger.projectors.service import ProjectorConfig, start_replicas, stop_replicas
 from hwledger.projectors.writer import APPLIED, Writer, copy_rows
 from hwledger.schemas import codec

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from hwledger.projectors.projection import Record
+from hwledger.projectors.plan import Record
 from hwledger.projectors.retention import prune_applied_events
 from hwledger.projectors.verify import compare
 from hwledger.projectors.writer import Writer

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hwledger.deploy.bench.fleet import history
 from hwledger.projectors.checksums import READ_MODEL_TABLES, table_checksums
-from hwledger.projectors.projection import Record
+from hwledger.projectors.plan import Record
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect

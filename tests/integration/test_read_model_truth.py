@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwledger.deploy.bench.fleet import history
-from hwledger.projectors.projection import Record
+from hwledger.projectors.plan import Record
 from hwledger.projectors.writer import Writer
 from hwledger.query import repository
 from hwledger.query.inventory import ProviderNodes, provider_totals

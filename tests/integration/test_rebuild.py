@@ -26,7 +26,7 @@ from hwledger.deploy.local_processes import free_port
 from hwledger.projectors import catch_up
 from hwledger.projectors.checksums import table_checksums
 from hwledger.projectors.metrics import Metrics
-from hwledger.projectors.projection import Record
+from hwledger.projectors.plan import Record
 from hwledger.projectors.rebuild import (
     RebuildProgress,
     create_versioned_schema,

@@ -11,12 +11,8 @@ from hwledger.deploy.bench.heartbeat_day import DayConfig, period_events
 from hwledger.deploy.bench.soak import NodeLoad, SoakResult, figures, per_node_day, record_bytes
 from hwledger.producers.agent import SNAPSHOT_EVERY, heartbeat_publishes_snapshot
 from hwledger.producers.runner import heartbeat_of
-from hwledger.projectors.projection import (
-    KnownRun,
-    KnownSnapshot,
-    State,
-    references,
-)
+from hwledger.projectors.batch import references
+from hwledger.projectors.plan import KnownRun, KnownSnapshot, State
 from hwledger.projectors.retention import horizon, prune_slices
 from hwledger.schemas import codec
 from tests import factories as f

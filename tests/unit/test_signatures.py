@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hwledger.deploy.cli import main
-from hwledger.projectors.projection import Plan, Record, State, decode_all, project
+from hwledger.projectors.plan import Plan, Record, State, decode_all
+from hwledger.projectors.projection import project
 from hwledger.schemas import codec
 from hwledger.schemas.errors import ConfigError
 from hwledger.schemas.registry import all_versions
