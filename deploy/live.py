@@ -26,7 +26,8 @@ from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.local_processes import free_port
 from hwledger.deploy.localstack import LocalStack
-from hwledger.projectors.service import Projector, ProjectorConfig
+from hwledger.projectors.config import ProjectorConfig
+from hwledger.projectors.service import Projector
 from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.schemas.db import DEFAULT_SCHEMA, connect
 from hwledger.schemas.errors import UserError

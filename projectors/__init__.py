@@ -19,9 +19,10 @@ from typing import Any
 
 import psycopg
 
+from hwledger.projectors.config import ProjectorConfig
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.plan import Plan, Record
-from hwledger.projectors.service import Projector, ProjectorConfig
+from hwledger.projectors.service import Projector
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
 

@@ -7,7 +7,7 @@ Pure data; `projection.project` fills a Plan, `writer.Writer` loads a State and 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -200,3 +200,7 @@ class Refused:
 
 
 Outcome = Result | Parked | Refused
+
+
+Fence = Mapping[tuple[str, int], tuple[int | None, int]]
+"""(topic, partition) -> (stored next_offset the batch started from, next_offset after it)."""

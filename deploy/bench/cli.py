@@ -25,7 +25,7 @@ from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.deploy.local_processes import free_port, stop_pid
 from hwledger.deploy.tansu_broker import EmbeddedBroker
-from hwledger.projectors.service import tune_gc
+from hwledger.projectors.replicas import tune_gc
 
 console = Console(stderr=True)
 

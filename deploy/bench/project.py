@@ -24,10 +24,12 @@ from psycopg.types.json import Jsonb
 from hwledger.deploy.bench.fleet import history
 from hwledger.deploy.kafka_admin import ensure_topic
 from hwledger.projectors.checksums import table_checksums
+from hwledger.projectors.config import ProjectorConfig
 from hwledger.projectors.plan import Plan, Record, State, decode_all
 from hwledger.projectors.projection import project
-from hwledger.projectors.service import ProjectorConfig, start_replicas, stop_replicas
-from hwledger.projectors.writer import APPLIED, Writer, copy_rows
+from hwledger.projectors.replicas import start_replicas, stop_replicas
+from hwledger.projectors.statements import APPLIED, copy_rows
+from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
 from hwledger.schemas.events import EventData

@@ -6,27 +6,22 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from hwledger.deploy.commands import (
-    Subparsers,
-    add_command,
-    add_group,
-    configure_logging,
-    positive,
-)
+from hwledger.deploy.commands import Subparsers, add_command, add_group, configure_logging, positive
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
 from hwledger.deploy.status import Unreachable, gather_broker
+from hwledger.projectors.config import ProjectorConfig
+from hwledger.projectors.dead_letters import dead_letter_rows, parked_rows, to_json
 from hwledger.projectors.logcheck import log_gap
 from hwledger.projectors.metrics import Metrics
-from hwledger.projectors.service import (
-    Projector,
-    ProjectorConfig,
+from hwledger.projectors.replicas import (
     install_signal_handlers,
     start_replicas,
     stop_replicas,
     tune_gc,
 )
-from hwledger.projectors.writer import Writer, dead_letter_rows, parked_rows, to_json
+from hwledger.projectors.service import Projector
+from hwledger.projectors.writer import Writer
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrated_schema

@@ -21,7 +21,7 @@ from hwledger.deploy.commands import Subparsers, add_command, configure_logging
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
 from hwledger.projectors.rebuild import RebuildProgress, drop_old, rebuild
-from hwledger.projectors.service import tune_gc
+from hwledger.projectors.replicas import tune_gc
 from hwledger.projectors.verify import TableDiff, compare
 from hwledger.schemas.db import check_schema_name, connect
 from hwledger.schemas.errors import UserError

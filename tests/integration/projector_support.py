@@ -19,8 +19,9 @@ from typing import Any
 from confluent_kafka import Producer
 
 from hwledger.projectors.checksums import table_checksums
+from hwledger.projectors.config import ProjectorConfig
 from hwledger.projectors.metrics import Metrics
-from hwledger.projectors.service import Projector, ProjectorConfig
+from hwledger.projectors.service import Projector
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
 from hwledger.schemas.events import EventData

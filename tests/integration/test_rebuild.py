@@ -25,6 +25,7 @@ from hwledger.deploy.live import LiveSystem, live_system
 from hwledger.deploy.local_processes import free_port
 from hwledger.projectors import catch_up
 from hwledger.projectors.checksums import table_checksums
+from hwledger.projectors.config import ProjectorConfig
 from hwledger.projectors.metrics import Metrics
 from hwledger.projectors.plan import Record
 from hwledger.projectors.rebuild import (
@@ -34,7 +35,7 @@ from hwledger.projectors.rebuild import (
     rebuild,
     stored_offsets,
 )
-from hwledger.projectors.service import Projector, ProjectorConfig
+from hwledger.projectors.service import Projector
 from hwledger.projectors.verify import compare
 from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
