@@ -395,7 +395,15 @@ def test_three_brokers_lose_two_one_after_the_other_and_nothing_acknowledged_is_
                      "two brokers to acknowledge")
             second = next(n for n in (1, 2, 3) if n != first)
             three_brokers.kill(second)
-            time.sleep(2)  # what was in flight settles
+            seen: list[int | None] = [None]
+
+            def settled() -> bool:  # no delivery within the last two seconds
+                now = acknowledged(publisher)
+                same = now == seen[0]
+                seen[0] = now
+                return same
+
+            wait_until(settled, 30, "what was in flight to settle", interval=2.0)
             refused_from, spooled_from = acknowledged(publisher), len(feed.accepted)
             time.sleep(5)
             held = len(feed.accepted) - spooled_from
