@@ -13,17 +13,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from hwledger.projectors.rows import (
-    GpuHardware,
-    SystemGpuLink,
-    SystemHardware,
-    SystemSoftware,
-)
+from hwledger.projectors.rows import GpuHardware, SystemGpuLink, SystemHardware, SystemSoftware
 from hwledger.schemas import codec, identity, tokens, validation
 from hwledger.schemas.cache import BoundedCache
-from hwledger.schemas.events import (
-    HardwareSnapshotted,
-)
+from hwledger.schemas.events import HardwareSnapshotted
 from hwledger.seeds import interface_type_ids
 
 

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from hwledger.schemas.db import DEFAULT_SCHEMA, check_schema_name, connect, use_schema
 from hwledger.schemas.errors import ConfigError, UserError
-from hwledger.seeds import seed_database
+from hwledger.seeds.seeding import seed_database
 
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x68776C6467  # "hwldg": serializes concurrent migrators

@@ -24,7 +24,7 @@ from hwledger.schemas.db import connect, use_schema
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import migrate, read_model_schemas, require_current
 from hwledger.schemas.roles import ensure_query_role
-from hwledger.seeds import seed_database
+from hwledger.seeds.seeding import seed_database
 
 
 def register(subparsers: Subparsers) -> None:

@@ -13,7 +13,7 @@ from hwledger.schemas import codec
 from hwledger.schemas.db import connect, use_schema
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import current_version, migrate, migrations
-from hwledger.seeds import seed_database
+from hwledger.seeds.seeding import seed_database
 from tests import factories as f
 
 CATALOG_DUMP = """

@@ -20,7 +20,7 @@ from hwledger.projectors import catch_up
 from hwledger.query import read_models
 from hwledger.schemas.db import connect
 from hwledger.schemas.units import GiB
-from hwledger.seeds import seed_database
+from hwledger.seeds.seeding import seed_database
 from tests import factories as f
 from tests.integration.query_support import client, schema_with
 

@@ -19,7 +19,7 @@ from hwledger.projectors import catch_up
 from hwledger.projectors.rebuild import rebuild
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import migrate
-from hwledger.seeds import seed_database
+from hwledger.seeds.seeding import seed_database
 from tests import factories as f
 from tests.integration.projector_support import checksums, encoded, project_all, publish
 from tests.poison import listed_cases, mutation

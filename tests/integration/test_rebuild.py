@@ -41,7 +41,7 @@ from hwledger.projectors.writer import Writer
 from hwledger.schemas import codec
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import active_schema, drop_schema, migrate, scratch_schema
-from hwledger.seeds import seed_database
+from hwledger.seeds.seeding import seed_database
 from tests.integration.projector_support import FAST_GROUP
 from tests.integration.query_support import client, publish
 from tests.servers import Servers

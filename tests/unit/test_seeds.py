@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hwledger.seeds import (
-    SeedError,
-    catalog_rows,
-    load_gpu_models,
-    load_gpu_specs,
-    load_interface_types,
-)
+from hwledger.seeds import SeedError, load_gpu_models, load_interface_types
+from hwledger.seeds.seeding import catalog_rows
+from hwledger.seeds.spec_catalog import load_gpu_specs
 
 SPECS = Path(__file__).parents[2] / "seeds" / "gpu_specs.json"
 
