@@ -1,10 +1,17 @@
 """Projectors: the event log -> the Postgres read model, exactly once (DESIGN sections 4, 5).
 
-- `projection`: the pure part (records -> row changes, duplicates, parking, dead letters);
-- `writer`: one transaction per batch with the offset compare-and-set fence;
-- `service`: the consumer-group loop (`hwledger project`); `metrics`: Prometheus;
-- `checksums`: per-table checksums; `synthetic`: generated histories; `rebuild`, `verify`:
-  replay into a fresh schema, switch readers, compare schemas.
+- `plan`, `batch`, `rows`: the pure part's vocabulary (records, state, the Plan of named rows),
+  what a batch refers to;
+- `projection`, `snapshot_rows`: the pure part (events -> row changes, duplicates, parking,
+  dead letters; a snapshot's content-addressed rows);
+- `writer`, `statements`, `inventory_sql`, `dead_letters`: one transaction per batch with the
+  offset compare-and-set fence, its bulk statements, the provider_inventory statements, dead
+  letters and parked events;
+- `service`, `config`, `replicas`: the consumer-group loop (`hwledger project`), its settings,
+  its processes; `metrics`, `health`, `logcheck`: Prometheus, liveness and readiness, whether
+  the log behind a partition is still the one read;
+- `checksums`, `rebuild`, `verify`, `retention`: per-table checksums; replay into a fresh
+  schema, switch readers, compare schemas; pruning applied events.
 
 Two conveniences for other parts and their tests: `apply_events` projects events straight into
 a connection's schema (no broker), `catch_up` projects a topic until it is caught up.

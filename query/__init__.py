@@ -8,8 +8,12 @@
 - `binpacker`: exact placement on per-node free capacity (`inventory`), one unit's fill in
   `unit_fill` (pure);
 - `limits`, `placement_run`: the bounds of a request's work; the bin-packer over candidates;
-- `service`: reads in one snapshot of the active schema (`connections`: its async pool);
+- `service`: one consistent read of the active schema per answer (`connections`: its async
+  pool);
 - `answers`: the screening answer and its JSON;
 - `screening_models`, `screening_schemas`, `screening_openapi`, `screening_http`: the screening
-  routes' parameters, schemas, OpenAPI operations and plain-ASGI serving; `api`: the FastAPI app;
+  routes' parameters, schemas, OpenAPI operations and plain-ASGI serving (`asgi`: its types);
+- `reads`, `read_models`, `read_examples`, `fleet`: the read routes' answers, their response
+  models and examples, the fleet console's answers; `cursor`: screening pages;
+- `api`: the FastAPI app, `http_metrics`: its Prometheus figures.
 """
