@@ -60,7 +60,7 @@ def test_import_lands_runs_and_hardware_and_is_idempotent(
             assert found.status_code == 200, found.text
             assert f'"{vendor}"' in found.text and f'"{model}"' in found.text
         h100 = http.get(f"/v1/hardware/{hardware['h100x8-2026-07-20']}").json()
-        assert (h100["cpu_base_clock_mhz"], h100["memory_speed_mhz"], h100["bar_size_mb"]) == (
+        assert (h100["cpuBaseClockMhz"], h100["memorySpeedMhz"], h100["barSizeMb"]) == (
             2000, 4800, 131072)
         assert http.get("/v1/runs/broken").status_code == 404
 
