@@ -1,6 +1,6 @@
 """User mistakes the CLI answers with an exit code and one line, never a traceback: a malformed
-database URL, a bad `demo --request` file, a benchmark argument out of range, a reader that closes the pipe early
-(`hwledger probe | head`), and `dev up` without the local-stack packages."""
+database URL, a bad `demo --request` file, a benchmark argument out of range, a reader that
+closes the pipe early (`hwledger probe | head`), and `dev up` without the local-stack packages."""
 
 from __future__ import annotations
 
