@@ -29,7 +29,7 @@ from tests.integration.projector_support import checksums, fresh_schema
 
 pytestmark = pytest.mark.slow
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data"
+SHARED = Path(__file__).resolve().parents[1] / "data" / "bakeoff"
 PROVIDERS = ("bakeoff-lab", "other-lab")
 RUN_IDS = ("2026-05-14T09-12-03", "2026-06-02T18-00-00", "h100x8-2026-07-20")
 FIRST, SECOND = datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)

@@ -19,7 +19,7 @@ from tests.integration.query_support import client
 
 pytestmark = pytest.mark.slow
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data"
+SHARED = Path(__file__).resolve().parents[1] / "data" / "bakeoff"
 RUNS = {"2026-05-14T09-12-03": ("succeeded", "nvidia", "rtx4090"),
         "2026-06-02T18-00-00": ("incomplete", "amd", "8060s"),
         "h100x8-2026-07-20": ("succeeded", "nvidia", "h100")}

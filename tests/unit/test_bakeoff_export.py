@@ -23,7 +23,7 @@ from hwledger.producers.bakeoff_export import (
 from hwledger.schemas.events import EventData
 from tests.cli import one_line_error, run
 
-RUNS = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data" / "runs"
+RUNS = Path(__file__).resolve().parents[1] / "data" / "bakeoff" / "runs"
 NOW = datetime(2026, 9, 1, 12, 0, 0, 500, tzinfo=UTC)
 
 

@@ -12,7 +12,7 @@ from hwledger.producers.bakeoff import BakeoffError, run_events, snapshot_events
 from hwledger.producers.events import encode_event
 from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY
 
-RUNS = Path(__file__).resolve().parents[3] / "shared" / "bakeoff" / "data" / "runs"
+RUNS = Path(__file__).resolve().parents[1] / "data" / "bakeoff" / "runs"
 
 
 def _doc(name: str) -> dict[str, Any]:
