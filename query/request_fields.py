@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from hwledger.query.group_request import Attribute
 from hwledger.schemas.errors import UserError
 
@@ -81,6 +83,29 @@ def pick(obj: Mapping[str, Any], *names: str) -> Any:
         if name in obj:
             return obj[name]
     return None
+
+
+Field = tuple[Any, str]
+"""A field of a request object: its value and its JSON path as the caller spelled it, the
+arguments of the validators here (`count(*field)`)."""
+
+
+def camel_fields(value: Any, field: str, known: Sequence[str]) -> dict[str, Field]:
+    """An object's fields by camelCase name. snake_case spellings are accepted too (DESIGN
+    writes the filter's fields that way), but not both for one field; unknown fields are
+    refused. An absent field reads as its camelCase path and None."""
+    found: dict[str, Field] = {name: (None, f"{field}.{name}" if field else name)
+                               for name in known}
+    given: set[str] = set()
+    for key, item in expect_object(value, field or "body").items():
+        name, path = to_camel(key), f"{field}.{key}" if field else key
+        if name not in found:
+            raise InvalidRequest(path, "unknown field")
+        if name in given:
+            raise InvalidRequest(path, f"given twice, also as {found[name][1]}")
+        found[name] = (item, path)
+        given.add(name)
+    return found
 
 
 def parse_quantity(value: Any, field: str) -> int:

@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from hwledger.query.group_request import Attribute, GroupRequest
 from hwledger.query.request_fields import (
     MAX_TOTAL,
     InvalidRequest,
+    camel_fields,
     count,
     expect_list,
-    expect_object,
     glob_attributes,
     names,
     reclamation_window,
@@ -76,50 +78,50 @@ def screening_filter(request: GroupRequest) -> BidScreeningFilter:
 
 _TOTALS = ("total_cpu", "total_memory", "total_gpu", "total_ephemeral", "total_persistent",
            "max_node_cpu", "max_node_memory", "max_node_gpu", "total_leased_ip")
+"""The filter's integer fields, each bounded by MAX_TOTAL."""
 
 
 def check_totals(built: BidScreeningFilter) -> None:
     for name in _TOTALS:
         if getattr(built, name) > MAX_TOTAL:
-            raise InvalidRequest("resources", f"{name} {getattr(built, name)} is absurdly large")
+            raise InvalidRequest("resources",
+                                 f"{to_camel(name)} {getattr(built, name)} is absurdly large")
 
 
 def filter_to_json(built: BidScreeningFilter) -> dict[str, Any]:
-    """The filter as JSON; `filter_from_json` reads it back."""
+    """The filter as JSON, camelCase as every answer; `filter_from_json` reads it back."""
     return {
-        **{name: getattr(built, name) for name in _TOTALS},
-        "units": [{"gpu_tokens": list(u.gpu_tokens), "storage_classes": list(u.storage_classes)}
+        **{to_camel(name): getattr(built, name) for name in _TOTALS},
+        "units": [{"gpuTokens": list(u.gpu_tokens), "storageClasses": list(u.storage_classes)}
                   for u in built.units],
-        "signed_by": {"all_of": list(built.signed_by_all_of),
-                      "any_of": list(built.signed_by_any_of)},
+        "signedBy": {"allOf": list(built.signed_by_all_of),
+                     "anyOf": list(built.signed_by_any_of)},
         "attributes": [{"key": a.key, "value": a.value} for a in built.attributes],
-        "reclamation_window": built.reclamation_window,
+        "reclamationWindow": built.reclamation_window,
     }
 
 
+_FIELDS = (*(to_camel(name) for name in _TOTALS), "units", "signedBy", "attributes",
+           "reclamationWindow")
+
+
 def filter_from_json(document: Any) -> BidScreeningFilter:
-    """Validate a BidScreeningFilter JSON document (the form `filter_to_json` writes)."""
-    doc = expect_object(document, "body")
-    known = {*_TOTALS, "units", "signed_by", "attributes", "reclamation_window"}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise InvalidRequest(unknown[0], "unknown field")
+    """Validate a BidScreeningFilter JSON document: the form `filter_to_json` writes, or the
+    same fields in snake_case (`total_cpu`, `units[].gpu_tokens`, `signed_by.all_of`)."""
+    doc = camel_fields(document, "", _FIELDS)
     units = []
-    for index, item in enumerate(expect_list(doc.get("units"), "units")):
-        here = f"units[{index}]"
-        unit = expect_object(item, here)
-        tokens = tuple(sorted({t.lower() for t in names(unit.get("gpu_tokens"),
-                                                        f"{here}.gpu_tokens")}))
-        units.append(UnitScreen(tokens, names(unit.get("storage_classes"),
-                                              f"{here}.storage_classes")))
-    signed = expect_object(doc.get("signed_by") or {}, "signed_by")
-    attributes = glob_attributes(doc.get("attributes"), "attributes")
+    items, here = doc["units"]
+    for index, item in enumerate(expect_list(items, here)):
+        unit = camel_fields(item, f"{here}[{index}]", ("gpuTokens", "storageClasses"))
+        tokens = tuple(sorted({t.lower() for t in names(*unit["gpuTokens"])}))
+        units.append(UnitScreen(tokens, names(*unit["storageClasses"])))
+    signed_by, here = doc["signedBy"]
+    signed = camel_fields(signed_by or {}, here, ("allOf", "anyOf"))
     return BidScreeningFilter(
-        **{name: count(doc.get(name), name) for name in _TOTALS},
+        **{name: count(*doc[to_camel(name)]) for name in _TOTALS},
         units=tuple(units),
-        signed_by_all_of=names(signed.get("all_of"), "signed_by.all_of"),
-        signed_by_any_of=names(signed.get("any_of"), "signed_by.any_of"),
-        attributes=attributes,
-        reclamation_window=reclamation_window(doc.get("reclamation_window"),
-                                              "reclamation_window"),
+        signed_by_all_of=names(*signed["allOf"]),
+        signed_by_any_of=names(*signed["anyOf"]),
+        attributes=glob_attributes(*doc["attributes"]),
+        reclamation_window=reclamation_window(*doc["reclamationWindow"]),
     )

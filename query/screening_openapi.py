@@ -23,18 +23,18 @@ GROUP_SPEC_EXAMPLE: dict[str, Any] = {
         "storage": [{"quantity": {"val": "107374182400"}}]}}],
     "requirements": {"signedBy": {"anyOf": ["akash1auditor"]}}}
 FILTER_EXAMPLE: dict[str, Any] = {
-    "total_cpu": 16000, "total_gpu": 2, "max_node_gpu": 1,
-    "units": [{"gpu_tokens": ["nvidia/h100"], "storage_classes": []}],
-    "signed_by": {"all_of": [], "any_of": ["akash1auditor"]}}
+    "totalCpu": 16000, "totalGpu": 2, "maxNodeGpu": 1,
+    "units": [{"gpuTokens": ["nvidia/h100"], "storageClasses": []}],
+    "signedBy": {"allOf": [], "anyOf": ["akash1auditor"]}}
 
 _AS_OF_EXAMPLE = {
-    "schema": "hwledger", "position": 48213, "lastEventAt": "2026-12-03T10:14:58.120000+00:00",
+    "schema": "hwledger", "position": 48213, "lastEventAt": "2026-12-03T10:14:58.120Z",
     "partitions": [{"projection": "read_model", "topic": "hwledger.events", "partition": n,
                     "nextOffset": offset} for n, offset in ((0, 24100), (1, 24113))]}
 _PROVIDER_EXAMPLE = {
     "owner": "akash1provider-a", "hostUri": "https://provider-a.example.com:8443",
     "auditedBy": ["akash1auditor"], "gpuModels": ["nvidia", "nvidia/h100"],
-    "lastSeenAt": "2026-12-03T10:14:51+00:00", "createdAt": "2026-06-01T08:00:00+00:00",
+    "lastSeenAt": "2026-12-03T10:14:51.000Z", "createdAt": "2026-06-01T08:00:00.000Z",
     "location": "eu-west", "organization": "Example Compute"}
 PREFILTER_ANSWER_EXAMPLE: dict[str, Any] = {
     "providers": [_PROVIDER_EXAMPLE], "asOf": _AS_OF_EXAMPLE, "truncated": False,

@@ -1,7 +1,7 @@
 """The JSON schemas of the screening routes, bounded as their validators bound the input.
 
 `GROUP_SPEC_SCHEMA` is the body of POST /v1/bid-screening (`aggregator.parse_group_spec`),
-`FILTER_SCHEMA` the body of POST /v1/prefilter (`aggregator.filter_from_json`), both with the
+`FILTER_SCHEMA` the body of POST /v1/prefilter (`screening_filter.filter_from_json`), both with the
 validators' bounds and defaults; `ANSWER_SCHEMA` is the answer of both
 (`answers.answer_json`), `ERROR_SCHEMA` every `{"error", "message"}` answer. Pure data.
 """
@@ -9,6 +9,8 @@ validators' bounds and defaults; `ANSWER_SCHEMA` is the answer of both
 from __future__ import annotations
 
 from typing import Any
+
+from pydantic.alias_generators import to_camel
 
 from hwledger.query.aggregator import ENDPOINT_KINDS, MAX_COUNT
 from hwledger.query.prefilter_conditions import TOTAL_COLUMNS
@@ -90,16 +92,20 @@ GROUP_SPEC_SCHEMA: dict[str, Any] = {
 _TOTAL = {"type": "integer", "minimum": 0, "maximum": MAX_TOTAL, "default": 0}
 FILTER_SCHEMA: dict[str, Any] = {
     "title": "BidScreeningFilter",
+    "description": "camelCase as the answers; each field is accepted in snake_case too "
+                   "(total_cpu, units[].gpu_tokens, signed_by.all_of), as DESIGN writes them",
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        **{name: _TOTAL for name, _ in TOTAL_COLUMNS},
-        "reclamation_window": {"type": ["integer", "null"], "minimum": 1,
-                               "maximum": MAX_RECLAMATION_WINDOW,
-                               "description": "seconds; null or absent: none asked for"},
+        **{to_camel(name): _TOTAL for name, _ in TOTAL_COLUMNS},
+        "reclamationWindow": {"type": ["integer", "null"], "minimum": 1,
+                              "maximum": MAX_RECLAMATION_WINDOW,
+                              "description": "seconds; null or absent: none asked for"},
         "units": {"type": "array", "maxItems": MAX_ITEMS, "items": {
-            "type": "object", "properties": {"gpu_tokens": _NAMES, "storage_classes": _NAMES}}},
-        "signed_by": {"type": "object", "properties": {"all_of": _NAMES, "any_of": _NAMES}},
+            "type": "object", "additionalProperties": False,
+            "properties": {"gpuTokens": _NAMES, "storageClasses": _NAMES}}},
+        "signedBy": {"type": "object", "additionalProperties": False,
+                     "properties": {"allOf": _NAMES, "anyOf": _NAMES}},
         "attributes": _ATTRIBUTES,
     },
 }

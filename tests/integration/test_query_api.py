@@ -269,11 +269,24 @@ def test_common_conditions_behind_the_fence_give_the_same_answers(
             assert "OFFSET" in compiled(prefilter(screen, None, 101, common).statement)[0]
 
 
-def test_prefilter_route_takes_the_filter(http: TestClient) -> None:
-    response = http.post("/v1/prefilter", json={
-        "total_gpu": 8, "units": [{"gpu_tokens": ["amd"], "storage_classes": []}]})
+@pytest.mark.parametrize("body", [
+    {"totalGpu": 8, "units": [{"gpuTokens": ["amd"], "storageClasses": []}]},
+    {"total_gpu": 8, "units": [{"gpu_tokens": ["amd"], "storage_classes": []}]},
+], ids=["camelCase", "snake_case as DESIGN writes it"])
+def test_prefilter_route_takes_the_filter(http: TestClient, body: dict[str, Any]) -> None:
+    response = http.post("/v1/prefilter", json=body)
     assert response.status_code == 200
     assert "p-amd" in owners(response.json()) and "p-h100" not in owners(response.json())
+
+
+def test_the_explained_filter_is_camel_case_and_posts_back(screen: Screen,
+                                                            http: TestClient) -> None:
+    answer = screen(group_spec(gpu_unit(1, "vendor/nvidia/model/h100")), explain=True)
+    echo = answer["filter"]
+    assert echo["totalGpu"] == 1 and echo["units"][0]["gpuTokens"] == ["nvidia/h100"]
+    assert not [key for key in (*echo, *echo["units"][0], *echo["signedBy"]) if "_" in key]
+    again = http.post("/v1/prefilter", params={"explain": "true"}, json=echo).json()
+    assert again["filter"] == echo and owners(again) == owners(answer)
 
 
 def test_detail_routes(http: TestClient) -> None:

@@ -222,7 +222,7 @@ def test_unlimited_allocatables_saturate_the_totals_at_the_largest_bigint(
     response = http.post("/v1/bid-screening", json=too_large)
     assert response.status_code == 422
     assert response.json()["message"] == \
-        "resources: total_memory 9223372036854775808 is absurdly large"
+        "resources: totalMemory 9223372036854775808 is absurdly large"
     filtered = http.post("/v1/prefilter", json={"total_memory": INT64_MAX})
     assert filtered.status_code == 200, filtered.text
     assert ours(filtered.json(), names) == {"p-unlimited"}

@@ -170,8 +170,27 @@ def test_filter_json_round_trip() -> None:
     assert filter_from_json({}) == BidScreeningFilter()
 
 
+def test_filter_json_is_camel_case_and_snake_case_is_read_too() -> None:
+    camel = {"totalCpu": 5, "maxNodeGpu": 1, "units": [{"gpuTokens": ["NVIDIA/H100"]}],
+             "signedBy": {"anyOf": ["aud"]}, "reclamationWindow": 60}
+    snake = {"total_cpu": 5, "max_node_gpu": 1, "units": [{"gpu_tokens": ["NVIDIA/H100"]}],
+             "signed_by": {"any_of": ["aud"]}, "reclamation_window": 60}
+    screen = filter_from_json(camel)
+    assert filter_from_json(snake) == screen
+    assert screen.units[0].gpu_tokens == ("nvidia/h100",) and screen.signed_by_any_of == ("aud",)
+    written = filter_to_json(screen)
+    assert {"totalCpu", "maxNodeGpu", "totalLeasedIp", "signedBy", "reclamationWindow"} <= set(
+        written) and not [key for key in written if "_" in key]
+    assert set(written["units"][0]) == {"gpuTokens", "storageClasses"}
+
+
 @pytest.mark.parametrize(("document", "start"), [
+    ({"totalCpu": -1}, "totalCpu: must be between"),
     ({"total_cpu": -1}, "total_cpu: must be between"),
+    ({"totalCpu": 1, "total_cpu": 2}, "total_cpu: given twice, also as totalCpu"),
+    ({"units": [{"gpuTokens": [1]}]}, "units[0].gpuTokens[0]: expected a string"),
+    ({"signedBy": {"someOf": []}}, "signedBy.someOf: unknown field"),
+    ({"reclamationWindow": 0}, "reclamationWindow: must be between 1"),
     ({"total_cpu": "1"}, "total_cpu: expected an integer"),
     ({"units": [{"gpu_tokens": [1]}]}, "units[0].gpu_tokens[0]: expected a string"),
     ({"bogus": 1}, "bogus: unknown field"),
@@ -255,7 +274,7 @@ def test_the_largest_total_is_the_largest_bigint() -> None:
     largest = spec(unit(memory=str(quantity), count=8191), unit(memory=str(quantity - 1)))
     assert screening_filter(parse_group_spec(largest)).total_memory == 2**63 - 1
     one_more = spec(unit(memory=str(quantity), count=8191), unit(memory=str(quantity)))
-    assert "total_memory 9223372036854775808 is absurdly large" in message(one_more)
+    assert "totalMemory 9223372036854775808 is absurdly large" in message(one_more)
     above_the_old_cap = spec(unit(memory=str(quantity), count=4096), unit(memory="1"))
     assert screening_filter(parse_group_spec(above_the_old_cap)).total_memory == 2**62 + 1
 
@@ -275,7 +294,7 @@ def test_filter_json_carries_leased_ips_and_the_reclamation_window() -> None:
     screen = screening_filter(parse_group_spec({**spec(with_endpoints(("LEASED_IP", 7))),
                                                 "reclamationWindow": 86400}))
     document = filter_to_json(screen)
-    assert (document["total_leased_ip"], document["reclamation_window"]) == (1, 86400)
+    assert (document["totalLeasedIp"], document["reclamationWindow"]) == (1, 86400)
     assert filter_from_json(document) == screen
     with pytest.raises(InvalidRequest, match="reclamation_window: must be between 1"):
         filter_from_json({"reclamation_window": 0})
