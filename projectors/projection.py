@@ -2,7 +2,7 @@
 
 No I/O here. `plan.decode_all` turns raw Kafka records into typed events (or dead-letter
 reasons); `batch.references` says which stored state a batch needs; `project` walks the batch
-in log order, one handler per event type (`HANDLERS`), and fills a `plan.Plan` (rows
+in log order, one handler per event type (`handlers.HANDLERS`), and fills a `plan.Plan` (rows
 to insert or upsert, dead letters, parked events, applied event ids) that the writer applies in
 one transaction; a snapshot's content rows come from `snapshot_rows`. Everything depends on
 event content and event time only.
@@ -32,20 +32,14 @@ Rules (DESIGN sections 4 and 5):
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from hwledger.projectors.batch import is_uuid, storable
+from hwledger.projectors.handlers import HANDLERS
 from hwledger.projectors.plan import (
     DeadLetter,
     Decoded,
-    KnownRun,
-    KnownSnapshot,
-    NodeRow,
-    Outcome,
     Parked,
     Pending,
     Plan,
@@ -54,29 +48,11 @@ from hwledger.projectors.plan import (
     Result,
     State,
 )
-from hwledger.projectors.rows import (
-    AppliedEvent,
-    HardwareSnapshot,
-    Provider,
-    ProviderAudit,
-    Run,
-    RunFinish,
-    RunGpuUsage,
-    RunHardwareMetrics,
-    keep_least,
-)
+from hwledger.projectors.rows import AppliedEvent
 from hwledger.projectors.snapshot_rows import snapshot_content
 from hwledger.schemas import validation
-from hwledger.schemas.events import (
-    Event,
-    HardwareSnapshotted,
-    NodeHeartbeated,
-    ProviderAudited,
-    ProviderRegistered,
-    RunFinished,
-    RunStarted,
-)
-from hwledger.schemas.signatures import AuditorKeys, audit_problem
+from hwledger.schemas.events import Event, HardwareSnapshotted, RunStarted
+from hwledger.schemas.signatures import AuditorKeys
 
 OTHERS_FACTS = frozenset({"ProviderAudited"})
 """Event types about a provider that the provider does not publish itself: they change its
@@ -85,10 +61,6 @@ LIVENESS_FACTS = frozenset({"NodeHeartbeated"})
 """Event types that are only a sign of life: they move last seen times (a maximum, so a
 re-applied one changes nothing) and no other column, so they are not recorded in
 applied_events and do not recompute the provider's inventory row."""
-
-
-def _attributes(items: Iterable[Mapping[str, str]]) -> str:
-    return json.dumps({a["key"]: a["value"] for a in items}, sort_keys=True)
 
 
 def problems(event: Event) -> list[str]:
@@ -207,146 +179,6 @@ class _Projector:
             self.release(provider, f"snapshot {event_id}")
         elif isinstance(event, RunStarted):
             self.release(provider, f"run {event.run_id}")
-
-    def on_snapshot(self, event: HardwareSnapshotted) -> Outcome:
-        plan = self.plan
-        event_id, at = str(event.event_id), event.occurred_at
-        if event_id in self.state.snapshots:
-            return Result.DUPLICATE
-        provider, node = str(event.provider_id), str(event.node_id)
-        content = snapshot_content(event)
-        assert content.system is not None and content.software is not None
-        system_id = content.system.system_hardware_id
-        software_id = content.software.system_software_id
-        keep_least(plan.system_hardware, "system_hardware", system_id, content.system)
-        plan.system_software[software_id] = content.software
-        for row in content.gpus:
-            keep_least(plan.gpu_hardware, "gpu_hardware", row.gpu_hardware_id, row)
-        for link in content.links:
-            plan.system_gpu_links[(system_id, link.slot_index)] = link
-        plan.snapshots.append(HardwareSnapshot(
-            event_id, provider, node, system_id, software_id, at, *content.allocatable,
-            content.storage, content.power))
-        key = (provider, node)
-        current = plan.nodes.get(key)
-        if current is None:
-            plan.nodes[key] = NodeRow(provider, node, event_id, at, at, at)
-        else:
-            if (at, uuid.UUID(event_id)) > (current.occurred_at,
-                                            uuid.UUID(current.snapshot_event_id)):
-                current.snapshot_event_id, current.occurred_at = event_id, at
-            current.first_seen_at = min(current.first_seen_at, at)
-            current.last_seen_at = max(current.last_seen_at, at)
-        self.state.snapshots[event_id] = KnownSnapshot(
-            provider, node, content.slots, system_id, software_id)
-        return Result.APPLIED
-
-    def on_run_started(self, event: RunStarted) -> Outcome:
-        run_id, snapshot_id = str(event.run_id), str(event.snapshot_event_id)
-        snapshot = self.state.snapshots.get(snapshot_id)
-        if snapshot is None:
-            return Parked(f"snapshot {snapshot_id}")
-        if (snapshot.provider_id, snapshot.node_id) != (event.provider_id, event.node_id):
-            return Refused(
-                f"run {run_id} on {event.provider_id}/{event.node_id} references "
-                f"snapshot {snapshot_id} of {snapshot.provider_id}/{snapshot.node_id}")
-        slots = sorted(event.resources["gpu_slots"])
-        missing = [s for s in slots if s not in snapshot.slots]
-        if missing:
-            return Refused(f"run {run_id} uses GPU slot(s) {missing} that snapshot "
-                           f"{snapshot_id} does not have")
-        key = (str(event.provider_id), run_id)
-        if key in self.state.runs:
-            if self.state.runs[key].started_event_id == event.event_id:
-                return Result.DUPLICATE
-            return Refused(f"run {run_id} of {key[0]} was already started by another event")
-        res = event.resources
-        self.plan.runs.append(Run(
-            run_id, event.provider_id, event.node_id, snapshot_id, event.event_id,
-            event.occurred_at, res["cpu_millicores"], res["memory_bytes"],
-            res["ephemeral_storage_bytes"], event.task_ref, event.model_ref, event.leased_ips))
-        self.plan.run_gpu_usage.extend(RunGpuUsage(run_id, s, key[0]) for s in slots)
-        self.state.runs[key] = KnownRun(
-            str(event.node_id), None, slots[0] if slots else None,
-            snapshot.system_hardware_id, snapshot.system_software_id, str(event.event_id))
-        return Result.APPLIED
-
-    def on_heartbeat(self, event: NodeHeartbeated) -> Outcome:
-        snapshot_id = str(event.snapshot_event_id)
-        snapshot = self.state.snapshots.get(snapshot_id)
-        if snapshot is None:
-            return Parked(f"snapshot {snapshot_id}")
-        key = (str(event.provider_id), str(event.node_id))
-        if (snapshot.provider_id, snapshot.node_id) != key:
-            return Refused(f"heartbeat of {key[0]}/{key[1]} references snapshot {snapshot_id} "
-                           f"of {snapshot.provider_id}/{snapshot.node_id}")
-        seen = self.plan.node_seen.get(key)
-        self.plan.node_seen[key] = event.occurred_at if seen is None else max(
-            seen, event.occurred_at)
-        return Result.APPLIED
-
-    def on_run_finished(self, event: RunFinished) -> Outcome:
-        provider, run_id = str(event.provider_id), str(event.run_id)
-        status = str(event.status)
-        run = self.state.runs.get((provider, run_id))
-        if run is None:
-            return Parked(f"run {run_id}")
-        if run.status is not None:
-            if run.status == status:
-                return Result.APPLIED
-            return Refused(f"run {run_id} finished twice with different outcomes "
-                           f"({run.status}, {status})")
-        run.status = status
-        self.plan.run_finishes.append(RunFinish(provider, run_id, event.event_id,
-                                                event.occurred_at, status))
-        self.plan.run_metrics.append(RunHardwareMetrics(
-            run_id, run.system_hardware_id, run.first_slot, run.system_software_id,
-            event.wall_clock_seconds, event.seconds_to_first_token, event.tokens_per_second,
-            event.peak_vram_bytes, event.power_limit_w, event.measured_tflops,
-            event.gpu_sm_utilization_pct, event.energy_wh, provider, event.compute_format))
-        return Result.APPLIED
-
-    def on_registration(self, event: ProviderRegistered) -> Outcome:
-        provider = str(event.provider_id)
-        row = Provider(provider, event.host_uri, _attributes(event.attributes),
-                       event.occurred_at, event.event_id, event.leased_ip_capacity,
-                       event.reclamation_window)
-        current = self.plan.providers.get(provider)
-        if current is None or _later(row.registered_at, row.event_id,
-                                     current.registered_at, current.event_id):
-            self.plan.providers[provider] = row
-        return Result.APPLIED
-
-    def on_audit(self, event: ProviderAudited) -> Outcome:
-        if self.auditor_keys is not None:
-            unproven = audit_problem(event.fields(), self.auditor_keys)
-            if unproven is not None:
-                return Refused(unproven)
-        key = (str(event.provider_id), str(event.auditor))
-        row = ProviderAudit(*key, _attributes(event.attributes), event.occurred_at,
-                            event.event_id)
-        current = self.plan.audits.get(key)
-        if current is None or _later(row.audited_at, row.event_id,
-                                     current.audited_at, current.event_id):
-            self.plan.audits[key] = row
-        return Result.APPLIED
-
-
-HANDLERS: Mapping[type[Event], Callable[[_Projector, Any], Outcome]] = {
-    HardwareSnapshotted: _Projector.on_snapshot,
-    NodeHeartbeated: _Projector.on_heartbeat,
-    RunStarted: _Projector.on_run_started,
-    RunFinished: _Projector.on_run_finished,
-    ProviderRegistered: _Projector.on_registration,
-    ProviderAudited: _Projector.on_audit,
-}
-"""The handler of each event type (the event argument is of the key's type)."""
-
-
-def _later(at: datetime, event_id: str, than_at: datetime, than_event_id: str) -> bool:
-    """Is (at, event_id) later than (than_at, than_event_id)? Last writer wins by event time,
-    then by event id."""
-    return (at, uuid.UUID(event_id)) > (than_at, uuid.UUID(than_event_id))
 
 
 def project(batch: Sequence[Decoded], state: State, park_ttl: timedelta,
