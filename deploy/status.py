@@ -23,7 +23,7 @@ from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
 from hwledger.deploy.localstack import LocalStack
 from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
-from hwledger.projectors.writer import PROJECTION
+from hwledger.projectors.offsets import PROJECTION
 from hwledger.schemas.db import connect, use_schema
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.migrations import active_schema

@@ -34,10 +34,10 @@ from psycopg import sql
 
 from hwledger.projectors.config import ProjectorConfig
 from hwledger.projectors.inventory_sql import build_deferred_inventory
+from hwledger.projectors.offsets import PROJECTION
 from hwledger.projectors.plan import Record
 from hwledger.projectors.replicas import start_replicas, stop_replicas, topic_partitions
 from hwledger.projectors.service import Projector
-from hwledger.projectors.writer import PROJECTION
 from hwledger.schemas.db import connect
 from hwledger.schemas.migrations import (
     SCHEMA_PREFIX,

@@ -40,8 +40,9 @@ from hwledger.projectors.config import ProjectorConfig, consumer_config
 from hwledger.projectors.health import Health
 from hwledger.projectors.logcheck import RECOVERY, log_start_gaps
 from hwledger.projectors.metrics import Metrics
+from hwledger.projectors.offsets import Fenced, fence_for
 from hwledger.projectors.plan import Record
-from hwledger.projectors.writer import Fenced, Writer
+from hwledger.projectors.writer import Writer
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
 
@@ -59,15 +60,6 @@ TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
 def backoff(attempt: int, base: float, cap: float = 10.0) -> float:
     """Seconds to wait before retry `attempt` (1-based): exponential, capped."""
     return float(min(cap, base * 2 ** (attempt - 1)))
-
-
-def fence_for(records: list[Record], positions: dict[int, int | None],
-              topic: str) -> dict[tuple[str, int], tuple[int | None, int]]:
-    """(topic, partition) -> (stored offset the batch starts from, next offset after it)."""
-    last: dict[int, int] = {}
-    for r in records:
-        last[r.partition] = max(last.get(r.partition, -1), r.offset)
-    return {(topic, p): (positions[p], o + 1) for p, o in last.items()}
 
 
 class Projector:
@@ -94,7 +86,7 @@ class Projector:
         self.stopping = True
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stored = self._with_retries(lambda: self.writer.stored_offsets(
+        stored = self._with_retries(lambda: self.writer.offsets.stored(
             self.config.topic, [p.partition for p in partitions]))
         for p in partitions:
             offset = stored.get(p.partition)
@@ -213,7 +205,7 @@ class Projector:
             self.metrics.lag.labels(str(partition)).set(max(0, high - position))
 
     def _reseek(self, partitions: list[int]) -> None:
-        stored = self._with_retries(lambda: self.writer.stored_offsets(self.config.topic,
+        stored = self._with_retries(lambda: self.writer.offsets.stored(self.config.topic,
                                                                        partitions))
         for partition, offset in stored.items():
             if partition not in self.positions:
@@ -242,7 +234,7 @@ class Projector:
         as stopped (by this or an earlier projector)."""
         self.check_due, self.checked_at = False, time.monotonic()
         topic, running = self.config.topic, sorted(set(self.positions) - set(self.halted))
-        recorded = self._with_retries(lambda: self.writer.halted(topic, running))
+        recorded = self._with_retries(lambda: self.writer.offsets.halted(topic, running))
         gaps = log_start_gaps(self._watermarks(running), self.positions)
         for partition, reason in sorted({**gaps, **recorded}.items()):
             self._halt(partition, reason)
@@ -251,7 +243,7 @@ class Projector:
         if partition in self.halted or partition not in self.positions:
             return
         self.halted[partition] = reason
-        self._with_retries(lambda: self.writer.halt(self.config.topic, partition, reason))
+        self._with_retries(lambda: self.writer.offsets.halt(self.config.topic, partition, reason))
         self.metrics.log_lost.labels(str(partition)).set(1)
         log.error("%s; partition %d stopped: %s", reason, partition,
                   RECOVERY.format(partition=partition))

@@ -5,23 +5,23 @@ compare-and-set on `projection_offsets` for every partition in the batch), every
 the batch, dead letters, parked events, and the recomputed `provider_inventory` rows of the
 providers the batch touched (while a rebuild defers the inventory, only their last event time:
 `build_deferred_inventory` computes every row once before readers switch). An instance that
-lost a partition finds the stored offset moved and raises `Fenced`, writing nothing.
+lost a partition finds the stored offset moved and gets `offsets.Fenced`, writing nothing.
 Statements are bulk: COPY for append-only tables of already-deduplicated rows, one `unnest`
 INSERT ... ON CONFLICT per upserted table, with arrays sent in binary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from hwledger.projectors.batch import latest_event_times, references
 from hwledger.projectors.dead_letters import REFUSED, refusal, split_batch, summed
 from hwledger.projectors.inventory_sql import INVENTORY, NODE_SEEN, TOUCH_INVENTORY
+from hwledger.projectors.offsets import PROJECTION, Offsets
 from hwledger.projectors.plan import (
     Decoded,
     Fence,
@@ -58,12 +58,7 @@ from hwledger.projectors.statements import (
 )
 from hwledger.schemas.signatures import AuditorKeys
 
-PROJECTION = "read_model"
 KNOWN_IDS_LIMIT = 200_000
-
-
-class Fenced(Exception):
-    """The stored offset of a partition is no longer the one this batch started from."""
 
 
 class Writer:
@@ -77,49 +72,8 @@ class Writer:
         self.auditor_keys = auditor_keys
         self.projection = projection
         self.defer_inventory = defer_inventory
+        self.offsets = Offsets(conn, projection)
         self.known: dict[tuple[str, str], tuple[Any, ...]] = {}
-
-    def stored_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
-        """The stored next offset per partition; None where nothing was ever committed."""
-        wanted = sorted(set(partitions))
-        rows = self.conn.execute(
-            "SELECT partition, next_offset FROM projection_offsets "
-            "WHERE projection = %s AND topic = %s AND partition = ANY(%s)",
-            (self.projection, topic, wanted)).fetchall()
-        self.conn.commit()
-        found: dict[int, int | None] = dict.fromkeys(wanted)
-        found.update({int(p): int(o) for p, o in rows})
-        return found
-
-    def reset_offset(self, topic: str, partition: int, offset: int) -> None:
-        """Store `offset` as the partition's next offset and clear its halt (`hwledger offsets
-        reset`); the projector, restarted, resumes the partition there."""
-        self._set_offset_row(topic, partition, offset, None,
-                             "next_offset = excluded.next_offset, halted_reason = NULL")
-
-    def halt(self, topic: str, partition: int, reason: str) -> None:
-        """Record that the partition is stopped because its log was lost (see logcheck)."""
-        self._set_offset_row(topic, partition, 0, reason,
-                             "halted_reason = excluded.halted_reason")
-
-    def _set_offset_row(self, topic: str, partition: int, offset: int, reason: str | None,
-                        update: str) -> None:
-        with self.conn.transaction():
-            self.conn.execute(
-                sql.SQL("INSERT INTO projection_offsets (projection, topic, partition, "
-                        "next_offset, halted_reason) VALUES (%s, %s, %s, %s, %s) "
-                        "ON CONFLICT (projection, topic, partition) DO UPDATE SET {}").format(
-                    sql.SQL(update)),
-                (self.projection, topic, partition, offset, reason))
-
-    def halted(self, topic: str, partitions: Iterable[int]) -> dict[int, str]:
-        """partition -> halt reason, for the partitions of `partitions` that are stopped."""
-        rows = self.conn.execute(
-            "SELECT partition, halted_reason FROM projection_offsets WHERE projection = %s "
-            "AND topic = %s AND partition = ANY(%s) AND halted_reason IS NOT NULL",
-            (self.projection, topic, sorted(set(partitions)))).fetchall()
-        self.conn.commit()
-        return {int(p): str(r) for p, r in rows}
 
     def load_state(self, batch: Sequence[Decoded]) -> State:
         """The stored state `project` needs for `batch`, inside the current transaction."""
@@ -178,39 +132,13 @@ class Writer:
         if refused is not None:
             batch = [Decoded(d.record, d.event, refused) for d in batch]
         with self.conn.transaction():
-            self._fence(fence)
-            self._event_times(fence, latest_event_times(batch))
+            self.offsets.fence(fence)
+            self.offsets.event_times(fence, latest_event_times(batch))
             state = self.load_state(batch)
             plan = project(batch, state, self.park_ttl, auditor_keys=self.auditor_keys)
             self._write(plan)
         self.remember(plan)
         return plan
-
-    def _fence(self, fence: Fence) -> None:
-        for (topic, partition), (expected, after) in sorted(fence.items()):
-            if expected is None:
-                cur = self.conn.execute(
-                    "INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (self.projection, topic, partition, after))
-            else:
-                cur = self.conn.execute(
-                    "UPDATE projection_offsets SET next_offset = %s WHERE projection = %s "
-                    "AND topic = %s AND partition = %s AND next_offset = %s",
-                    (after, self.projection, topic, partition, expected))
-            if cur.rowcount != 1:
-                raise Fenced(f"{topic}[{partition}] moved away from offset {expected}")
-
-    def _event_times(self, fence: Fence, latest: Mapping[tuple[str, int], datetime]) -> None:
-        """Record the newest event time seen per fenced partition (the read side's asOf)."""
-        keys = sorted(k for k in latest if k in fence)
-        if keys:
-            self.conn.execute(
-                "UPDATE projection_offsets o SET last_event_at = greatest(o.last_event_at, u.at) "
-                "FROM unnest(%s::text[], %s::int[], %s::timestamptz[]) AS u(topic, partition, at) "
-                "WHERE o.projection = %s AND (o.topic, o.partition) = (u.topic, u.partition)",
-                ([k[0] for k in keys], [k[1] for k in keys], [latest[k] for k in keys],
-                 self.projection))
 
     def _fresh(self, table: str, rows: Mapping[Any, Any]) -> list[Row]:
         """The rows of a content-addressed table that can still change it: not yet written

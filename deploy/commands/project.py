@@ -136,8 +136,8 @@ def _reset(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(f"cannot read the topic's watermarks: {broker.reason}")
     writer = _writer(settings)
     with writer.conn:
-        stored = writer.stored_offsets(settings.topic, args.partition)
-        halted = writer.halted(settings.topic, args.partition)
+        stored = writer.offsets.stored(settings.topic, args.partition)
+        halted = writer.offsets.halted(settings.topic, args.partition)
         for partition in args.partition:
             if partition not in broker.watermarks:
                 raise UserError(f"topic {settings.topic!r} has no partition {partition}")
@@ -148,6 +148,6 @@ def _reset(args: argparse.Namespace, settings: Settings) -> int:
                                 f"stored offset {stored[partition]}; nothing to reset")
         for partition in args.partition:
             low = broker.watermarks[partition][0]
-            writer.reset_offset(settings.topic, partition, low)
+            writer.offsets.reset(settings.topic, partition, low)
             print(f"partition {partition}: next offset {stored[partition]} -> {low}")
     return 0

@@ -11,7 +11,7 @@ from rich.text import Text
 from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.config import Settings
 from hwledger.deploy.status import exit_code, gather, rows
-from hwledger.projectors.writer import PROJECTION
+from hwledger.projectors.offsets import PROJECTION
 from hwledger.schemas.secrets import redact
 
 STYLES = {"ok": "green", "warn": "yellow", "down": "red"}

@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 
 from hwledger.deploy.cli import main
 from hwledger.deploy.local_processes import free_port
-from hwledger.projectors.writer import PROJECTION
+from hwledger.projectors.offsets import PROJECTION
 from tests.integration.query_support import service_thread
 from tests.servers import Servers
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from hwledger.projectors.batch import latest_event_times, references
+from hwledger.projectors.offsets import fence_for
 from hwledger.projectors.plan import Record, State, decode_all
 from hwledger.projectors.projection import project
 from hwledger.projectors.rows import GpuHardware, RunGpuUsage, SystemHardware, merge_key
-from hwledger.projectors.service import backoff, fence_for
+from hwledger.projectors.service import backoff
 from hwledger.projectors.snapshot_rows import gpu_row, snapshot_content, system_row
 from hwledger.schemas.events import HardwareSnapshotted
 from hwledger.schemas.identity import system_hardware_id
