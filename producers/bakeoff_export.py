@@ -1,7 +1,7 @@
 """Read-model rows -> bakeoff files: the pure half of `hwledger export` (docs/bakeoff.md).
 
-The statements read the read model through the table metadata of `schemas.tables`; the
-functions turn their rows into bakeoff documents: one self-contained run file per finished run,
+The statements of `bakeoff_reads` read the read model (a `ReadModel`); the functions here turn
+its rows into bakeoff documents: one self-contained run file per finished run,
 one hardware-snapshot file per system (GPUs embedded, each with its `spec` from the GPU spec
 catalog, `schemas.gpu_specs`), the interface_type seed. Audit fields
 follow bakeoff: `created_at` is the record's first time in the ledger (and an existing file's
@@ -21,11 +21,8 @@ from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, true
-from sqlalchemy.sql.elements import ColumnElement
-
 from hwledger.producers.bakeoff import STATUSES
-from hwledger.schemas import tables
+from hwledger.producers.bakeoff_reads import METRICS
 from hwledger.schemas.gpu_specs import PciId, spec_documents
 from hwledger.schemas.identity import OPTIONAL_SYSTEM_IDENTITY, SOFTWARE_FIELDS
 from hwledger.schemas.units import GiB, MiB
@@ -36,9 +33,6 @@ RUN_STATUSES = {hwledger: bakeoff for bakeoff, hwledger in STATUSES.items()}
 OTHER_RUN_STATUS = "failed"
 """bakeoff's run_status of a hwledger status it has no word for (`cancelled`, ...); the file's
 `status` keeps hwledger's."""
-METRICS = ("wall_clock_seconds", "seconds_to_first_token", "tokens_per_second",
-           "peak_vram_bytes", "power_limit_w", "measured_tflops", "gpu_sm_utilization_pct",
-           "energy_wh", "compute_format")
 SEED_DESCRIPTION = ("GPU host-interface bus types, as hwledger's interface_type table holds "
                     "them (exported by hwledger).")
 MAX_FILE_NAME = 255
@@ -183,7 +177,7 @@ def render(document: Document) -> str:
 
 @dataclass(frozen=True)
 class ReadModel:
-    """The rows an export reads, one list per statement below."""
+    """The rows an export reads, one list per statement of `bakeoff_reads`."""
 
     runs: Sequence[Row]
     gpu_usage: Sequence[Row]
@@ -260,78 +254,3 @@ def planned_files(model: ReadModel, since: datetime | None
     planned += [Planned(folders[p] / "seeds" / "interface_types.json", seed, at)
                 for p, at in first_seen.items()]
     return planned, skipped
-
-
-def _provider(column: ColumnElement[Any], provider_id: str | None) -> ColumnElement[bool]:
-    return column == provider_id if provider_id is not None else true()
-
-
-def runs_statement(provider_id: str | None, since: datetime | None) -> Select[Any]:
-    """Finished runs (optionally of one provider, finished at or after `since`) with their
-    snapshot's system, software and power limits and their metrics."""
-    r, s, m = tables.runs, tables.hardware_snapshots, tables.run_hardware_metrics
-    finished = r.c.finished_at >= since if since is not None else true()
-    return (select(*r.c, s.c.system_hardware_id, s.c.system_software_id,
-                   s.c.gpu_power_limits_w, *(m.c[name] for name in METRICS))
-            .join(s, s.c.event_id == r.c.snapshot_event_id)
-            .outerjoin(m, and_(m.c.provider_id == r.c.provider_id, m.c.run_id == r.c.run_id))
-            .where(r.c.status.is_not(None), finished, _provider(r.c.provider_id, provider_id))
-            .order_by(r.c.provider_id, r.c.run_id))
-
-
-def gpu_usage_statement(provider_id: str | None) -> Select[Any]:
-    """The GPU slots every run used."""
-    u = tables.run_gpu_usage
-    return (select(u.c.provider_id, u.c.run_id, u.c.slot_index)
-            .where(_provider(u.c.provider_id, provider_id)))
-
-
-def systems_statement(provider_id: str | None) -> Select[Any]:
-    """Each (provider, system) snapshotted: its first and last snapshot times."""
-    s = tables.hardware_snapshots
-    return (select(s.c.provider_id, s.c.system_hardware_id,
-                   func.min(s.c.occurred_at).label("first_seen_at"),
-                   func.max(s.c.occurred_at).label("last_seen_at"))
-            .where(_provider(s.c.provider_id, provider_id))
-            .group_by(s.c.provider_id, s.c.system_hardware_id)
-            .order_by(s.c.provider_id, s.c.system_hardware_id))
-
-
-def _snapshotted(column: ColumnElement[Any], provider_id: str | None) -> ColumnElement[bool]:
-    s = tables.hardware_snapshots
-    return column.in_(select(s.c.system_hardware_id)
-                      .where(_provider(s.c.provider_id, provider_id)))
-
-
-def system_hardware_statement(provider_id: str | None) -> Select[Any]:
-    """The system_hardware rows of the snapshotted systems."""
-    h = tables.system_hardware
-    return select(h).where(_snapshotted(h.c.system_hardware_id, provider_id))
-
-
-def gpu_links_statement(provider_id: str | None) -> Select[Any]:
-    """Every GPU slot of the snapshotted systems: the GPU and its interface names."""
-    link, gpu = tables.system_gpu_link, tables.gpu_hardware
-    native, actual = tables.interface_type.alias("native"), tables.interface_type.alias("actual")
-    return (select(link.c.system_hardware_id, link.c.slot_index, gpu.c.name,
-                   gpu.c.pci_vendor_id, gpu.c.pci_device_id, gpu.c.pci_subsystem_id,
-                   gpu.c.vram_bytes, native.c.name.label("slot_native_interface"),
-                   actual.c.name.label("actual_interface"))
-            .join(gpu, gpu.c.gpu_hardware_id == link.c.gpu_hardware_id)
-            .outerjoin(native, native.c.interface_type_id
-                       == link.c.slot_native_interface_type_id)
-            .outerjoin(actual, actual.c.interface_type_id == link.c.actual_interface_type_id)
-            .where(_snapshotted(link.c.system_hardware_id, provider_id))
-            .order_by(link.c.system_hardware_id, link.c.slot_index))
-
-
-def software_statement(provider_id: str | None) -> Select[Any]:
-    """The system_software rows the snapshots name."""
-    sw, s = tables.system_software, tables.hardware_snapshots
-    return select(sw).where(sw.c.system_software_id.in_(
-        select(s.c.system_software_id).where(_provider(s.c.provider_id, provider_id))))
-
-
-def interface_types_statement() -> Select[Any]:
-    """Every interface_type row."""
-    return select(tables.interface_type).order_by(tables.interface_type.c.interface_type_id)

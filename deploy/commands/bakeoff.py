@@ -33,14 +33,11 @@ from hwledger.producers.bakeoff import (
     snapshot_events,
     system_of,
 )
-from hwledger.producers.bakeoff_export import (
-    ReadModel,
-    audited,
+from hwledger.producers.bakeoff_export import ReadModel, audited, planned_files, render
+from hwledger.producers.bakeoff_reads import (
     gpu_links_statement,
     gpu_usage_statement,
     interface_types_statement,
-    planned_files,
-    render,
     runs_statement,
     software_statement,
     system_hardware_statement,
