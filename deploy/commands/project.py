@@ -9,7 +9,8 @@ from datetime import timedelta
 from hwledger.deploy.commands import Subparsers, add_command, add_group, configure_logging, positive
 from hwledger.deploy.config import Settings
 from hwledger.deploy.kafka_admin import check_broker
-from hwledger.deploy.status import Unreachable, gather_broker
+from hwledger.deploy.status import Unreachable
+from hwledger.deploy.status_gather import gather_broker
 from hwledger.projectors.config import ProjectorConfig
 from hwledger.projectors.dead_letters import dead_letter_rows, parked_rows, to_json
 from hwledger.projectors.logcheck import log_gap

@@ -10,7 +10,8 @@ from rich.text import Text
 
 from hwledger.deploy.commands import Subparsers, add_command
 from hwledger.deploy.config import Settings
-from hwledger.deploy.status import exit_code, gather, rows
+from hwledger.deploy.status import exit_code, rows
+from hwledger.deploy.status_gather import gather
 from hwledger.projectors.offsets import PROJECTION
 from hwledger.schemas.secrets import redact
 

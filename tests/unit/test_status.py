@@ -17,12 +17,11 @@ from hwledger.deploy.status import (
     StatusReport,
     Unreachable,
     exit_code,
-    gather_read_model,
     health_url,
     partition_lag,
     rows,
-    status_database,
 )
+from hwledger.deploy.status_gather import gather_read_model, status_database
 
 BROKER = BrokerState("kafka:9092", "hwledger.events", {0: (0, 10), 1: (0, 4), 2: (5, 5)})
 READ_MODEL = ReadModelState(
