@@ -175,6 +175,10 @@ class RecordedNvml:
             raise NvmlUnavailable(f"{key}: Not Supported")
         return int(value)
 
+    def asked(self, index: int, key: str) -> int:
+        """How many times device `index`'s sampled `key` (`power_mw`, ...) was asked for."""
+        return self._asked.get((index, key), 0)
+
     def _top(self, key: str) -> Any:
         value = self.answers.get(key)
         if value is None:

@@ -110,7 +110,8 @@ class QueryService:
     def __init__(self, engine: Engine, *, online_ttl_seconds: int = 900,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  schema: str | None = None, max_wait_seconds: float = 5.0,
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS,
+                 schema_cache_seconds: float = SCHEMA_CACHE_SECONDS) -> None:
         self.engine = engine
         self.limits = limits
         self.connections = Connections(
@@ -123,6 +124,7 @@ class QueryService:
         self.clock = clock
         self.fixed_schema = None if schema is None else check_schema_name(schema)
         self.max_wait_seconds = max_wait_seconds
+        self.schema_cache_seconds = schema_cache_seconds
         self._read_model: tuple[float, ReadModel] | None = None
         self._lock = threading.Lock()
 
@@ -135,13 +137,13 @@ class QueryService:
 
     def _cached_read_model(self) -> ReadModel | None:
         cached = self._read_model
-        if cached is not None and time.monotonic() - cached[0] < SCHEMA_CACHE_SECONDS:
+        if cached is not None and time.monotonic() - cached[0] < self.schema_cache_seconds:
             return cached[1]
         return None
 
     def read_model(self) -> ReadModel:
         """The schema to read (the pinned one, else the active one) and its shares, cached for
-        a second so a rebuild switch needs no restart."""
+        `schema_cache_seconds` (a second) so a rebuild switch needs no restart."""
         cached = self._cached_read_model()
         if cached is not None:
             return cached

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from hwledger.deploy.local_processes import free_port
 from hwledger.query.api import JsonErrorsProtocol, create_app
 from hwledger.query.limits import Limits
-from hwledger.query.service import QueryService, make_engine
+from hwledger.query.service import SCHEMA_CACHE_SECONDS, QueryService, make_engine
 from hwledger.schemas.codec import encode
 from hwledger.schemas.events import EventData
 from hwledger.schemas.migrations import scratch_schema
@@ -76,12 +76,13 @@ def schema_with(database_url: str, events: Sequence[EventData]) -> Iterator[str]
 
 @contextmanager
 def client(database_url: str, schema: str | None, now: datetime, *,
-           online_ttl_seconds: int = 900, max_wait_seconds: float = 0.5
-           ) -> Iterator[TestClient]:
+           online_ttl_seconds: int = 900, max_wait_seconds: float = 0.5,
+           schema_cache_seconds: float = SCHEMA_CACHE_SECONDS) -> Iterator[TestClient]:
     """An HTTP client over the query service; `schema=None` follows the active schema."""
     service = QueryService(make_engine(database_url, pool_size=2),
                            online_ttl_seconds=online_ttl_seconds, clock=lambda: now,
-                           schema=schema, max_wait_seconds=max_wait_seconds)
+                           schema=schema, max_wait_seconds=max_wait_seconds,
+                           schema_cache_seconds=schema_cache_seconds)
     try:
         with TestClient(create_app(service)) as found:
             yield found
