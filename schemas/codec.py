@@ -6,7 +6,7 @@ newest (reader) schema of the same event; when the writer is the newest, no reso
 needed and fastavro reads it directly. Any bytes that cannot be decoded raise `DecodeError` with
 a reason; callers dead-letter them instead of crashing.
 
-Content cache: a node's heartbeat snapshots repeat the same hardware, so for the event types
+Content cache: a node's repeated snapshots carry the same hardware, so for the event types
 in CONTENT_CACHED the codec reads the envelope fields (`registry.split`) and decodes the bytes
 after them once per distinct content; later events with the same bytes share the decoded
 content (and carry it as `Datum.content`, the key of the projection's own memo). Decoded data

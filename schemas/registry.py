@@ -36,7 +36,7 @@ EVENT_TYPES = (
 )
 
 ENVELOPE_FIELDS = frozenset({"event_id", "occurred_at", "producer", "provider_id", "node_id"})
-"""Fields that differ between otherwise identical events (a node's heartbeat snapshots)."""
+"""Fields that differ between otherwise identical events (a node's repeated snapshots)."""
 
 _FILE_NAME = re.compile(r"^(?P<event>[A-Za-z]+)\.v(?P<version>\d+)\.avsc$")
 
