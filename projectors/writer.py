@@ -72,8 +72,13 @@ class Writer:
         self.auditor_keys = auditor_keys
         self.projection = projection
         self.defer_inventory = defer_inventory
-        self.offsets = Offsets(conn, projection)
         self.known: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+    @property
+    def offsets(self) -> Offsets:
+        """The projection's offset rows over the writer's current connection (the projector
+        replaces it after a lost connection)."""
+        return Offsets(self.conn, self.projection)
 
     def load_state(self, batch: Sequence[Decoded]) -> State:
         """The stored state `project` needs for `batch`, inside the current transaction."""

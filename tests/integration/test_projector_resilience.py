@@ -217,12 +217,17 @@ def test_lost_database_connection_is_retried_without_loss(
     worker.start()
     terminated = 0
     with connect(database_url, None, autocommit=True) as admin:
-        while worker.is_alive() and terminated < 3:
-            if stored_total(database_url, db_schema, topic) > 1000 * (terminated + 1):
-                admin.execute("SELECT pg_terminate_backend(%s)",
-                              (projector.conn.info.backend_pid,))
-                terminated += 1
-            time.sleep(0.02)
+        def stored_more_than(least: int) -> Callable[[], bool]:
+            return lambda: (not worker.is_alive()
+                            or stored_total(database_url, db_schema, topic) > least)
+
+        for stored in (1000, 2000, 3000):  # terminate its backend three times while it writes
+            wait_until(stored_more_than(stored), 120, f"more than {stored} events stored",
+                       interval=0.02)
+            if not worker.is_alive():
+                break
+            admin.execute("SELECT pg_terminate_backend(%s)", (projector.conn.info.backend_pid,))
+            terminated += 1
     worker.join(timeout=120)
     assert terminated == 3 and not worker.is_alive()
     assert (projector.metrics.registry.get_sample_value("hwledger_projector_retries_total")

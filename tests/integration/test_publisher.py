@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from hwledger.producers.publisher import Publisher
 from hwledger.schemas import codec
 from tests import factories as f
 from tests.servers import embedded_broker
+from tests.waiting import wait_until
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "nvml"
 REPO = Path(__file__).resolve().parents[2]
@@ -33,23 +35,31 @@ FAST_RETRY = {"message.timeout.ms": 3000}
 
 def consume(kafka_config: dict[str, Any], topic: str, expected: int,
             timeout: float = 30.0) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every message in `topic`, reading until `expected` arrived (and a
-    moment longer, so a duplicate would show)."""
+    """(key, value) of every message in `topic`: read until `expected` arrived, then on to
+    each partition's high watermark, so a duplicate written meanwhile would show."""
     consumer = Consumer({**kafka_config, "group.id": f"t-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    partitions = [TopicPartition(topic, p, OFFSET_BEGINNING)
+                  for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+    consumer.assign(partitions)
     found: list[tuple[bytes, bytes]] = []
-    deadline = time.monotonic() + timeout
-    quiet_until: float | None = None
-    while time.monotonic() < deadline and (quiet_until is None or
-                                           time.monotonic() < quiet_until):
-        message = consumer.poll(0.2)
-        if message is None or message.error():
-            continue
-        found.append((message.key() or b"", message.value() or b""))
-        if len(found) >= expected and quiet_until is None:
-            quiet_until = time.monotonic() + 1.0
+
+    def polling(done: Callable[[], bool]) -> Callable[[], bool]:
+        def condition() -> bool:  # read one message, then ask
+            message = consumer.poll(0.2)
+            if message is not None and not message.error():
+                found.append((message.key() or b"", message.value() or b""))
+            return done()
+        return condition
+
+    def at_high_watermarks() -> bool:
+        return all(max(0, p.offset) >= consumer.get_watermark_offsets(p, timeout=10)[1]
+                   for p in consumer.position(partitions))
+
+    wait_until(polling(lambda: len(found) >= expected), timeout,
+               f"{expected} messages in {topic}", interval=0)
+    wait_until(polling(at_high_watermarks), timeout,
+               f"the rest of {topic} up to its high watermarks", interval=0)
     consumer.close()
     return found
 
