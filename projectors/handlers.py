@@ -90,8 +90,7 @@ def on_snapshot(ctx: Context, event: HardwareSnapshotted) -> Outcome:
     if current is None:
         plan.nodes[key] = NodeRow(provider, node, event_id, at, at, at)
     else:
-        if (at, uuid.UUID(event_id)) > (current.occurred_at,
-                                        uuid.UUID(current.snapshot_event_id)):
+        if _later(at, event_id, current.occurred_at, current.snapshot_event_id):
             current.snapshot_event_id, current.occurred_at = event_id, at
         current.first_seen_at = min(current.first_seen_at, at)
         current.last_seen_at = max(current.last_seen_at, at)
