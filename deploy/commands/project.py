@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
+
+import psycopg
 
 from hwledger.deploy.commands import Subparsers, add_command, add_group, configure_logging, positive
 from hwledger.deploy.config import Settings
@@ -96,22 +100,25 @@ def _writer(settings: Settings) -> Writer:
                   auditor_keys=settings.auditor_keys())
 
 
-def _list(args: argparse.Namespace, settings: Settings) -> int:
+Rows = Callable[[psycopg.Connection[Any], int], list[dict[str, Any]]]
+
+
+def _print_rows(settings: Settings, read: Rows, limit: int) -> int:
+    """The rows `read` returns, one JSON object a line (nothing for none)."""
     writer = _writer(settings)
     with writer.conn:
-        rows = dead_letter_rows(writer.conn, args.limit)
+        rows = read(writer.conn, limit)
     if rows:
         print(to_json(rows))
     return 0
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    return _print_rows(settings, dead_letter_rows, args.limit)
 
 
 def _parked(args: argparse.Namespace, settings: Settings) -> int:
-    writer = _writer(settings)
-    with writer.conn:
-        rows = parked_rows(writer.conn, args.limit)
-    if rows:
-        print(to_json(rows))
-    return 0
+    return _print_rows(settings, parked_rows, args.limit)
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
