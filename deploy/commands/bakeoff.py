@@ -50,6 +50,7 @@ from hwledger.schemas import gpu_specs
 from hwledger.schemas.db import connect
 from hwledger.schemas.errors import UserError
 from hwledger.schemas.events import EventData
+from hwledger.schemas.json_file import read_json
 from hwledger.schemas.migrations import migrated_schema
 
 DEFAULT_PROVIDER = "bakeoff"
@@ -96,12 +97,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _file_events(path: Path, provider_id: str) -> list[EventData]:
-    try:
-        doc = json.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise BakeoffError(f"cannot read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BakeoffError(f"not valid JSON: {exc}") from None
+    doc = read_json(path, BakeoffError)
     if path.parent.name == "hardware-snapshot":
         return snapshot_events(doc, provider_id, path.stem)
     return run_events(doc, provider_id)

@@ -21,6 +21,7 @@ from hwledger.query.limits import BudgetExceeded, Limits, TooCostly
 from hwledger.query.request_fields import InvalidRequest
 from hwledger.query.service import DEFAULT_LIMIT, QueryService, Unavailable, make_engine
 from hwledger.schemas.errors import UserError
+from hwledger.schemas.json_file import read_json
 from hwledger.schemas.migrations import migrated_schema
 from hwledger.schemas.prometheus import multiprocess_directory
 
@@ -73,12 +74,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 def read_group_spec(path: Traversable) -> tuple[Any, GroupRequest]:
     """A GroupSpec JSON file as its document and the parsed request; a file that cannot be
     read, is not JSON or is not a valid GroupSpec is a one-line UserError naming it."""
-    try:
-        document = json.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON: {exc}") from exc
+    document = read_json(path, lambda cause: UserError(f"{path}: {cause}"))
     try:
         return document, parse_group_spec(document)
     except InvalidRequest as exc:
