@@ -36,7 +36,8 @@ FAST_RETRY = {"message.timeout.ms": 3000}
 def consume(kafka_config: dict[str, Any], topic: str, expected: int,
             timeout: float = 30.0) -> list[tuple[bytes, bytes]]:
     """(key, value) of every message in `topic`: read until `expected` arrived, then on to
-    each partition's high watermark, so a duplicate written meanwhile would show."""
+    each partition's high watermark at that moment (read once), so a duplicate written by
+    then would show."""
     consumer = Consumer({**kafka_config, "group.id": f"t-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
     partitions = [TopicPartition(topic, p, OFFSET_BEGINNING)
@@ -52,12 +53,14 @@ def consume(kafka_config: dict[str, Any], topic: str, expected: int,
             return done()
         return condition
 
-    def at_high_watermarks() -> bool:
-        return all(max(0, p.offset) >= consumer.get_watermark_offsets(p, timeout=10)[1]
-                   for p in consumer.position(partitions))
-
     wait_until(polling(lambda: len(found) >= expected), timeout,
                f"{expected} messages in {topic}", interval=0)
+    highs = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
+
+    def at_high_watermarks() -> bool:
+        return all(max(0, p.offset) >= highs[p.partition]
+                   for p in consumer.position(partitions))
+
     wait_until(polling(at_high_watermarks), timeout,
                f"the rest of {topic} up to its high watermarks", interval=0)
     consumer.close()
