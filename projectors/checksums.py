@@ -17,7 +17,8 @@ from psycopg import sql
 READ_MODEL_TABLES = (
     "gpu_hardware", "system_hardware", "system_gpu_link", "system_software",
     "hardware_snapshots", "nodes", "runs", "run_gpu_usage", "run_hardware_metrics",
-    "providers", "provider_audits", "provider_inventory", "applied_events",
+    "providers", "provider_audits", "provider_inventory", "provider_nodes",
+    "applied_events",
 )
 
 

@@ -1,7 +1,8 @@
 """The `provider_inventory` statements: a batch's touched providers recomputed from the
-inventory views (`INVENTORY`), only their last event time while a rebuild defers the rows
-(`TOUCH_INVENTORY`), node heartbeats (`NODE_SEEN`), and every row built once before a rebuilt
-schema is switched in (`build_deferred_inventory`).
+inventory views (`INVENTORY`, and their bin-packer rows in provider_nodes, `NODE_INVENTORY`),
+only their last event time while a rebuild defers the rows (`TOUCH_INVENTORY`), node heartbeats
+(`NODE_SEEN`), and every row built once before a rebuilt schema is switched in
+(`build_deferred_inventory`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,16 @@ LEFT JOIN providers p USING (provider_id) LEFT JOIN held_ips h USING (provider_i
 """ + changed_rows_upsert("i", "provider_id", _INVENTORY_UPDATES)
 
 
+NODE_INVENTORY = """
+INSERT INTO provider_nodes AS p (provider_id, nodes, persistent)
+SELECT provider_id, nodes, persistent FROM node_inventory(%(providers)s::text[])
+ON CONFLICT (provider_id) DO UPDATE SET nodes = excluded.nodes, persistent = excluded.persistent
+WHERE (p.nodes, p.persistent) IS DISTINCT FROM (excluded.nodes, excluded.persistent)
+"""
+"""The providers' provider_nodes rows (the bin-packer's per-node inventory, migration 0011),
+recomputed from the same views as their provider_inventory row, in the same transaction."""
+
+
 TOUCH_INVENTORY = f"""
 WITH {TOUCHED}
 INSERT INTO provider_inventory AS i (provider_id, last_seen_at, created_at)
@@ -141,6 +152,14 @@ nothing)."""
 INVENTORY_CHUNK = 5000
 
 
+def recompute(conn: psycopg.Connection[Any], providers: list[str], seen: list[Any],
+              first: list[Any]) -> None:
+    """The providers' provider_inventory rows (with their newest and oldest own fact in
+    `seen` / `first`) and provider_nodes rows, recomputed from the inventory views."""
+    conn.execute(INVENTORY, {"providers": providers, "seen": seen, "first": first})
+    conn.execute(NODE_INVENTORY, {"providers": providers})
+
+
 def build_deferred_inventory(conn: psycopg.Connection[Any]) -> bool:
     """Compute provider_inventory of the current schema for every provider, once, and end
     the deferral; False when the schema's inventory was not deferred (nothing done).
@@ -156,7 +175,5 @@ def build_deferred_inventory(conn: psycopg.Connection[Any]) -> bool:
                         "ORDER BY provider_id").fetchall()
     for start in range(0, len(rows), INVENTORY_CHUNK):
         chunk = rows[start:start + INVENTORY_CHUNK]
-        conn.execute(INVENTORY, {"providers": [r[0] for r in chunk],
-                                 "seen": [r[1] for r in chunk],
-                                 "first": [r[2] for r in chunk]})
+        recompute(conn, [r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk])
     return True

@@ -20,7 +20,7 @@ import psycopg
 
 from hwledger.projectors.batch import latest_event_times, references
 from hwledger.projectors.dead_letters import REFUSED, refusal, split_batch, summed
-from hwledger.projectors.inventory_sql import INVENTORY, NODE_SEEN, TOUCH_INVENTORY
+from hwledger.projectors.inventory_sql import NODE_SEEN, TOUCH_INVENTORY, recompute
 from hwledger.projectors.offsets import PROJECTION, Offsets
 from hwledger.projectors.plan import (
     Decoded,
@@ -217,11 +217,14 @@ class Writer:
         deferred = self._inventory_deferred()
         recomputed = set() if deferred else plan.touched
         alive = sorted((plan.touched | set(plan.last_seen)) - recomputed)
-        for statement, providers in ((INVENTORY, sorted(recomputed)), (TOUCH_INVENTORY, alive)):
-            if providers:
-                self.conn.execute(statement, {
-                    "providers": providers, "seen": [plan.last_seen.get(p) for p in providers],
-                    "first": [plan.first_seen.get(p) for p in providers]})
+        if recomputed:
+            providers = sorted(recomputed)
+            recompute(self.conn, providers, [plan.last_seen.get(p) for p in providers],
+                      [plan.first_seen.get(p) for p in providers])
+        if alive:
+            self.conn.execute(TOUCH_INVENTORY, {
+                "providers": alive, "seen": [plan.last_seen.get(p) for p in alive],
+                "first": [plan.first_seen.get(p) for p in alive]})
 
     def _inventory_deferred(self) -> bool:
         """Is this schema's inventory still deferred (a rebuild before its switch)?

@@ -1,7 +1,7 @@
 """The bin-packer's run over an `exact` answer's candidates, bounded by the request's `Limits`.
 
-`inventories` turns the rows of `repository.node_statement` / `gpu_statement` /
-`gate_statement` into the bin-packer's `ProviderNodes`; `exact_placements` places the request
+`inventories` turns the rows of `repository.inventory_statement` (provider_nodes and the gate
+figures) into the bin-packer's `ProviderNodes`; `exact_placements` places the request
 on one batch of candidates (pure CPU work, in a worker) and keeps the placeable ones with
 their placement; `ExactRun.place_batches` reads the candidates' inventory and, while fewer
 than `limit` are placed, the next prefilter batch, in the answer's REPEATABLE READ snapshot.
@@ -60,45 +60,33 @@ class ExactWork:
                 "placementSteps": self.steps}
 
 
-def inventories(node_rows: Iterable[Sequence[Any]], gpu_rows: Iterable[Sequence[Any]],
-                gate_rows: Iterable[Sequence[Any]] = ()) -> dict[str, ProviderNodes]:
-    """Per-node free capacity, free GPUs and persistent pools from the rows of
-    `repository.node_statement` and `repository.gpu_statement`, with the provider-wide leased
-    IPs and reclamation window of `repository.gate_statement`."""
-    gates = {provider: (ips, window) for provider, ips, window in gate_rows}
-    gpus: dict[tuple[str, str], list[GpuGroup]] = {}
-    for provider, node, vendor, model, vram, interface, slots in gpu_rows:
-        gpus.setdefault((provider, node), []).append(
-            GpuGroup(vendor, model, vram, interface, tuple(slots)))
-    found: dict[str, list[NodeInventory]] = {}
-    pools: dict[str, dict[str, int]] = {}
-    for provider, node, cpu, memory, ephemeral, storage in node_rows:
-        found.setdefault(provider, []).append(NodeInventory(
-            node, cpu, memory, ephemeral, tuple(gpus.get((provider, node), ()))))
-        pool = pools.setdefault(provider, {})
-        for volume in orjson.loads(storage) if storage else ():
-            pool[str(volume["class"])] = pool.get(str(volume["class"]), 0) + int(volume["bytes"])
-    return {p: ProviderNodes(p, tuple(found.get(p, ())), pools.get(p, {}),
-                             *gates.get(p, (None, None))) for p in {*found, *gates}}
+def inventories(rows: Iterable[Sequence[Any]]) -> dict[str, ProviderNodes]:
+    """The bin-packer's `ProviderNodes` of the rows of `repository.inventory_statement`: per
+    node its free capacity and GPU groups, the persistent pools, the free leased IPs and the
+    reclamation window."""
+    found = {}
+    for provider, nodes, persistent, ips, window in rows:
+        found[provider] = ProviderNodes(
+            provider,
+            tuple(NodeInventory(node, cpu, memory, ephemeral, tuple(
+                      GpuGroup(vendor, model, vram, interface, tuple(slots))
+                      for vendor, model, vram, interface, slots in gpus))
+                  for node, cpu, memory, ephemeral, gpus in orjson.loads(nodes or "[]")),
+            orjson.loads(persistent or "{}"), ips, window)
+    return found
 
 
 def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, ProviderNodes]:
     """The providers' per-node inventory (see `inventories`), read on a SQLAlchemy connection."""
-    return inventories(conn.execute(repository.node_statement(provider_ids)),
-                       conn.execute(repository.gpu_statement(provider_ids)),
-                       conn.execute(repository.gate_statement(provider_ids)))
+    return inventories(conn.execute(repository.inventory_statement(provider_ids)))
 
 
 async def read_inventory_rows(conn: psycopg.AsyncConnection[Any], schema: str,
-                              provider_ids: Sequence[str]) -> list[list[Any]]:
-    """The node, GPU and gate rows of `inventories`, on an async psycopg connection."""
-    rows = []
-    for statement in (repository.node_statement(provider_ids),
-                      repository.gpu_statement(provider_ids),
-                      repository.gate_statement(provider_ids)):
-        cursor = await conn.execute(*repository.compiled(statement, schema=schema))
-        rows.append(await cursor.fetchall())
-    return rows
+                              provider_ids: Sequence[str]) -> list[Any]:
+    """The rows of `inventories`, on an async psycopg connection."""
+    cursor = await conn.execute(*repository.compiled(
+        repository.inventory_statement(provider_ids), schema=schema))
+    return await cursor.fetchall()
 
 
 def exact_placements(request: GroupRequest, providers: Sequence[dict[str, Any]],
@@ -201,8 +189,8 @@ class ExactRun:
         return found, rejected, more, last
 
     def place_batch(self, providers: Sequence[dict[str, Any]],
-                    rows: Sequence[Iterable[Sequence[Any]]], wanted: int
+                    rows: Iterable[Sequence[Any]], wanted: int
                     ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         """`exact_placements` on one batch's inventory rows (CPU work, in a worker)."""
-        return exact_placements(self.request, providers, inventories(*rows), self.limits,
+        return exact_placements(self.request, providers, inventories(rows), self.limits,
                                 self.budget, self.work, wanted=wanted, packing=self.packing)

@@ -1,10 +1,10 @@
 """SQL of the query service's reads, composed with SQLAlchemy 2 Core; every value is a bound
 parameter.
 
-`compiled` turns a statement into SQL text and parameters. `node_statement` / `gpu_statement`
-/ `gate_statement` read the candidates' per-node free capacity for the bin-packer from the
-`node_free` / `node_gpus` views, the same inventory rule the projector's provider_inventory
-totals come from; `position_statement` reads the projection position for `asOf`; the fleet
+`compiled` turns a statement into SQL text and parameters. `inventory_statement` reads the
+candidates' per-node free capacity for the bin-packer from provider_nodes, which the projector
+writes from the same views and in the same transaction as the provider_inventory totals;
+`position_statement` reads the projection position for `asOf`; the fleet
 console's statements count GPUs and list providers. The prefilter itself is `prefilter_sql`.
 The tables are `hwledger.schemas.tables`, declared without a schema: callers set the
 transaction's search_path (or a schema translate map) to the active schema.
@@ -37,7 +37,12 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from hwledger.query.fleet import FleetFilter
 from hwledger.query.prefilter_conditions import clause
-from hwledger.schemas.tables import node_free, node_gpus, projection_offsets, provider_inventory
+from hwledger.schemas.tables import (
+    node_gpus,
+    projection_offsets,
+    provider_inventory,
+    provider_nodes,
+)
 from hwledger.schemas.units import GiB
 
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
@@ -59,34 +64,16 @@ def _text_array(values: Sequence[str]) -> ColumnElement[Any]:
     return bindparam(None, list(values), type_=ARRAY(Text))
 
 
-def node_statement(provider_ids: Sequence[str]) -> Select[Any]:
-    """Per node of the given providers: free cpu/memory/ephemeral and its storage volumes as
-    JSON text (the `node_free` view: the inventory rule the provider_inventory totals come
-    from)."""
-    f = node_free.c
-    return (select(f.provider_id, f.node_id, f.cpu, f.memory, f.ephemeral,
-                   cast(f.storage, Text))
-            .where(f.provider_id == any_(_text_array(provider_ids)))
-            .order_by(f.provider_id, f.node_id))
-
-
-def gpu_statement(provider_ids: Sequence[str]) -> Select[Any]:
-    """The free GPUs of the given providers' current snapshots (the `node_gpus` view), one row
-    per node and kind (vendor, model, vram, interface) with the slot indices ascending."""
-    g = node_gpus.c
-    kind = (g.provider_id, g.node_id, g.vendor, g.model, g.vram_bytes, g.interface)
-    return (select(*kind, func.array_agg(aggregate_order_by(g.slot_index, g.slot_index)))
-            .where(g.provider_id == any_(_text_array(provider_ids)), g.free)
-            .group_by(*kind)
-            .order_by(g.provider_id, g.node_id, func.min(g.slot_index)))
-
-
-def gate_statement(provider_ids: Sequence[str]) -> Select[Any]:
-    """The provider-wide figures the bin-packer's gate checks before any node
-    (`binpacker.provider_gate`): free leased IPs (null: no IP operator) and the reclamation
-    window (null: none offered)."""
-    inv = provider_inventory.c
-    return (select(inv.provider_id, inv.total_available_leased_ip, inv.reclamation_window)
+def inventory_statement(provider_ids: Sequence[str]) -> Select[Any]:
+    """Per given provider, what the bin-packer reads: its provider_nodes row as JSON text (the
+    nodes with their free capacity and GPU groups, the persistent pools; null when it has none)
+    and the provider-wide figures its gate checks before any node (`binpacker.provider_gate`):
+    free leased IPs (null: no IP operator) and the reclamation window (null: none offered)."""
+    inv, pn = provider_inventory.c, provider_nodes.c
+    return (select(inv.provider_id, cast(pn.nodes, Text), cast(pn.persistent, Text),
+                   inv.total_available_leased_ip, inv.reclamation_window)
+            .select_from(provider_inventory.outerjoin(provider_nodes,
+                                                      pn.provider_id == inv.provider_id))
             .where(inv.provider_id == any_(_text_array(provider_ids))))
 
 

@@ -156,6 +156,11 @@ provider_inventory = Table(
     Column("total_available_leased_ip", BigInteger), Column("reclamation_window", BigInteger),
     Column("created_at", TIMESTAMPTZ), Column("location", Text), Column("organization", Text),
 )
+provider_nodes = Table(
+    "provider_nodes", metadata,
+    Column("provider_id", Text, primary_key=True),
+    _required("nodes", JSONB), _required("persistent", JSONB),
+)
 gpu_architecture = Table(
     "gpu_architecture", metadata,
     Column("gpu_architecture_id", SmallInteger, primary_key=True),

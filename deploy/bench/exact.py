@@ -3,7 +3,8 @@ bin-packer measured beside the new one.
 
 `write_nodes` COPYs the synthetic providers' nodes into the normalized tables the `node_free` /
 `node_gpus` views read (one GPU kind per node, only its free GPUs installed, the provider's
-storage pools on its first node), so the bin-packer reads what `provider_inventory` sums.
+storage pools on its first node) and their provider_nodes rows, so the bin-packer reads what
+`provider_inventory` sums.
 `time_exact` times `QueryService.bid_screening(exact=True)` in process (the prefilter batches,
 the inventory reads and the bin-packer in one REPEATABLE READ snapshot, no HTTP).
 `time_bin_packing` times, per candidate, the inventory read and the placement, with this code
@@ -31,6 +32,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
 
 import hwledger.query
+from hwledger.projectors.inventory_sql import INVENTORY_CHUNK, NODE_INVENTORY
 from hwledger.query.binpacker import Packing, place
 from hwledger.query.group_request import GroupRequest
 from hwledger.query.inventory import ProviderNodes
@@ -50,11 +52,13 @@ def _ids(kind: tuple[Any, ...]) -> uuid.UUID:
 
 def write_nodes(conn: psycopg.Connection[Any], providers: Iterator[ProviderNodes],
                 now: datetime) -> None:
-    """COPY every node of `providers` (and the GPU and system rows they need)."""
+    """COPY every node of `providers` (and the GPU and system rows they need), then write their
+    provider_nodes rows with the projector's statement."""
     gpu_kinds: dict[tuple[str, str, int, str], uuid.UUID] = {}
     systems: dict[tuple[uuid.UUID | None, int], uuid.UUID] = {}
-    snapshots, nodes = [], []
+    snapshots, nodes, provider_ids = [], [], []
     for provider in providers:
+        provider_ids.append(provider.provider_id)
         storage = [{"class": c, "bytes": b} for c, b in provider.persistent.items()]
         for position, node in enumerate(provider.nodes):
             group = node.gpus[0] if node.gpus else None
@@ -87,6 +91,8 @@ def write_nodes(conn: psycopg.Connection[Any], providers: Iterator[ProviderNodes
               snapshots)
         _copy(cur, "nodes (provider_id, node_id, current_snapshot_event_id, "
                    "current_occurred_at, first_seen_at, last_seen_at)", nodes)
+    for start in range(0, len(provider_ids), INVENTORY_CHUNK):  # as the projector writes them
+        conn.execute(NODE_INVENTORY, {"providers": provider_ids[start:start + INVENTORY_CHUNK]})
 
 
 def _copy(cur: psycopg.Cursor[Any], target: str, rows: Sequence[tuple[Any, ...]]) -> None:

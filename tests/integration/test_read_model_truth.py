@@ -17,10 +17,11 @@ from hwledger.deploy.bench.fleet import history
 from hwledger.projectors.plan import Record
 from hwledger.projectors.writer import Writer
 from hwledger.query import repository
-from hwledger.query.inventory import ProviderNodes, provider_totals
+from hwledger.query.inventory import GpuGroup, NodeInventory, ProviderNodes, provider_totals
 from hwledger.query.placement_run import inventories
 from hwledger.schemas import codec, tables
 from hwledger.schemas.db import connect
+from hwledger.schemas.validation import INT64_MAX
 from tests import factories as f
 from tests.integration.projector_support import fresh_schema
 from tests.integration.test_projector_convergence import interleave, project_in_batches
@@ -83,13 +84,40 @@ def test_prefilter_totals_agree_with_the_bin_packers_nodes(
             writer.apply(records[start:start + batch], {})
         stored = _inventory(conn)
         ids = sorted(stored)
-        nodes = inventories(*(conn.execute(*repository.compiled(statement)).fetchall()
-                              for statement in (repository.node_statement(ids),
-                                                repository.gpu_statement(ids),
-                                                repository.gate_statement(ids))))
+        nodes = inventories(conn.execute(*repository.compiled(
+            repository.inventory_statement(ids))).fetchall())
         assert stored, "the history made no providers"
+        assert nodes == _view_inventory(conn, ids)
         for provider, row in stored.items():
-            assert provider_totals(nodes.get(provider, ProviderNodes(provider, ()))) == row
+            assert provider_totals(nodes[provider]) == row
+
+
+def _view_inventory(conn: Any, ids: list[str]) -> dict[str, ProviderNodes]:
+    """The providers' `ProviderNodes` read straight from the node_free / node_gpus views, each
+    figure on its own (the definition provider_nodes must equal)."""
+    gpus: dict[tuple[str, str], list[GpuGroup]] = {}
+    for provider, node, vendor, model, vram, interface, slots in conn.execute(
+            "SELECT provider_id, node_id, vendor, model, vram_bytes, interface, "
+            "array_agg(slot_index ORDER BY slot_index) FROM node_gpus "
+            "WHERE provider_id = ANY(%s) AND free "
+            "GROUP BY provider_id, node_id, vendor, model, vram_bytes, interface "
+            "ORDER BY provider_id, node_id, min(slot_index)", (ids,)):
+        gpus.setdefault((provider, node), []).append(
+            GpuGroup(vendor, model, vram, interface, tuple(slots)))
+    found: dict[str, list[NodeInventory]] = {p: [] for p in ids}
+    pools: dict[str, dict[str, int]] = {p: {} for p in ids}
+    for provider, node, cpu, memory, ephemeral, storage in conn.execute(
+            "SELECT provider_id, node_id, cpu, memory, ephemeral, storage FROM node_free "
+            "WHERE provider_id = ANY(%s) ORDER BY provider_id, node_id", (ids,)):
+        found[provider].append(NodeInventory(node, cpu, memory, ephemeral,
+                                             tuple(gpus.get((provider, node), ()))))
+        for volume in storage:
+            pool = pools[provider]
+            pool[volume["class"]] = min(INT64_MAX, pool.get(volume["class"], 0) + volume["bytes"])
+    gates = {p: (ips, window) for p, ips, window in conn.execute(
+        "SELECT provider_id, total_available_leased_ip, reclamation_window "
+        "FROM provider_inventory WHERE provider_id = ANY(%s)", (ids,))}
+    return {p: ProviderNodes(p, tuple(found[p]), pools[p], *gates[p]) for p in ids}
 
 
 def test_the_table_metadata_is_the_migrated_schema(database_url: str) -> None:

@@ -8,7 +8,7 @@ from hwledger.query.group_request import Attribute
 from hwledger.query.prefilter_conditions import Shares, shares_from
 from hwledger.query.prefilter_sql import prefilter
 from hwledger.query.repository import compiled as compiled_sql
-from hwledger.query.repository import gpu_statement, node_statement
+from hwledger.query.repository import inventory_statement
 from hwledger.query.screening_filter import BidScreeningFilter, UnitScreen
 
 ONLINE_SINCE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -98,11 +98,10 @@ def test_globs_and_signed_by_are_checked_behind_an_offset_fence() -> None:
     assert "OFFSET" in signed and "screened.audited_by &&" in signed
 
 
-def test_inventory_statements_take_the_candidates_as_one_array() -> None:
-    for statement in (node_statement(["p1", "p2"]), gpu_statement(["p1", "p2"])):
-        sql, params = compiled_sql(statement)
-        assert "= ANY (" in sql
-        assert ["p1", "p2"] in params.values()
+def test_the_inventory_statement_takes_the_candidates_as_one_array() -> None:
+    sql, params = compiled_sql(inventory_statement(["p1", "p2"]))
+    assert "= ANY (" in sql and "LEFT OUTER JOIN provider_nodes" in sql
+    assert ["p1", "p2"] in params.values()
 
 
 def test_common_gpu_tokens_and_attributes_go_behind_the_fence() -> None:
