@@ -32,6 +32,7 @@ from hwledger.query.group_request import GroupRequest, ResourceUnit
 from hwledger.query.inventory import ProviderNodes
 from hwledger.query.unit_fill import (
     FreeCapacity,
+    Unfilled,
     UnitNeeds,
     UnitPlacement,
     fill,
@@ -135,15 +136,17 @@ def place(request: GroupRequest, inventory: ProviderNodes, *,
     except _OutOfSteps:
         return PlacementFailure(f"not placed within {budget.spent + budget.left} placement "
                                 f"steps")
-    if isinstance(greedy, str) and packing is Packing.SEARCH and _searchable(units):
+    if isinstance(greedy, Unfilled) and packing is Packing.SEARCH and _searchable(units):
         try:
-            found = next(_search(units, node_ids, FreeCapacity.of(inventory), budget, []), None)
+            found = next(_search(units, node_ids, FreeCapacity.of(inventory), budget, [],
+                                 greedy if len(units) == 1 else None), None)
         except _OutOfSteps:
-            return PlacementFailure(f"{greedy}; no other unit order or GPU model placed it "
-                                    f"within {budget.spent} placement steps")
+            return PlacementFailure(f"{greedy.reason}; no other unit order or GPU model placed "
+                                    f"it within {budget.spent} placement steps")
         if found is not None:
             return _placement(found)
-    return PlacementFailure(greedy) if isinstance(greedy, str) else _placement(greedy)
+    return PlacementFailure(greedy.reason) if isinstance(greedy, Unfilled) else \
+        _placement(greedy)
 
 
 def _placement(placed: list[UnitPlacement]) -> Placement:
@@ -151,12 +154,12 @@ def _placement(placed: list[UnitPlacement]) -> Placement:
 
 
 def _greedy(units: Sequence[UnitNeeds], node_ids: Sequence[str], state: FreeCapacity,
-            budget: Steps) -> list[UnitPlacement] | str:
+            budget: Steps) -> list[UnitPlacement] | Unfilled:
     placed: list[UnitPlacement] = []
     for unit in units:
         budget.spend(len(node_ids))
         filled = fill(unit, None, node_ids, state)
-        if isinstance(filled, str):
+        if isinstance(filled, Unfilled):
             return filled
         placed.extend(filled.placed)
     return placed
@@ -168,9 +171,12 @@ def _searchable(units: Sequence[UnitNeeds]) -> bool:
 
 
 def _search(units: Sequence[UnitNeeds], node_ids: Sequence[str], state: FreeCapacity,
-            budget: Steps, placed: list[UnitPlacement]) -> Iterator[list[UnitPlacement]]:
+            budget: Steps, placed: list[UnitPlacement], greedy: Unfilled | None = None
+            ) -> Iterator[list[UnitPlacement]]:
     """Every complete placement, depth first: each remaining unit (one of identical ones) as
-    the next, with each model it could freeze (the greedy choice first)."""
+    the next, with each model it could freeze (the greedy choice first). `greedy` is the
+    greedy pass's failure when `units` is its only unit: that branch (and the model it froze)
+    is known to fail and is not tried again."""
     if not units:
         yield placed
         return
@@ -180,14 +186,15 @@ def _search(units: Sequence[UnitNeeds], node_ids: Sequence[str], state: FreeCapa
             continue
         tried.add(unit.unit)
         rest = [*units[:position], *units[position + 1:]]
-        frozen: str | None = None
-        for model in [None, *(freezable_models(unit, state) if unit.gpus else ())]:
+        frozen = greedy.model if greedy is not None else None
+        models = freezable_models(unit, state) if unit.gpus else []
+        for model in models if greedy is not None else [None, *models]:
             if model is not None and model == frozen:
                 continue
             budget.spend(len(node_ids))
             branch = state.copy()
             filled = fill(unit, model, node_ids, branch)
-            if isinstance(filled, str):
+            if isinstance(filled, Unfilled):
                 continue
             frozen = filled.model
             yield from _search(rest, node_ids, branch, budget, [*placed, *filled.placed])

@@ -7,7 +7,7 @@ the bin-packer places it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from hwledger.schemas.tokens import request_token
 
@@ -52,6 +52,15 @@ class ResourceUnit:
     gpu_alternatives: tuple[GpuAlternative, ...] = ()
     leased_ip_endpoints: frozenset[int] = frozenset()
     """Sequence numbers of the unit's LEASED_IP endpoints (the others need no leased IP)."""
+
+    def __hash__(self) -> int:
+        """The fields' hash, computed once: the bin-packer looks a unit up per candidate
+        (`unit_fill.unit_needs`), and a generated dataclass hash walks every field each time."""
+        found: int | None = self.__dict__.get("_hash")
+        if found is None:
+            found = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", found)
+        return found
 
     @property
     def node_memory_bytes(self) -> int:

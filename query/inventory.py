@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from hwledger.query.gpu_attributes import GpuKind, gpu_kind
 from hwledger.schemas.validation import INT64_MAX
 
 
-@dataclass(frozen=True)
-class GpuGroup:
+class GpuGroup(NamedTuple):
     """A node's free GPUs (not held by an unfinished run) of one vendor, model, vram and
-    interface: their slot indices, ascending."""
+    interface: their slot indices, ascending. (Named tuples, as NodeInventory: an `exact`
+    answer builds thousands per batch, a few times faster than frozen dataclasses.)"""
 
     vendor: str
     model: str
@@ -35,8 +35,7 @@ class GpuGroup:
         return gpu_kind(self.vendor, self.model, self.vram_bytes, self.interface)
 
 
-@dataclass(frozen=True)
-class NodeInventory:
+class NodeInventory(NamedTuple):
     """A node's free capacity: allocatable minus what unfinished runs hold."""
 
     node_id: str

@@ -66,12 +66,11 @@ def inventories(rows: Iterable[Sequence[Any]]) -> dict[str, ProviderNodes]:
     reclamation window."""
     found = {}
     for provider, nodes, persistent, ips, window in rows:
-        found[provider] = ProviderNodes(
-            provider,
-            tuple(NodeInventory(node, cpu, memory, ephemeral, tuple(
-                      GpuGroup(vendor, model, vram, interface, tuple(slots))
-                      for vendor, model, vram, interface, slots in gpus))
-                  for node, cpu, memory, ephemeral, gpus in orjson.loads(nodes or "[]")),
+        found[provider] = ProviderNodes(provider, tuple([
+            NodeInventory(node, cpu, memory, ephemeral, tuple([
+                GpuGroup(vendor, model, vram, interface, tuple(slots))
+                for vendor, model, vram, interface, slots in gpus]))
+            for node, cpu, memory, ephemeral, gpus in orjson.loads(nodes or "[]")]),
             orjson.loads(persistent or "{}"), ips, window)
     return found
 
@@ -84,8 +83,8 @@ def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, P
 async def read_inventory_rows(conn: psycopg.AsyncConnection[Any], schema: str,
                               provider_ids: Sequence[str]) -> list[Any]:
     """The rows of `inventories`, on an async psycopg connection."""
-    cursor = await conn.execute(*repository.compiled(
-        repository.inventory_statement(provider_ids), schema=schema))
+    cursor = await conn.execute(repository.inventory_sql(schema),
+                                {"provider_ids": list(provider_ids)})
     return await cursor.fetchall()
 
 

@@ -122,15 +122,18 @@ def _statements(shape: Shape, limited: bool, ordered: bool
     GPU model is free at 20-45% of it, yet (assuming independent conditions) it would AND
     their 15-50k-row GIN bitmaps with the others' (10-25 ms at 100k providers) where a scan
     stopping after `limit` rows takes ~1 ms (docs/adr/0023-offset-0-fence-in-postgres.md,
-    docs/adr/0024-planner-guards-from-statistics.md).
+    docs/adr/0024-planner-guards-from-statistics.md). An ordered statement has no fence: its
+    plan walks the primary key in owner order and stops at the limit, and a fence would make
+    it sort every row the inner conditions pass first (docs/performance.md, "Issue 15, third
+    step").
     """
     inv = provider_inventory.c
     inner = {c.name: c for c in inv}
-    fenced = [(kind, name) for kind, name in shape if kind in FENCED]
+    fenced = [] if limited and ordered else [(k, n) for k, n in shape if k in FENCED]
     output = [inv.provider_id, inv.host_uri, inv.audited_by, inv.gpu_models, inv.last_seen_at,
               inv.created_at, inv.location, inv.organization]
     statement = select(*output).where(
-        and_(true(), *(clause(k, n, inner) for k, n in shape if k not in FENCED)))
+        and_(true(), *(clause(k, n, inner) for k, n in shape if (k, n) not in fenced)))
     if limited and ordered:
         statement = statement.order_by(inv.provider_id)
     if fenced:

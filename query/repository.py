@@ -59,11 +59,6 @@ def compiled(statement: Select[Any], params: Mapping[str, Any] | None = None, *,
     return str(result), {**result.params, **(params or {})}
 
 
-def _text_array(values: Sequence[str]) -> ColumnElement[Any]:
-    """One bound parameter holding the whole list, rendered `%(param)s::TEXT[]`."""
-    return bindparam(None, list(values), type_=ARRAY(Text))
-
-
 def inventory_statement(provider_ids: Sequence[str]) -> Select[Any]:
     """Per given provider, what the bin-packer reads: its provider_nodes row as JSON text (the
     nodes with their free capacity and GPU groups, the persistent pools; null when it has none)
@@ -74,7 +69,16 @@ def inventory_statement(provider_ids: Sequence[str]) -> Select[Any]:
                    inv.total_available_leased_ip, inv.reclamation_window)
             .select_from(provider_inventory.outerjoin(provider_nodes,
                                                       pn.provider_id == inv.provider_id))
-            .where(inv.provider_id == any_(_text_array(provider_ids))))
+            .where(inv.provider_id == any_(bindparam("provider_ids", list(provider_ids),
+                                                       type_=ARRAY(Text)))))
+
+
+@cache
+def inventory_sql(schema: str) -> str:
+    """`inventory_statement`'s SQL text with the tables in `schema`, compiled once per schema
+    (compiling costs about as much as running it): the candidates go in as the parameter
+    `provider_ids`."""
+    return compiled(inventory_statement(()), schema=schema)[0]
 
 
 @cache

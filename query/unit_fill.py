@@ -159,50 +159,75 @@ class Filled(NamedTuple):
     model: str | None  # the model the unit froze
 
 
+class Unfilled(NamedTuple):
+    """Why a fill stopped: `left` replicas of `unit` found no room; `pools` the persistent
+    pools as they were when those ran out first (None: no node had room), `model` the model
+    the unit froze. The reason is written only when asked for: a search discards most."""
+
+    unit: UnitNeeds
+    left: int
+    model: str | None
+    pools: dict[str, int] | None = None
+
+    @property
+    def reason(self) -> str:
+        where = _where(self.unit.index, self.unit.unit, self.left)
+        if self.pools is not None:
+            return f"{where}: {_pool_failure(self.unit.unit, self.pools)}"
+        return f"{where}: no node has {_describe(self.unit.unit)} free"
+
+
 def fill(unit: UnitNeeds, model: str | None, node_ids: Sequence[str], state: FreeCapacity
-         ) -> Filled | str:
+         ) -> Filled | Unfilled:
     """Place every replica of `unit` on the nodes in order, drawing on `state`: the
     placements and the frozen model, or why not. `model` None freezes the first model (by
     token) with enough free GPUs on the first node that takes a replica (Akash's rule)."""
     left = unit.unit.count
+    need_cpu, need_memory, need_ephemeral, need_gpus = unit.cpu, unit.memory, unit.ephemeral, \
+        unit.gpus
     placed: list[UnitPlacement] = []
     for position, capacity in enumerate(state.capacity):
         if left == 0:
             break
         cpu, memory, ephemeral = capacity
-        fits = _share(cpu, unit.cpu, left)
-        fits = _share(memory, unit.memory, fits)
-        fits = _share(ephemeral, unit.ephemeral, fits)
-        if fits == 0:
+        fits = left
+        if need_cpu:
+            fits = min(fits, cpu // need_cpu)
+        if need_memory:
+            fits = min(fits, memory // need_memory)
+        if need_ephemeral:
+            fits = min(fits, ephemeral // need_ephemeral)
+        if fits <= 0:
             continue
         kinds: list[GpuKind] = []
-        if unit.gpus:
+        if need_gpus:
             free = state.free[position]
+            if not free:
+                continue
             by_model = unit.models(free)
             if model is None:
                 model = next((m for m in sorted(by_model)
-                              if sum(len(free[k]) for k in by_model[m]) >= unit.gpus), None)
+                              if sum(len(free[k]) for k in by_model[m]) >= need_gpus), None)
                 if model is None:
                     continue
             kinds = by_model.get(model, [])
-            fits = _share(sum(len(free[k]) for k in kinds), unit.gpus, fits)
+            fits = min(fits, sum(len(free[k]) for k in kinds) // need_gpus)
             if fits == 0:
                 continue
-        replicas = _pool_share(unit, state.pools, fits)
+        replicas = _pool_share(unit, state.pools, fits) if unit.volumes else fits
         if replicas:
-            capacity[0] = cpu - unit.cpu * replicas
-            capacity[1] = memory - unit.memory * replicas
-            capacity[2] = ephemeral - unit.ephemeral * replicas
+            capacity[0] = cpu - need_cpu * replicas
+            capacity[1] = memory - need_memory * replicas
+            capacity[2] = ephemeral - need_ephemeral * replicas
             for storage_class, need in unit.volumes.items():
                 state.pools[storage_class] -= need * replicas
-            slots = _take(state.free[position], kinds, replicas * unit.gpus) if kinds else []
+            slots = _take(state.free[position], kinds, replicas * need_gpus) if kinds else []
             placed.append(UnitPlacement(unit.index, node_ids[position], replicas, tuple(slots)))
             left -= replicas
         if replicas < fits:
-            return (f"{_where(unit.index, unit.unit, left)}: "
-                    f"{_pool_failure(unit.unit, state.pools)}")
+            return Unfilled(unit, left, model, dict(state.pools))
     if left:
-        return f"{_where(unit.index, unit.unit, left)}: no node has {_describe(unit.unit)} free"
+        return Unfilled(unit, left, model)
     return Filled(placed, model)
 
 

@@ -8,7 +8,7 @@ from hwledger.query.group_request import Attribute
 from hwledger.query.prefilter_conditions import Shares, shares_from
 from hwledger.query.prefilter_sql import prefilter
 from hwledger.query.repository import compiled as compiled_sql
-from hwledger.query.repository import inventory_statement
+from hwledger.query.repository import inventory_sql, inventory_statement
 from hwledger.query.screening_filter import BidScreeningFilter, UnitScreen
 
 ONLINE_SINCE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -101,7 +101,10 @@ def test_globs_and_signed_by_are_checked_behind_an_offset_fence() -> None:
 def test_the_inventory_statement_takes_the_candidates_as_one_array() -> None:
     sql, params = compiled_sql(inventory_statement(["p1", "p2"]))
     assert "= ANY (" in sql and "LEFT OUTER JOIN provider_nodes" in sql
-    assert ["p1", "p2"] in params.values()
+    assert params == {"provider_ids": ["p1", "p2"]}
+    cached = inventory_sql("hwledger_v2")
+    assert "%(provider_ids)s::TEXT[]" in cached and "hwledger_v2.provider_nodes" in cached
+    assert inventory_sql("hwledger_v2") is cached
 
 
 def test_common_gpu_tokens_and_attributes_go_behind_the_fence() -> None:
@@ -141,12 +144,13 @@ def test_a_limited_prefilter_lists_by_owner_after_the_cursor() -> None:
     assert paged.params["after"] == "p-7" and ("after", "after") in paged.shape
     sql, _ = compiled_sql(paged.statement)
     assert "provider_inventory.provider_id > %(after)s" in sql
-    assert sql.count("ORDER BY") == 2  # inside the fence and outside it
+    assert sql.count("ORDER BY") == 1 and "OFFSET" not in sql  # an ordered scan, no fence
+    assert "provider_inventory.audited_by &&" in sql
     assert "ORDER BY" not in compiled_sql(prefilter(screen, ONLINE_SINCE).statement)[0]
     scan = prefilter(screen, ONLINE_SINCE, 8)  # not paged: the first matches the scan finds
     assert "ORDER BY" not in compiled_sql(scan.statement)[0]
     assert "row_number() OVER ()" in compiled_sql(scan.answer)[0]
     assert compiled_sql(prefilter(screen, ONLINE_SINCE, 8, ordered=True).statement)[0].count(
-        "ORDER BY") == 2
+        "ORDER BY") == 1
     assert "row_number() OVER (ORDER BY candidate_rows.provider_id)" in compiled_sql(
         paged.answer)[0]
