@@ -75,9 +75,12 @@ def inventories(rows: Iterable[Sequence[Any]]) -> dict[str, ProviderNodes]:
     return found
 
 
-def provider_nodes(conn: Connection, provider_ids: Sequence[str]) -> dict[str, ProviderNodes]:
-    """The providers' per-node inventory (see `inventories`), read on a SQLAlchemy connection."""
-    return inventories(conn.execute(repository.inventory_statement(provider_ids)))
+def provider_nodes(conn: Connection, provider_ids: Sequence[str], schema: str | None = None
+                   ) -> dict[str, ProviderNodes]:
+    """The providers' per-node inventory (see `inventories`), read on a SQLAlchemy connection
+    from the tables in `schema` (None: on the search_path)."""
+    return inventories(conn.exec_driver_sql(repository.inventory_sql(schema),
+                                            {"provider_ids": list(provider_ids)}))
 
 
 async def read_inventory_rows(conn: psycopg.AsyncConnection[Any], schema: str,

@@ -74,10 +74,10 @@ def inventory_statement(provider_ids: Sequence[str]) -> Select[Any]:
 
 
 @cache
-def inventory_sql(schema: str) -> str:
-    """`inventory_statement`'s SQL text with the tables in `schema`, compiled once per schema
-    (compiling costs about as much as running it): the candidates go in as the parameter
-    `provider_ids`."""
+def inventory_sql(schema: str | None) -> str:
+    """`inventory_statement`'s SQL text with the tables in `schema` (None: unqualified, on the
+    search_path), compiled once per schema (compiling costs about as much as running it): the
+    candidates go in as the parameter `provider_ids`."""
     return compiled(inventory_statement(()), schema=schema)[0]
 
 

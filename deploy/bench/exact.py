@@ -214,9 +214,12 @@ def time_bin_packing(database_url: str, schema: str,
     three times (the best of each); the placements counted per side."""
     baseline = baseline_modules()
     engine = make_engine(database_url, pool_size=1)
+    def read_nodes(conn: Connection, provider_ids: Sequence[str]) -> Mapping[str, Any]:
+        return provider_nodes(conn, provider_ids, schema)
+
     sides: dict[str, tuple[Read, Place, Callable[[str], Any]]] = {
-        "search": (provider_nodes, place, lambda o: ProviderNodes(o, ())),
-        "greedy": (provider_nodes, lambda r, n: place(r, n, packing=Packing.GREEDY),
+        "search": (read_nodes, place, lambda o: ProviderNodes(o, ())),
+        "greedy": (read_nodes, lambda r, n: place(r, n, packing=Packing.GREEDY),
                    lambda o: ProviderNodes(o, ())),
     }
     if baseline is not None:

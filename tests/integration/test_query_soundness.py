@@ -154,8 +154,8 @@ def test_prefilter_never_drops_a_placeable_provider(
     group = parse_group_spec(request)
     answer = asyncio.run(service.screen(screening_filter(group), limit=10_000))
     candidates = {p["owner"] for p in answer.providers()}
-    with service.repeatable_read() as (conn, _):
-        inventories = provider_nodes(conn, providers)
+    with service.repeatable_read() as (conn, schema):
+        inventories = provider_nodes(conn, providers, schema)
     for provider, packing in itertools.product(providers, Packing):
         outcome = place(group, inventories.get(provider, ProviderNodes(provider, ())),
                         packing=packing)
