@@ -138,7 +138,7 @@ def measure(config: BenchConfig, topic: str, schema: str, total: int, batch_size
 @dataclass(frozen=True)
 class Ceiling:
     """Seconds spent on plain writes: the normalized rows, then applied_events and the
-    provider_inventory rows (the remaining rows a projector commits)."""
+    provider_inventory and provider_nodes rows (the remaining rows a projector commits)."""
 
     events: int
     normalized_seconds: float
@@ -149,13 +149,24 @@ class Ceiling:
         return self.events / spent if spent > 0 else 0.0
 
 
-def inventory_rows(oracle: Writer, plan: Plan) -> list[tuple[Any, ...]]:
-    """The provider_inventory rows the projector's statement makes of `plan` (in `oracle`)."""
+INVENTORY_TABLES = ("provider_inventory", "provider_nodes")
+JSONB_OID = psycopg.postgres.types["jsonb"].oid
+
+
+def inventory_rows(oracle: Writer, plan: Plan) -> dict[str, list[tuple[Any, ...]]]:
+    """The provider_inventory and provider_nodes rows the projector's statements make of
+    `plan` (in `oracle`), per table."""
     oracle.write_rows(plan)
     oracle.write_inventory(plan)
-    cursor = oracle.conn.execute("SELECT * FROM provider_inventory WHERE provider_id = ANY(%s) "
-                                 "ORDER BY provider_id", (sorted(plan.touched),))
-    rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in row) for row in cursor]
+    rows = {}
+    for table in INVENTORY_TABLES:
+        cursor = oracle.conn.execute(sql.SQL(
+            "SELECT * FROM {} WHERE provider_id = ANY(%s) ORDER BY provider_id").format(
+                sql.Identifier(table)), (sorted(plan.touched),))
+        jsonb = [c.type_code == JSONB_OID for c in cursor.description or ()]
+        rows[table] = [tuple(Jsonb(v) if is_json else v for v, is_json in zip(row, jsonb,
+                                                                             strict=True))
+                       for row in cursor]
     oracle.conn.commit()
     oracle.remember(plan)
     return rows
@@ -166,22 +177,24 @@ def upsert_plainly(conn: psycopg.Connection[Any], table: str,
     """COPY rows into a staging copy of `table`, then one INSERT ... ON CONFLICT DO UPDATE."""
     columns = [c.name for c in conn.execute(
         sql.SQL("SELECT * FROM {} LIMIT 0").format(sql.Identifier(table))).description or ()]
-    conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS stage (LIKE {}) "
-                         "ON COMMIT DELETE ROWS").format(sql.Identifier(table)))
-    with conn.cursor() as cur, cur.copy("COPY stage FROM STDIN") as copy:
+    stage = sql.Identifier(f"stage_{table}")
+    conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) "
+                         "ON COMMIT DELETE ROWS").format(stage, sql.Identifier(table)))
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(stage)) as copy:
         for row in rows:
             copy.write_row(row)
-    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM stage ON CONFLICT ({}) DO UPDATE SET {}")
-                 .format(sql.Identifier(table), sql.Identifier(columns[0]), sql.SQL(", ").join(
-                     sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c))
-                     for c in columns[1:])))
+    updates = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c))
+                                 for c in columns[1:])
+    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {} ON CONFLICT ({}) DO UPDATE SET {}")
+                 .format(sql.Identifier(table), stage, sql.Identifier(columns[0]), updates))
 
 
 def ceiling(config: BenchConfig, schema: str, oracle_schema: str) -> Ceiling:
     """The same rows written by plain batched COPY/upserts; only the writes are timed.
 
-    No projection logic is timed: the plan is computed first, and the provider_inventory rows
-    the projector would write are computed beforehand in `oracle_schema` by its own statement.
+    No projection logic is timed: the plan is computed first, and the provider_inventory and
+    provider_nodes rows the projector would write are computed beforehand in `oracle_schema` by
+    its own statements.
     """
     state = State()
     normalized = bookkeeping = 0.0
@@ -204,7 +217,8 @@ def ceiling(config: BenchConfig, schema: str, oracle_schema: str) -> Ceiling:
             conn.commit()
             middle = time.monotonic()
             copy_rows(conn, "applied_events", APPLIED, plan.applied)
-            upsert_plainly(conn, "provider_inventory", inventory)
+            for table, rows in inventory.items():
+                upsert_plainly(conn, table, rows)
             conn.commit()
             normalized += middle - started
             bookkeeping += time.monotonic() - middle

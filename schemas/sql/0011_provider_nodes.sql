@@ -18,11 +18,15 @@ CREATE TABLE provider_nodes (
 );
 
 -- The rows of the given providers (one per provider, also without nodes), as the projector
--- and this migration write them.
+-- and this migration write them. `free` is read once (a CTE used twice is materialized): each
+-- node_free row costs a lookup of the node's unfinished runs.
 CREATE FUNCTION node_inventory(provider_ids text[])
 RETURNS TABLE (provider_id text, nodes jsonb, persistent jsonb)
 LANGUAGE sql STABLE AS $$
-WITH groups AS (
+WITH free AS (
+    SELECT f.provider_id, f.node_id, f.cpu, f.memory, f.ephemeral, f.storage
+    FROM node_free f WHERE f.provider_id = ANY(provider_ids)
+), groups AS (
     SELECT g.provider_id, g.node_id, min(g.slot_index) AS first_slot,
            jsonb_build_array(g.vendor, g.model, g.vram_bytes, g.interface,
                              jsonb_agg(g.slot_index ORDER BY g.slot_index)) AS gpu_group
@@ -36,15 +40,13 @@ WITH groups AS (
     SELECT f.provider_id,
            jsonb_agg(jsonb_build_array(f.node_id, f.cpu, f.memory, f.ephemeral,
                                        coalesce(g.gpus, '[]'::jsonb)) ORDER BY f.node_id) AS nodes
-    FROM node_free f LEFT JOIN gpus g USING (provider_id, node_id)
-    WHERE f.provider_id = ANY(provider_ids)
+    FROM free f LEFT JOIN gpus g USING (provider_id, node_id)
     GROUP BY f.provider_id
 ), pools AS (
     SELECT c.provider_id, jsonb_object_agg(c.storage_class, c.bytes) AS persistent
     FROM (SELECT f.provider_id, v ->> 'class' AS storage_class,
                  least(sum((v ->> 'bytes')::numeric), 9223372036854775807)::bigint AS bytes
-          FROM node_free f CROSS JOIN LATERAL jsonb_array_elements(f.storage) v
-          WHERE f.provider_id = ANY(provider_ids)
+          FROM free f CROSS JOIN LATERAL jsonb_array_elements(f.storage) v
           GROUP BY f.provider_id, v ->> 'class') c
     GROUP BY c.provider_id
 )
