@@ -138,6 +138,15 @@ WHERE (p.nodes, p.persistent) IS DISTINCT FROM (excluded.nodes, excluded.persist
 recomputed from the same views as their provider_inventory row, in the same transaction."""
 
 
+USING_GPUS = """
+SELECT DISTINCT n.provider_id FROM nodes n
+JOIN hardware_snapshots s ON s.event_id = n.current_snapshot_event_id
+JOIN system_gpu_link l ON l.system_hardware_id = s.system_hardware_id
+WHERE l.gpu_hardware_id = ANY(%s::uuid[]) ORDER BY n.provider_id
+"""
+"""The providers whose nodes' current snapshots hold one of the given GPU rows."""
+
+
 TOUCH_INVENTORY = f"""
 WITH {TOUCHED}
 INSERT INTO provider_inventory AS i (provider_id, last_seen_at, created_at)

@@ -146,11 +146,11 @@ def changed_rows_upsert(alias: str, key: str, updates: Mapping[str, str]) -> str
             f"WHERE ({old}) IS DISTINCT FROM ({', '.join(updates.values())})")
 
 
-def bulk_insert(conn: psycopg.Connection[Any], table: str, columns: Sequence[Column],
-                rows: Sequence[Row], tail: str = "ON CONFLICT DO NOTHING") -> int:
-    """INSERT ... SELECT FROM unnest(one array per column) [tail]; returns the rows written."""
+def _bulk(conn: psycopg.Connection[Any], table: str, columns: Sequence[Column],
+          rows: Sequence[Row], tail: str) -> psycopg.Cursor[Any] | None:
+    """INSERT ... SELECT FROM unnest(one array per column) [tail]; None without rows."""
     if not rows:
-        return 0
+        return None
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     arrays = sql.SQL(", ").join(
         sql.SQL("%b::{}[]").format(sql.SQL("text" if c.type == "jsonb" else c.type))
@@ -160,8 +160,23 @@ def bulk_insert(conn: psycopg.Connection[Any], table: str, columns: Sequence[Col
         for c in columns)
     query = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({}) {}").format(
         sql.Identifier(table), names, selected, arrays, names, sql.SQL(tail))
-    cur = conn.execute(query, [list(col) for col in zip(*rows, strict=True)])
-    return cur.rowcount
+    return conn.execute(query, [list(col) for col in zip(*rows, strict=True)])
+
+
+def bulk_insert(conn: psycopg.Connection[Any], table: str, columns: Sequence[Column],
+                rows: Sequence[Row], tail: str = "ON CONFLICT DO NOTHING") -> int:
+    """INSERT ... SELECT FROM unnest(one array per column) [tail]; returns the rows written."""
+    cur = _bulk(conn, table, columns, rows, tail)
+    return 0 if cur is None else cur.rowcount
+
+
+def bulk_replace(conn: psycopg.Connection[Any], table: str, columns: Sequence[Column],
+                 rows: Sequence[Row], tail: str) -> list[str]:
+    """`bulk_insert` with an upsert `tail`: the ids (first column) of the stored rows it
+    replaced, not of those it inserted (a row an upsert updated has a non-zero xmax)."""
+    cur = _bulk(conn, table, columns, rows,
+                f"{tail} RETURNING {columns[0].name}::text, xmax::text::bigint <> 0")
+    return [] if cur is None else [key for key, replaced in cur.fetchall() if replaced]
 
 
 def copy_rows(conn: psycopg.Connection[Any], table: str, columns: Sequence[Column],

@@ -20,7 +20,13 @@ import psycopg
 
 from hwledger.projectors.batch import latest_event_times, references
 from hwledger.projectors.dead_letters import REFUSED, refusal, split_batch, summed
-from hwledger.projectors.inventory_sql import NODE_SEEN, TOUCH_INVENTORY, recompute
+from hwledger.projectors.inventory_sql import (
+    NODE_INVENTORY,
+    NODE_SEEN,
+    TOUCH_INVENTORY,
+    USING_GPUS,
+    recompute,
+)
 from hwledger.projectors.offsets import PROJECTION, Offsets
 from hwledger.projectors.plan import (
     Decoded,
@@ -54,6 +60,7 @@ from hwledger.projectors.statements import (
     UPSERTS,
     Row,
     bulk_insert,
+    bulk_replace,
     copy_rows,
 )
 from hwledger.schemas.signatures import AuditorKeys
@@ -153,14 +160,16 @@ class Writer:
                 or (table in MERGE_ORDER and merge_key(table, rows[k]) < known)]
 
     def _write(self, plan: Plan) -> None:
-        self.write_rows(plan)
-        self._write_bookkeeping(plan)
+        self._write_bookkeeping(plan, self.write_rows(plan))
 
-    def write_rows(self, plan: Plan) -> None:
-        """The normalized read-model rows of `plan` (no inventory, offsets or dead letters)."""
+    def write_rows(self, plan: Plan) -> list[str]:
+        """The normalized read-model rows of `plan` (no inventory, offsets or dead letters);
+        returns the ids of the gpu_hardware rows a lesser report replaced (their interface may
+        have changed, which the provider_nodes rows of every provider using them show)."""
         conn = self.conn
-        bulk_insert(conn, "gpu_hardware", GPU_HARDWARE,
-                    self._fresh("gpu_hardware", plan.gpu_hardware), UPSERTS["gpu_hardware"])
+        replaced = bulk_replace(conn, "gpu_hardware", GPU_HARDWARE,
+                                self._fresh("gpu_hardware", plan.gpu_hardware),
+                                UPSERTS["gpu_hardware"])
         bulk_insert(conn, "system_software", SYSTEM_SOFTWARE,
                     self._fresh("system_software", plan.system_software))
         bulk_insert(conn, "system_hardware", SYSTEM_HARDWARE,
@@ -194,8 +203,9 @@ class Writer:
             plan.providers)], UPSERTS["providers"])
         bulk_insert(conn, "provider_audits", AUDITS, [plan.audits[k] for k in sorted(
             plan.audits)], UPSERTS["provider_audits"])
+        return replaced
 
-    def _write_bookkeeping(self, plan: Plan) -> None:
+    def _write_bookkeeping(self, plan: Plan, replaced_gpus: Sequence[str]) -> None:
         conn = self.conn
         copy_rows(conn, "applied_events", APPLIED, plan.applied)
         if plan.unparked:
@@ -208,12 +218,14 @@ class Writer:
              p.decoded.record.raw, p.decoded.event.event_type if p.decoded.event else "",
              p.decoded.event_id, p.decoded.provider_id, p.waiting_for, p.occurred_at)
             for p in plan.newly_parked])
-        self.write_inventory(plan)
+        self.write_inventory(plan, replaced_gpus)
 
-    def write_inventory(self, plan: Plan) -> None:
+    def write_inventory(self, plan: Plan, replaced_gpus: Sequence[str] = ()) -> None:
         """Recompute the provider_inventory rows of the providers `plan` touched (their
         last_seen_at moves to their newest own fact, if the batch has one); a provider the
-        batch saw only heartbeats of gets only its last_seen_at moved."""
+        batch saw only heartbeats of gets only its last_seen_at moved. The other providers
+        whose nodes use a gpu_hardware row in `replaced_gpus` get their provider_nodes row
+        recomputed (the GPU groups carry its interface)."""
         deferred = self._inventory_deferred()
         recomputed = set() if deferred else plan.touched
         alive = sorted((plan.touched | set(plan.last_seen)) - recomputed)
@@ -221,6 +233,11 @@ class Writer:
             providers = sorted(recomputed)
             recompute(self.conn, providers, [plan.last_seen.get(p) for p in providers],
                       [plan.first_seen.get(p) for p in providers])
+        if replaced_gpus and not deferred:
+            using = [p for (p,) in self.conn.execute(USING_GPUS, (list(replaced_gpus),))
+                     if p not in recomputed]
+            if using:
+                self.conn.execute(NODE_INVENTORY, {"providers": using})
         if alive:
             self.conn.execute(TOUCH_INVENTORY, {
                 "providers": alive, "seen": [plan.last_seen.get(p) for p in alive],

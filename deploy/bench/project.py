@@ -156,8 +156,7 @@ JSONB_OID = psycopg.postgres.types["jsonb"].oid
 def inventory_rows(oracle: Writer, plan: Plan) -> dict[str, list[tuple[Any, ...]]]:
     """The provider_inventory and provider_nodes rows the projector's statements make of
     `plan` (in `oracle`), per table."""
-    oracle.write_rows(plan)
-    oracle.write_inventory(plan)
+    oracle.write_inventory(plan, oracle.write_rows(plan))
     rows = {}
     for table in INVENTORY_TABLES:
         cursor = oracle.conn.execute(sql.SQL(
