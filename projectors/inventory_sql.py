@@ -74,15 +74,6 @@ WITH {TOUCHED}, node_models AS (
     FROM models m CROSS JOIN LATERAL (VALUES (lower(m.vendor)),
                                              (lower(m.vendor || '/' || m.model))) AS v(token)
     GROUP BY m.provider_id
-), token_maxima AS (
-    SELECT t.provider_id, jsonb_object_agg(t.token, t.most) AS maxima
-    FROM (SELECT p.provider_id, v.token, max(p.free) AS most
-          FROM (SELECT provider_id, node_id, lower(vendor) AS vendor,
-                       lower(vendor || '/' || model) AS model, sum(free) AS free
-                FROM node_models GROUP BY 1, 2, 3, 4) p
-          CROSS JOIN LATERAL (VALUES (p.vendor), (p.model)) AS v(token)
-          WHERE p.free > 0 GROUP BY p.provider_id, v.token) t
-    GROUP BY t.provider_id
 ), classes AS (
     SELECT f.provider_id, array_agg(DISTINCT v ->> 'class' ORDER BY v ->> 'class') AS classes
     FROM node_free f JOIN touched t USING (provider_id)
@@ -106,8 +97,7 @@ INSERT INTO provider_inventory AS i (
     total_available_memory, total_available_gpu, total_available_ephemeral,
     total_available_persistent, max_node_free_cpu, max_node_free_memory, max_node_free_gpu,
     gpu_models, gpu_models_free, storage_classes, self_attributes, signed_attributes, audited_by,
-    total_available_leased_ip, reclamation_window, created_at, location, organization,
-    gpu_tokens_max_node_free)
+    total_available_leased_ip, reclamation_window, created_at, location, organization)
 SELECT t.provider_id, p.host_uri, t.seen, coalesce(x.node_count, 0),
        coalesce(x.cpu, 0)::bigint, coalesce(x.memory, 0)::bigint, coalesce(x.gpu, 0)::int,
        coalesce(x.ephemeral, 0)::bigint, coalesce(x.persistent, 0)::bigint,
@@ -119,10 +109,8 @@ SELECT t.provider_id, p.host_uri, t.seen, coalesce(x.node_count, 0),
        (p.leased_ip_capacity - least(p.leased_ip_capacity, coalesce(h.ips, 0)))::bigint,
        p.reclamation_window,
        t.first, coalesce(a.location, p.attributes ->> '{LOCATION}'),
-       coalesce(a.organization, p.attributes ->> '{ORGANIZATION}'),
-       coalesce(m.maxima, '{{}}'::jsonb)
+       coalesce(a.organization, p.attributes ->> '{ORGANIZATION}')
 FROM touched t LEFT JOIN totals x USING (provider_id) LEFT JOIN tokens k USING (provider_id)
-LEFT JOIN token_maxima m USING (provider_id)
 LEFT JOIN classes s USING (provider_id) LEFT JOIN signed a USING (provider_id)
 LEFT JOIN providers p USING (provider_id) LEFT JOIN held_ips h USING (provider_id)
 """ + changed_rows_upsert("i", "provider_id", _INVENTORY_UPDATES)

@@ -86,22 +86,4 @@ def provider_totals(provider: ProviderNodes) -> dict[str, Any]:
         "max_node_free_gpu": max((n.gpu_count for n in nodes), default=0),
         "gpu_models_free": free_tokens,
         "storage_classes": sorted(provider.persistent),
-        "gpu_tokens_max_node_free": gpu_tokens_max_node_free(provider),
     }
-
-
-def gpu_tokens_max_node_free(provider: ProviderNodes) -> dict[str, int]:
-    """Per free GPU token, the most free GPUs of one model on one node: for `vendor/model`
-    that model's, for `vendor` any one of its models' (a replica's GPUs share a model)."""
-    found: dict[str, int] = {}
-    for node in provider.nodes:
-        per_model: dict[tuple[str, str], int] = {}
-        for group in node.gpus:
-            kind = group.kind
-            per_model[kind.vendor, kind.model] = per_model.get((kind.vendor, kind.model), 0) + \
-                len(group.slots)
-        for (vendor, model), free in per_model.items():
-            for token in (vendor, model):
-                if free > found.get(token, 0):
-                    found[token] = free
-    return found

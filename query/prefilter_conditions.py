@@ -20,7 +20,6 @@ from sqlalchemy import (
     DateTime,
     Text,
     bindparam,
-    cast,
     exists,
     func,
     literal,
@@ -62,18 +61,6 @@ def glob_clause(name: str, attributes: ColumnElement[Any]) -> ColumnElement[bool
         func.strpos(rest, "/") == 0,
         pairs.c.value == bindparam(f"{name}_value", type_=Text),
     ))
-
-
-def unit_gpus_clause(name: str, maxima: ColumnElement[Any]) -> ColumnElement[bool]:
-    """One of the unit's tokens `:<name>_tokens` has `:<name>_count` free GPUs of one model on
-    one node (`gpu_tokens_max_node_free`). Sound: a replica's GPUs are of one model M on one
-    node, whichever alternatives they match, and M's free GPUs on a node are at most the
-    figure of either token naming M (`vendor/model`, `vendor`), one of which the unit lists."""
-    token = func.unnest(bindparam(f"{name}_tokens", type_=ARRAY(Text))).column_valued("token")
-    most = func.coalesce(func.max(cast(maxima.op("->>")(token), BigInteger)),
-                         literal_column("0"))
-    return select(most).scalar_subquery() >= \
-        bindparam(f"{name}_count", type_=BigInteger)
 
 
 Condition = tuple[str, str, Any]  # (kind, parameter name, value)
@@ -148,9 +135,6 @@ def conditions(screen: BidScreeningFilter, online_since: datetime | None,
         if unit.gpu_tokens:
             found.append(("common_gpu" if shares.common_gpu(unit.gpu_tokens) else "gpu",
                           f"unit{index}_gpu_tokens", list(unit.gpu_tokens)))
-            if unit.gpus > 1:  # one free GPU of a token is what gpu_models_free says
-                found.append(("unit_gpus", f"unit{index}_gpus",
-                              (list(unit.gpu_tokens), unit.gpus)))
         if unit.storage_classes:
             found.append(("storage", f"unit{index}_storage_classes",
                           list(unit.storage_classes)))
@@ -190,6 +174,4 @@ def clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
         return columns["self_attributes"].bool_op("@>")(bindparam(name, type_=JSONB))
     if kind == "glob":
         return glob_clause(name, columns["self_attributes"])
-    if kind == "unit_gpus":
-        return unit_gpus_clause(name, columns["gpu_tokens_max_node_free"])
     return columns[kind] >= bindparam(name, type_=BigInteger)

@@ -199,8 +199,6 @@ def prefilter(screen: BidScreeningFilter, online_since: datetime | None,
     for kind, name, value in found:
         if kind == "glob":
             params[f"{name}_prefix"], params[f"{name}_value"] = value
-        elif kind == "unit_gpus":
-            params[f"{name}_tokens"], params[f"{name}_count"] = value
         else:
             params[name] = value
     if limit is not None:

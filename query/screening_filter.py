@@ -29,13 +29,8 @@ from hwledger.query.request_fields import (
 
 @dataclass(frozen=True)
 class UnitScreen:
-    """One unit's per-unit checks: some of its GPU tokens free and, with `gpus` (the GPUs one
-    replica needs), that many free GPUs of one of their models on one node; its storage
-    classes offered."""
-
     gpu_tokens: tuple[str, ...] = ()
     storage_classes: tuple[str, ...] = ()
-    gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,7 +65,7 @@ def screening_filter(request: GroupRequest) -> BidScreeningFilter:
         max_node_cpu=max(u.cpu_millicores for u in units),
         max_node_memory=max(u.node_memory_bytes for u in units),
         max_node_gpu=max(u.gpu_units for u in units),
-        units=tuple(UnitScreen(u.gpu_tokens, u.storage_classes, u.gpu_units) for u in units),
+        units=tuple(UnitScreen(u.gpu_tokens, u.storage_classes) for u in units),
         signed_by_all_of=request.signed_by_all_of,
         signed_by_any_of=request.signed_by_any_of,
         attributes=request.attributes,
@@ -97,8 +92,8 @@ def filter_to_json(built: BidScreeningFilter) -> dict[str, Any]:
     """The filter as JSON, camelCase as every answer; `filter_from_json` reads it back."""
     return {
         **{to_camel(name): getattr(built, name) for name in _TOTALS},
-        "units": [{"gpuTokens": list(u.gpu_tokens), "storageClasses": list(u.storage_classes),
-                   "gpus": u.gpus} for u in built.units],
+        "units": [{"gpuTokens": list(u.gpu_tokens), "storageClasses": list(u.storage_classes)}
+                  for u in built.units],
         "signedBy": {"allOf": list(built.signed_by_all_of),
                      "anyOf": list(built.signed_by_any_of)},
         "attributes": [{"key": a.key, "value": a.value} for a in built.attributes],
@@ -117,9 +112,9 @@ def filter_from_json(document: Any) -> BidScreeningFilter:
     units = []
     items, here = doc["units"]
     for index, item in enumerate(expect_list(items, here)):
-        unit = camel_fields(item, f"{here}[{index}]", ("gpuTokens", "storageClasses", "gpus"))
+        unit = camel_fields(item, f"{here}[{index}]", ("gpuTokens", "storageClasses"))
         tokens = tuple(sorted({t.lower() for t in names(*unit["gpuTokens"])}))
-        units.append(UnitScreen(tokens, names(*unit["storageClasses"]), count(*unit["gpus"])))
+        units.append(UnitScreen(tokens, names(*unit["storageClasses"])))
     signed_by, here = doc["signedBy"]
     signed = camel_fields(signed_by or {}, here, ("allOf", "anyOf"))
     return BidScreeningFilter(

@@ -24,7 +24,7 @@ GROUP_SPEC_EXAMPLE: dict[str, Any] = {
     "requirements": {"signedBy": {"anyOf": ["akash1auditor"]}}}
 FILTER_EXAMPLE: dict[str, Any] = {
     "totalCpu": 16000, "totalGpu": 2, "maxNodeGpu": 1,
-    "units": [{"gpuTokens": ["nvidia/h100"], "storageClasses": [], "gpus": 1}],
+    "units": [{"gpuTokens": ["nvidia/h100"], "storageClasses": []}],
     "signedBy": {"allOf": [], "anyOf": ["akash1auditor"]}}
 
 _AS_OF_EXAMPLE = {

@@ -103,10 +103,7 @@ FILTER_SCHEMA: dict[str, Any] = {
                               "description": "seconds; null or absent: none asked for"},
         "units": {"type": "array", "maxItems": MAX_ITEMS, "items": {
             "type": "object", "additionalProperties": False,
-            "properties": {"gpuTokens": _NAMES, "storageClasses": _NAMES,
-                           "gpus": {**_TOTAL, "description": "GPUs one replica needs: with "
-                                    "gpuTokens, some node must have that many free of one "
-                                    "of their models"}}}},
+            "properties": {"gpuTokens": _NAMES, "storageClasses": _NAMES}}},
         "signedBy": {"type": "object", "additionalProperties": False,
                      "properties": {"allOf": _NAMES, "anyOf": _NAMES}},
         "attributes": _ATTRIBUTES,

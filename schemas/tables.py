@@ -155,7 +155,6 @@ provider_inventory = Table(
     _required("audited_by", ARRAY(Text)),
     Column("total_available_leased_ip", BigInteger), Column("reclamation_window", BigInteger),
     Column("created_at", TIMESTAMPTZ), Column("location", Text), Column("organization", Text),
-    _required("gpu_tokens_max_node_free", JSONB),
 )
 provider_nodes = Table(
     "provider_nodes", metadata,

@@ -69,12 +69,8 @@ def naive_match(row: Mapping[str, Any], screen: BidScreeningFilter,
     if any(need > 0 and (have is None or have < need) for have, need in asked):
         return False  # as SQL: a clause only when asked for, and a null column fails it
     free, classes = set(row["gpu_models_free"]), set(row["storage_classes"])
-    most = row["gpu_tokens_max_node_free"]
     for unit in screen.units:
         if unit.gpu_tokens and not free & set(unit.gpu_tokens):
-            return False
-        if unit.gpu_tokens and unit.gpus > 1 and \
-                max(most.get(t, 0) for t in unit.gpu_tokens) < unit.gpus:
             return False
         if not set(unit.storage_classes) <= classes:
             return False

@@ -154,16 +154,3 @@ def test_a_limited_prefilter_lists_by_owner_after_the_cursor() -> None:
         "ORDER BY") == 1
     assert "row_number() OVER (ORDER BY candidate_rows.provider_id)" in compiled_sql(
         paged.answer)[0]
-
-
-def test_a_unit_needing_several_gpus_checks_one_model_on_one_node() -> None:
-    several = prefilter(BidScreeningFilter(units=(UnitScreen(("nvidia/a100", "nvidia/h100"),
-                                                             gpus=4),)), ONLINE_SINCE, 10)
-    one = prefilter(BidScreeningFilter(units=(UnitScreen(("nvidia/h100",), gpus=1),)),
-                    ONLINE_SINCE, 10)
-    sql, params = compiled_sql(several.statement, several.params)
-    assert "coalesce(max(CAST(provider_inventory.gpu_tokens_max_node_free ->> " in sql
-    assert "FROM unnest(%(unit0_gpus_tokens)s::TEXT[])" in sql
-    assert params["unit0_gpus_tokens"] == ["nvidia/a100", "nvidia/h100"]
-    assert params["unit0_gpus_count"] == 4
-    assert "gpu_tokens_max_node_free" not in compiled_sql(one.statement, one.params)[0]
