@@ -108,7 +108,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
                            {"key": "class", "value": kind}])
             storage.append({"name": kind, "quantity": {"val": str(draw(st.sampled_from(
                 (0, GiB // 2, GiB))))}, "attributes": attributes})
-        gpu_units = draw(st.integers(0, 2))
+        gpu_units = draw(st.integers(0, 4))
         resource: dict[str, Any] = {
             "cpu": {"units": {"val": str(draw(st.sampled_from((0, 500, 1000, 2000))))}},
             "memory": {"quantity": {"val": str(draw(st.sampled_from((0, GiB // 2, GiB))))}},
