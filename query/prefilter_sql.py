@@ -142,8 +142,6 @@ def _statements(shape: Shape, limited: bool, ordered: bool
         outer = {c.name: c for c in screened.c}
         statement = select(*(screened.c[c.name] for c in output)).where(
             *(clause(k, n, outer) for k, n in fenced))
-        if limited and ordered:
-            statement = statement.order_by(screened.c.provider_id)
     if limited:
         statement = statement.limit(bindparam("limit", type_=Integer))
     return statement, _answer(statement, limited, ordered)
