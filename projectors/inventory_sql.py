@@ -14,7 +14,7 @@ import psycopg
 from hwledger.projectors.statements import (
     changed_rows_upsert,
 )
-from hwledger.schemas import tables, validation
+from hwledger.schemas import tables, tokens, validation
 
 _KEPT = {"last_seen_at": "greatest(i.last_seen_at, excluded.last_seen_at)",
          "created_at": "least(i.created_at, excluded.created_at)"}
@@ -47,14 +47,40 @@ TOUCHED = """touched AS (
 """The providers of a batch with their newest and oldest own fact in it."""
 
 
+STEPS = "'{" + ",".join(map(str, tokens.COUNT_STEPS)) + "}'::int[]"
+
+
+def node_tokens(providers: str) -> str:
+    """The CTEs of a provider's free GPUs per node and kind (`node_kinds`, `node_models`), and
+    of its node tokens (`node_tokens`; `tokens.node_token`: `token#n` for each step n of
+    COUNT_STEPS up to the most free GPUs of one model that some node has, for its vendor,
+    model and model/ram tokens), for the providers joined as `providers`. Migration 0012
+    filled the column with a copy of this rule."""
+    return f"""node_kinds AS (
+    SELECT g.provider_id, g.node_id, lower(g.vendor) AS vendor,
+           lower(g.vendor || '/' || g.model) AS model,
+           (g.vram_bytes + 536870912) / 1073741824 AS ram, count(*) FILTER (WHERE g.free) AS free
+    FROM node_gpus g JOIN {providers} USING (provider_id)
+    GROUP BY 1, 2, 3, 4, 5
+), node_models AS (
+    SELECT provider_id, node_id, model, sum(free) AS free FROM node_kinds GROUP BY 1, 2, 3
+), node_counts AS (
+    SELECT provider_id, model || '/' || ram || 'gi' AS token, max(free) AS most
+    FROM (SELECT provider_id, node_id, model, ram, sum(free) AS free
+          FROM node_kinds GROUP BY 1, 2, 3, 4) r GROUP BY 1, 2
+    UNION ALL SELECT provider_id, model, max(free) FROM node_models GROUP BY 1, 2
+    UNION ALL SELECT k.provider_id, k.vendor, max(m.free)
+    FROM node_kinds k JOIN node_models m USING (provider_id, node_id, model) GROUP BY 1, 2
+), node_tokens AS (
+    SELECT c.provider_id, array_agg(c.token || '#' || s ORDER BY c.token COLLATE "C", s) AS tokens
+    FROM node_counts c JOIN unnest({STEPS}) AS s ON s <= c.most GROUP BY c.provider_id
+)"""
+
+
 INVENTORY = f"""
-WITH {TOUCHED}, node_models AS (
-    SELECT g.provider_id, g.node_id, g.vendor, g.model, count(*) FILTER (WHERE g.free) AS free
-    FROM node_gpus g JOIN touched t USING (provider_id)
-    GROUP BY g.provider_id, g.node_id, g.vendor, g.model
-), free_gpus AS (
+WITH {TOUCHED}, {node_tokens("touched t")}, free_gpus AS (
     SELECT provider_id, node_id, sum(free)::bigint AS gpu
-    FROM node_models GROUP BY provider_id, node_id
+    FROM node_kinds GROUP BY provider_id, node_id
 ), totals AS (
     SELECT f.provider_id, count(*) AS node_count, least(sum(f.cpu), {SATURATED}) AS cpu,
            least(sum(f.memory), {SATURATED}) AS memory, sum(coalesce(g.gpu, 0)) AS gpu,
@@ -67,12 +93,11 @@ WITH {TOUCHED}, node_models AS (
     GROUP BY f.provider_id
 ), models AS (
     SELECT provider_id, vendor, model, bool_or(free > 0) AS free
-    FROM node_models GROUP BY provider_id, vendor, model
+    FROM node_kinds GROUP BY provider_id, vendor, model
 ), tokens AS (
     SELECT m.provider_id, array_agg(DISTINCT v.token ORDER BY v.token) AS installed,
            array_agg(DISTINCT v.token ORDER BY v.token) FILTER (WHERE m.free) AS free
-    FROM models m CROSS JOIN LATERAL (VALUES (lower(m.vendor)),
-                                             (lower(m.vendor || '/' || m.model))) AS v(token)
+    FROM models m CROSS JOIN LATERAL (VALUES (m.vendor), (m.model)) AS v(token)
     GROUP BY m.provider_id
 ), classes AS (
     SELECT f.provider_id, array_agg(DISTINCT v ->> 'class' ORDER BY v ->> 'class') AS classes
@@ -97,7 +122,8 @@ INSERT INTO provider_inventory AS i (
     total_available_memory, total_available_gpu, total_available_ephemeral,
     total_available_persistent, max_node_free_cpu, max_node_free_memory, max_node_free_gpu,
     gpu_models, gpu_models_free, storage_classes, self_attributes, signed_attributes, audited_by,
-    total_available_leased_ip, reclamation_window, created_at, location, organization)
+    total_available_leased_ip, reclamation_window, created_at, location, organization,
+    gpu_node_tokens_free)
 SELECT t.provider_id, p.host_uri, t.seen, coalesce(x.node_count, 0),
        coalesce(x.cpu, 0)::bigint, coalesce(x.memory, 0)::bigint, coalesce(x.gpu, 0)::int,
        coalesce(x.ephemeral, 0)::bigint, coalesce(x.persistent, 0)::bigint,
@@ -109,8 +135,9 @@ SELECT t.provider_id, p.host_uri, t.seen, coalesce(x.node_count, 0),
        (p.leased_ip_capacity - least(p.leased_ip_capacity, coalesce(h.ips, 0)))::bigint,
        p.reclamation_window,
        t.first, coalesce(a.location, p.attributes ->> '{LOCATION}'),
-       coalesce(a.organization, p.attributes ->> '{ORGANIZATION}')
+       coalesce(a.organization, p.attributes ->> '{ORGANIZATION}'), coalesce(n.tokens, '{{}}')
 FROM touched t LEFT JOIN totals x USING (provider_id) LEFT JOIN tokens k USING (provider_id)
+LEFT JOIN node_tokens n USING (provider_id)
 LEFT JOIN classes s USING (provider_id) LEFT JOIN signed a USING (provider_id)
 LEFT JOIN providers p USING (provider_id) LEFT JOIN held_ips h USING (provider_id)
 """ + changed_rows_upsert("i", "provider_id", _INVENTORY_UPDATES)

@@ -23,8 +23,7 @@ from hwledger.query.request_fields import (
     parse_quantity,
 )
 from hwledger.schemas.quantities import BINARY_SUFFIXES, suffixed_quantity
-from hwledger.schemas.tokens import gpu_tokens
-from hwledger.schemas.units import GiB
+from hwledger.schemas.tokens import gpu_tokens, ram_gib
 
 _SXM = re.compile(r"^sxm\d*$")
 RAM_DIGITS = 15
@@ -100,7 +99,7 @@ class GpuKind(NamedTuple):
 @lru_cache(maxsize=4096)
 def gpu_kind(vendor: str, model: str, vram_bytes: int, interface: str) -> GpuKind:
     vendor_token, model_token = gpu_tokens(vendor, model)
-    return GpuKind(vendor_token, model_token, round(vram_bytes / GiB),
+    return GpuKind(vendor_token, model_token, ram_gib(vram_bytes),
                    interface_family(interface))
 
 
@@ -117,7 +116,7 @@ def matches(alternative: GpuAlternative, kind: GpuKind) -> bool:
     """Does a free GPU of this kind satisfy one GPU attribute of a request?"""
     if alternative.token != (kind.vendor if alternative.model is None else kind.model):
         return False
-    if alternative.ram_bytes is not None and round(alternative.ram_bytes / GiB) != kind.ram_gib:
+    if alternative.ram_bytes is not None and ram_gib(alternative.ram_bytes) != kind.ram_gib:
         return False
     return alternative.interface is None or alternative.interface == kind.interface
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from hwledger.schemas.tokens import request_token
+from hwledger.schemas.tokens import count_step, node_token, ram_gib, ram_token, request_token
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,27 @@ class ResourceUnit:
         if self.gpu_units == 0:
             return ()
         return tuple(sorted({alt.token for alt in self.gpu_alternatives}))
+
+    @property
+    def gpu_node_tokens(self) -> tuple[str, ...]:
+        """OR-alternatives for the prefilter's per-node GPU count (`tokens.node_token`): one
+        replica's GPUs are of one model on one node, so some node must have `count_step(
+        gpu_units)` free of an alternative's vendor, model, or model and ram. A model asked for
+        with several rams counts as the model (its replica may mix them). Empty where the
+        tokens say no more than `gpu_tokens`: one GPU, no ram, or any GPU."""
+        if self.gpu_units == 0 or not self.gpu_alternatives:
+            return ()
+        rams: dict[str, set[int]] = {}
+        for alt in self.gpu_alternatives:
+            if alt.model is not None and alt.ram_bytes is not None:
+                rams.setdefault(alt.token, set()).add(ram_gib(alt.ram_bytes))
+        bases = {ram_token(alt.token, next(iter(rams[alt.token])))
+                 if len(rams.get(alt.token, ())) == 1 and alt.ram_bytes is not None else alt.token
+                 for alt in self.gpu_alternatives}
+        if self.gpu_units == 1 and bases == set(self.gpu_tokens):
+            return ()
+        step = count_step(self.gpu_units)
+        return tuple(sorted(node_token(base, step) for base in bases))
 
     @property
     def storage_classes(self) -> tuple[str, ...]:

@@ -4,9 +4,10 @@
 memory, ephemeral storage and GPU groups (`NodeInventory`, `GpuGroup`), its persistent pools,
 free leased IPs and reclamation window. `provider_totals` is the Python statement of what the
 projector's provider_inventory row holds for the free side (totals, per-node maxima, free GPU
-tokens, storage classes), computed from `ProviderNodes`. The projector computes the same in SQL
-over the `node_free` / `node_gpus` views; the agreement test checks one against the other on
-random histories, and the query benchmark builds its synthetic rows with it.
+tokens, node tokens, storage classes), computed from `ProviderNodes`. The projector computes
+the same in SQL over the `node_free` / `node_gpus` views; the agreement test checks one
+against the other on random histories, and the query benchmark builds its synthetic rows with
+it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from hwledger.query.gpu_attributes import GpuKind, gpu_kind
+from hwledger.schemas.tokens import COUNT_STEPS, node_token, ram_token
 from hwledger.schemas.validation import INT64_MAX
 
 
@@ -68,6 +70,28 @@ def saturated(values: Iterable[int]) -> int:
     return min(sum(values), INT64_MAX)
 
 
+def node_tokens(nodes: Iterable[NodeInventory]) -> list[str]:
+    """The node tokens of provider_inventory's `gpu_node_tokens_free` (`tokens.node_token`,
+    in the order the projector's SQL writes them)."""
+    most: dict[str, int] = {}
+    for node in nodes:
+        models: dict[str, int] = {}
+        rams: dict[str, int] = {}
+        vendors: dict[str, set[str]] = {}
+        for group in node.gpus:
+            kind = group.kind
+            models[kind.model] = models.get(kind.model, 0) + len(group.slots)
+            ram = ram_token(kind.model, kind.ram_gib)
+            rams[ram] = rams.get(ram, 0) + len(group.slots)
+            vendors.setdefault(kind.vendor, set()).add(kind.model)
+        counts = {**rams, **models,
+                  **{v: max(models[m] for m in ms) for v, ms in vendors.items()}}
+        for token, free in counts.items():
+            most[token] = max(most.get(token, 0), free)
+    return [node_token(token, step) for token in sorted(most)
+            for step in COUNT_STEPS if step <= most[token]]
+
+
 def provider_totals(provider: ProviderNodes) -> dict[str, Any]:
     """The free-capacity columns of the provider's provider_inventory row."""
     nodes = provider.nodes
@@ -85,5 +109,6 @@ def provider_totals(provider: ProviderNodes) -> dict[str, Any]:
         "max_node_free_memory": max((n.memory_bytes for n in nodes), default=0),
         "max_node_free_gpu": max((n.gpu_count for n in nodes), default=0),
         "gpu_models_free": free_tokens,
+        "gpu_node_tokens_free": node_tokens(nodes),
         "storage_classes": sorted(provider.persistent),
     }

@@ -70,11 +70,14 @@ Condition = tuple[str, str, Any]  # (kind, parameter name, value)
 COMMON_SHARE = 0.2
 SHARES_SQL = (
     "SELECT g.most_common_elems::text::text[], g.most_common_elem_freqs, "
-    "a.most_common_vals::text::jsonb[], a.most_common_freqs FROM (SELECT) AS one "
+    "a.most_common_vals::text::jsonb[], a.most_common_freqs, "
+    "n.most_common_elems::text::text[], n.most_common_elem_freqs FROM (SELECT) AS one "
     "LEFT JOIN pg_stats g ON g.schemaname = %(schema)s "
     "AND g.tablename = 'provider_inventory' AND g.attname = 'gpu_models_free' "
     "LEFT JOIN pg_stats a ON a.schemaname = %(schema)s "
-    "AND a.tablename = 'provider_inventory' AND a.attname = 'self_attributes'")
+    "AND a.tablename = 'provider_inventory' AND a.attname = 'self_attributes' "
+    "LEFT JOIN pg_stats n ON n.schemaname = %(schema)s "
+    "AND n.tablename = 'provider_inventory' AND n.attname = 'gpu_node_tokens_free'")
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,20 @@ class Shares:
 
     gpu_tokens: Mapping[str, float] = field(default_factory=dict)
     attributes: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    gpu_node_tokens: Mapping[str, float] = field(default_factory=dict)
 
     def common_gpu(self, tokens: Sequence[str]) -> bool:
-        return sum(self.gpu_tokens.get(t, 0.0) for t in tokens) >= COMMON_SHARE
+        return _common(self.gpu_tokens, tokens)
+
+    def common_gpu_node(self, tokens: Sequence[str]) -> bool:
+        return _common(self.gpu_node_tokens, tokens)
 
     def common_attribute(self, key: str, value: str) -> bool:
         return self.attributes.get((key, value), 0.0) >= COMMON_SHARE
+
+
+def _common(shares: Mapping[str, float], tokens: Sequence[str]) -> bool:
+    return sum(shares.get(t, 0.0) for t in tokens) >= COMMON_SHARE
 
 
 NO_SHARES = Shares()
@@ -98,28 +109,30 @@ NO_SHARES = Shares()
 
 
 def shares_from(row: Sequence[Any] | None) -> Shares:
-    """`Shares` from the row of SHARES_SQL: the GPU tokens' element frequencies, and each
-    attribute's share summed over the most common whole `self_attributes` documents (a lower
-    bound, exact when they cover the fleet)."""
+    """`Shares` from the row of SHARES_SQL: the GPU and node tokens' element frequencies, and
+    each attribute's share summed over the most common whole `self_attributes` documents (a
+    lower bound, exact when they cover the fleet)."""
     if row is None:
         return Shares()
-    tokens, token_freqs, documents, document_freqs = row
+    tokens, token_freqs, documents, document_freqs, node_tokens, node_token_freqs = row
     attributes: dict[tuple[str, str], float] = {}
     for document, freq in zip(documents or (), document_freqs or (), strict=True):
         for key, value in (document.items() if isinstance(document, dict) else ()):
             if isinstance(value, str):
                 attributes[(key, value)] = attributes.get((key, value), 0.0) + freq
     # most_common_elem_freqs ends with three more numbers (min, max, null share): zip drops them
-    return Shares(dict(zip(tokens or (), token_freqs or (), strict=False)), attributes)
+    return Shares(dict(zip(tokens or (), token_freqs or (), strict=False)), attributes,
+                  dict(zip(node_tokens or (), node_token_freqs or (), strict=False)))
 
 
 def conditions(screen: BidScreeningFilter, online_since: datetime | None,
                shares: Shares = NO_SHARES, after: str | None = None) -> list[Condition]:
     """Every condition of the prefilter (DESIGN section 6), to be AND'd: its kind, the name of
-    its parameter, and the value bound to it. A unit's GPU tokens that together are free at
-    COMMON_SHARE of the providers or more, and an attribute at least that common (per
-    `shares`), are `common_gpu` / `common_attribute` conditions, checked behind the fence
-    (`prefilter_sql`) instead of through a GIN index. `after` (a page's cursor) keeps the
+    its parameter, and the value bound to it. A unit's GPU tokens or node tokens that together
+    are free at COMMON_SHARE of the providers or more, and an attribute at least that common
+    (per `shares`), are `common_gpu` / `common_gpu_node` / `common_attribute` conditions,
+    checked behind the fence (`prefilter_sql`) instead of through a GIN index; so are a unit's
+    GPU tokens when it has node tokens, which imply them. `after` (a page's cursor) keeps the
     providers after that one in the answer's order."""
     found: list[Condition] = []
     if after is not None:
@@ -133,8 +146,13 @@ def conditions(screen: BidScreeningFilter, online_since: datetime | None,
         found.append(("reclamation_window", "reclamation_window", screen.reclamation_window))
     for index, unit in enumerate(screen.units):
         if unit.gpu_tokens:
-            found.append(("common_gpu" if shares.common_gpu(unit.gpu_tokens) else "gpu",
-                          f"unit{index}_gpu_tokens", list(unit.gpu_tokens)))
+            implied = bool(unit.gpu_node_tokens) or shares.common_gpu(unit.gpu_tokens)
+            found.append(("common_gpu" if implied else "gpu", f"unit{index}_gpu_tokens",
+                          list(unit.gpu_tokens)))
+        if unit.gpu_node_tokens:
+            found.append(("common_gpu_node" if shares.common_gpu_node(unit.gpu_node_tokens)
+                          else "gpu_node", f"unit{index}_gpu_node_tokens",
+                          list(unit.gpu_node_tokens)))
         if unit.storage_classes:
             found.append(("storage", f"unit{index}_storage_classes",
                           list(unit.storage_classes)))
@@ -164,6 +182,8 @@ def clause(kind: str, name: str, columns: Mapping[str, ColumnElement[Any]]
             bindparam(name, type_=DateTime(timezone=True))
     if kind in ("gpu", "common_gpu"):
         return columns["gpu_models_free"].bool_op("&&")(_text_array_param(name))
+    if kind in ("gpu_node", "common_gpu_node"):
+        return columns["gpu_node_tokens_free"].bool_op("&&")(_text_array_param(name))
     if kind == "storage":
         return columns["storage_classes"].bool_op("@>")(_text_array_param(name))
     if kind == "all_of":

@@ -53,7 +53,8 @@ already use every core, so a Gather only adds worker start-up
 Shape = tuple[tuple[str, str], ...]
 
 
-FENCED = frozenset({"glob", "all_of", "any_of", "common_gpu", "common_attribute"})
+FENCED = frozenset({"glob", "all_of", "any_of", "common_gpu", "common_gpu_node",
+                    "common_attribute"})
 EMPTY_TEXT_ARRAY: ColumnElement[Any] = literal_column("'{}'::text[]")
 
 
@@ -137,7 +138,8 @@ def _statements(shape: Shape, limited: bool, ordered: bool
     if limited and ordered:
         statement = statement.order_by(inv.provider_id)
     if fenced:
-        extra = [inv.storage_classes, inv.self_attributes, inv.gpu_models_free]
+        extra = [inv.storage_classes, inv.self_attributes, inv.gpu_models_free,
+                 inv.gpu_node_tokens_free]
         screened = statement.add_columns(*extra).offset(0).subquery("screened")
         outer = {c.name: c for c in screened.c}
         statement = select(*(screened.c[c.name] for c in output)).where(

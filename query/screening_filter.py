@@ -1,8 +1,9 @@
 """The `BidScreeningFilter`: what the SQL prefilter checks of a request, and its JSON form.
 
 Pure. `screening_filter` reduces a `GroupRequest` to the capacity totals, per-node maxima,
-per-unit GPU tokens and storage classes, signedBy and self attributes, the leased IPs and the
-reclamation window (DESIGN section 6), refusing totals beyond the read model's bigints.
+per-unit GPU tokens, per-node GPU counts and storage classes, signedBy and self attributes,
+the leased IPs and the reclamation window (DESIGN section 6), refusing totals beyond the read
+model's bigints.
 `filter_to_json` / `filter_from_json` are the filter's own document (POST /v1/prefilter,
 explain=true).
 """
@@ -29,8 +30,12 @@ from hwledger.query.request_fields import (
 
 @dataclass(frozen=True)
 class UnitScreen:
+    """One unit's conditions: some GPU of `gpu_tokens` free, some node with the GPUs of one
+    replica free (`gpu_node_tokens`, `tokens.node_token`), every storage class."""
+
     gpu_tokens: tuple[str, ...] = ()
     storage_classes: tuple[str, ...] = ()
+    gpu_node_tokens: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def screening_filter(request: GroupRequest) -> BidScreeningFilter:
         max_node_cpu=max(u.cpu_millicores for u in units),
         max_node_memory=max(u.node_memory_bytes for u in units),
         max_node_gpu=max(u.gpu_units for u in units),
-        units=tuple(UnitScreen(u.gpu_tokens, u.storage_classes) for u in units),
+        units=tuple(UnitScreen(u.gpu_tokens, u.storage_classes, u.gpu_node_tokens) for u in units),
         signed_by_all_of=request.signed_by_all_of,
         signed_by_any_of=request.signed_by_any_of,
         attributes=request.attributes,
@@ -92,8 +97,8 @@ def filter_to_json(built: BidScreeningFilter) -> dict[str, Any]:
     """The filter as JSON, camelCase as every answer; `filter_from_json` reads it back."""
     return {
         **{to_camel(name): getattr(built, name) for name in _TOTALS},
-        "units": [{"gpuTokens": list(u.gpu_tokens), "storageClasses": list(u.storage_classes)}
-                  for u in built.units],
+        "units": [{"gpuTokens": list(u.gpu_tokens), "storageClasses": list(u.storage_classes),
+                   "gpuNodeTokens": list(u.gpu_node_tokens)} for u in built.units],
         "signedBy": {"allOf": list(built.signed_by_all_of),
                      "anyOf": list(built.signed_by_any_of)},
         "attributes": [{"key": a.key, "value": a.value} for a in built.attributes],
@@ -105,6 +110,10 @@ _FIELDS = (*(to_camel(name) for name in _TOTALS), "units", "signedBy", "attribut
            "reclamationWindow")
 
 
+def _lowered(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted({t.lower() for t in tokens}))
+
+
 def filter_from_json(document: Any) -> BidScreeningFilter:
     """Validate a BidScreeningFilter JSON document: the form `filter_to_json` writes, or the
     same fields in snake_case (`total_cpu`, `units[].gpu_tokens`, `signed_by.all_of`)."""
@@ -112,9 +121,11 @@ def filter_from_json(document: Any) -> BidScreeningFilter:
     units = []
     items, here = doc["units"]
     for index, item in enumerate(expect_list(items, here)):
-        unit = camel_fields(item, f"{here}[{index}]", ("gpuTokens", "storageClasses"))
-        tokens = tuple(sorted({t.lower() for t in names(*unit["gpuTokens"])}))
-        units.append(UnitScreen(tokens, names(*unit["storageClasses"])))
+        unit = camel_fields(item, f"{here}[{index}]",
+                            ("gpuTokens", "storageClasses", "gpuNodeTokens"))
+        units.append(UnitScreen(_lowered(names(*unit["gpuTokens"])),
+                                names(*unit["storageClasses"]),
+                                _lowered(names(*unit["gpuNodeTokens"]))))
     signed_by, here = doc["signedBy"]
     signed = camel_fields(signed_by or {}, here, ("allOf", "anyOf"))
     return BidScreeningFilter(

@@ -103,7 +103,13 @@ FILTER_SCHEMA: dict[str, Any] = {
                               "description": "seconds; null or absent: none asked for"},
         "units": {"type": "array", "maxItems": MAX_ITEMS, "items": {
             "type": "object", "additionalProperties": False,
-            "properties": {"gpuTokens": _NAMES, "storageClasses": _NAMES}}},
+            "properties": {
+                "gpuTokens": {**_NAMES, "description": "some GPU of one of these free"},
+                "storageClasses": _NAMES,
+                "gpuNodeTokens": {**_NAMES, "description":
+                                  "some node has one of these free, e.g. nvidia/a100/80gi#8: "
+                                  "8 free GPUs of one model named by the vendor, model or "
+                                  "model/ram token, counts 1..8 then powers of two"}}}},
         "signedBy": {"type": "object", "additionalProperties": False,
                      "properties": {"allOf": _NAMES, "anyOf": _NAMES}},
         "attributes": _ATTRIBUTES,

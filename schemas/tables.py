@@ -155,6 +155,7 @@ provider_inventory = Table(
     _required("audited_by", ARRAY(Text)),
     Column("total_available_leased_ip", BigInteger), Column("reclamation_window", BigInteger),
     Column("created_at", TIMESTAMPTZ), Column("location", Text), Column("organization", Text),
+    _required("gpu_node_tokens_free", ARRAY(Text)),
 )
 provider_nodes = Table(
     "provider_nodes", metadata,

@@ -95,3 +95,31 @@ def request_token(vendor: str, model: str | None) -> str:
     if model is None or model.strip() in ("", "*"):
         return v
     return f"{v}/{model.strip().lower()}"
+
+
+COUNT_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, *(2**e for e in range(4, 17)))
+"""The GPU counts a node token states (`node_token`): every count up to 8, then powers of two
+up to 65,536, so a provider row holds a few dozen node tokens however large its nodes."""
+
+
+def count_step(gpus: int) -> int:
+    """The largest of COUNT_STEPS at most `gpus` (at least 1): the node token a replica of
+    `gpus` GPUs needs, since a node with `gpus` free has every smaller step too."""
+    return max((s for s in COUNT_STEPS if s <= gpus), default=1)
+
+
+def ram_gib(ram_bytes: int) -> int:
+    """GPU ram in whole GiB, halves rounded up: the one rounding of GPU ram, of requests and of
+    free GPUs, here and in SQL (`(vram_bytes + 2^29) / 2^30`)."""
+    return (ram_bytes + (1 << 29)) >> 30
+
+
+def ram_token(model_token: str, gib: int) -> str:
+    """The token of one model with one ram size: `nvidia/a100/80gi`."""
+    return f"{model_token}/{gib}gi"
+
+
+def node_token(token: str, gpus: int) -> str:
+    """`nvidia/a100/80gi#8`: some node has `gpus` free GPUs of one model that `token` (a vendor,
+    model or ram token) names."""
+    return f"{token}#{gpus}"

@@ -207,8 +207,9 @@ def synthetic_provider(rng: random.Random, index: int, now: datetime
                        ) -> tuple[dict[str, Any], ProviderNodes]:
     """One provider_inventory row as the projector would write it, and the nodes it sums:
     random per-node free capacity, summed by `provider_totals` (the rule the projector's row
-    follows). Half the A100 nodes have 40 GB ones, the prefilter's false positives for an
-    `a100/ram/80Gi` request."""
+    follows). Half the A100 nodes have 40 GB ones, and three in four of the 80 GB ones are
+    PCIe: the prefilter's false positives for an `a100/ram/80Gi/interface/sxm` request (its
+    node tokens see the ram, only the bin-packer the interface)."""
     installed: set[str] = set()
     nodes = []
     for node in range(rng.randint(1, 8)):
@@ -222,7 +223,8 @@ def synthetic_provider(rng: random.Random, index: int, now: datetime
             free_count = count - rng.randint(0, count) if rng.random() < 0.4 else count
             installed.update(gpu_tokens(vendor, model))
             vram = rng.choice((40, 80)) * GiB if model == "a100" else 80 * GiB
-            free = (GpuGroup(vendor, model, vram, "sxm", tuple(range(free_count))),) \
+            interface = "pcie" if model == "a100" and rng.random() < 0.75 else "sxm"
+            free = (GpuGroup(vendor, model, vram, interface, tuple(range(free_count))),) \
                 if free_count else ()
         nodes.append(NodeInventory(f"node-{node}", int(node_cpu * (1 - used)),
                                    int(node_memory * (1 - used)),

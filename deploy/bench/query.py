@@ -2,15 +2,16 @@
 `exact=true`.
 
 Setup bulk-loads synthetic `provider_inventory` rows (1-8 nodes per provider, a realistic GPU
-mix, half the A100s 40 GB, some GPUs busy, some providers offline) and their nodes into a
-fresh schema with COPY, then times, for the same generated GroupSpec requests: the SQL
-prefilter (one statement), the peer-shaped baseline (the same WHERE clauses as plain SQL over a
-copy of the table with no GIN index and no planner guards, `Statements.peer`), the HTTP API
-(`hwledger serve` in its own process, keep-alive clients), and the naive baseline that loads
-every provider row and filters in Python. Both baselines' answers double as cross-checks of the
-SQL. EXPLAIN of a selective GPU request shows whether the GIN index is used. The schema, the
-statements and the timers are `deploy.bench.query_statements`'s; `exact=true` and the
-bin-packer per candidate, against the code before issue 15, are `deploy.bench.exact`'s.
+mix, half the A100s 40 GB and most 80 GB ones PCIe, some GPUs busy, some providers offline) and
+their nodes into a fresh schema with COPY, then times, for the same generated GroupSpec
+requests: the SQL prefilter (one statement), the peer-shaped baseline (the same WHERE clauses
+as plain SQL over a copy of the table with no GIN index and no planner guards,
+`Statements.peer`), the HTTP API (`hwledger serve` in its own process, keep-alive clients), and
+the naive baseline that loads every provider row and filters in Python. Both baselines' answers
+double as cross-checks of the SQL. EXPLAIN of a selective GPU request shows whether the GIN
+index is used. The schema, the statements and the timers are `deploy.bench.query_statements`'s;
+`exact=true` and the bin-packer per candidate, against the code before issue 15, are
+`deploy.bench.exact`'s.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
             conn.execute(prefilter_sql.SCREENING_SESSION)  # planned as the service plans it
             statements = Statements.read(conn, setup.schema, online_since)
             explain = explain_selective(conn, statements)
-            gin = "provider_inventory_gpu_models_free" in explain
+            gin = any(f"provider_inventory_{c}" in explain
+                      for c in ("gpu_models_free", "gpu_node_tokens_free"))
             say("EXPLAIN of a selective GPU request (nvidia/b200):\n" + explain)
             probe = DEFAULT_LIMIT + 1  # as the service asks
             time_sql(conn, statements, screens[:20], probe)  # warm caches
@@ -100,7 +102,7 @@ def run_benchmark(database_url: str, *, providers: int, requests: int, naive_sam
                            DEFAULT_LIMIT)
         fp = time_exact(database_url, setup.schema, setup.now, false_positives, DEFAULT_LIMIT)
         for name, times in (("exact=true (in process, limit 100)", exact),
-                            ("  false-positive requests (4-8 x a100/ram/80Gi)", fp)):
+                            ("  false-positive requests (4-8 x a100/80Gi/sxm)", fp)):
             say(f"{name} over {len(times.seconds)} requests: p50 "
                 f"{ms(statistics.median(times.seconds))} ms, p99 "
                 f"{ms(percentile(times.seconds, .99))} ms, {times.rps:.0f} requests/s, "

@@ -69,8 +69,11 @@ def naive_match(row: Mapping[str, Any], screen: BidScreeningFilter,
     if any(need > 0 and (have is None or have < need) for have, need in asked):
         return False  # as SQL: a clause only when asked for, and a null column fails it
     free, classes = set(row["gpu_models_free"]), set(row["storage_classes"])
+    node_free = set(row["gpu_node_tokens_free"])
     for unit in screen.units:
         if unit.gpu_tokens and not free & set(unit.gpu_tokens):
+            return False
+        if unit.gpu_node_tokens and not node_free & set(unit.gpu_node_tokens):
             return False
         if not set(unit.storage_classes) <= classes:
             return False
@@ -92,9 +95,9 @@ def naive_match(row: Mapping[str, Any], screen: BidScreeningFilter,
 
 
 def false_positive_request(rng: random.Random) -> dict[str, Any]:
-    """A request whose prefilter candidates are mostly unplaceable: 4 or 8 80 GB A100s on one
-    node (the prefilter sees the token `nvidia/a100`, free at 40 GB nodes too)."""
+    """A request whose prefilter candidates are mostly unplaceable: 4 or 8 80 GB SXM A100s on
+    one node (the prefilter's node tokens see 4 or 8 80 GB A100s, also at the PCIe ones)."""
     return {"name": "false-positives", "resources": [{"count": 1, "resource": {
         "cpu": {"units": {"val": "1000"}},
         "gpu": {"units": {"val": str(rng.choice((4, 8)))}, "attributes": [
-            {"key": "vendor/nvidia/model/a100/ram/80Gi", "value": "true"}]}}}]}
+            {"key": "vendor/nvidia/model/a100/ram/80Gi/interface/sxm", "value": "true"}]}}}]}

@@ -2,9 +2,10 @@
 placeable providers, both screening routes page with a cursor, and the search placement finds
 what Akash's greedy rule turns away; every answer is valid under the documented answer schema.
 
-The fleet: 60 providers with 40 GB A100s (`fp-*`) first by owner and first in scan order, then
-5 with 80 GB A100s (`zz-*`): every one is a prefilter candidate for `a100/ram/80Gi`, only the
-last five are placeable. `mix` has an H100 and an H200 on one node and an H200 on another.
+The fleet: 60 providers with two 80 GB PCIe A100s (`fp-*`) first by owner and first in scan
+order, then 5 with two 80 GB SXM A100s (`zz-*`): every one is a prefilter candidate for
+`a100/ram/80Gi/interface/sxm` (the interface stays with the bin-packer), only the last five are
+placeable. `mix` has an H100 and an H200 on one node and an H200 on another.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from tests.integration.query_support import client, gpu_unit, group_spec, schema
 NOW = at(10)
 FALSE_POSITIVES = [f"fp-{p:02d}" for p in range(60)]
 PLACEABLE = [f"zz-{p:02d}" for p in range(5)]
-A100_80 = group_spec(gpu_unit(2, "vendor/nvidia/model/a100/ram/80Gi"))
+A100_80 = group_spec(gpu_unit(2, "vendor/nvidia/model/a100/ram/80Gi/interface/sxm"))
 ANY_MODEL_TWICE = group_spec(gpu_unit(1, "vendor/nvidia/model/*", count=2))
 
 
-def a100s(vram_gib: int) -> list[dict[str, Any]]:
-    return [gpu(i, "a100-sxm", vram_bytes=vram_gib * GiB) for i in range(2)]
+def a100s(kind: str) -> list[dict[str, Any]]:
+    return [gpu(i, kind, vram_bytes=80 * GiB) for i in range(2)]
 
 
 def h200(slot: int) -> dict[str, Any]:
@@ -38,9 +39,11 @@ def h200(slot: int) -> dict[str, Any]:
 
 
 def fleet() -> list[EventData]:
-    events: list[EventData] = [("HardwareSnapshotted", snapshot(p, "node-1", gpus=a100s(40)))
-                           for p in FALSE_POSITIVES]
-    events += [("HardwareSnapshotted", snapshot(p, "node-1", gpus=a100s(80))) for p in PLACEABLE]
+    events: list[EventData] = [
+        ("HardwareSnapshotted", snapshot(p, "node-1", gpus=a100s("a100-pcie")))
+        for p in FALSE_POSITIVES]
+    events += [("HardwareSnapshotted", snapshot(p, "node-1", gpus=a100s("a100-sxm")))
+               for p in PLACEABLE]
     events += [("HardwareSnapshotted", snapshot("mix", "node-1", gpus=[gpu(0), h200(1)])),
                ("HardwareSnapshotted", snapshot("mix", "node-2", gpus=[h200(0)]))]
     return events

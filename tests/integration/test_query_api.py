@@ -147,6 +147,22 @@ def test_unit_without_gpus_adds_no_clause_and_keeps_gpu_less_providers(screen: S
     assert "p-cpu" not in owners(mixed)
 
 
+def test_node_tokens_keep_providers_with_one_replicas_gpus_on_one_node(
+        screen: Screen, http: TestClient) -> None:
+    two = owners(screen(group_spec(gpu_unit(2, "vendor/nvidia/model/h100"))))
+    three = screen(group_spec(gpu_unit(3, "vendor/nvidia/model/h100")), explain=True)
+    assert {"p-h100", "p-mixed", "p-multi"} <= two  # two H100s on one node each
+    assert "p-h100" in owners(three) and not {"p-mixed", "p-multi"} & owners(three)
+    assert three["filter"]["units"][0]["gpuNodeTokens"] == ["nvidia/h100#3"]
+    assert "gpu_node_tokens_free &&" in three["sql"]
+    by_ram = owners(screen(group_spec(gpu_unit(1, "vendor/nvidia/model/mi300x/ram/80Gi",
+                                               "vendor/amd/model/mi300x/ram/192Gi"))))
+    assert {"p-amd", "p-multi"} <= by_ram and "p-h100" not in by_ram
+    assert not owners(screen(group_spec(gpu_unit(1, "vendor/amd/model/mi300x/ram/80Gi"))))
+    posted = http.post("/v1/prefilter", json={"units": [{"gpuNodeTokens": ["NVIDIA/H100#3"]}]})
+    assert posted.status_code == 200 and owners(posted.json()) == owners(three)
+
+
 def test_model_token_is_case_insensitive(screen: Screen) -> None:
     assert "p-a100" in owners(screen(group_spec(gpu_unit(1, "vendor/NVIDIA/model/A100"))))
 
@@ -213,13 +229,17 @@ def test_provider_not_seen_within_ttl_is_excluded(screen: Screen) -> None:
 
 def test_exact_keeps_only_placeable_providers_with_their_placement(screen: Screen) -> None:
     request = group_spec(gpu_unit(4, "vendor/nvidia/model/*"))
-    loose = owners(screen(request))
     exact = screen(request, exact=True, explain=True)
-    assert "p-mixed" in loose and "p-mixed" not in owners(exact)
-    assert {r["owner"] for r in exact["rejected"]} >= {"p-mixed"}
     placed = {p["owner"]: p["placement"] for p in exact["providers"]}
     assert placed["p-h100"] == [{"unit": 0, "node": "node-1", "count": 1,
                                  "gpuSlots": [0, 1, 2, 3]}]
+    # p-mixed's node has two H100s and two A100s: its node tokens say no four of one model
+    assert "p-mixed" not in owners(screen(request)) and "p-mixed" not in placed
+    sxm = group_spec(gpu_unit(4, "vendor/nvidia/model/a100/interface/sxm"))
+    assert "p-a100" in owners(screen(sxm))  # PCIe A100s: the interface is the bin-packer's
+    strict = screen(sxm, exact=True, explain=True)
+    assert "p-a100" not in owners(strict) and {r["owner"] for r in strict["rejected"]} >= {
+        "p-a100"}
 
 
 def test_as_of_tells_the_projection_position_and_min_position_waits(screen: Screen) -> None:
@@ -253,9 +273,11 @@ def test_common_conditions_behind_the_fence_give_the_same_answers(
                            attributes={"region": "us-west"}),
                 group_spec(gpu_unit(1, "vendor/nvidia/model/h100"),
                            gpu_unit(1, "vendor/amd/model/mi300x")),
-                group_spec(cpu_unit(1000), any_of=[AUDITOR_A], attributes={"host/*": "akash"})]
+                group_spec(cpu_unit(1000), any_of=[AUDITOR_A], attributes={"host/*": "akash"}),
+                group_spec(gpu_unit(3, "vendor/nvidia/model/h100"))]
     common = Shares(gpu_tokens=dict.fromkeys(("nvidia/h100", "amd/mi300x"), 1.0),
-                    attributes={("region", "us-west"): 1.0})
+                    attributes={("region", "us-west"): 1.0},
+                    gpu_node_tokens={"nvidia/h100#3": 1.0})
     with connect(database_url, loaded, autocommit=True) as conn:
         for request in requests:
             screen = screening_filter(parse_group_spec(request))

@@ -67,7 +67,8 @@ def _inventory(conn: Any) -> dict[str, dict[str, Any]]:
 FREE_COLUMNS = ("node_count", "total_available_cpu", "total_available_memory",
                 "total_available_gpu", "total_available_ephemeral", "total_available_persistent",
                 "max_node_free_cpu", "max_node_free_memory", "max_node_free_gpu",
-                "gpu_models_free", "storage_classes", "total_available_leased_ip")
+                "gpu_models_free", "gpu_node_tokens_free", "storage_classes",
+                "total_available_leased_ip")
 
 
 @pytest.mark.slow

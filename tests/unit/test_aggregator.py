@@ -97,6 +97,24 @@ def test_gpu_tokens_per_unit_or_alternatives_lowercased() -> None:
     assert screening_filter(request).total_gpu == 3
 
 
+def test_node_tokens_per_unit_name_one_replicas_gpus_on_one_node() -> None:
+    request = parse_group_spec(spec(
+        unit(gpu=gpu(2, "vendor/nvidia/model/H100/ram/80Gi/interface/sxm5",
+                     "vendor/nvidia/model/a100")),
+        unit(gpu=gpu(12, "vendor/nvidia/model/a100/ram/80Gi", "vendor/nvidia/model/a100/ram/40Gi",
+                     "vendor/amd/ram/192Gi")),
+        unit(gpu=gpu(1, "vendor/nvidia/model/h100/ram/81920Mi")),
+        unit(gpu=gpu(1, "vendor/nvidia/model/h100", "vendor/amd")),
+        unit(gpu=gpu(4)),
+        unit(),
+    ))
+    assert [u.gpu_node_tokens for u in screening_filter(request).units] == [
+        ("nvidia/a100#2", "nvidia/h100/80gi#2"),
+        ("amd#8", "nvidia/a100#8"),  # 12 -> step 8; two rams of one model count as the model
+        ("nvidia/h100/80gi#1",),  # one GPU, but of one ram
+        (), (), ()]  # no more than the GPU tokens say, any GPU, no GPU
+
+
 def test_gpu_attribute_parts() -> None:
     assert parse_gpu_attribute("vendor/nvidia/model/h100/ram/81920Mi/interface/SXM4", "k") == \
         GpuAlternative("nvidia", "h100", 80 * GiB, "sxm")
@@ -181,7 +199,7 @@ def test_filter_json_is_camel_case_and_snake_case_is_read_too() -> None:
     written = filter_to_json(screen)
     assert {"totalCpu", "maxNodeGpu", "totalLeasedIp", "signedBy", "reclamationWindow"} <= set(
         written) and not [key for key in written if "_" in key]
-    assert set(written["units"][0]) == {"gpuTokens", "storageClasses"}
+    assert set(written["units"][0]) == {"gpuTokens", "storageClasses", "gpuNodeTokens"}
 
 
 @pytest.mark.parametrize(("document", "start"), [

@@ -110,7 +110,7 @@ def test_the_inventory_statement_takes_the_candidates_as_one_array() -> None:
 def test_common_gpu_tokens_and_attributes_go_behind_the_fence() -> None:
     shares = shares_from((["nvidia", "nvidia/h100", "nvidia/b200"], [0.9, 0.45, 0.03],
                           [{"region": "us-west", "tier": "a"}, {"region": "eu", "tier": "a"}],
-                          [0.3, 0.1]))
+                          [0.3, 0.1], ["nvidia#2"], [0.5]))
     assert shares.common_gpu(["nvidia/h100"]) and not shares.common_gpu(["nvidia/b200"])
     assert shares.common_gpu(["nvidia/b200", "nvidia/h100"])
     assert shares.common_attribute("region", "us-west") and shares.common_attribute("tier", "a")
@@ -124,8 +124,23 @@ def test_common_gpu_tokens_and_attributes_go_behind_the_fence() -> None:
     assert "self_attributes @> %(attribute1)s" in inner
     assert "screened.gpu_models_free && %(unit0_gpu_tokens)s" in outer
     assert "screened.self_attributes @> %(attribute0)s" in outer
-    assert shares_from(None) == Shares() and shares_from((None, None, None, None)) == Shares()
+    assert shares_from(None) == Shares() and shares_from((None,) * 6) == Shares()
     assert "OFFSET" not in compiled(screen)[0]  # no statistics: every index stays usable
+
+
+def test_node_tokens_take_the_index_and_the_gpu_tokens_they_imply_go_behind_the_fence() -> None:
+    shares = shares_from((None, None, None, None, ["nvidia#2", "nvidia/h100#8"], [0.5, 0.01]))
+    assert shares.common_gpu_node(["nvidia#2"]) and not shares.common_gpu_node(["nvidia/h100#8"])
+    screen = BidScreeningFilter(units=(
+        UnitScreen(("nvidia/h100",), gpu_node_tokens=("nvidia/h100#8",)),
+        UnitScreen(("nvidia",), gpu_node_tokens=("nvidia#2",))))
+    query = prefilter(screen, ONLINE_SINCE, 100, shares)
+    inner, outer = compiled_sql(query.statement)[0].split("OFFSET")
+    assert "gpu_node_tokens_free && %(unit0_gpu_node_tokens)s" in inner
+    assert "screened.gpu_node_tokens_free && %(unit1_gpu_node_tokens)s" in outer
+    assert "screened.gpu_models_free && %(unit0_gpu_tokens)s" in outer
+    assert "screened.gpu_models_free && %(unit1_gpu_tokens)s" in outer
+    assert query.params["unit0_gpu_node_tokens"] == ["nvidia/h100#8"]
 
 
 def test_leased_ips_and_the_reclamation_window_are_clauses_only_when_asked_for() -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 
 from hwledger.schemas.tokens import (
+    COUNT_STEPS,
     GpuIdentity,
+    count_step,
     gpu_tokens,
     identify,
     model_token_from_name,
+    ram_gib,
     request_token,
 )
 
@@ -90,3 +93,15 @@ def test_inventory_tokens_are_vendor_and_vendor_model_lowercased() -> None:
 ])
 def test_request_tokens(vendor: str, model: str | None, token: str) -> None:
     assert request_token(vendor, model) == token
+
+
+def test_count_steps_and_the_step_a_replica_needs() -> None:
+    assert COUNT_STEPS[:9] == (1, 2, 3, 4, 5, 6, 7, 8, 16) and COUNT_STEPS[-1] == 65536
+    assert [count_step(n) for n in (0, 1, 8, 9, 15, 16, 100, 10**6)] == [
+        1, 1, 8, 8, 8, 16, 64, 65536]
+
+
+def test_gpu_ram_rounds_halves_up_to_whole_gib() -> None:
+    gib = 1 << 30
+    assert [ram_gib(v) for v in (80 * gib, 80 * gib + gib // 2 - 1, 80 * gib + gib // 2,
+                                 40960 * (1 << 20))] == [80, 80, 81, 40]
