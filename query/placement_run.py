@@ -182,7 +182,9 @@ class ExactRun:
                 break
             assert last is not None  # more candidates follow a non-empty batch
             size = min(max(MAX_BATCH, limit), size * 2)
-            cursor = await conn.execute(*batches(last, size + 1).answer_sql(schema))
+            batch_query = batches(last, size + 1)
+            cursor = await conn.execute(*batch_query.answer_sql(schema),
+                                        prepare=batch_query.prepare)
             row = await cursor.fetchone()
             assert row is not None
             batch = (row[3], row[4], row[6])

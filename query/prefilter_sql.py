@@ -182,6 +182,16 @@ class Prefilter:
     def answer(self) -> Select[Any]:
         return _statements(self.shape, self.limited, self.ordered)[1]
 
+    @property
+    def prepare(self) -> bool | None:
+        """How the service executes the answer (psycopg's `prepare`): ordered statements are
+        never prepared, so each is planned with its values. psycopg prepares a statement one
+        connection ran five times, and Postgres then may run its generic plan, blind to how
+        rare the bound tokens are: for pages it walked the primary key for 100-370 ms where
+        the plan for the values ran in ~1 ms (ADR 0025). Scan-order statements stop at the
+        limit whatever the plan, and keep psycopg's default (None: prepared when repeated)."""
+        return False if self.ordered else None
+
     def answer_sql(self, schema: str) -> tuple[str, dict[str, Any]]:
         """The answer statement's SQL for `schema` and every value it binds, driver-ready."""
         sql, constants = _answer_sql(self.shape, self.limited, self.ordered, schema)

@@ -109,7 +109,7 @@ FILTER_SCHEMA: dict[str, Any] = {
                 "gpuNodeTokens": {**_NAMES, "description":
                                   "some node has one of these free, e.g. nvidia/a100/80gi#8: "
                                   "8 free GPUs of one model named by the vendor, model or "
-                                  "model/ram token, counts 1..8 then powers of two"}}}},
+                                  "model/ram token, counts powers of two"}}}},
         "signedBy": {"type": "object", "additionalProperties": False,
                      "properties": {"allOf": _NAMES, "anyOf": _NAMES}},
         "attributes": _ATTRIBUTES,

@@ -250,7 +250,8 @@ class QueryService:
                                                 ordered=paged or request is not None)
             async with self.connections.connection() as conn, \
                     conn.transaction() if request is not None else nullcontext():
-                cursor = await conn.execute(*prefilter.answer_sql(schema))
+                cursor = await conn.execute(*prefilter.answer_sql(schema),
+                                            prepare=prefilter.prepare)
                 row = await cursor.fetchone()
                 assert row is not None  # aggregates: always one row
                 (position, last_event_at, partitions, providers_json, truncated, candidates,

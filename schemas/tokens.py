@@ -97,9 +97,11 @@ def request_token(vendor: str, model: str | None) -> str:
     return f"{v}/{model.strip().lower()}"
 
 
-COUNT_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, *(2**e for e in range(4, 17)))
-"""The GPU counts a node token states (`node_token`): every count up to 8, then powers of two
-up to 65,536, so a provider row holds a few dozen node tokens however large its nodes."""
+COUNT_STEPS = tuple(2**e for e in range(17))
+"""The GPU counts a node token states (`node_token`): powers of two up to 65,536, so a provider
+row holds four tokens per vendor, model or ram token for nodes of 8 GPUs (every count up to 8
+made the rows twice as wide and the scans that read them up to 2x slower: docs/performance.md,
+"Issue 15, fourth step"), and requests mostly ask for powers of two."""
 
 
 def count_step(gpus: int) -> int:

@@ -132,12 +132,13 @@ def time_sql(conn: psycopg.Connection[Any], statements: Statements,
              ) -> tuple[list[float], list[set[str]]]:
     """Per-request seconds of the service's one statement (projection position + candidates as
     JSON, `probe` = the service's limit + 1 or None for no limit, by owner when `ordered` as a
-    paged answer; execute + fetch) and its answers."""
+    paged answer; execute + fetch, prepared as the service prepares it) and its answers."""
     seconds, answers = [], []
     for screen in screens:
-        sql, params = statements.answer(screen, probe, ordered)
+        query = statements.prefilter(screen, probe, ordered)
+        sql, params = query.answer_sql(statements.schema)
         started = time.perf_counter()
-        row = conn.execute(sql, params).fetchone()
+        row = conn.execute(sql, params, prepare=query.prepare).fetchone()
         seconds.append(time.perf_counter() - started)
         answers.append({p["owner"] for p in json.loads(row[3])} if row else set())
     return seconds, answers

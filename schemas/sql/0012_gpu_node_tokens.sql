@@ -1,5 +1,5 @@
 -- Node tokens (issue 15): `gpu_node_tokens_free` holds `token#n` for each step n of
--- (1..8, 16, 32, .. 65536) up to the most free GPUs of one model that one node of the provider
+-- (1, 2, 4, 8, .. 65536) up to the most free GPUs of one model that one node of the provider
 -- has, for the vendor token (`nvidia`), the model token (`nvidia/a100`) and the model's ram
 -- token (`nvidia/a100/80gi`, ram in whole GiB, halves rounded up). A replica's GPUs are of one
 -- model on one node, so a unit of n GPUs per replica needs some node with the largest step at
@@ -28,7 +28,7 @@ WITH node_kinds AS (
 ), node_tokens AS (
     SELECT c.provider_id, array_agg(c.token || '#' || s ORDER BY c.token COLLATE "C", s) AS tokens
     FROM node_counts c
-    JOIN unnest('{1,2,3,4,5,6,7,8,16,32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536}'
+    JOIN unnest('{1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536}'
                 ::int[]) AS s ON s <= c.most
     GROUP BY c.provider_id
 )

@@ -151,16 +151,18 @@ def test_node_tokens_keep_providers_with_one_replicas_gpus_on_one_node(
         screen: Screen, http: TestClient) -> None:
     two = owners(screen(group_spec(gpu_unit(2, "vendor/nvidia/model/h100"))))
     three = screen(group_spec(gpu_unit(3, "vendor/nvidia/model/h100")), explain=True)
+    four = screen(group_spec(gpu_unit(4, "vendor/nvidia/model/h100")), explain=True)
     assert {"p-h100", "p-mixed", "p-multi"} <= two  # two H100s on one node each
-    assert "p-h100" in owners(three) and not {"p-mixed", "p-multi"} & owners(three)
-    assert three["filter"]["units"][0]["gpuNodeTokens"] == ["nvidia/h100#3"]
-    assert "gpu_node_tokens_free &&" in three["sql"]
+    assert three["filter"]["units"][0]["gpuNodeTokens"] == ["nvidia/h100#2"]  # the step <= 3
+    assert "p-h100" in owners(four) and not {"p-mixed", "p-multi"} & owners(four)
+    assert four["filter"]["units"][0]["gpuNodeTokens"] == ["nvidia/h100#4"]
+    assert "gpu_node_tokens_free &&" in four["sql"]
     by_ram = owners(screen(group_spec(gpu_unit(1, "vendor/nvidia/model/mi300x/ram/80Gi",
                                                "vendor/amd/model/mi300x/ram/192Gi"))))
     assert {"p-amd", "p-multi"} <= by_ram and "p-h100" not in by_ram
     assert not owners(screen(group_spec(gpu_unit(1, "vendor/amd/model/mi300x/ram/80Gi"))))
-    posted = http.post("/v1/prefilter", json={"units": [{"gpuNodeTokens": ["NVIDIA/H100#3"]}]})
-    assert posted.status_code == 200 and owners(posted.json()) == owners(three)
+    posted = http.post("/v1/prefilter", json={"units": [{"gpuNodeTokens": ["NVIDIA/H100#4"]}]})
+    assert posted.status_code == 200 and owners(posted.json()) == owners(four)
 
 
 def test_model_token_is_case_insensitive(screen: Screen) -> None:
@@ -274,10 +276,10 @@ def test_common_conditions_behind_the_fence_give_the_same_answers(
                 group_spec(gpu_unit(1, "vendor/nvidia/model/h100"),
                            gpu_unit(1, "vendor/amd/model/mi300x")),
                 group_spec(cpu_unit(1000), any_of=[AUDITOR_A], attributes={"host/*": "akash"}),
-                group_spec(gpu_unit(3, "vendor/nvidia/model/h100"))]
+                group_spec(gpu_unit(4, "vendor/nvidia/model/h100"))]
     common = Shares(gpu_tokens=dict.fromkeys(("nvidia/h100", "amd/mi300x"), 1.0),
                     attributes={("region", "us-west"): 1.0},
-                    gpu_node_tokens={"nvidia/h100#3": 1.0})
+                    gpu_node_tokens={"nvidia/h100#4": 1.0})
     with connect(database_url, loaded, autocommit=True) as conn:
         for request in requests:
             screen = screening_filter(parse_group_spec(request))

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from hwledger.query.binpacker import Placement, place
 from hwledger.query.group_request import GpuAlternative, GroupRequest, ResourceUnit
 from hwledger.query.inventory import GpuGroup, NodeInventory, ProviderNodes, node_tokens
+from hwledger.schemas.migrations import migrations
+from hwledger.schemas.tokens import COUNT_STEPS
 from hwledger.schemas.units import GiB
 
 
@@ -25,12 +27,12 @@ def test_node_tokens_count_one_model_on_one_node() -> None:
         NodeInventory("b", 1, 1, 1, (group("nvidia", "h100", 80, range(0, 9)),)),
     )
     assert node_tokens(nodes) == [
-        *(f"nvidia#{n}" for n in range(1, 9)),  # nine H100s on b: 8, the largest step <= 9
-        *(f"nvidia/a100#{n}" for n in range(1, 6)),  # both rams of a100 on a
+        "nvidia#1", "nvidia#2", "nvidia#4", "nvidia#8",  # nine H100s on b: 8 is the step
+        "nvidia/a100#1", "nvidia/a100#2", "nvidia/a100#4",  # both rams of a100 on a: 5
         "nvidia/a100/40gi#1", "nvidia/a100/40gi#2",
-        "nvidia/a100/80gi#1", "nvidia/a100/80gi#2", "nvidia/a100/80gi#3",
-        *(f"nvidia/h100#{n}" for n in range(1, 9)),
-        *(f"nvidia/h100/80gi#{n}" for n in range(1, 9)),
+        "nvidia/a100/80gi#1", "nvidia/a100/80gi#2",
+        "nvidia/h100#1", "nvidia/h100#2", "nvidia/h100#4", "nvidia/h100#8",
+        "nvidia/h100/80gi#1", "nvidia/h100/80gi#2", "nvidia/h100/80gi#4", "nvidia/h100/80gi#8",
     ]
     assert node_tokens([NodeInventory("c", 1, 1, 1)]) == []
 
@@ -88,3 +90,8 @@ def test_a_replica_may_mix_the_rams_a_unit_accepts_of_one_model() -> None:
     assert isinstance(place(GroupRequest((unit,)), provider), Placement)
     assert unit.gpu_node_tokens == ("nvidia/a100#8",)
     assert "nvidia/a100#8" in node_tokens(provider.nodes)
+
+
+def test_migration_0012_fills_the_column_with_the_same_steps() -> None:
+    fill = next(m.sql for m in migrations() if m.version == 12)
+    assert "'{" + ",".join(map(str, COUNT_STEPS)) + "}'" in fill

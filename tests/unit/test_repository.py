@@ -169,3 +169,10 @@ def test_a_limited_prefilter_lists_by_owner_after_the_cursor() -> None:
         "ORDER BY") == 1
     assert "row_number() OVER (ORDER BY candidate_rows.provider_id)" in compiled_sql(
         paged.answer)[0]
+
+
+def test_ordered_statements_are_never_prepared_so_each_is_planned_with_its_values() -> None:
+    screen = BidScreeningFilter(units=(UnitScreen(("nvidia/h100",)),))
+    assert prefilter(screen, ONLINE_SINCE, 100).prepare is None  # psycopg's default
+    assert prefilter(screen, ONLINE_SINCE, 100, ordered=True).prepare is False
+    assert prefilter(screen, ONLINE_SINCE, 100, after="p1").prepare is False
