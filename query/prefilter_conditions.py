@@ -82,9 +82,9 @@ SHARES_SQL = (
 
 @dataclass(frozen=True)
 class Shares:
-    """The share of providers with each GPU token free and with each self attribute, as the
-    planner's statistics (ANALYZE) count them: a token or attribute they do not list is taken
-    as rare. Read with SHARES_SQL (see `shares_from`)."""
+    """The share of providers with each GPU token free, each node token, and each self
+    attribute, as the planner's statistics (ANALYZE) count them: a token or attribute they do
+    not list is taken as rare. Read with SHARES_SQL (see `shares_from`)."""
 
     gpu_tokens: Mapping[str, float] = field(default_factory=dict)
     attributes: Mapping[tuple[str, str], float] = field(default_factory=dict)
