@@ -83,6 +83,16 @@ def provider_nodes(conn: Connection, provider_ids: Sequence[str], schema: str | 
                                             {"provider_ids": list(provider_ids)}))
 
 
+async def answer_row(conn: psycopg.AsyncConnection[Any], query: Prefilter, schema: str
+                     ) -> tuple[Any, ...]:
+    """The one row of `query`'s answer statement (`prefilter_sql._answer`), executed as
+    `Prefilter.prepare` says."""
+    cursor = await conn.execute(*query.answer_sql(schema), prepare=query.prepare)
+    row = await cursor.fetchone()
+    assert row is not None  # aggregates: always one row
+    return tuple(row)
+
+
 async def read_inventory_rows(conn: psycopg.AsyncConnection[Any], schema: str,
                               provider_ids: Sequence[str]) -> list[Any]:
     """The rows of `inventories`, on an async psycopg connection."""
@@ -182,11 +192,7 @@ class ExactRun:
                 break
             assert last is not None  # more candidates follow a non-empty batch
             size = min(max(MAX_BATCH, limit), size * 2)
-            batch_query = batches(last, size + 1)
-            cursor = await conn.execute(*batch_query.answer_sql(schema),
-                                        prepare=batch_query.prepare)
-            row = await cursor.fetchone()
-            assert row is not None
+            row = await answer_row(conn, batches(last, size + 1), schema)
             batch = (row[3], row[4], row[6])
         found = await self.off_loop(budget, lambda: orjson.dumps(kept).decode())
         check_answer_size(found, self.limits)

@@ -38,7 +38,7 @@ from hwledger.query.binpacker import Packing
 from hwledger.query.connections import CONNECT_TIMEOUT_SECONDS, Connections
 from hwledger.query.group_request import GroupRequest
 from hwledger.query.limits import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits, check_answer_size
-from hwledger.query.placement_run import ExactRun
+from hwledger.query.placement_run import ExactRun, answer_row
 from hwledger.query.screening_filter import BidScreeningFilter, screening_filter
 from hwledger.schemas.db import check_schema_name
 from hwledger.schemas.errors import UserError
@@ -250,12 +250,8 @@ class QueryService:
                                                 ordered=paged or request is not None)
             async with self.connections.connection() as conn, \
                     conn.transaction() if request is not None else nullcontext():
-                cursor = await conn.execute(*prefilter.answer_sql(schema),
-                                            prepare=prefilter.prepare)
-                row = await cursor.fetchone()
-                assert row is not None  # aggregates: always one row
                 (position, last_event_at, partitions, providers_json, truncated, candidates,
-                 last) = row
+                 last) = await answer_row(conn, prefilter, schema)
                 check_answer_size(providers_json, self.limits)
                 if run is not None:
                     providers_json, rejected, truncated, last = await run.place_batches(
