@@ -211,6 +211,8 @@ def test_filter_json_is_camel_case_and_snake_case_is_read_too() -> None:
     ({"reclamationWindow": 0}, "reclamationWindow: must be between 1"),
     ({"total_cpu": "1"}, "total_cpu: expected an integer"),
     ({"units": [{"gpu_tokens": [1]}]}, "units[0].gpu_tokens[0]: expected a string"),
+    ({"units": [{"gpuNodeTokens": "nvidia#2"}]}, "units[0].gpuNodeTokens: expected a list"),
+    ({"units": [{"gpu_node_tokens": [2]}]}, "units[0].gpu_node_tokens[0]: expected a string"),
     ({"bogus": 1}, "bogus: unknown field"),
 ])
 def test_bad_filters_name_the_field(document: Any, start: str) -> None:
